@@ -1,0 +1,158 @@
+"""The compiled, immutable configuration that the data plane runs on.
+
+A :class:`Snapshot` is built once per (re)load by :mod:`sidegate.config.compile` from a validated
+config, and then only read. Every value here is plain (bytes, numbers, tuples, compiled regexes),
+ready for the hot path: nothing is parsed, looked up by name or formatted per request.
+
+A request takes the current snapshot once, when its head arrives, and keeps it to the end; a
+reload builds a new snapshot and swaps one reference, so nothing in flight ever sees a mix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sidegate.filters.base import Filter
+    from sidegate.routing.router import Router
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-route upstream timeouts, in seconds; 0 means no limit."""
+
+    connect: float = 2.0
+    response: float = 15.0  # until the response head arrives
+    idle: float = 60.0  # between body bytes once the response streams; also for upgraded tunnels
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdits:
+    """Header changes applied to a message, prepared as bytes.
+
+    ``remove`` holds lower-case names; ``set`` replaces any header of that name; ``add`` appends.
+    """
+
+    set: tuple[tuple[bytes, bytes], ...] = ()
+    add: tuple[tuple[bytes, bytes], ...] = ()
+    remove: frozenset[bytes] = frozenset()
+
+    @property
+    def drops(self) -> frozenset[bytes]:
+        """Lower-case names whose incoming copies are dropped (removed or replaced)."""
+        return self.remove | {name.lower() for name, _ in self.set}
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """How a route rewrites the request path before it goes upstream (one of the three)."""
+
+    strip_prefix: bytes | None = None
+    path: bytes | None = None
+    regex: re.Pattern[bytes] | None = None
+    replacement: bytes = b""
+
+    def apply(self, path: bytes) -> bytes:
+        if self.path is not None:
+            return self.path
+        if self.strip_prefix is not None:
+            if path.startswith(self.strip_prefix):
+                rest = path[len(self.strip_prefix) :]
+                return rest if rest.startswith(b"/") else b"/" + rest
+            return path
+        if self.regex is not None:
+            return self.regex.sub(self.replacement, path, count=1)
+        return path
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    """A compiled route: where matching requests go and what happens on the way."""
+
+    name: str
+    upstream: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    rewrite: Rewrite | None = None
+    request_headers: HeaderEdits | None = None
+    response_headers: HeaderEdits | None = None
+    max_body: int = 10 * 1024 * 1024
+    filters: tuple[Filter, ...] = ()
+    # Only the filters that implement each hook, in chain order (decided at compile time).
+    on_request: tuple[Filter, ...] = ()
+    on_response: tuple[Filter, ...] = ()
+    on_log: tuple[Filter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """A named cluster of endpoints and how connections to it are pooled."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    balancer: str = "round_robin"
+    max_idle: int = 128  # idle keep-alive connections kept per endpoint
+    idle_timeout: float = 60.0  # an idle pooled connection is closed after this
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundLimits:
+    """Limits that protect the pod (DESIGN.md, "Defaults that protect the pod")."""
+
+    head_size: int = 32 * 1024
+    header_count: int = 100
+    head_timeout: float = 10.0
+    body_idle: float = 30.0
+    keepalive_idle: float = 60.0
+    buffer_high_water: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedSpec:
+    """Which forwarding headers Sidegate adds to requests.
+
+    ``mode``: ``x-forwarded`` (X-Forwarded-For/-Proto/-Host), ``forwarded`` (RFC 7239), ``off``.
+    ``trust_incoming``: keep what a trusted front proxy already set (the proto and host it saw, the
+    client chain); when false, client-sent copies are replaced.
+    """
+
+    mode: str = "x-forwarded"
+    trust_incoming: bool = True
+    via: bytes = b"1.1 sidegate"  # empty: no Via header
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """Everything the running gateway needs, compiled from one config file."""
+
+    router: Router
+    upstreams: Mapping[str, UpstreamSpec]
+    inbound: ListenerSpec
+    admin: ListenerSpec
+    limits: InboundLimits = field(default_factory=InboundLimits)
+    forwarded: ForwardedSpec = field(default_factory=ForwardedSpec)
+    workers: int = 1
+    drain_timeout: float = 20.0
+    routes: tuple[Route, ...] = ()
+    dump: Mapping[str, Any] = field(default_factory=dict)  # normalised config, secrets redacted
+    source: str = ""

@@ -1,0 +1,3 @@
+"""Imports every built-in filter module so that each registers itself."""
+
+from sidegate.filters import direct_response  # noqa: F401
