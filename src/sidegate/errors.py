@@ -74,7 +74,9 @@ def idle_timeout(endpoint: str, seconds: float) -> UpstreamFailure:
 
 
 def reset(endpoint: str, retryable: bool) -> UpstreamFailure:
-    return UpstreamFailure("reset", 502, f"{endpoint} closed the connection before a full response", retryable)
+    return UpstreamFailure(
+        "reset", 502, f"{endpoint} closed the connection before a full response", retryable
+    )
 
 
 def protocol_error(endpoint: str, reason: str) -> UpstreamFailure:

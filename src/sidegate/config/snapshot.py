@@ -34,16 +34,25 @@ class HeaderEdits:
     """Header changes applied to a message, prepared as bytes.
 
     ``remove`` holds lower-case names; ``set`` replaces any header of that name; ``add`` appends.
+    ``drop`` (derived) is every lower-case name whose incoming copies go; ``block`` (derived) is
+    the ready-to-write ``Name: value\\r\\n`` lines of ``set`` and ``add``.
     """
 
     set: tuple[tuple[bytes, bytes], ...] = ()
     add: tuple[tuple[bytes, bytes], ...] = ()
     remove: frozenset[bytes] = frozenset()
+    drop: frozenset[bytes] = field(init=False)
+    block: bytes = field(init=False)
 
-    @property
-    def drops(self) -> frozenset[bytes]:
-        """Lower-case names whose incoming copies are dropped (removed or replaced)."""
-        return self.remove | {name.lower() for name, _ in self.set}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "drop", self.remove | {name.lower() for name, _ in self.set})
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in self.set + self.add)
+        object.__setattr__(self, "block", lines)
+
+    def apply(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """``headers`` without the dropped names (the caller writes ``block`` after them)."""
+        drop = self.drop
+        return [(n, v) for n, v in headers if n.lower() not in drop] if drop else headers
 
 
 @dataclass(frozen=True, slots=True)

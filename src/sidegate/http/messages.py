@@ -13,38 +13,28 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class RequestHead:
-    """A parsed, validated request head as received from the client."""
+    """A parsed, validated request head as received from the client.
 
-    __slots__ = (
-        "chunked",
-        "client_ip",
-        "content_length",
-        "headers",
-        "host",
-        "keep_alive",
-        "method",
-        "path",
-        "query",
-        "request_id",
-        "target",
-        "upgrade",
-        "version",
-    )
+    Fields have class-level defaults and the parser sets only what a request carries: creating a
+    head per request is then one small allocation (this is the hot path).
+    """
+
+    method: bytes = b""
+    target: bytes = b""  # path and query as forwarded (origin-form, dot-segments removed)
+    path: bytes = b"/"
+    query: bytes = b""  # without the leading "?"; empty when absent
+    version: bytes = b"1.1"
+    host: bytes = b""  # lower-cased, without the port
+    keep_alive: bool = True
+    content_length: int | None = None
+    chunked: bool = False
+    upgrade: bytes = b""  # the Upgrade header value when the client asks for one
+    request_id: bytes = b""
+    client_ip: str = ""
 
     def __init__(self) -> None:
-        self.method: bytes = b""
-        self.target: bytes = b""  # request-target as sent (origin-form after normalisation)
-        self.path: bytes = b"/"
-        self.query: bytes = b""  # without the leading "?"; empty when absent
-        self.version: bytes = b"1.1"
+        # End-to-end headers only: hop-by-hop, framing and forwarding headers are in fields.
         self.headers: Headers = []
-        self.host: bytes = b""  # lower-cased, without the port
-        self.keep_alive: bool = True
-        self.content_length: int | None = None
-        self.chunked: bool = False
-        self.upgrade: bytes = b""  # the Upgrade header value when the client asks for one
-        self.request_id: bytes = b""
-        self.client_ip: str = ""
 
     @property
     def has_body(self) -> bool:
@@ -54,16 +44,15 @@ class RequestHead:
 class ResponseHead:
     """A response head from the upstream, editable by ``on_response`` filters."""
 
-    __slots__ = ("chunked", "close_delimited", "content_length", "headers", "keep_alive", "reason", "status")
+    status: int = 0
+    reason: bytes = b""
+    content_length: int | None = None
+    chunked: bool = False
+    keep_alive: bool = True
+    close_delimited: bool = False
 
     def __init__(self) -> None:
-        self.status: int = 0
-        self.reason: bytes = b""
         self.headers: Headers = []
-        self.content_length: int | None = None
-        self.chunked: bool = False
-        self.keep_alive: bool = True
-        self.close_delimited: bool = False
 
 
 @dataclass(frozen=True, slots=True)

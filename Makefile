@@ -1,0 +1,41 @@
+# Sidegate: `make run` (demo app + Sidegate in front of it) and `make test` (the whole suite).
+# Every target sets up what it needs first, on a fresh Debian machine with Python 3.11.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install run test lint typecheck unit bench system-deps clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@bash scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
+	@touch $@
+
+# Debian packages the tests start on loopback (nginx as a real upstream, redis later).
+system-deps:
+	@bash scripts/install-system-deps.sh nginx-light
+
+run: install
+	@bash scripts/run-demo.sh
+
+lint: install
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install system-deps lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+bench: install
+	@bash scripts/install-system-deps.sh nginx-light wrk
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results

@@ -1,0 +1,89 @@
+"""nginx in two roles: the origin ("the app") and the reverse proxy Sidegate is measured against.
+
+Each instance gets its own prefix directory: config, pid file, error log and temp paths all live there, so
+nothing touches /etc/nginx, /var/log or /var/lib and no root-owned path is needed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from procs import BenchError, Proc, ProcessGroup, wait_ready
+
+ORIGIN_BODY = b"Hello, world!"
+
+_COMMON = """\
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{body}
+}}
+"""
+
+_ORIGIN = """\
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "{text}"; }}
+    }}"""
+
+_PROXY = """\
+    upstream app {{
+        server 127.0.0.1:{app_port};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""
+
+
+def nginx_binary() -> str:
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if path is None:
+        raise BenchError("nginx not found: run `scripts/install-system-deps.sh nginx-light wrk` as root")
+    return path
+
+
+def nginx_version() -> str:
+    out = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=False)
+    return out.stderr.strip().removeprefix("nginx version: ")
+
+
+def origin_conf(prefix: Path, port: int) -> str:
+    return _COMMON.format(prefix=prefix, body=_ORIGIN.format(port=port, text=ORIGIN_BODY.decode()))
+
+
+def proxy_conf(prefix: Path, port: int, app_port: int) -> str:
+    return _COMMON.format(prefix=prefix, body=_PROXY.format(port=port, app_port=app_port))
+
+
+def start_nginx(group: ProcessGroup, name: str, conf: str, port: int, cpu: int | None) -> Proc:
+    """Write `conf` into a fresh prefix under the group's work dir, start nginx, wait until it answers."""
+    prefix = group.workdir / name
+    prefix.mkdir()
+    # Workers drop to `nobody` when started as root; they must be able to reach their prefix.
+    prefix.chmod(0o755)
+    (prefix / "nginx.conf").write_text(conf)
+    argv = [nginx_binary(), "-p", str(prefix), "-e", str(prefix / "error.log")]
+    argv += ["-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+    proc = group.start(name, argv, cpu)
+    wait_ready(proc, port, "/", timeout=10)
+    return proc

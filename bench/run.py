@@ -1,0 +1,183 @@
+"""End-to-end benchmark: the app directly, through nginx and through Sidegate, in one run.
+
+    .venv/bin/python bench/run.py [--duration 5] [--repeat 1] [--only direct,nginx,sidegate]
+                                  [--config EXTRA.yaml]
+
+Layout (2 CPUs): the origin ("the app", nginx returning a 13-byte body) and wrk share CPU 0; the proxy
+under test (nginx or Sidegate, one worker each) has CPU 1 to itself. For each scenario: start the proxy,
+check one request, read its idle RSS, warm up 1 s, measure requests/s at 64 connections, then p50/p99
+at 1 connection, then its RSS after the load; stop it. Repeats are interleaved (direct, nginx, sidegate,
+direct, ...) and summarized by their median. The Markdown table is printed and the full record saved to
+bench/results/. Only 127.0.0.1 is used; every process started is stopped on exit, error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from nginx import nginx_version, origin_conf, start_nginx
+from procs import BenchError, ProcessGroup, bench_cpus, free_port
+from report import Measurement, findings, markdown_table, save_json, summarize
+from scenarios import BY_NAME, SCENARIOS, Scenario, start_target
+from wrk import run_wrk, wrk_version
+
+HERE = Path(__file__).resolve().parent
+WARMUP_SECONDS = 1
+LOAD_CONNECTIONS = 64
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk measurement (default 5)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; the median is reported")
+    names = ",".join(s.name for s in SCENARIOS)
+    parser.add_argument("--only", help=f"comma-separated scenarios to run (known: {names})")
+    parser.add_argument("--config", type=Path, help="Sidegate config for the `sidegate` scenario")
+    parser.add_argument(
+        "--latency-layout",
+        choices=["split", "shared"],
+        default="split",
+        help="1-connection latency with the proxy on its own CPU (split, default) or moved onto the "
+        "load CPU with wrk and the origin (shared: no cross-CPU wake-ups, so per-request work shows)",
+    )
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="where the JSON goes")
+    args = parser.parse_args(argv)
+    if not 1 <= args.duration <= 600 or not 1 <= args.repeat <= 20:
+        parser.error("--duration must be 1..600 and --repeat 1..20")
+    if args.config is not None and not args.config.is_file():
+        parser.error(f"--config {args.config}: no such file")
+    return args
+
+
+def select(only: str | None) -> list[Scenario]:
+    if not only:
+        return [s for s in SCENARIOS if s.default]
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise BenchError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    return [BY_NAME[n] for n in names]
+
+
+def measure(
+    group: ProcessGroup, scenario: Scenario, app_port: int, cpus: tuple[int, int], args: argparse.Namespace
+) -> Measurement:
+    load_cpu, proxy_cpu = cpus
+    target = start_target(group, scenario, app_port, proxy_cpu, args.config)
+    try:
+        time.sleep(0.2)  # let start-up work settle before reading the idle footprint
+        rss_idle = target.proxy.rss_bytes() if target.proxy else None
+        url = f"http://127.0.0.1:{target.port}{scenario.path}"
+        run_wrk(url, LOAD_CONNECTIONS, WARMUP_SECONDS, load_cpu, headers=scenario.headers)
+        throughput = run_wrk(url, LOAD_CONNECTIONS, args.duration, load_cpu, headers=scenario.headers)
+        if target.proxy and args.latency_layout == "shared":
+            target.proxy.pin(load_cpu)
+        latency = run_wrk(url, 1, args.duration, load_cpu, headers=scenario.headers)
+        rss_loaded = target.proxy.rss_bytes() if target.proxy else None
+    finally:
+        if target.proxy:
+            group.stop(target.proxy)
+    return Measurement(scenario.name, throughput, latency, rss_idle, rss_loaded)
+
+
+def meta(args: argparse.Namespace, cpus: tuple[int, int], scenarios: list[Scenario]) -> dict[str, Any]:
+    git = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": git.stdout.strip() or None,
+        "cpu": cpu_model,
+        "cpus_online": os.cpu_count(),
+        "load_cpu": cpus[0],
+        "proxy_cpu": cpus[1],
+        "python": platform.python_version(),
+        "nginx": nginx_version(),
+        "wrk": wrk_version(),
+        "duration_s": args.duration,
+        "warmup_s": WARMUP_SECONDS,
+        "load_connections": LOAD_CONNECTIONS,
+        "repeat": args.repeat,
+        "latency_layout": args.latency_layout,
+        "sidegate_config": str(args.config) if args.config else "minimal (generated)",
+        "scenarios": {s.name: s.description for s in scenarios},
+    }
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through the `with` blocks, which stop every process
+
+
+def run(args: argparse.Namespace) -> int:
+    if shutil.which("taskset") is None:
+        raise BenchError("taskset not found (Debian package util-linux)")
+    scenarios = select(args.only)
+    cpus = bench_cpus()
+    if cpus[0] == cpus[1]:
+        print("note: only one CPU available; load, origin and proxy share it", file=sys.stderr)
+    info = meta(args, cpus, scenarios)
+    runs: dict[str, list[Measurement]] = {s.name: [] for s in scenarios}
+    with tempfile.TemporaryDirectory(prefix="sidegate-bench-") as tmp, ProcessGroup(Path(tmp)) as group:
+        Path(tmp).chmod(0o755)  # nginx workers run as `nobody` when the harness runs as root
+        app_port = free_port()
+        start_nginx(group, "origin", origin_conf(group.workdir / "origin", app_port), app_port, cpus[0])
+        for i in range(args.repeat):
+            for s in scenarios:
+                print(f"[{i + 1}/{args.repeat}] {s.name}: {s.description}", file=sys.stderr, flush=True)
+                m = measure(group, s, app_port, cpus, args)
+                runs[s.name].append(m)
+                print(
+                    f"    {m.throughput.rps:,.0f} req/s, p50 {m.latency.percentiles_us.get('50', 0):.0f} µs",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    rows = summarize(runs, {s.name: s.description for s in scenarios})
+    print()
+    print(markdown_table(rows))
+    print()
+    for line in findings(rows):
+        print(line)
+    out = args.results / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    save_json(out, info, rows, runs)
+    print(f"\nsaved {out}")
+    return 1 if any(r.errors for r in rows) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Also when started in the background, where a shell may have set SIGINT to "ignore".
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; all processes stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

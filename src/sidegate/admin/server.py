@@ -1,0 +1,474 @@
+"""The admin listener: a small, strict HTTP/1.1 server for probes, Prometheus and operators.
+
+Theory of operation
+-------------------
+Each connection is an :class:`asyncio.Protocol` that feeds bytes to ``httptools``. Parser callbacks
+collect one request at a time into an :class:`AdminRequest` and append it to a per-connection
+queue; one worker task per busy connection answers the queue in order (handlers may be sync or
+async), so pipelined requests get their responses in the order they were sent. The worker exits
+when the queue is empty; the next request starts a new one.
+
+Dispatch is a plain dict of ``(method, path) -> handler`` held by :class:`AdminApp`: features add
+endpoints with :meth:`AdminApp.add` (or the ``routes`` argument of :func:`start_admin_server`).
+``HEAD`` falls back to the ``GET`` handler and drops the body; a known path with another method is a
+405 with ``Allow``; an unknown path is a 404 that lists the endpoints.
+
+Robustness: every response has ``Content-Length``. Malformed bytes are a 400 with a JSON reason
+and a close; limits (head size, header count, target length, body of 1 MiB) answer 431/414/413
+and close; a request that does not arrive in time is a 408, an idle keep-alive connection is
+closed quietly. Reading pauses when too many pipelined requests wait, writing waits for the
+transport to drain, and a handler that raises is a 500 that keeps the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, NoReturn, Protocol
+from urllib.parse import parse_qs
+
+import httptools
+
+from sidegate.observe.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+log = logging.getLogger("sidegate.admin")
+
+
+class AdminBackend(Protocol):
+    """What the admin server needs from the runtime."""
+
+    def is_live(self) -> bool: ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """``(ready, reason)``: whether the gateway should get traffic, and why (not)."""
+        ...
+
+    def metrics_text(self) -> bytes:
+        """Prometheus text exposition, merged across workers."""
+        ...
+
+    def config_dump(self) -> dict[str, Any]:
+        """The running config (secrets redacted), its version and the last reload error, if any."""
+        ...
+
+    async def reload(self) -> tuple[bool, str]:
+        """Reload the config file: ``(ok, message)``; on failure the old config keeps serving."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRequest:
+    """One complete request as a handler sees it (path and query undecoded, body whole)."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]] = field(default_factory=dict)
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResponse:
+    """A complete response; the server adds Date, Content-Length and Connection."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def json(
+        cls, status: int, obj: Any, *, pretty: bool = False, headers: tuple[tuple[str, str], ...] = ()
+    ) -> AdminResponse:
+        """A JSON response; values JSON cannot encode are written with ``str()``."""
+        text = json.dumps(obj, indent=2 if pretty else None, default=str)
+        return cls(status, (text + "\n").encode(), "application/json", headers)
+
+
+Handler = Callable[[AdminRequest], AdminResponse | Awaitable[AdminResponse]]
+Routes = Mapping[tuple[str, str], Handler]
+
+
+def error_response(status: int, reason: str, **extra: Any) -> AdminResponse:
+    """``{"error": "<status_phrase>", "reason": ...}`` with the given status."""
+    phrase = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    return AdminResponse.json(status, {"error": phrase, "reason": reason, **extra})
+
+
+class AdminApp:
+    """The route table and dispatch rules (HEAD fallback, 404, 405, 500)."""
+
+    def __init__(self, routes: Routes | None = None) -> None:
+        self.routes: dict[tuple[str, str], Handler] = dict(routes or {})
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        """Serve ``method path`` with ``handler`` (replacing any previous one)."""
+        self.routes[(method.upper(), path)] = handler
+
+    def endpoints(self) -> list[str]:
+        return sorted(f"{m} {p}" for m, p in self.routes)
+
+    async def handle(self, request: AdminRequest) -> AdminResponse:
+        """Answer one request; never raises."""
+        handler = self.routes.get((request.method, request.path))
+        if handler is None and request.method == "HEAD":
+            handler = self.routes.get(("GET", request.path))
+        if handler is None:
+            allowed = {m for m, p in self.routes if p == request.path}
+            if not allowed:
+                return error_response(404, f"no admin endpoint {request.path}", endpoints=self.endpoints())
+            if "GET" in allowed:
+                allowed.add("HEAD")
+            allow = ", ".join(sorted(allowed))
+            resp = error_response(405, f"{request.method} not allowed on {request.path}", allowed=allow)
+            return AdminResponse(resp.status, resp.body, resp.content_type, (("Allow", allow),))
+        try:
+            result = handler(request)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except Exception as exc:
+            log.exception("admin handler for %s %s failed", request.method, request.path)
+            return error_response(500, f"{type(exc).__name__}: {exc}")
+
+
+def default_routes(backend: AdminBackend) -> dict[tuple[str, str], Handler]:
+    """The built-in endpoints: live, ready, metrics, config_dump, reload."""
+    reload_lock = asyncio.Lock()  # one reload at a time, whoever asks
+
+    def live(_: AdminRequest) -> AdminResponse:
+        if backend.is_live():
+            return AdminResponse.json(200, {"status": "live"})
+        return AdminResponse.json(503, {"status": "not_live"})
+
+    def ready(_: AdminRequest) -> AdminResponse:
+        ok, reason = backend.readiness()
+        return AdminResponse.json(
+            200 if ok else 503, {"status": "ready" if ok else "not_ready", "reason": reason}
+        )
+
+    def metrics(_: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, backend.metrics_text(), METRICS_CONTENT_TYPE)
+
+    def config_dump(_: AdminRequest) -> AdminResponse:
+        return AdminResponse.json(200, backend.config_dump(), pretty=True)
+
+    async def reload(_: AdminRequest) -> AdminResponse:
+        async with reload_lock:
+            ok, message = await backend.reload()
+        if not ok:
+            return AdminResponse.json(400, {"status": "rejected", "error": message})
+        body: dict[str, Any] = {"status": "reloaded", "message": message}
+        version = backend.config_dump().get("version")
+        if version is not None:
+            body["version"] = version
+        return AdminResponse.json(200, body)
+
+    return {
+        ("GET", "/live"): live,
+        ("GET", "/ready"): ready,
+        ("GET", "/metrics"): metrics,
+        ("GET", "/config_dump"): config_dump,
+        ("POST", "/reload"): reload,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class AdminLimits:
+    """Per-connection limits of the admin listener."""
+
+    max_body: int = 1024 * 1024
+    max_head: int = 32 * 1024
+    max_headers: int = 100
+    max_target: int = 8 * 1024
+    request_timeout: float = 10.0  # from the first byte of a request to its end
+    idle_timeout: float = 60.0  # keep-alive connection with no request
+    max_queued: int = 16  # pipelined requests waiting before reading pauses
+
+
+class _RejectError(Exception):
+    """Raised from a parser callback to stop parsing; the response is in ``_error``."""
+
+
+class _Pending:
+    __slots__ = ("head_only", "keep_alive", "request", "response")
+
+    def __init__(
+        self, request: AdminRequest | None, response: AdminResponse | None, keep_alive: bool
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.keep_alive = keep_alive
+        self.head_only = request is not None and request.method == "HEAD"
+
+
+class AdminConnection(asyncio.Protocol):
+    """One admin client connection (see the module docstring)."""
+
+    def __init__(self, app: AdminApp, limits: AdminLimits) -> None:
+        self._app = app
+        self._limits = limits
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._queue: deque[_Pending] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._closing = False  # no more responses: the connection is closed or closing
+        self._done_reading = False  # no more requests: an error or upgrade ended the stream
+        self._reading = True
+        self._error: AdminResponse | None = None
+        self._in_message = False
+        self._url = bytearray()
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._body = bytearray()
+        self._keep_alive = True
+
+    # -- transport events ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._arm(self._limits.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        if self._drained is None:
+            self._drained = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._wake_writer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._done_reading:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades are not served here: answer the request (already queued), then close.
+            if self._queue:
+                self._queue[-1].keep_alive = False
+            self._stop_reading()
+        except httptools.HttpParserError as exc:
+            response = self._error or error_response(400, str(exc) or "malformed request")
+            self._queue.append(_Pending(None, response, keep_alive=False))
+            self._stop_reading()
+        self._start_worker()
+
+    # -- parser callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._url.clear()
+        self._headers = []
+        self._head_size = 0
+        self._body.clear()
+        self._arm(self._limits.request_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_target:
+            self._reject(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if len(self._headers) > self._limits.max_headers or self._head_size > self._limits.max_head:
+            self._reject(431, "request header fields too large")
+
+    def on_headers_complete(self) -> None:
+        self._keep_alive = self._parser.should_keep_alive()
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname == b"content-length" and int(value) > self._limits.max_body:
+                self._reject(413, f"body larger than {self._limits.max_body} bytes")
+            if (
+                lname == b"expect"
+                and value.lower() == b"100-continue"
+                and not self._queue
+                and self._worker is None
+            ):
+                assert self._transport is not None
+                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, chunk: bytes) -> None:
+        if len(self._body) + len(chunk) > self._limits.max_body:
+            self._reject(413, f"body larger than {self._limits.max_body} bytes")
+        self._body += chunk
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._cancel_timer()
+        method = self._parser.get_method().decode("ascii", "replace")
+        target = bytes(self._url)
+        if target.startswith(b"/"):
+            path, _, query = target.partition(b"?")
+        else:  # absolute-form (or "*"): servers must accept it (RFC 9112, 3.2.2)
+            try:
+                url = httptools.parse_url(target)
+            except httptools.HttpParserInvalidURLError:
+                self._reject(400, "invalid request target")
+            path, query = url.path or b"/", url.query or b""
+        request = AdminRequest(
+            method,
+            path.decode("latin-1"),
+            parse_qs(query.decode("latin-1"), keep_blank_values=True),
+            tuple(self._headers),
+            bytes(self._body),
+        )
+        self._queue.append(_Pending(request, None, self._keep_alive))
+        if len(self._queue) >= self._limits.max_queued:
+            self._set_reading(False)
+
+    def _reject(self, status: int, reason: str) -> NoReturn:
+        self._error = error_response(status, reason)
+        raise _RejectError(reason)
+
+    # -- answering -------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        if self._worker is None and self._queue and not self._closing:
+            self._worker = self._loop.create_task(self._answer_queue())
+
+    async def _answer_queue(self) -> None:
+        try:
+            await self._answer_pending()
+        except Exception:  # a bug here must not leave the client hanging
+            log.exception("admin connection failed")
+            self._closing = True
+            if self._transport is not None:
+                self._transport.abort()
+        finally:
+            self._worker = None
+            if not self._closing and not self._in_message:
+                self._arm(self._limits.idle_timeout)
+        self._start_worker()  # requests may have arrived while we awaited
+
+    async def _answer_pending(self) -> None:
+        while self._queue and not self._closing:
+            item = self._queue.popleft()
+            response = item.response
+            if response is None:
+                assert item.request is not None
+                response = await self._app.handle(item.request)
+            if self._drained is not None:
+                await self._drained
+            if self._closing or self._transport is None:
+                return
+            self._write(response, item.keep_alive, item.head_only)
+            if not item.keep_alive:
+                self._closing = True
+                self._transport.close()
+                return
+            if len(self._queue) < self._limits.max_queued // 2 and not self._done_reading:
+                self._set_reading(True)
+
+    def _write(self, response: AdminResponse, keep_alive: bool, head_only: bool) -> None:
+        assert self._transport is not None
+        try:
+            phrase = HTTPStatus(response.status).phrase
+        except ValueError:
+            phrase = ""
+        lines = [
+            f"HTTP/1.1 {response.status} {phrase}",
+            f"Date: {formatdate(usegmt=True)}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            "Cache-Control: no-store",
+        ]
+        lines.extend(f"{name}: {value}" for name, value in response.headers)
+        if not keep_alive:
+            lines.append("Connection: close")
+        elif self._parser.get_http_version() == "1.0":
+            lines.append("Connection: keep-alive")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._transport.write(head if head_only else head + response.body)
+
+    # -- flow control and timers -----------------------------------------------------------------
+
+    def _stop_reading(self) -> None:
+        """Parse nothing more: the queued responses are written, the last one closes."""
+        self._done_reading = True
+        self._set_reading(False)
+        self._cancel_timer()
+
+    def _set_reading(self, on: bool) -> None:
+        if self._transport is None or on == self._reading or self._transport.is_closing():
+            return
+        self._reading = on
+        if on:
+            self._transport.resume_reading()
+        else:
+            self._transport.pause_reading()
+
+    def _wake_writer(self) -> None:
+        if self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+            self._drained = None
+
+    def _arm(self, delay: float) -> None:
+        self._cancel_timer()
+        self._timer = self._loop.call_later(delay, self._on_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        if self._closing or self._transport is None:
+            return
+        if self._in_message:  # a request started and did not finish in time
+            self._queue.append(_Pending(None, error_response(408, "request not received in time"), False))
+            self._stop_reading()
+            self._start_worker()
+        elif self._worker is None:
+            self._closing = True
+            self._transport.close()
+
+
+async def start_admin_server(
+    host: str,
+    port: int,
+    backend: AdminBackend,
+    *,
+    sock: socket.socket | None = None,
+    routes: Routes | None = None,
+    limits: AdminLimits | None = None,
+) -> asyncio.Server:
+    """Listen on ``host:port`` (or on ``sock``, already bound) and serve the admin API.
+
+    ``routes`` adds or replaces endpoints on top of :func:`default_routes`. The caller owns the
+    returned server: ``server.close()`` stops accepting.
+    """
+    app = AdminApp(default_routes(backend))
+    for (method, path), handler in (routes or {}).items():
+        app.add(method, path, handler)
+    conn_limits = limits or AdminLimits()
+    loop = asyncio.get_running_loop()
+
+    def factory() -> AdminConnection:
+        return AdminConnection(app, conn_limits)
+
+    if sock is not None:
+        return await loop.create_server(factory, sock=sock)
+    return await loop.create_server(factory, host, port, reuse_address=True)

@@ -1,0 +1,363 @@
+"""The configuration model: what a Sidegate YAML file may say, as pydantic v2 models.
+
+The models check *shape and local values* (types, ranges, units, "exactly one of", regexes that
+compile); cross-references between parts of the file (a route's upstream exists, route names are
+unique) are checked by :mod:`sidegate.config.load`, which sees the whole file and reports every
+problem at once. Every model forbids unknown keys and every field has a description, so the JSON
+Schema (:func:`config_json_schema`) documents the file.
+
+A route's ``filters`` mapping is validated against the registry: each name is looked up with
+:func:`sidegate.filters.registry.lookup` and its value validated with that filter's
+``config_model``; errors keep the full path (``routes[2].filters.direct_response.status``).
+The validated values are the filter config model instances, in the order written.
+
+The model is only the front door: :mod:`sidegate.config.compile` turns it into the plain values of
+:mod:`sidegate.config.snapshot`. Nothing on the data plane sees these classes.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError
+
+from sidegate.config.fields import (
+    Duration,
+    EditableHeaderName,
+    EndpointAddress,
+    HeaderValue,
+    HostPattern,
+    KiB,
+    ListenAddress,
+    MatchHeaderName,
+    Method,
+    MiB,
+    OrPlainString,
+    PathValue,
+    Regex,
+    Size,
+    scalar_to_str,
+)
+from sidegate.filters.base import FilterConfig
+from sidegate.filters.registry import known_names, lookup
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- listeners ---------------------------------------------------------------------------------
+
+
+class Limits(_Model):
+    """Limits that protect the pod from slow or oversized requests."""
+
+    head_size: Size = Field(default=32 * KiB, gt=0, description="largest request head (431/414 above it)")
+    header_count: int = Field(default=100, ge=1, description="most request header lines (431 above it)")
+    head_timeout: Duration = Field(
+        default=10.0, gt=0, description="time allowed to receive a request head (408)"
+    )
+    body_idle: Duration = Field(
+        default=30.0, gt=0, description="longest pause between request body reads (408)"
+    )
+    keepalive_idle: Duration = Field(
+        default=60.0, gt=0, description="an idle client connection is closed after this"
+    )
+    buffer: Size = Field(
+        default=64 * KiB, gt=0, description="per-connection buffer high-water mark (backpressure)"
+    )
+
+
+class Forwarded(_Model):
+    """Which forwarding headers the gateway adds to requests it sends upstream."""
+
+    mode: Literal["x-forwarded", "forwarded", "off"] = Field(
+        default="x-forwarded",
+        description="forwarding headers to add: X-Forwarded-For/-Proto/-Host, RFC 7239 Forwarded, or none",
+    )
+    trust_incoming: bool = Field(
+        default=True, description="keep forwarding headers a front proxy already set (false: replace them)"
+    )
+    via: str = Field(default="1.1 sidegate", description='Via header value added to requests ("" for none)')
+
+
+class InboundListener(_Model):
+    """The listener that clients outside the pod connect to."""
+
+    address: ListenAddress = Field(default="0.0.0.0:8080", description='where clients connect, "host:port"')
+    limits: Limits = Field(default_factory=Limits, description="limits that protect the pod")
+    forwarded: Forwarded = Field(default_factory=Forwarded, description="forwarding headers")
+
+
+class AdminListener(_Model):
+    """The admin listener: probes, metrics, config dump, explain."""
+
+    address: ListenAddress = Field(default="127.0.0.1:9901", description='admin API address, "host:port"')
+
+
+class Listeners(_Model):
+    """Where the gateway listens."""
+
+    inbound: InboundListener = Field(
+        default_factory=InboundListener, description="the client-facing listener"
+    )
+    admin: AdminListener = Field(default_factory=AdminListener, description="probes, metrics and admin API")
+
+
+# --- upstreams ---------------------------------------------------------------------------------
+
+
+class Balancer(StrEnum):
+    """How requests are spread over an upstream's endpoints."""
+
+    ROUND_ROBIN = "round_robin"
+
+
+class Pool(_Model):
+    """Keep-alive connections kept open to an upstream's endpoints."""
+
+    max_idle: int = Field(default=128, ge=0, description="idle keep-alive connections kept per endpoint")
+    idle_timeout: Duration = Field(
+        default=60.0, gt=0, description="an idle pooled connection is closed after this"
+    )
+
+
+class Upstream(_Model):
+    """A named cluster of app endpoints."""
+
+    endpoints: list[EndpointAddress] = Field(
+        min_length=1, description='the app\'s addresses, "host:port" (e.g. "127.0.0.1:3000")'
+    )
+    balancer: Balancer = Field(
+        default=Balancer.ROUND_ROBIN, description="how requests are spread over endpoints"
+    )
+    pool: Pool = Field(default_factory=Pool, description="keep-alive connection pool")
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+def _exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
+    given = [n for n in names if getattr(model, n) is not None]
+    if len(given) != 1:
+        found = f"found {', '.join(given)}" if given else "found none"
+        raise ValueError(f"set exactly one of {', '.join(names)} ({found})")
+
+
+def _plain_to_exact(value: object) -> object:
+    value = scalar_to_str(value)
+    return {"exact": value} if isinstance(value, str) else value
+
+
+class ValueMatch(_Model):
+    """How a header or query parameter value must look; a plain string means ``exact``."""
+
+    exact: HeaderValue | None = Field(default=None, description="the value must equal this")
+    regex: Regex | None = Field(
+        default=None, description="the whole value must match this regular expression"
+    )
+    present: bool | None = Field(
+        default=None, description="true: must be sent (any value); false: must be absent"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ValueMatch:
+        _exactly_one(self, ("exact", "regex", "present"))
+        return self
+
+
+ValueSpec = Annotated[ValueMatch, BeforeValidator(_plain_to_exact), OrPlainString()]
+
+
+class Match(_Model):
+    """Which requests take a route: one path condition, plus any of hosts, methods, headers, query."""
+
+    path: PathValue | None = Field(default=None, description="the path must equal this")
+    path_prefix: PathValue | None = Field(
+        default=None,
+        description='the path must start with this (plain string prefix: "/api" also matches "/apix")',
+    )
+    path_regex: Regex | None = Field(
+        default=None, description="the whole path must match this regular expression"
+    )
+    hosts: list[HostPattern] | None = Field(
+        default=None,
+        min_length=1,
+        description='Host names (port ignored): "api.example.com", or "*.example.com" for any subdomain',
+    )
+    methods: list[Method] | None = Field(
+        default=None, min_length=1, description="HTTP methods (any case), e.g. [GET, HEAD]"
+    )
+    headers: dict[MatchHeaderName, ValueSpec] | None = Field(
+        default=None, description="headers that must match (names case-insensitive)"
+    )
+    query: dict[str, ValueSpec] | None = Field(
+        default=None, description="query parameters that must match (values percent-decoded)"
+    )
+
+    @model_validator(mode="after")
+    def _one_path(self) -> Match:
+        _exactly_one(self, ("path", "path_prefix", "path_regex"))
+        return self
+
+
+class Timeouts(_Model):
+    """Upstream timeouts of a route."""
+
+    connect: Duration = Field(default=2.0, description="to connect to the upstream (503); 0 = no limit")
+    response: Duration = Field(
+        default=15.0, description="until the response head arrives (504); 0 = no limit"
+    )
+    idle: Duration = Field(default=60.0, description="between response body bytes (504); 0 = no limit")
+
+
+class RegexRewrite(_Model):
+    """A regular expression substitution on the request path."""
+
+    pattern: Regex = Field(description="regular expression searched in the path (first match replaced)")
+    replacement: str = Field(description=r"replacement; \1 or \g<name> insert groups")
+
+    @model_validator(mode="after")
+    def _template(self) -> RegexRewrite:
+        try:  # "(?:p)|" always matches b"", so expand() checks the group references
+            probe = re.compile(b"(?:" + self.pattern.encode() + b")|").match(b"")
+        except re.error:
+            return self
+        if probe is not None:
+            try:
+                probe.expand(self.replacement.encode())
+            except (re.error, IndexError) as exc:
+                raise ValueError(f"invalid replacement {self.replacement!r}: {exc}") from None
+        return self
+
+
+class Rewrite(_Model):
+    """How the request path is rewritten before it goes upstream: exactly one of the three."""
+
+    strip_prefix: PathValue | None = Field(
+        default=None, description='remove this prefix from the path ("/api")'
+    )
+    path: PathValue | None = Field(default=None, description="replace the whole path with this")
+    regex: RegexRewrite | None = Field(
+        default=None, description="regular expression substitution on the path"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Rewrite:
+        _exactly_one(self, ("strip_prefix", "path", "regex"))
+        return self
+
+
+class HeaderEdit(_Model):
+    """Header changes on one message."""
+
+    set: dict[EditableHeaderName, HeaderValue] = Field(
+        default_factory=dict, description="replace any header of this name with this value"
+    )
+    add: dict[EditableHeaderName, HeaderValue] = Field(default_factory=dict, description="append a header")
+    remove: list[EditableHeaderName] = Field(default_factory=list, description="drop headers of these names")
+
+
+class Headers(_Model):
+    """Header changes on the request to the upstream and on the response to the client."""
+
+    request: HeaderEdit = Field(default_factory=HeaderEdit, description="edits on the way to the upstream")
+    response: HeaderEdit = Field(default_factory=HeaderEdit, description="edits on the way to the client")
+
+
+class _FiltersJsonSchema:
+    """JSON Schema of ``filters``: one optional property per registered filter, with its schema."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        fields: dict[str, Any] = {}
+        for name in known_names():
+            cls = lookup(name)
+            if cls is not None:
+                doc = (cls.__doc__ or "").strip().splitlines()
+                fields[name] = (
+                    cls.config_model | None,
+                    Field(default=None, description=doc[0] if doc else name),
+                )
+        model = create_model("Filters", __config__=ConfigDict(extra="forbid"), **fields)
+        return handler(model.__pydantic_core_schema__)
+
+
+def _validate_filters(value: object) -> dict[str, FilterConfig]:
+    """Look each filter up by name and validate its config; every error keeps its full path."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"filters must be a mapping of filter name to its config, got {value!r}")
+    out: dict[str, FilterConfig] = {}
+    errors: list[InitErrorDetails] = []
+    for name, config in value.items():
+        cls = lookup(str(name))
+        if cls is None:
+            known = ", ".join(known_names()) or "(none)"
+            msg = f"unknown filter {name!r}; known filters: {known}"
+            errors.append(
+                {"type": PydanticCustomError("unknown_filter", msg), "loc": (name,), "input": config}
+            )
+            continue
+        try:
+            out[name] = cls.config_model.model_validate({} if config is None else config)
+        except ValidationError as exc:
+            for err in exc.errors():
+                custom = PydanticCustomError(err["type"], err["msg"], err.get("ctx"))
+                errors.append({"type": custom, "loc": (name, *err["loc"]), "input": err["input"]})
+    if errors:
+        raise ValidationError.from_exception_data("filters", errors)
+    return out
+
+
+class Route(_Model):
+    """A route: which requests, which upstream, and what happens on the way."""
+
+    name: str = Field(min_length=1, description="unique route name (logs, metrics, explain)")
+    match: Match = Field(description="which requests take this route; the first matching route wins")
+    upstream: str = Field(description="name of the upstream (in `upstreams`) that serves this route")
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="upstream timeouts")
+    rewrite: Rewrite | None = Field(default=None, description="path rewrite before the request goes upstream")
+    headers: Headers = Field(default_factory=Headers, description="request and response header edits")
+    max_body: Size = Field(default=10 * MiB, description="largest request body (413 above it); 0 = no limit")
+    filters: Annotated[
+        dict[str, SerializeAsAny[FilterConfig]], BeforeValidator(_validate_filters), _FiltersJsonSchema()
+    ] = Field(default_factory=dict, description="filters to run on this route, in this order: name -> config")
+
+
+class SidegateConfig(_Model):
+    """A whole Sidegate configuration file."""
+
+    listeners: Listeners = Field(default_factory=Listeners, description="inbound and admin listeners")
+    workers: int = Field(
+        default=1, ge=1, le=1024, description="worker processes sharing the listening sockets"
+    )
+    drain_timeout: Duration = Field(
+        default=20.0, description="on shutdown, how long in-flight requests may finish"
+    )
+    upstreams: dict[str, Upstream] = Field(min_length=1, description="named clusters of app endpoints")
+    routes: list[Route] = Field(min_length=1, description="routes, tried in order; the first match wins")
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a config file, including every registered filter's config."""
+    schema = SidegateConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Sidegate configuration"
+    return schema

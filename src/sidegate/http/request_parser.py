@@ -1,0 +1,287 @@
+"""Strict HTTP/1.1 request reader: bytes in, validated heads and body chunks out.
+
+Theory of operation
+-------------------
+llhttp (through httptools) does the byte-level work and is already strict about most of RFC 9112:
+CL with TE, duplicate or malformed Content-Length, bad chunk sizes, bare LF/CR, obs-fold, invalid
+header names and values, NUL and CR in fields all raise ``HttpParserError``. This module adds what
+llhttp leaves to the application:
+
+* limits: head size and header count (431), URI length (414), bytes received while still in a head
+  (so a header that never ends cannot grow without bound);
+* Host: exactly one for HTTP/1.1, a valid authority; absolute-form targets take their authority;
+* Transfer-Encoding: only ``chunked`` is understood (501 for other codings, 400 on HTTP/1.0);
+* versions other than 1.0 and 1.1 (505); CONNECT and unknown forms of request-target (400/405).
+
+Header classification happens once, in ``on_header``: hop-by-hop and framing headers are kept out
+of ``RequestHead.headers`` (which holds only what may be forwarded as is), and the few headers the
+proxy rewrites (X-Forwarded-*, Forwarded, Via, X-Request-Id) are pulled into fields.
+
+Every violation raises :class:`~sidegate.http.errors.ProtocolError` out of :meth:`feed`; the
+connection answers with its status and closes, so nothing ambiguous is ever forwarded.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import httptools
+
+from sidegate.http.errors import ProtocolError
+from sidegate.http.messages import RequestHead
+from sidegate.http.syntax import normalize_path, parse_authority, valid_request_id
+
+# Header kinds (small ints so the dispatch in on_header is one dict lookup).
+_HOST, _CL, _TE, _CONN, _UPGRADE, _HOP, _XFF, _XFP, _XFH, _FWD, _VIA, _RID = range(12)
+_SPECIAL: dict[bytes, int] = {
+    b"host": _HOST,
+    b"content-length": _CL,
+    b"transfer-encoding": _TE,
+    b"connection": _CONN,
+    b"upgrade": _UPGRADE,
+    b"keep-alive": _HOP,
+    b"proxy-connection": _HOP,
+    b"te": _HOP,
+    b"trailer": _HOP,
+    b"proxy-authorization": _HOP,
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _XFP,
+    b"x-forwarded-host": _XFH,
+    b"forwarded": _FWD,
+    b"via": _VIA,
+    b"x-request-id": _RID,
+}
+
+
+# Host header value -> validated host name; a pod sees few distinct hosts.
+_HOSTS: dict[bytes, bytes] = {}
+_HOSTS_MAX = 1024
+
+
+class RequestSink(Protocol):
+    """What the reader calls as a request is read."""
+
+    def on_request_head(self, head: ParsedRequest) -> None: ...
+    def on_request_body(self, data: bytes) -> None: ...
+    def on_request_end(self) -> None: ...
+
+
+class ParsedRequest(RequestHead):
+    """A request head plus the forwarding headers the proxy rewrites (empty when absent)."""
+
+    host_header: bytes = b""  # Host as sent (with port), forwarded upstream unchanged
+    connection_tokens: tuple[bytes, ...] | list[bytes] = ()
+    xff: bytes = b""
+    xfp: bytes = b""
+    xfh: bytes = b""
+    forwarded: bytes = b""
+    via: bytes = b""
+    # True when none of the forwarding headers above came in (the common case, cached bytes).
+    plain_forwarding: bool = True
+
+
+class RequestParser:
+    """Feeds bytes to llhttp; validates; reports heads, body chunks and ends to a sink."""
+
+    __slots__ = (
+        "_head",
+        "_head_bytes",
+        "_header_count",
+        "_in_head",
+        "_max_count",
+        "_max_size",
+        "_parser",
+        "_sink",
+        "_te_values",
+        "_url",
+        "in_body",
+    )
+
+    def __init__(self, sink: RequestSink, max_head_size: int, max_header_count: int) -> None:
+        self._sink = sink
+        self._max_size = max_head_size
+        self._max_count = max_header_count
+        self._parser = httptools.HttpRequestParser(self)
+        self._head = ParsedRequest()
+        self._url = b""
+        self._head_bytes = 0
+        self._header_count = 0
+        self._te_values: list[bytes] = []
+        self._in_head = False
+        self.in_body = False
+
+    # -- driving -----------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> int | None:
+        """Parse ``data``. Returns None, or the offset where upgraded (tunnel) bytes start."""
+        if not self.in_body:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            return int(exc.args[0]) if exc.args else len(data)
+        except ProtocolError:
+            raise
+        except httptools.HttpParserInvalidMethodError:
+            raise ProtocolError(400, "invalid or unsupported method") from None
+        except httptools.HttpParserInvalidURLError:
+            raise ProtocolError(400, "invalid request-target") from None
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                raise cause from None
+            raise ProtocolError(400, "invalid request") from None
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(400, f"malformed request: {exc}") from None
+        if self._in_head and self._head_bytes > self._max_size:
+            raise ProtocolError(431, f"request head larger than {self._max_size} bytes")
+        return None
+
+    # -- llhttp callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head = ParsedRequest()
+        self._url = b""
+        self._header_count = 0
+        self._te_values = []
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._max_size:
+            raise ProtocolError(414, f"request-target longer than {self._max_size} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self._max_count:
+            raise ProtocolError(431, f"more than {self._max_count} header fields")
+        kind = _SPECIAL.get(name.lower())
+        head = self._head
+        if kind is None:
+            if self.in_body:
+                return  # a trailer field: dropped (we re-frame the body)
+            head.headers.append((name, value))
+            return
+        if self.in_body:
+            return
+        if kind == _HOST:
+            if head.host_header or b"," in value:
+                raise ProtocolError(400, "more than one Host header")
+            if not value:
+                raise ProtocolError(400, "empty Host header")
+            head.host_header = value
+        elif kind == _CL:
+            head.content_length = int(value)  # llhttp has checked it is digits and unique
+        elif kind == _TE:
+            self._te_values.append(value)
+        elif kind == _CONN:
+            tokens = [t.strip().lower() for t in value.split(b",")]
+            head.connection_tokens = [*head.connection_tokens, *(t for t in tokens if t)]
+        elif kind == _UPGRADE:
+            head.upgrade = value
+        elif kind == _XFF:
+            head.plain_forwarding = False
+            head.xff = head.xff + b", " + value if head.xff else value
+        elif kind == _XFP:
+            head.plain_forwarding = False
+            head.xfp = value
+        elif kind == _XFH:
+            head.plain_forwarding = False
+            head.xfh = value
+        elif kind == _FWD:
+            head.plain_forwarding = False
+            head.forwarded = head.forwarded + b", " + value if head.forwarded else value
+        elif kind == _VIA:
+            head.plain_forwarding = False
+            head.via = head.via + b", " + value if head.via else value
+        elif kind == _RID:
+            head.request_id = value if valid_request_id(value) else b""
+        # _HOP: dropped
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        head = self._head
+        parser = self._parser
+        version = parser.get_http_version()
+        if version == "1.1":
+            head.version = b"1.1"
+        elif version == "1.0":
+            head.version = b"1.0"
+        else:
+            raise ProtocolError(505, f"HTTP/{version} is not supported here; use HTTP/1.1")
+        head.method = method = parser.get_method()
+        if method == b"CONNECT":
+            raise ProtocolError(405, "CONNECT is not accepted on the inbound listener")
+        self._target(head, self._url)
+        if self._te_values:
+            if head.version == b"1.0":
+                raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if len(self._te_values) != 1 or self._te_values[0].strip().lower() != b"chunked":
+                raise ProtocolError(501, "only the chunked transfer coding is supported")
+            head.chunked = True
+        tokens = head.connection_tokens
+        if head.version == b"1.1":
+            head.keep_alive = b"close" not in tokens
+        else:
+            head.keep_alive = b"keep-alive" in tokens
+        if tokens:
+            _drop_nominated(head, tokens)
+        if head.upgrade and b"upgrade" not in tokens:
+            head.upgrade = b""  # Upgrade without "Connection: upgrade" is not an upgrade request
+        self.in_body = True
+        self._sink.on_request_head(head)
+
+    def on_body(self, body: bytes) -> None:
+        self._sink.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        self.in_body = False
+        self._head_bytes = 0
+        self._sink.on_request_end()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _target(head: ParsedRequest, url: bytes) -> None:
+        """Split the request-target; resolve Host per RFC 9112 section 3.2."""
+        if url.startswith(b"/"):
+            path, _, query = url.partition(b"?")
+        elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+            rest = url.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            question = rest.find(b"?")
+            end = min(i for i in (slash, question, len(rest)) if i >= 0)
+            authority, path_q = rest[:end], rest[end:]
+            if not authority:
+                raise ProtocolError(400, "absolute-form target without an authority")
+            head.host_header = authority  # the target's authority overrides Host
+            path, _, query = path_q.partition(b"?")
+            path = path or b"/"
+        elif url == b"*" and head.method == b"OPTIONS":
+            path, query = b"*", b""
+        else:
+            raise ProtocolError(400, "request-target must start with '/' or be an absolute URL")
+        path = path.partition(b"#")[0]
+        if head.version == b"1.1" and not head.host_header:
+            raise ProtocolError(400, "missing Host header")
+        if head.host_header:
+            host = _HOSTS.get(head.host_header)
+            if host is None:
+                host = parse_authority(head.host_header)
+                if host is None:
+                    raise ProtocolError(400, "invalid Host header")
+                if len(_HOSTS) >= _HOSTS_MAX:
+                    _HOSTS.clear()
+                _HOSTS[head.host_header] = host
+            head.host = host
+        head.path = normalize_path(path) if path != b"*" else path
+        head.query = query
+        head.target = head.path + b"?" + query if query else head.path
+
+
+def _drop_nominated(head: ParsedRequest, tokens: tuple[bytes, ...] | list[bytes]) -> None:
+    """Remove headers that ``Connection`` names as hop-by-hop (RFC 9110 section 7.6.1)."""
+    nominated = {t for t in tokens if t not in (b"close", b"keep-alive", b"upgrade")}
+    if nominated:
+        head.headers = [(n, v) for n, v in head.headers if n.lower() not in nominated]

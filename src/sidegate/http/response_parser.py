@@ -1,0 +1,182 @@
+"""Upstream response reader: bytes in, response heads and body chunks out.
+
+llhttp frames the response (Content-Length, chunked, 1xx, 204, 304, close-delimited). What it
+cannot know is the request method: a response to HEAD has no body whatever its Content-Length
+says, so for HEAD the reader ends the message at the head and starts a fresh parser for the next.
+
+Hop-by-hop and framing headers are kept out of ``ResponseHead.headers``; the framing is described
+by fields (``content_length``, ``chunked``, ``close_delimited``) and re-written by the proxy.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import httptools
+
+from sidegate.http.errors import ProtocolError
+from sidegate.http.messages import ResponseHead
+
+_CL, _TE, _CONN, _HOP, _VIA, _UPG = range(6)
+_SPECIAL: dict[bytes, int] = {
+    b"content-length": _CL,
+    b"transfer-encoding": _TE,
+    b"connection": _CONN,
+    b"keep-alive": _HOP,
+    b"proxy-connection": _HOP,
+    b"te": _HOP,
+    b"trailer": _HOP,
+    b"upgrade": _UPG,
+    b"via": _VIA,
+    b"x-request-id": _HOP,  # the proxy sets the request's own id on the response
+}
+MAX_RESPONSE_HEAD = 64 * 1024
+
+
+class ResponseSink(Protocol):
+    """What the reader calls as a response is read."""
+
+    def on_informational(self, head: ParsedResponse) -> None: ...
+    def on_response_head(self, head: ParsedResponse) -> None: ...
+    def on_response_body(self, data: bytes) -> None: ...
+    def on_response_end(self) -> None: ...
+
+
+class ParsedResponse(ResponseHead):
+    via: bytes = b""
+    upgrade: bytes = b""  # the Upgrade header value (meaningful with a 101)
+    switching = False  # a 101 Switching Protocols: the connection becomes a tunnel
+    connection_tokens: tuple[bytes, ...] | list[bytes] = ()
+
+
+class _HeadOnlyError(Exception):
+    """Raised from a callback to stop llhttp after the head of a response to HEAD."""
+
+
+class ResponseParser:
+    """One per upstream connection; ``expect(head_request)`` before each request is sent."""
+
+    __slots__ = ("_head", "_head_bytes", "_head_request", "_parser", "in_body", "in_message", "sink")
+
+    def __init__(self, sink: ResponseSink) -> None:
+        self.sink = sink
+        self._parser = httptools.HttpResponseParser(self)
+        self._head = ParsedResponse()
+        self._head_request = False
+        self._head_bytes = 0
+        self.in_body = False
+        self.in_message = False
+
+    def expect(self, head_request: bool) -> None:
+        """Prepare for the response to the next request (HEAD responses carry no body)."""
+        self._head_request = head_request
+
+    def feed(self, data: bytes) -> int | None:
+        """Parse ``data``; returns the offset of tunnel bytes after a 101, else None."""
+        if not self.in_body:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            return int(exc.args[0]) if exc.args else len(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _HeadOnlyError):
+                self._parser = httptools.HttpResponseParser(self)
+                self._finish()
+                return None
+            if isinstance(cause, ProtocolError):
+                raise cause from None
+            raise ProtocolError(502, "invalid response") from None
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(502, f"malformed response: {exc}") from None
+        if self.in_message and not self.in_body and self._head_bytes > MAX_RESPONSE_HEAD:
+            raise ProtocolError(502, "response head too large")
+        return None
+
+    def eof(self) -> bool:
+        """The upstream closed. True if that ended a close-delimited body (a complete response)."""
+        if self.in_body and self._head.close_delimited:
+            self._finish()
+            return True
+        return False
+
+    # -- llhttp callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head = ParsedResponse()
+        self.in_message = True
+
+    # No on_status: the reason phrase is informational (RFC 9112 section 4) and is sent as the
+    # standard one for the code, which saves a callback per response.
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        kind = _SPECIAL.get(name.lower())
+        if kind is None:
+            if not self.in_body:
+                self._head.headers.append((name, value))
+            return
+        head = self._head
+        if self.in_body:
+            return  # trailer fields are dropped
+        elif kind == _CL:
+            head.content_length = int(value)
+        elif kind == _TE:
+            head.chunked = value.strip().lower().endswith(b"chunked")
+            if not head.chunked:
+                raise ProtocolError(502, "unsupported transfer coding in response")
+        elif kind == _CONN:
+            head.connection_tokens = [
+                *head.connection_tokens,
+                *(t.strip().lower() for t in value.split(b",")),
+            ]
+        elif kind == _VIA:
+            head.via = head.via + b", " + value if head.via else value
+        elif kind == _UPG:
+            head.upgrade = value
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        parser = self._parser
+        head.status = status = parser.get_status_code()
+        version = parser.get_http_version()
+        tokens = head.connection_tokens
+        if version == "1.1":
+            head.keep_alive = b"close" not in tokens
+        else:
+            head.keep_alive = b"keep-alive" in tokens
+        if tokens:
+            nominated = {t for t in tokens if t not in (b"close", b"keep-alive", b"upgrade")}
+            if nominated:
+                head.headers = [(n, v) for n, v in head.headers if n.lower() not in nominated]
+        if status < 200:
+            if status == 101:
+                head.switching = True
+                head.keep_alive = False
+                self.sink.on_response_head(head)
+            else:
+                self.sink.on_informational(head)
+            return
+        bodiless = self._head_request or status in {204, 304}
+        if not bodiless and head.content_length is None and not head.chunked:
+            head.close_delimited = True
+            head.keep_alive = False
+        self.in_body = True
+        self.sink.on_response_head(head)
+        if self._head_request:
+            raise _HeadOnlyError
+
+    def on_body(self, body: bytes) -> None:
+        self.sink.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._head.status < 200 and self._head.status != 101:
+            return  # informational: the final response follows
+        if self.in_body:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.in_body = False
+        self._head_bytes = 0
+        self.in_message = False
+        self.sink.on_response_end()

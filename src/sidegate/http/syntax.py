@@ -1,0 +1,51 @@
+"""Small syntax helpers for HTTP fields: authorities, paths, request ids. Pure functions."""
+
+from __future__ import annotations
+
+import re
+
+# reg-name / IPv4 (RFC 3986 unreserved + sub-delims + pct-encoded), optional port.
+_REG_NAME_PORT = re.compile(rb"([A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]*))?")
+_IPV6_PORT = re.compile(rb"\[([0-9A-Fa-f:.]+)\](?::([0-9]*))?")
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+
+
+def parse_authority(value: bytes) -> bytes | None:
+    """Host name (lower-case, without port) from a Host value or authority; None if invalid."""
+    if value.startswith(b"["):
+        match = _IPV6_PORT.fullmatch(value)
+        return b"[" + match.group(1).lower() + b"]" if match else None
+    match = _REG_NAME_PORT.fullmatch(value)
+    if match is None or not match.group(1):
+        return None
+    port = match.group(2)
+    if port is not None and (not port or len(port) > 5):
+        return None
+    return match.group(1).lower()
+
+
+def normalize_path(path: bytes) -> bytes:
+    """Remove dot-segments (RFC 3986 section 5.2.4) so routing sees the path the app will see.
+
+    The common path has no ``/.`` in it and is returned untouched.
+    """
+    if b"/." not in path and not path.endswith(b"/.."):
+        return path
+    output: list[bytes] = []
+    segments = path.split(b"/")
+    for segment in segments[1:]:
+        if segment == b"..":
+            if output:
+                output.pop()
+        elif segment != b".":
+            output.append(segment)
+    trailing = segments[-1] in (b".", b"..")
+    result = b"/" + b"/".join(output)
+    if trailing and not result.endswith(b"/"):
+        result += b"/"
+    return result
+
+
+def valid_request_id(value: bytes) -> bool:
+    """A client-sent X-Request-Id is kept if it is 1-200 visible ASCII characters."""
+    return _REQUEST_ID.fullmatch(value) is not None

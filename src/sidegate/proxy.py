@@ -1,0 +1,469 @@
+"""L4: the phase loop of one request, from routed head to the last response byte.
+
+Theory of operation
+-------------------
+:class:`Proxy` is the inbound connection's request handler. For each request head it makes an
+:class:`Exchange`, which
+
+1. takes the current :class:`View` (snapshot, live clusters, metric children) once: a reload
+   never changes a request mid-flight;
+2. routes the head and runs the route's ``on_request`` filters (any may answer on its own);
+3. builds the upstream request head as bytes and borrows a keep-alive connection from the
+   chosen endpoint's pool (opening one only when none is idle);
+4. streams the request body up and the response back, re-framing both (Content-Length kept,
+   chunked re-chunked, close-delimited turned into chunked for HTTP/1.1 clients), with
+   backpressure both ways: a side that cannot write pauses the side that reads;
+5. after a ``101`` for an Upgrade request, joins the two sockets into a tunnel;
+6. ends with metrics and ``on_log`` filters, gives the upstream connection back when it is
+   reusable, and tells the inbound connection whether the client connection stays open.
+
+Failures become JSON answers with the status the error vocabulary gives (502/503/504), or a
+closed client connection when part of the response was already sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from sidegate.config.snapshot import Route, Snapshot
+from sidegate.errors import UpstreamFailure
+from sidegate.filters.base import RequestContext
+from sidegate.forwarding import ForwardingCache
+from sidegate.http.messages import LocalResponse
+from sidegate.http.writer import LAST_CHUNK, chunk, error_response, header_block, status_line
+from sidegate.upstream.pool import ConnectFailedError, EndpointPool
+
+if TYPE_CHECKING:
+    from sidegate.http.request_parser import ParsedRequest
+    from sidegate.http.response_parser import ParsedResponse
+    from sidegate.observe.metrics import Metrics, RouteStats
+    from sidegate.server.inbound import InboundConnection
+    from sidegate.upstream.cluster import Cluster
+    from sidegate.upstream.connection import UpstreamConnection
+
+_RETRY_SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_DISCARD_LIMIT = 64 * 1024
+
+
+class View:
+    """What a request runs on: one snapshot with the clusters and metric children built for it."""
+
+    __slots__ = ("clusters", "forwarding", "no_route_stats", "route_stats", "router", "snapshot", "via")
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        clusters: dict[str, Cluster],
+        route_stats: dict[Route, RouteStats],
+        no_route_stats: RouteStats,
+    ) -> None:
+        self.snapshot = snapshot
+        self.router = snapshot.router
+        self.clusters = clusters
+        self.route_stats = route_stats
+        self.no_route_stats = no_route_stats
+        self.forwarding = ForwardingCache(snapshot.forwarded)
+        self.via = snapshot.forwarded.via
+
+
+class Proxy:
+    """The request handler given to every inbound connection."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics, view: View) -> None:
+        self.loop = loop
+        self.metrics = metrics
+        self.view = view
+        self._rid_prefix = os.urandom(4).hex().encode()
+        self._rid_counter = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()  # connects in progress (kept from the GC)
+
+    def begin(self, conn: InboundConnection, head: ParsedRequest) -> Exchange:
+        return Exchange(self, conn, head)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def request_id(self) -> bytes:
+        return b"%s%08x" % (self._rid_prefix, next(self._rid_counter))
+
+
+class Exchange:
+    """One request and its response; implements both the inbound and the upstream callbacks.
+
+    Attributes default at class level and only what a request uses is set on it: an exchange is
+    made per request, so its creation is kept to a handful of stores.
+    """
+
+    route: Route | None = None
+    ctx: RequestContext | None = None
+    upstream: UpstreamConnection | None = None
+    pool: EndpointPool | None = None
+    pending: list[bytes] | None = None  # request bytes waiting for a connection
+    upstream_head = b""
+    deferred: LocalResponse | None = None  # a local answer sent once the request body is read
+    chunk_out = False  # re-chunk the response body for the client
+    retried = False
+    finished = False
+    tunnel = False
+    status = 0
+    body_seen = 0
+
+    def __init__(self, proxy: Proxy, conn: InboundConnection, head: ParsedRequest) -> None:
+        self.proxy = proxy
+        self.conn = conn
+        self.head = head
+        self.view = proxy.view
+        self.started_at = proxy.loop.time()
+        self.request_id = head.request_id or proxy.request_id()
+        # A request without a body is complete with its head.
+        self.request_done = not (head.chunked or head.content_length)
+
+    # -- inbound side --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Route, filter, and send the head upstream (or answer locally)."""
+        head = self.head
+        route = self.view.router.match(head)
+        if route is None:
+            self._answer(error_response(404, "no_route", f"no route for {_describe(head)}"))
+            return
+        self.route = route
+        if head.content_length is not None and head.content_length > route.max_body:
+            self._answer(
+                error_response(413, "body_too_large", f"body over {route.max_body} bytes", close=True)
+            )
+            return
+        if route.filters:
+            ctx = self.ctx = RequestContext(route.name)
+            for flt in route.on_request:
+                answer = flt.on_request(head, ctx)
+                if answer is not None:
+                    self._answer(answer)
+                    return
+        cluster = self.view.clusters[route.upstream]
+        self.upstream_head = self._build_upstream_head(head, route)
+        self._go(cluster.pick())
+
+    def request_body(self, data: bytes) -> None:
+        if self.finished or self.deferred is not None:
+            return
+        head = self.head
+        if head.chunked:
+            self.body_seen += len(data)
+            route = self.route
+            if route is not None and self.body_seen > route.max_body:
+                self._fail_local(
+                    error_response(413, "body_too_large", f"body over {route.max_body} bytes", close=True)
+                )
+                return
+            data = chunk(data)
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.send(data)
+        elif self.pending is not None:
+            self.pending.append(data)
+            if sum(map(len, self.pending)) > self.conn_high_water:
+                self.conn.pause_reading()
+
+    def request_end(self) -> None:
+        self.request_done = True
+        if self.finished:
+            return
+        deferred = self.deferred
+        if deferred is not None:
+            self.deferred = None
+            self._send_local(deferred)
+            return
+        if self.head.chunked:
+            if self.upstream is not None:
+                self.upstream.send(LAST_CHUNK)
+            elif self.pending is not None:
+                self.pending.append(LAST_CHUNK)
+
+    def client_lost(self) -> None:
+        if self.finished:
+            return
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.close()
+        self._complete(499, keep_alive=False, notify=False)
+
+    def client_writable(self, writable: bool) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            if writable:
+                upstream.transport.resume_reading()
+            else:
+                upstream.transport.pause_reading()
+
+    @property
+    def conn_high_water(self) -> int:
+        return self.view.snapshot.limits.buffer_high_water
+
+    # -- upstream side -------------------------------------------------------------------------
+
+    def _go(self, pool: EndpointPool) -> None:
+        self.pool = pool
+        upstream = pool.acquire()
+        if upstream is not None:
+            self._attach(upstream)
+            return
+        self.pending = []
+        self.proxy.spawn(self._connect(pool))
+
+    async def _connect(self, pool: EndpointPool) -> None:
+        route = self.route
+        assert route is not None
+        try:
+            upstream = await pool.connect(route.timeouts.connect)
+        except ConnectFailedError as failed:
+            self.upstream_failed(failed.failure)
+            return
+        if self.finished:
+            pool.release(upstream)
+            return
+        self._attach(upstream)
+
+    def _attach(self, upstream: UpstreamConnection) -> None:
+        route = self.route
+        assert route is not None
+        timeouts = route.timeouts
+        self.upstream = upstream
+        upstream.attach(self, self.head.method == b"HEAD", timeouts.response, timeouts.idle)
+        pending, self.pending = self.pending, None
+        if pending:
+            upstream.send(b"".join([self.upstream_head, *pending]))
+            self.conn.resume_reading()
+        else:
+            upstream.send(self.upstream_head)
+
+    def upstream_read_begin(self) -> None:
+        self.conn.cork()
+
+    def upstream_read_end(self) -> None:
+        self.conn.uncork()
+
+    def upstream_writable(self, writable: bool) -> None:
+        if writable:
+            self.conn.resume_reading()
+        else:
+            self.conn.pause_reading()
+
+    def on_informational(self, head: ParsedResponse) -> None:
+        if self.head.version == b"1.1" and not self.finished:
+            self.conn.send(status_line(head.status, head.reason) + header_block(head.headers) + b"\r\n")
+
+    def on_response_head(self, head: ParsedResponse) -> None:
+        if self.finished:
+            return
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.head_received()
+        route = self.route
+        assert route is not None
+        self.status = status = head.status
+        if head.switching:
+            self._switch_protocols(head)
+            return
+        if route.on_response:
+            ctx = self.ctx
+            assert ctx is not None
+            ctx.status = status
+            for flt in route.on_response:
+                flt.on_response(self.head, head, ctx)
+        request = self.head
+        edits = route.response_headers
+        headers = edits.apply(head.headers) if edits is not None else head.headers
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if edits is not None:
+            parts.append(edits.block)
+        via = self.view.via
+        if via:
+            parts += (b"Via: ", head.via + b", " + via if head.via else via, b"\r\n")
+        elif head.via:
+            parts += (b"Via: ", head.via, b"\r\n")
+        parts += (b"X-Request-Id: ", self.request_id, b"\r\n")
+        client_11 = request.version == b"1.1"
+        keep = request.keep_alive and self.conn.keep_alive_wanted
+        if head.content_length is not None:
+            parts.append(b"Content-Length: %d\r\n" % head.content_length)
+        elif request.method == b"HEAD" or status in {204, 304}:
+            pass
+        elif client_11:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+            self.chunk_out = True
+        else:
+            keep = False  # an HTTP/1.0 client reads this body until the connection closes
+        if not keep:
+            parts.append(b"Connection: close\r\n")
+            request.keep_alive = False
+        elif not client_11:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        self.conn.send(b"".join(parts))
+
+    def on_response_body(self, data: bytes) -> None:
+        if not self.finished:
+            self.conn.send(chunk(data) if self.chunk_out else data)
+
+    def on_response_end(self) -> None:
+        if self.finished:
+            return
+        if self.chunk_out:
+            self.conn.send(LAST_CHUNK)
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            pool = self.pool
+            if self.request_done and pool is not None and upstream.parser.in_message is False:
+                pool.release(upstream)
+            else:
+                upstream.close()
+        self._complete(self.status, keep_alive=self.head.keep_alive)
+
+    def upstream_failed(self, failure: UpstreamFailure) -> None:
+        if self.finished:
+            return
+        self.upstream = None
+        pool = self.pool
+        self.proxy.metrics.upstream_failure(
+            self.route.upstream if self.route else "", str(pool.endpoint) if pool else "", failure.kind
+        )
+        if self.tunnel:
+            self.conn.close()
+            self._complete(101, keep_alive=False)
+            return
+        if self.status:  # part of the response is out: the client sees a cut connection
+            self.conn.close()
+            self._complete(self.status, keep_alive=False, notify=False)
+            return
+        if (
+            failure.retryable
+            and failure.kind == "reset"
+            and not self.retried
+            and not self.head.has_body
+            and self.head.method in _RETRY_SAFE
+            and pool is not None
+        ):
+            self.retried = True  # a pooled connection the app had closed: once more on a new one
+            self.pending = []
+            self.proxy.spawn(self._connect(pool))
+            return
+        self._send_local(error_response(failure.status, failure.kind, failure.detail))
+
+    # -- endings -------------------------------------------------------------------------------
+
+    def _switch_protocols(self, head: ParsedResponse) -> None:
+        upstream = self.upstream
+        request = self.head
+        conn = self.conn
+        if not request.upgrade or upstream is None or conn.transport is None:
+            self.upstream_failed(UpstreamFailure("protocol_error", 502, "101 without an Upgrade request"))
+            return
+        via = self.view.via
+        conn.send(
+            status_line(101, head.reason)
+            + header_block(head.headers)
+            + b"Connection: Upgrade\r\nUpgrade: "
+            + (head.upgrade or request.upgrade)
+            + b"\r\n"
+            + (b"Via: " + via + b"\r\n" if via else b"")
+            + b"X-Request-Id: "
+            + self.request_id
+            + b"\r\n\r\n"
+        )
+        self.tunnel = True
+        route = self.route
+        assert route is not None
+        upstream.start_tunnel(conn.transport, route.timeouts.idle)
+        early = conn.start_tunnel(upstream)
+        if early:
+            upstream.tunnel_write(early)
+        self.proxy.metrics.streams_active += 1
+
+    def _answer(self, response: LocalResponse) -> None:
+        """Answer locally now if the request is fully read, else once its body has been read."""
+        length = self.head.content_length
+        if self.request_done or not self.head.has_body or response.close:
+            self._send_local(response)
+        elif length is not None and length <= _DISCARD_LIMIT:
+            self.deferred = response  # read and drop the small body so the connection stays usable
+        else:
+            self._send_local(response)  # not fully read: answered, then closed
+
+    def _fail_local(self, response: LocalResponse) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.close()
+        if self.status:
+            self.conn.close()
+            self._complete(self.status, keep_alive=False, notify=False)
+        else:
+            self._send_local(response)
+
+    def _send_local(self, response: LocalResponse) -> None:
+        self.status = response.status
+        keep = self.head.keep_alive and self.request_done and not response.close
+        if not keep:
+            response = LocalResponse(
+                response.status, response.body, response.headers, response.content_type, close=True
+            )
+        self._complete(response.status, keep_alive=keep, notify=False)
+        self.conn.send_local(response, self.request_id, head_only=self.head.method == b"HEAD")
+
+    def _complete(self, status: int, *, keep_alive: bool, notify: bool = True) -> None:
+        self.finished = True
+        route = self.route
+        view = self.view
+        seconds = self.proxy.loop.time() - self.started_at
+        if route is None:
+            view.no_route_stats.observe(self.head.method, status, seconds)
+        else:
+            view.route_stats[route].observe(self.head.method, status, seconds)
+            if route.on_log:
+                ctx = self.ctx
+                assert ctx is not None
+                ctx.status = status
+                for flt in route.on_log:
+                    flt.on_log(self.head, ctx)
+        if self.tunnel:
+            self.proxy.metrics.streams_active -= 1
+        if notify:
+            self.conn.finish(keep_alive and self.request_done)
+
+    # -- building the upstream head ------------------------------------------------------------
+
+    def _build_upstream_head(self, head: ParsedRequest, route: Route) -> bytes:
+        target = head.target
+        if route.rewrite is not None:
+            path = route.rewrite.apply(head.path)
+            target = path + b"?" + head.query if head.query else path
+        edits = route.request_headers
+        headers = edits.apply(head.headers) if edits is not None else head.headers
+        parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host_header or b"localhost", b"\r\n"]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(self.view.forwarding.lines(head))
+        if edits is not None:
+            parts.append(edits.block)
+        parts += (b"X-Request-Id: ", self.request_id, b"\r\n")
+        if head.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif head.content_length is not None:
+            parts.append(b"Content-Length: %d\r\n" % head.content_length)
+        if head.upgrade:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+def _describe(head: ParsedRequest) -> str:
+    host = head.host.decode("latin-1")
+    return f"{head.method.decode('latin-1')} {host}{head.path.decode('latin-1')}"

@@ -1,0 +1,255 @@
+"""L5: the composition root. Builds one gateway process from a config file and runs it.
+
+This is the only module that imports every layer. It loads and compiles the config, binds the
+listeners, wires the proxy to the server and the metrics, starts the admin API and the config
+watcher, and owns the process's life: SIGHUP reloads, SIGTERM/SIGINT drain then exit 0.
+
+Reload is a value swap: a new :class:`~sidegate.proxy.View` replaces the proxy's reference;
+requests already running keep the view they took, so nothing in flight changes underneath them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from sidegate.admin.server import start_admin_server
+from sidegate.config.compile import compile_snapshot
+from sidegate.config.load import load_config, load_config_text
+from sidegate.config.snapshot import Snapshot
+from sidegate.errors import ConfigError
+from sidegate.observe.metrics import Metrics, merge
+from sidegate.observe.prometheus import render_prometheus
+from sidegate.proxy import Proxy, View
+from sidegate.server.context import ServerContext
+from sidegate.server.inbound import InboundConnection
+from sidegate.server.listener import bind_tcp
+from sidegate.server.timers import Sweeper
+from sidegate.upstream.cluster import ClusterSet
+from sidegate.watch import watch_config
+
+log = logging.getLogger("sidegate")
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+def background(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run ``coro`` as a task that is kept referenced until it ends."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
+
+
+def load_snapshot(path: str) -> Snapshot:
+    """Load, validate and compile a config file (raises ConfigError)."""
+    return compile_snapshot(load_config(path))
+
+
+def snapshot_from_text(text: str, source: str) -> Snapshot:
+    return compile_snapshot(load_config_text(text, source))
+
+
+class Gateway:
+    """The data plane of one process: listener, proxy, pools, metrics."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, snapshot: Snapshot) -> None:
+        self.loop = loop
+        self.metrics = Metrics()
+        self.sweeper = Sweeper(loop)
+        self.clusters = ClusterSet(loop, self.sweeper, snapshot.limits.buffer_high_water)
+        self.snapshot = snapshot
+        self.proxy = Proxy(loop, self.metrics, self._view(snapshot))
+        self.ctx = ServerContext(loop, self.proxy, self.sweeper, snapshot.limits)
+        self.server: asyncio.Server | None = None
+        self.metrics.config_version = 1
+
+    def _view(self, snapshot: Snapshot) -> View:
+        clusters = self.clusters.update(snapshot.upstreams)
+        stats = {route: self.metrics.route(route.name) for route in snapshot.routes}
+        return View(snapshot, clusters, stats, self.metrics.route("(none)"))
+
+    async def start(self) -> None:
+        spec = self.snapshot.inbound
+        sock = bind_tcp(spec.host, spec.port)
+        self.server = await self.loop.create_server(
+            lambda: InboundConnection(self.ctx), sock=sock, backlog=1024
+        )
+
+    def apply(self, snapshot: Snapshot) -> list[str]:
+        """Swap in a new snapshot; returns warnings about settings that need a restart."""
+        warnings = []
+        old = self.snapshot
+        if snapshot.inbound != old.inbound:
+            warnings.append(f"listeners.inbound.address stays {old.inbound} until restart")
+        if snapshot.admin != old.admin:
+            warnings.append(f"listeners.admin.address stays {old.admin} until restart")
+        if snapshot.workers != old.workers:
+            warnings.append(f"workers stays {old.workers} until restart")
+        self.proxy.view = self._view(snapshot)
+        self.ctx.limits = snapshot.limits
+        self.snapshot = snapshot
+        self.metrics.config_version += 1
+        return warnings
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        self.metrics.connections_active = self.ctx.stats.connections_active
+        return self.metrics.snapshot()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), then close the rest."""
+        self.ctx.draining = True
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.ctx.connections):
+            if conn.is_idle:
+                conn.close()
+        deadline = self.loop.time() + timeout
+        while self.ctx.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.ctx.connections):
+            conn.close()
+        self.clusters.close()
+        self.sweeper.stop()
+
+
+class ConfigState:
+    """The config file and what became of its last load, for /config_dump and the metrics."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.last_error: str | None = None
+        self.last_attempt = time.time()
+        self.loaded_at = time.time()
+
+    def dump(self, snapshot: Snapshot, version: int) -> dict[str, Any]:
+        return {
+            "source": self.path,
+            "version": version,
+            "loaded_at": self.loaded_at,
+            "last_reload": {
+                "ok": self.last_error is None,
+                "error": self.last_error,
+                "at": self.last_attempt,
+            },
+            "config": dict(snapshot.dump),
+        }
+
+
+class SingleProcess:
+    """``workers: 1``: the gateway, the admin API and the watcher in one process."""
+
+    def __init__(self, path: str, snapshot: Snapshot) -> None:
+        self.path = path
+        self.state = ConfigState(path)
+        self.snapshot = snapshot
+        self.gateway: Gateway | None = None
+        self.ready = False
+        self.draining = False
+        self.stopped = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+
+    # -- AdminBackend --------------------------------------------------------------------------
+
+    def is_live(self) -> bool:
+        return True
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        return (True, "ready") if self.ready else (False, "starting")
+
+    def metrics_text(self) -> bytes:
+        assert self.gateway is not None
+        return render_prometheus(merge([self.gateway.metrics_snapshot()]))
+
+    def config_dump(self) -> dict[str, Any]:
+        assert self.gateway is not None
+        return self.state.dump(self.gateway.snapshot, self.gateway.metrics.config_version)
+
+    async def reload(self) -> tuple[bool, str]:
+        async with self._reload_lock:
+            gateway = self.gateway
+            assert gateway is not None
+            self.state.last_attempt = time.time()
+            try:
+                snapshot = load_snapshot(self.path)
+            except ConfigError as error:
+                self.state.last_error = str(error)
+                gateway.metrics.config_reload(False)
+                log.error(
+                    "config reload rejected, still serving version %d: %s",
+                    gateway.metrics.config_version,
+                    error,
+                )
+                return False, str(error)
+            warnings = gateway.apply(snapshot)
+            gateway.metrics.config_reload(True)
+            self.state.last_error = None
+            self.state.loaded_at = time.time()
+            for warning in warnings:
+                log.warning("config reload: %s", warning)
+            log.info("config reloaded: version %d", gateway.metrics.config_version)
+            message = f"version {gateway.metrics.config_version}"
+            return True, message + ("; " + "; ".join(warnings) if warnings else "")
+
+    # -- life ----------------------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        gateway = self.gateway = Gateway(loop, self.snapshot)
+        await gateway.start()
+        admin_spec = self.snapshot.admin
+        admin = await start_admin_server(admin_spec.host, admin_spec.port, self)
+        stop_watch = asyncio.Event()
+        watcher = background(watch_config(self.path, self.reload, stop_watch))
+        loop.add_signal_handler(signal.SIGHUP, lambda: background(self.reload()))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopped.set)
+        self.ready = True
+        log.info(
+            "sidegate serving: inbound http://%s admin http://%s (%d routes)",
+            self.snapshot.inbound,
+            admin_spec,
+            len(self.snapshot.routes),
+        )
+        await self.stopped.wait()
+        self.draining = True
+        log.info("draining: finishing in-flight requests (up to %gs)", self.snapshot.drain_timeout)
+        await gateway.drain(gateway.snapshot.drain_timeout)
+        stop_watch.set()
+        admin.close()
+        watcher.cancel()
+        log.info("stopped")
+        return 0
+
+
+def run(config_path: str, log_level: str = "info") -> int:
+    """Run a gateway from ``config_path`` until SIGTERM/SIGINT; returns the exit code."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        snapshot = load_snapshot(config_path)
+    except ConfigError as error:
+        print(f"sidegate: cannot start, the config is invalid:\n{error}", file=sys.stderr)
+        return 1
+    if snapshot.workers > 1:
+        from sidegate.supervisor import run_supervisor
+
+        return run_supervisor(config_path, snapshot)
+    import uvloop
+
+    try:
+        return uvloop.run(SingleProcess(config_path, snapshot).serve())
+    except OSError as error:
+        print(f"sidegate: cannot listen: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""L3: listeners, inbound connections, limits and timeouts. Only this layer touches client sockets."""

@@ -1,0 +1,394 @@
+"""The inbound connection: client bytes in, requests to the handler, responses back, in order.
+
+Theory of operation
+-------------------
+One :class:`InboundConnection` per client socket. It owns the transport, the strict request
+parser, the per-connection deadline and the order of responses. It knows nothing of routes or
+upstreams: for each request head it asks the handler (the proxy) for an :class:`Exchange` and
+then feeds it the body; the exchange writes the response back through :meth:`send` and ends it
+with :meth:`finish`.
+
+Pipelining: requests are answered strictly in order. A request that arrives while another is
+being answered waits in a queue with its body buffered; when the buffered bytes pass the
+high-water mark the connection stops reading from the client until the queue drains.
+
+Deadlines (see :mod:`sidegate.server.timers`) follow the read side: waiting for the first byte of
+a request (keep-alive idle: close quietly), inside a head (408), inside a body (408).
+While a response is being produced, the exchange's upstream timeouts govern instead.
+
+Writes are "corked" while the handler processes one upstream read, so a response head and the
+body bytes that came with it leave in one ``write`` (one syscall, one packet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Protocol, cast
+
+from sidegate.http.errors import ProtocolError
+from sidegate.http.messages import LocalResponse
+from sidegate.http.request_parser import ParsedRequest, RequestParser
+from sidegate.http.writer import error_response, render_local
+
+if TYPE_CHECKING:
+    from sidegate.server.context import ServerContext
+
+log = logging.getLogger("sidegate.inbound")
+
+# Read phases.
+_IDLE, _HEAD, _BODY = 0, 1, 2
+# Reasons to stop reading from the client (bit flags).
+PAUSE_UPSTREAM = 1  # the upstream cannot take more request body yet
+PAUSE_QUEUE = 2  # pipelined requests have buffered enough
+PAUSE_UPGRADE = 4  # waiting for the upstream's answer to an Upgrade request
+
+
+class Exchange(Protocol):
+    """One request being answered; created by the handler, driven by the connection."""
+
+    def start(self) -> None: ...
+    def request_body(self, data: bytes) -> None: ...
+    def request_end(self) -> None: ...
+    def client_lost(self) -> None: ...
+    def client_writable(self, writable: bool) -> None: ...
+
+
+class TunnelPeer(Protocol):
+    """The far end of an upgraded connection."""
+
+    def tunnel_write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class RequestHandler(Protocol):
+    def begin(self, conn: InboundConnection, head: ParsedRequest) -> Exchange: ...
+
+
+class _Queued:
+    """A pipelined request waiting for the ones before it to be answered."""
+
+    __slots__ = ("chunks", "ended", "head", "size")
+
+    def __init__(self, head: ParsedRequest) -> None:
+        self.head = head
+        self.chunks: list[bytes] = []
+        self.ended = False
+        self.size = 0
+
+    def request_body(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+
+    def request_end(self) -> None:
+        self.ended = True
+
+
+class InboundConnection(asyncio.Protocol):
+    __slots__ = (
+        "_closing",
+        "_ctx",
+        "_exchange",
+        "_held_error",
+        "_loop",
+        "_parser",
+        "_paused",
+        "_phase",
+        "_queue",
+        "_reading",
+        "_tunnel",
+        "_upgrade_buffer",
+        "_wbuf",
+        "client_ip",
+        "deadline",
+        "response_started",
+        "transport",
+        "writable",
+    )
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self._ctx = ctx
+        self._loop = ctx.loop
+        limits = ctx.limits
+        self._parser = RequestParser(self, limits.head_size, limits.header_count)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.deadline = 0.0
+        self._phase = _IDLE
+        self._exchange: Exchange | None = None
+        self._reading: Exchange | _Queued | None = None
+        self._queue: deque[_Queued] = deque()
+        self._paused = 0
+        self._wbuf: list[bytes] | None = None
+        self._closing = False
+        self._held_error: ProtocolError | None = None
+        self._tunnel: TunnelPeer | None = None
+        self._upgrade_buffer: list[bytes] | None = None
+        self.response_started = False
+        self.writable = True
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        transport.set_write_buffer_limits(high=self._ctx.limits.buffer_high_water)
+        ctx = self._ctx
+        ctx.connections.add(self)
+        ctx.stats.connections_active += 1
+        self.deadline = self._loop.time() + ctx.limits.keepalive_idle
+        ctx.sweeper.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        ctx = self._ctx
+        ctx.connections.discard(self)
+        ctx.stats.connections_active -= 1
+        ctx.sweeper.discard(self)
+        self._closing = True
+        if self._tunnel is not None:
+            self._tunnel.close()
+            self._tunnel = None
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.client_lost()
+        self._queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.tunnel_write(data)
+            return
+        if self._upgrade_buffer is not None:
+            self._upgrade_buffer.append(data)
+            return
+        if self._closing or self._held_error is not None:
+            return
+        if self._phase == _IDLE:
+            self._phase = _HEAD
+            self.deadline = self._loop.time() + self._ctx.limits.head_timeout
+        elif self._phase == _BODY:
+            self.deadline = self._loop.time() + self._ctx.limits.body_idle
+        try:
+            offset = self._parser.feed(data)
+        except ProtocolError as error:
+            self._protocol_error(error)
+            return
+        if offset is not None:
+            # An Upgrade request: what follows its head belongs to the tunnel, if one opens.
+            self._upgrade_buffer = [data[offset:]] if offset < len(data) else []
+            self._pause(PAUSE_UPGRADE)
+
+    def eof_received(self) -> bool:
+        if self._tunnel is not None:
+            self._tunnel.close()
+            return False
+        # Half-close: answer what was asked, then close (keep the write side open meanwhile).
+        if self._exchange is None and not self._queue:
+            return False
+        self._ctx_close_after_response()
+        return True
+
+    def pause_writing(self) -> None:
+        self.writable = False
+        if self._exchange is not None:
+            self._exchange.client_writable(False)
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        if self._exchange is not None:
+            self._exchange.client_writable(True)
+
+    # -- parser sink ---------------------------------------------------------------------------
+
+    def on_request_head(self, head: ParsedRequest) -> None:
+        head.client_ip = self.client_ip
+        if head.has_body:
+            self._phase = _BODY
+            self.deadline = self._loop.time() + self._ctx.limits.body_idle
+        if self._exchange is None and not self._queue:
+            self.response_started = False
+            exchange = self._ctx.handler.begin(self, head)
+            self._exchange = self._reading = exchange
+            exchange.start()
+        else:
+            queued = _Queued(head)
+            self._queue.append(queued)
+            self._reading = queued
+
+    def on_request_body(self, data: bytes) -> None:
+        reading = self._reading
+        if reading is None:
+            return
+        reading.request_body(data)
+        if type(reading) is _Queued and self._queued_bytes() > self._ctx.limits.buffer_high_water:
+            self._pause(PAUSE_QUEUE)
+
+    def on_request_end(self) -> None:
+        self._phase = _IDLE
+        if self._exchange is None and not self._queue:
+            self.deadline = self._loop.time() + self._ctx.limits.keepalive_idle
+        else:
+            self.deadline = 0.0
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.request_end()
+
+    # -- used by the exchange ------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Write response bytes (buffered while corked)."""
+        self.response_started = True
+        if self._wbuf is not None:
+            self._wbuf.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def cork(self) -> None:
+        if self._wbuf is None:
+            self._wbuf = []
+
+    def uncork(self) -> None:
+        wbuf, self._wbuf = self._wbuf, None
+        if wbuf and self.transport is not None:
+            self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))
+
+    def send_local(self, response: LocalResponse, request_id: bytes, *, head_only: bool = False) -> None:
+        """Answer the current request with a response made here, then finish it."""
+        keep = not response.close and self._keep_alive_possible()
+        self.send(render_local(response, request_id, keep_alive=keep, head_only=head_only))
+        self.finish(keep)
+
+    def finish(self, keep_alive: bool) -> None:
+        """The current response is complete; start the next pipelined request or close."""
+        self._exchange = None
+        if self._paused & PAUSE_UPSTREAM:
+            self._resume(PAUSE_UPSTREAM)
+        if not keep_alive or self._closing or (self._ctx.draining and not self._queue):
+            self._close_soon()
+            return
+        if self._held_error is not None:
+            error, self._held_error = self._held_error, None
+            self._answer_error(error)
+            return
+        if self._queue:
+            self._start_queued()
+        elif self._phase == _IDLE:
+            self.deadline = self._loop.time() + self._ctx.limits.keepalive_idle
+
+    def pause_reading(self) -> None:
+        self._pause(PAUSE_UPSTREAM)
+
+    def resume_reading(self) -> None:
+        self._resume(PAUSE_UPSTREAM)
+
+    def start_tunnel(self, peer: TunnelPeer) -> bytes:
+        """Switch to tunnelling raw bytes to ``peer``; returns client bytes already received."""
+        self._tunnel = peer
+        self.deadline = 0.0
+        early = b"".join(self._upgrade_buffer or ())
+        self._upgrade_buffer = None
+        self._resume(PAUSE_UPGRADE)
+        return early
+
+    def upgrade_refused(self) -> None:
+        """The upstream answered an Upgrade request without switching: close after this response."""
+        self._upgrade_buffer = None
+        self._closing = True
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def is_idle(self) -> bool:
+        """Between requests with nothing owed: safe to close without cutting anything."""
+        return self._exchange is None and not self._queue and self._phase == _IDLE and self._tunnel is None
+
+    @property
+    def keep_alive_wanted(self) -> bool:
+        return not self._closing and not self._ctx.draining
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def on_deadline(self, now: float) -> None:
+        if self._phase == _HEAD:
+            self._answer_error(ProtocolError(408, "request head not received in time"))
+        elif self._phase == _BODY:
+            exchange, self._exchange = self._exchange, None
+            started = self.response_started
+            if exchange is not None:
+                exchange.client_lost()
+            if started:
+                self._close_soon()
+            else:
+                self._answer_error(ProtocolError(408, "request body stalled"))
+        elif self._exchange is None:
+            self._close_soon()  # keep-alive idle
+
+    def _protocol_error(self, error: ProtocolError) -> None:
+        self._pause(PAUSE_QUEUE)
+        if self._reading is not None and self._reading is self._exchange:
+            # The request being answered is itself broken (e.g. a bad chunk): abort it.
+            exchange, self._exchange = self._exchange, None
+            started = self.response_started
+            exchange.client_lost()
+            if started:
+                self._close_soon()
+                return
+        elif self._exchange is not None:
+            self._held_error = error  # answer after the responses already owed
+            return
+        self._answer_error(error)
+
+    def _answer_error(self, error: ProtocolError) -> None:
+        self._closing = True
+        self._queue.clear()
+        kind = {408: "request_timeout", 413: "body_too_large", 414: "uri_too_long", 431: "head_too_large"}
+        response = error_response(error.status, kind.get(error.status, "bad_request"), error.reason)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(render_local(response, b"", keep_alive=False))
+        self._ctx.stats.protocol_errors += 1
+        self._close_soon()
+
+    def _start_queued(self) -> None:
+        queued = self._queue.popleft()
+        self.response_started = False
+        exchange = self._ctx.handler.begin(self, queued.head)
+        self._exchange = exchange
+        if self._reading is queued:
+            self._reading = exchange
+        exchange.start()
+        for chunk in queued.chunks:
+            exchange.request_body(chunk)
+        if queued.ended:
+            exchange.request_end()
+        if self._paused & PAUSE_QUEUE and self._queued_bytes() <= self._ctx.limits.buffer_high_water:
+            self._resume(PAUSE_QUEUE)
+
+    def _queued_bytes(self) -> int:
+        return sum(q.size for q in self._queue)
+
+    def _keep_alive_possible(self) -> bool:
+        return not self._closing and self._held_error is None
+
+    def _ctx_close_after_response(self) -> None:
+        self._closing = True
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        was = self._paused
+        self._paused &= ~reason
+        if was and not self._paused and self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    def _close_soon(self) -> None:
+        self._closing = True
+        if self._wbuf is not None:
+            self.uncork()
+        if self.transport is not None:
+            self.transport.close()  # flushes what is buffered, then closes

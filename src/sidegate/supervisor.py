@@ -1,0 +1,290 @@
+"""L5: ``workers: N`` — N data-plane processes on shared listening sockets.
+
+Theory of operation
+-------------------
+The supervisor process loads and validates the config, then spawns N workers. Each worker binds
+its own inbound socket with SO_REUSEPORT (the kernel spreads connections across them) and runs a
+:class:`~sidegate.runtime.Gateway`. The supervisor keeps what must be one per pod: the admin
+API, the config watcher and the signals.
+
+Supervisor and worker talk over a :mod:`multiprocessing` pipe with small dict messages:
+
+* ``{"op": "reload", "text": ...}``: the supervisor has validated a new config; the worker
+  compiles the same text (never re-reads the file, so all workers run the same bytes) and swaps;
+* ``{"op": "metrics"}``: the worker answers with its metrics snapshot; the supervisor merges
+  them so one scrape sees the whole pod;
+* ``{"op": "drain"}``: finish in-flight requests and exit 0.
+
+A worker that dies is started again; ``/ready`` is true only when every worker is serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from sidegate.admin.server import start_admin_server
+from sidegate.config.snapshot import Snapshot
+from sidegate.errors import ConfigError
+from sidegate.observe.metrics import Metrics, merge
+from sidegate.observe.prometheus import render_prometheus
+from sidegate.runtime import ConfigState, Gateway, background, snapshot_from_text
+from sidegate.watch import watch_config
+
+log = logging.getLogger("sidegate.supervisor")
+
+
+def worker_main(path: str, text: str, channel: Connection, index: int, log_level: int) -> None:
+    """Entry point of a worker process (spawned)."""
+    import uvloop
+
+    logging.basicConfig(
+        level=log_level, format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s"
+    )
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
+    uvloop.run(_worker(path, text, channel))
+
+
+async def _worker(path: str, text: str, channel: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    gateway = Gateway(loop, snapshot_from_text(text, path))
+    await gateway.start()
+    done = asyncio.Event()
+    draining: list[asyncio.Task[None]] = []
+
+    async def _drain() -> None:
+        await gateway.drain(gateway.snapshot.drain_timeout)
+        done.set()
+
+    def drain() -> None:
+        if not draining:
+            draining.append(loop.create_task(_drain()))
+
+    def on_message() -> None:
+        try:
+            message: dict[str, Any] = channel.recv()
+        except (EOFError, OSError):  # the supervisor is gone: stop serving
+            loop.remove_reader(channel.fileno())
+            drain()
+            return
+        op = message.get("op")
+        if op == "metrics":
+            channel.send({"id": message["id"], "metrics": gateway.metrics_snapshot()})
+        elif op == "reload":
+            try:
+                warnings = gateway.apply(snapshot_from_text(message["text"], path))
+                channel.send({"id": message["id"], "ok": True, "warnings": warnings})
+            except ConfigError as error:
+                channel.send({"id": message["id"], "ok": False, "error": str(error)})
+        elif op == "drain":
+            drain()
+
+    loop.add_reader(channel.fileno(), on_message)
+    loop.add_signal_handler(signal.SIGTERM, drain)
+    channel.send({"ready": True})
+    await done.wait()
+
+
+class _Worker:
+    """The supervisor's handle on one worker process."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: BaseProcess | None = None
+        self.channel: Connection | None = None
+        self.ready = False
+        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+
+
+class Supervisor:
+    """Runs N workers, the admin API and the watcher; implements the admin backend."""
+
+    def __init__(self, path: str, snapshot: Snapshot, text: str) -> None:
+        self.path = path
+        self.snapshot = snapshot
+        self.text = text
+        self.state = ConfigState(path)
+        self.metrics = Metrics()  # the supervisor's own: reloads and config version
+        self.metrics.config_version = 1
+        self.workers = [_Worker(i) for i in range(snapshot.workers)]
+        self.draining = False
+        self.stopped = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._mp = multiprocessing.get_context("spawn")
+        self._reload_lock = asyncio.Lock()
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _spawn(self, worker: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        mine, theirs = self._mp.Pipe()
+        level = logging.getLogger().level
+        process = self._mp.Process(
+            target=worker_main, args=(self.path, self.text, theirs, worker.index, level), daemon=True
+        )
+        process.start()
+        theirs.close()
+        worker.process, worker.channel, worker.ready = process, mine, False
+        loop.add_reader(mine.fileno(), self._on_message, worker)
+
+    def _on_message(self, worker: _Worker) -> None:
+        channel = worker.channel
+        assert channel is not None
+        try:
+            message: dict[str, Any] = channel.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(channel.fileno())
+            channel.close()
+            worker.channel, worker.ready = None, False
+            for future in worker.waiting.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("worker exited"))
+            worker.waiting.clear()
+            if not self.draining:
+                log.error("worker %d exited unexpectedly; starting it again", worker.index)
+                asyncio.get_running_loop().call_later(0.5, self._respawn, worker)
+            return
+        if message.get("ready"):
+            worker.ready = True
+            return
+        ident = int(message.get("id", -1))
+        future = worker.waiting.get(ident)
+        if future is not None:
+            del worker.waiting[ident]
+            if not future.done():
+                future.set_result(message)
+
+    def _respawn(self, worker: _Worker) -> None:
+        if not self.draining:
+            if worker.process is not None:
+                worker.process.join(0)
+            self._spawn(worker)
+
+    async def _ask(self, worker: _Worker, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        if worker.channel is None:
+            raise ConnectionError(f"worker {worker.index} is not running")
+        ident = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        worker.waiting[ident] = future
+        worker.channel.send({**message, "id": ident})
+        return await asyncio.wait_for(future, timeout)
+
+    # -- AdminBackend --------------------------------------------------------------------------
+
+    def is_live(self) -> bool:
+        return True
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        serving = sum(w.ready for w in self.workers)
+        if serving < len(self.workers):
+            return False, f"{serving} of {len(self.workers)} workers serving"
+        return True, "ready"
+
+    def metrics_text(self) -> bytes:
+        raise NotImplementedError("the supervisor's metrics are asynchronous; see metrics_text_async")
+
+    async def metrics_text_async(self) -> bytes:
+        replies = await asyncio.gather(
+            *(self._ask(w, {"op": "metrics"}) for w in self.workers if w.ready), return_exceptions=True
+        )
+        snapshots = [r["metrics"] for r in replies if isinstance(r, dict)]
+        own = self.metrics.snapshot()
+        merged = merge([*snapshots, own])
+        merged["config_version"] = self.metrics.config_version
+        return render_prometheus(merged)
+
+    def config_dump(self) -> dict[str, Any]:
+        dump = self.state.dump(self.snapshot, self.metrics.config_version)
+        dump["workers"] = [
+            {"index": w.index, "pid": w.process.pid if w.process else None, "ready": w.ready}
+            for w in self.workers
+        ]
+        return dump
+
+    async def reload(self) -> tuple[bool, str]:
+        async with self._reload_lock:
+            self.state.last_attempt = time.time()
+            try:
+                with open(self.path, encoding="utf-8") as file:
+                    text = file.read()
+                snapshot = snapshot_from_text(text, self.path)
+            except (OSError, UnicodeDecodeError) as error:
+                return self._rejected(ConfigError([], f"{self.path}: cannot read: {error}"))
+            except ConfigError as error:
+                return self._rejected(error)
+            self.text, self.snapshot = text, snapshot
+            replies = await asyncio.gather(
+                *(self._ask(w, {"op": "reload", "text": text}) for w in self.workers), return_exceptions=True
+            )
+            failed = [r for r in replies if not (isinstance(r, dict) and r.get("ok"))]
+            self.metrics.config_reload(not failed)
+            self.metrics.config_version += 1
+            self.state.last_error = None if not failed else f"{len(failed)} workers did not confirm"
+            self.state.loaded_at = time.time()
+            log.info("config reloaded: version %d", self.metrics.config_version)
+            return True, f"version {self.metrics.config_version}"
+
+    def _rejected(self, error: ConfigError) -> tuple[bool, str]:
+        self.state.last_error = str(error)
+        self.metrics.config_reload(False)
+        log.error("config reload rejected, still serving version %d: %s", self.metrics.config_version, error)
+        return False, str(error)
+
+    # -- life ----------------------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        for worker in self.workers:
+            self._spawn(worker)
+        admin_spec = self.snapshot.admin
+        admin = await start_admin_server(admin_spec.host, admin_spec.port, self)
+        stop_watch = asyncio.Event()
+        watcher = background(watch_config(self.path, self.reload, stop_watch))
+        loop.add_signal_handler(signal.SIGHUP, lambda: background(self.reload()))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopped.set)
+        log.info(
+            "sidegate supervisor: %d workers on http://%s, admin http://%s",
+            len(self.workers),
+            self.snapshot.inbound,
+            admin_spec,
+        )
+        await self.stopped.wait()
+        self.draining = True
+        for worker in self.workers:
+            if worker.channel is not None:
+                with contextlib.suppress(OSError):
+                    worker.channel.send({"op": "drain"})
+        deadline = time.monotonic() + self.snapshot.drain_timeout + 5
+        while any(w.process and w.process.is_alive() for w in self.workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for worker in self.workers:
+            if worker.process is not None and worker.process.is_alive():
+                worker.process.kill()
+        stop_watch.set()
+        admin.close()
+        watcher.cancel()
+        return 0
+
+
+def run_supervisor(path: str, snapshot: Snapshot) -> int:
+    import uvloop
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+        return uvloop.run(Supervisor(path, snapshot, text).serve())
+    except OSError as error:
+        print(f"sidegate: cannot start: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,77 @@
+"""A named cluster of endpoints and the balancer that picks one per request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from sidegate.config.snapshot import UpstreamSpec
+from sidegate.server.timers import Sweeper
+from sidegate.upstream.pool import EndpointPool
+
+
+class Cluster:
+    """Endpoints of one upstream with their pools; ``pick`` is round-robin."""
+
+    __slots__ = ("_next", "name", "pools", "spec")
+
+    def __init__(self, spec: UpstreamSpec, pools: tuple[EndpointPool, ...]) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.pools = pools
+        self._next = 0
+
+    def pick(self) -> EndpointPool:
+        pools = self.pools
+        if len(pools) == 1:
+            return pools[0]
+        index = self._next
+        self._next = (index + 1) % len(pools)
+        return pools[index]
+
+    def retire(self) -> None:
+        for pool in self.pools:
+            pool.retire()
+
+
+class ClusterSet:
+    """The clusters of the running config, carried across reloads.
+
+    A reload reuses the cluster (and its warm connections) when an upstream's spec is unchanged,
+    builds a new one when it changed, and retires clusters that are gone.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sweeper: Sweeper, buffer_high_water: int) -> None:
+        self._loop = loop
+        self._sweeper = sweeper
+        self._buffer = buffer_high_water
+        self.clusters: dict[str, Cluster] = {}
+
+    def update(self, specs: Mapping[str, UpstreamSpec]) -> dict[str, Cluster]:
+        new: dict[str, Cluster] = {}
+        for name, spec in specs.items():
+            old = self.clusters.get(name)
+            if old is not None and old.spec == spec:
+                new[name] = old
+                continue
+            pools = tuple(
+                EndpointPool(
+                    self._loop,
+                    endpoint,
+                    self._sweeper,
+                    max_idle=spec.max_idle,
+                    idle_timeout=spec.idle_timeout,
+                    buffer_high_water=self._buffer,
+                )
+                for endpoint in spec.endpoints
+            )
+            new[name] = Cluster(spec, pools)
+        for name, old in self.clusters.items():
+            if new.get(name) is not old:
+                old.retire()
+        self.clusters = new
+        return new
+
+    def close(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.retire()

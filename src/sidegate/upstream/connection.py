@@ -1,0 +1,198 @@
+"""One keep-alive connection to an upstream endpoint.
+
+The connection parses responses (:mod:`sidegate.http.response_parser`) and hands every event to
+its current *user* (the proxy's exchange), which it gets from :meth:`attach` and loses at
+:meth:`EndpointPool.release`. Between users it sits idle in its pool with an idle deadline.
+
+While a user is attached the connection also carries that user's upstream deadline: response
+timeout until the head arrives, then the idle timeout, refreshed on every read, so a stream
+that keeps sending is never cut by a total-time limit.
+
+After a ``101 Switching Protocols`` it becomes a byte tunnel to the client transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol, cast
+
+from sidegate.errors import UpstreamFailure, idle_timeout, protocol_error, reset, response_timeout
+from sidegate.http.errors import ProtocolError
+from sidegate.http.response_parser import ResponseParser, ResponseSink
+
+if TYPE_CHECKING:
+    from sidegate.upstream.pool import EndpointPool
+
+
+class UpstreamUser(ResponseSink, Protocol):
+    """What an attached user (the proxy's exchange) must handle besides response events."""
+
+    def upstream_read_begin(self) -> None: ...
+    def upstream_read_end(self) -> None: ...
+    def upstream_failed(self, failure: UpstreamFailure) -> None: ...
+    def upstream_writable(self, writable: bool) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_loop",
+        "deadline",
+        "idle_window",
+        "parser",
+        "pool",
+        "received",
+        "response_window",
+        "reused",
+        "transport",
+        "tunnel_to",
+        "user",
+    )
+
+    def __init__(self, pool: EndpointPool) -> None:
+        self.pool = pool
+        self._loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = ResponseParser(_Detached())
+        self.user: UpstreamUser | None = None
+        self.deadline = 0.0
+        self.response_window = 0.0
+        self.idle_window = 0.0
+        self.received = False  # any response byte since attach
+        self.reused = False  # this connection served a request before
+        self.tunnel_to: asyncio.Transport | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def attach(self, user: UpstreamUser, head_request: bool, response_timeout: float, idle: float) -> None:
+        self.user = user
+        self.parser.sink = user
+        self.parser.expect(head_request)
+        self.received = False
+        self.response_window = response_timeout
+        self.idle_window = idle
+        self.deadline = self._loop.time() + response_timeout if response_timeout else 0.0
+
+    def detach(self) -> None:
+        self.user = None
+        self.parser.sink = _DETACHED
+        self.reused = True
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.user = None
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing() and not self.parser.in_message
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        transport.set_write_buffer_limits(high=self.pool.buffer_high_water)
+        self.pool.sweeper.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.sweeper.discard(self)
+        self.pool.discard(self)
+        self.transport = None
+        if self.tunnel_to is not None:
+            self.tunnel_to.close()
+            self.tunnel_to = None
+        user, self.user = self.user, None
+        if user is None:
+            return
+        if self.parser.eof():
+            return  # the close ended a close-delimited body: the response is complete
+        user.upstream_failed(reset(str(self.pool.endpoint), retryable=self.reused and not self.received))
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel_to
+        if tunnel is not None:
+            tunnel.write(data)
+            if self.idle_window:
+                self.deadline = self._loop.time() + self.idle_window
+            return
+        user = self.user
+        if user is None:  # bytes nobody asked for: the connection cannot be trusted any more
+            self.close()
+            return
+        self.received = True
+        if self.idle_window and self.parser.in_body:
+            self.deadline = self._loop.time() + self.idle_window
+        user.upstream_read_begin()
+        try:
+            offset = self.parser.feed(data)
+        except ProtocolError as error:
+            self.user = None
+            self.close()
+            user.upstream_failed(protocol_error(str(self.pool.endpoint), error.reason))
+            offset = None
+        finally:
+            user.upstream_read_end()
+        if offset is not None and self.tunnel_to is not None and offset < len(data):
+            self.tunnel_to.write(data[offset:])
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def pause_writing(self) -> None:
+        if self.user is not None:
+            self.user.upstream_writable(False)
+
+    def resume_writing(self) -> None:
+        if self.user is not None:
+            self.user.upstream_writable(True)
+
+    # -- deadlines -----------------------------------------------------------------------------
+
+    def head_received(self) -> None:
+        """The response head is in: from now on only the idle window applies."""
+        self.deadline = self._loop.time() + self.idle_window if self.idle_window else 0.0
+
+    def on_deadline(self, now: float) -> None:
+        user = self.user
+        if user is None:
+            self.close()  # idle in the pool for too long
+            return
+        endpoint = str(self.pool.endpoint)
+        if self.parser.in_body or self.tunnel_to is not None:
+            failure = idle_timeout(endpoint, self.idle_window)
+        else:
+            failure = response_timeout(endpoint, self.response_window)
+        self.close()
+        user.upstream_failed(failure)
+
+    def start_tunnel(self, client: asyncio.Transport, idle: float) -> None:
+        self.tunnel_to = client
+        self.idle_window = idle
+        self.deadline = self._loop.time() + idle if idle else 0.0
+
+    def tunnel_write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+        if self.idle_window:
+            self.deadline = self._loop.time() + self.idle_window
+
+
+class _Detached:
+    """Sink of a connection with no user: a response with no request is a broken peer."""
+
+    def on_informational(self, head: object) -> None:
+        raise ProtocolError(502, "unsolicited response")
+
+    on_response_head = on_informational
+
+    def on_response_body(self, data: bytes) -> None:
+        raise ProtocolError(502, "unsolicited response")
+
+    def on_response_end(self) -> None:
+        raise ProtocolError(502, "unsolicited response")
+
+
+_DETACHED = _Detached()

@@ -1,0 +1,1 @@
+"""Test support: a recording origin app, a gateway process fixture and raw HTTP/1.1 helpers."""
