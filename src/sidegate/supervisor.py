@@ -157,11 +157,11 @@ class Supervisor:
             worker.ready = True
             return
         ident = int(message.get("id", -1))
-        future = worker.waiting.get(ident)
-        if future is not None:
+        waiter = worker.waiting.get(ident)
+        if waiter is not None:
             del worker.waiting[ident]
-            if not future.done():
-                future.set_result(message)
+            if not waiter.done():
+                waiter.set_result(message)
 
     def _respawn(self, worker: _Worker) -> None:
         if not self.draining:
