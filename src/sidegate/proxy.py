@@ -34,7 +34,7 @@ from sidegate.errors import UpstreamFailure
 from sidegate.filters.base import RequestContext
 from sidegate.forwarding import ForwardingCache
 from sidegate.http.messages import LocalResponse
-from sidegate.http.writer import LAST_CHUNK, chunk, error_response, header_block, status_line
+from sidegate.http.writer import LAST_CHUNK, STATUS_LINES, chunk, error_response, header_block, status_line
 from sidegate.upstream.pool import ConnectFailedError, EndpointPool
 
 if TYPE_CHECKING:
@@ -47,12 +47,23 @@ if TYPE_CHECKING:
 
 _RETRY_SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _DISCARD_LIMIT = 64 * 1024
+_FIELD = b": ".join  # (name, value) -> b"name: value"
+_STATUS_LINES = STATUS_LINES
 
 
 class View:
     """What a request runs on: one snapshot with the clusters and metric children built for it."""
 
-    __slots__ = ("clusters", "forwarding", "no_route_stats", "route_stats", "router", "snapshot", "via")
+    __slots__ = (
+        "clusters",
+        "forwarding",
+        "no_route_stats",
+        "route_stats",
+        "router",
+        "snapshot",
+        "via",
+        "via_line",
+    )
 
     def __init__(
         self,
@@ -67,7 +78,8 @@ class View:
         self.route_stats = route_stats
         self.no_route_stats = no_route_stats
         self.forwarding = ForwardingCache(snapshot.forwarded)
-        self.via = snapshot.forwarded.via
+        self.via = via = snapshot.forwarded.via
+        self.via_line = b"Via: " + via + b"\r\n" if via else b""
 
 
 class Proxy:
@@ -77,12 +89,15 @@ class Proxy:
         self.loop = loop
         self.metrics = metrics
         self.view = view
-        self._rid_prefix = os.urandom(4).hex().encode()
-        self._rid_counter = itertools.count(1)
+        self.clock = loop.time
+        self.rid_prefix = os.urandom(4).hex().encode()  # request ids: per-process prefix + counter
+        self.rid_counter = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()  # connects in progress (kept from the GC)
 
     def begin(self, conn: InboundConnection, head: ParsedRequest) -> Exchange:
-        return Exchange(self, conn, head)
+        exchange = Exchange(self, conn, head)
+        exchange.start()
+        return exchange
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
@@ -90,7 +105,7 @@ class Proxy:
         task.add_done_callback(self._tasks.discard)
 
     def request_id(self) -> bytes:
-        return b"%s%08x" % (self._rid_prefix, next(self._rid_counter))
+        return b"%s%08x" % (self.rid_prefix, next(self.rid_counter))
 
 
 class Exchange:
@@ -119,8 +134,13 @@ class Exchange:
         self.conn = conn
         self.head = head
         self.view = proxy.view
-        self.started_at = proxy.loop.time()
-        self.request_id = head.request_id or proxy.request_id()
+        self.started_at = proxy.clock()
+        request_id = head.request_id or b"%s%08x" % (proxy.rid_prefix, next(proxy.rid_counter))
+        self.request_id = request_id
+        self.request_id_line = b"X-Request-Id: " + request_id + b"\r\n"
+        # Called around each upstream read, so the response bytes of one read leave in one write.
+        self.upstream_read_begin = conn.cork
+        self.upstream_read_end = conn.uncork
         # A request without a body is complete with its head.
         self.request_done = not (head.chunked or head.content_length)
 
@@ -243,12 +263,6 @@ class Exchange:
         else:
             upstream.send(self.upstream_head)
 
-    def upstream_read_begin(self) -> None:
-        self.conn.cork()
-
-    def upstream_read_end(self) -> None:
-        self.conn.uncork()
-
     def upstream_writable(self, writable: bool) -> None:
         if writable:
             self.conn.resume_reading()
@@ -263,8 +277,8 @@ class Exchange:
         if self.finished:
             return
         upstream = self.upstream
-        if upstream is not None:
-            upstream.head_received()
+        if upstream is not None:  # from now on only the idle window applies
+            upstream.deadline = self.proxy.clock() + upstream.idle_window if upstream.idle_window else 0.0
         route = self.route
         assert route is not None
         self.status = status = head.status
@@ -279,35 +293,35 @@ class Exchange:
                 flt.on_response(self.head, head, ctx)
         request = self.head
         edits = route.response_headers
-        headers = edits.apply(head.headers) if edits is not None else head.headers
-        parts = [status_line(status)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+        headers = head.headers if edits is None else edits.apply(head.headers)
+        parts = [_STATUS_LINES.get(status) or status_line(status)]
+        if headers:
+            parts += (b"\r\n".join(map(_FIELD, headers)), b"\r\n")
         if edits is not None:
             parts.append(edits.block)
-        via = self.view.via
-        if via:
-            parts += (b"Via: ", head.via + b", " + via if head.via else via, b"\r\n")
-        elif head.via:
-            parts += (b"Via: ", head.via, b"\r\n")
-        parts += (b"X-Request-Id: ", self.request_id, b"\r\n")
-        client_11 = request.version == b"1.1"
+        view = self.view
+        if head.via:
+            parts += (b"Via: ", head.via + b", " + view.via if view.via else head.via, b"\r\n")
+        else:
+            parts.append(view.via_line)
+        parts.append(self.request_id_line)
         keep = request.keep_alive and self.conn.keep_alive_wanted
         if head.content_length is not None:
-            parts.append(b"Content-Length: %d\r\n" % head.content_length)
-        elif request.method == b"HEAD" or status in {204, 304}:
+            parts += (b"Content-Length: ", head.content_length_raw, b"\r\n")
+        elif request.method == b"HEAD" or status == 204 or status == 304:
             pass
-        elif client_11:
+        elif request.version == b"1.1":
             parts.append(b"Transfer-Encoding: chunked\r\n")
             self.chunk_out = True
         else:
             keep = False  # an HTTP/1.0 client reads this body until the connection closes
         if not keep:
-            parts.append(b"Connection: close\r\n")
+            parts.append(b"Connection: close\r\n\r\n")
             request.keep_alive = False
-        elif not client_11:
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
+        elif request.version != b"1.1":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
         self.conn.send(b"".join(parts))
 
     def on_response_body(self, data: bytes) -> None:
@@ -322,7 +336,7 @@ class Exchange:
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             pool = self.pool
-            if self.request_done and pool is not None and upstream.parser.in_message is False:
+            if self.request_done and pool is not None:
                 pool.release(upstream)
             else:
                 upstream.close()
@@ -422,7 +436,7 @@ class Exchange:
         self.finished = True
         route = self.route
         view = self.view
-        seconds = self.proxy.loop.time() - self.started_at
+        seconds = self.proxy.clock() - self.started_at
         if route is None:
             view.no_route_stats.observe(self.head.method, status, seconds)
         else:
@@ -448,12 +462,12 @@ class Exchange:
         edits = route.request_headers
         headers = edits.apply(head.headers) if edits is not None else head.headers
         parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host_header or b"localhost", b"\r\n"]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+        if headers:
+            parts += (b"\r\n".join(map(_FIELD, headers)), b"\r\n")
         parts.append(self.view.forwarding.lines(head))
         if edits is not None:
             parts.append(edits.block)
-        parts += (b"X-Request-Id: ", self.request_id, b"\r\n")
+        parts.append(self.request_id_line)
         if head.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         elif head.content_length is not None:

@@ -59,8 +59,9 @@ def snapshot_from_text(text: str, source: str) -> Snapshot:
 class Gateway:
     """The data plane of one process: listener, proxy, pools, metrics."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, snapshot: Snapshot) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, snapshot: Snapshot, *, reuse_port: bool = False) -> None:
         self.loop = loop
+        self.reuse_port = reuse_port
         self.metrics = Metrics()
         self.sweeper = Sweeper(loop)
         self.clusters = ClusterSet(loop, self.sweeper, snapshot.limits.buffer_high_water)
@@ -77,7 +78,9 @@ class Gateway:
 
     async def start(self) -> None:
         spec = self.snapshot.inbound
-        sock = bind_tcp(spec.host, spec.port)
+        # Workers share the port through SO_REUSEPORT; a single process binds it alone, so a
+        # second gateway started on the same port fails instead of silently sharing traffic.
+        sock = bind_tcp(spec.host, spec.port, reuse_port=self.reuse_port)
         self.server = await self.loop.create_server(
             lambda: InboundConnection(self.ctx), sock=sock, backlog=1024
         )
@@ -108,8 +111,7 @@ class Gateway:
         if self.server is not None:
             self.server.close()
         for conn in list(self.ctx.connections):
-            if conn.is_idle:
-                conn.close()
+            conn.drain()
         deadline = self.loop.time() + timeout
         while self.ctx.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
@@ -251,5 +253,5 @@ def run(config_path: str, log_level: str = "info") -> int:
     try:
         return uvloop.run(SingleProcess(config_path, snapshot).serve())
     except OSError as error:
-        print(f"sidegate: cannot listen: {error}", file=sys.stderr)
+        print(f"sidegate: {error.strerror or error}", file=sys.stderr)
         return 1

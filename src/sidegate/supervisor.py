@@ -37,6 +37,7 @@ from sidegate.config.snapshot import Snapshot
 from sidegate.errors import ConfigError
 from sidegate.observe.metrics import Metrics, merge
 from sidegate.observe.prometheus import render_prometheus
+from sidegate.server.listener import bind_tcp
 from sidegate.runtime import ConfigState, Gateway, background, snapshot_from_text
 from sidegate.watch import watch_config
 
@@ -56,7 +57,7 @@ def worker_main(path: str, text: str, channel: Connection, index: int, log_level
 
 async def _worker(path: str, text: str, channel: Connection) -> None:
     loop = asyncio.get_running_loop()
-    gateway = Gateway(loop, snapshot_from_text(text, path))
+    gateway = Gateway(loop, snapshot_from_text(text, path), reuse_port=True)
     await gateway.start()
     done = asyncio.Event()
     draining: list[asyncio.Task[None]] = []
@@ -282,9 +283,11 @@ def run_supervisor(path: str, snapshot: Snapshot) -> int:
     import uvloop
 
     try:
+        # The workers bind with SO_REUSEPORT; a plain bind first proves nobody else holds the port.
+        bind_tcp(snapshot.inbound.host, snapshot.inbound.port, reuse_port=False).close()
         with open(path, encoding="utf-8") as file:
             text = file.read()
         return uvloop.run(Supervisor(path, snapshot, text).serve())
     except OSError as error:
-        print(f"sidegate: cannot start: {error}", file=sys.stderr)
+        print(f"sidegate: {error.strerror or error}", file=sys.stderr)
         return 1

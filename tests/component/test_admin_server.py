@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import socket
@@ -67,8 +68,11 @@ class Resp:
 class Client:
     """A raw HTTP/1.1 client on asyncio streams: exact bytes out, responses parsed strictly."""
 
+    opened: list[Client] = []  # closed by the ``run`` fixture after each scenario
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        Client.opened.append(self)
 
     @classmethod
     async def connect(cls, port: int) -> Client:
@@ -101,8 +105,10 @@ class Client:
         return await asyncio.wait_for(self.reader.read(1), 2) == b""
 
     async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
+        if not self.writer.is_closing():
+            self.writer.close()
+        with contextlib.suppress(OSError):  # reset by the server: closed all the same
+            await self.writer.wait_closed()
 
 
 Scenario = Callable[[int, FakeBackend], Awaitable[Any]]
@@ -123,6 +129,9 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
             try:
                 return await asyncio.wait_for(scenario(port, fake), 10)
             finally:
+                for client in Client.opened:
+                    await client.close()
+                Client.opened.clear()
                 server.close()
                 await server.wait_closed()
                 await asyncio.sleep(0.01)  # let server-side connections see the clients' close
@@ -289,6 +298,12 @@ def test_connection_close_and_http10(run: Run) -> None:
         r = await c.response()
         assert r.status == 200 and await c.closed_by_server()
 
+        c = await Client.connect(port)  # HTTP/1.0 keep-alive is confirmed, then honoured
+        await c.send(b"GET /live HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        r = await c.response()
+        assert r.status == 200 and r.headers["connection"] == "keep-alive"
+        assert (await c.request("GET", "/ready")).status == 200
+
     run(scenario)
 
 
@@ -335,6 +350,7 @@ def test_body_limit(run: Run) -> None:
         await c2.send(b"POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n")
         r = await c2.response()
         assert r.status == 413 and r.headers["connection"] == "close"
+        assert r.json()["error"] == "content_too_large"
         assert await c2.closed_by_server()
 
         c3 = await Client.connect(port)  # chunked, grows past the limit
@@ -417,7 +433,43 @@ def test_serves_on_a_given_socket() -> None:
             return await c.request("GET", "/live")
         finally:
             await c.close()
+            Client.opened.clear()
             server.close()
             await server.wait_closed()
 
     assert asyncio.run(main()).status == 200
+
+
+def test_half_closed_client_still_gets_its_answer(run: Run) -> None:
+    async def scenario(port: int, backend: FakeBackend) -> None:
+        c = await Client.connect(port)
+        await c.send(
+            b"GET /live HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        )
+        c.writer.write_eof()  # like `printf ... | nc -N`
+        assert (await c.response()).status == 200
+        assert (await c.response()).json()["status"] == "reloaded"
+        assert await c.closed_by_server()
+
+    run(scenario)
+
+
+def test_slow_reader_and_deep_pipeline(run: Run) -> None:
+    """Backpressure both ways: big responses to a client that reads late, many queued requests."""
+
+    async def scenario(port: int, backend: FakeBackend) -> None:
+        backend.metrics = b"x" * (4 * 1024 * 1024)
+        c = await Client.connect(port)
+        await c.send(
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n" * 5 + b"GET /live HTTP/1.1\r\nHost: a\r\n\r\n" * 60
+        )
+        await asyncio.sleep(0.2)  # the server fills the socket buffers and must wait
+        for _ in range(5):
+            r = await c.response()
+            assert r.status == 200 and len(r.body) == len(backend.metrics)
+        for _ in range(60):
+            assert (await c.response()).status == 200
+        assert (await c.request("GET", "/ready")).status == 200
+
+    run(scenario)

@@ -13,11 +13,11 @@ endpoints with :meth:`AdminApp.add` (or the ``routes`` argument of :func:`start_
 ``HEAD`` falls back to the ``GET`` handler and drops the body; a known path with another method is a
 405 with ``Allow``; an unknown path is a 404 that lists the endpoints.
 
-Robustness: every response has ``Content-Length``. Malformed bytes are a 400 with a JSON reason
-and a close; limits (head size, header count, target length, body of 1 MiB) answer 431/414/413
-and close; a request that does not arrive in time is a 408, an idle keep-alive connection is
-closed quietly. Reading pauses when too many pipelined requests wait, writing waits for the
-transport to drain, and a handler that raises is a 500 that keeps the connection.
+Robustness: every response has ``Content-Length``. Malformed bytes are a 400 with a JSON reason,
+limits (head size, header count, target length, 1 MiB body) a 431/414/413, a request that does not
+arrive in time a 408: each then closes, gracefully (FIN first, then drain). An idle keep-alive
+connection is closed quietly. Reading pauses when many pipelined requests wait, writing waits for
+the transport to drain, and a handler that raises is a 500 that keeps the connection.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 from urllib.parse import parse_qs
 
 import httptools
@@ -43,25 +43,19 @@ log = logging.getLogger("sidegate.admin")
 
 
 class AdminBackend(Protocol):
-    """What the admin server needs from the runtime."""
+    """What the admin server needs from the runtime.
+
+    ``readiness()`` is ``(ready, reason)``; ``metrics_text()`` is Prometheus text, merged across
+    workers; ``config_dump()`` is the running config (secrets redacted) with its version and the last
+    reload error, if any; ``reload()`` answers ``(ok, message)`` and on failure the old config keeps
+    serving.
+    """
 
     def is_live(self) -> bool: ...
-
-    def readiness(self) -> tuple[bool, str]:
-        """``(ready, reason)``: whether the gateway should get traffic, and why (not)."""
-        ...
-
-    def metrics_text(self) -> bytes:
-        """Prometheus text exposition, merged across workers."""
-        ...
-
-    def config_dump(self) -> dict[str, Any]:
-        """The running config (secrets redacted), its version and the last reload error, if any."""
-        ...
-
-    async def reload(self) -> tuple[bool, str]:
-        """Reload the config file: ``(ok, message)``; on failure the old config keeps serving."""
-        ...
+    def readiness(self) -> tuple[bool, str]: ...
+    def metrics_text(self) -> bytes: ...
+    def config_dump(self) -> dict[str, Any]: ...
+    async def reload(self) -> tuple[bool, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +91,23 @@ Handler = Callable[[AdminRequest], AdminResponse | Awaitable[AdminResponse]]
 Routes = Mapping[tuple[str, str], Handler]
 
 
+# Stable error words for clients to match on (Python's reason phrases change between versions).
+_ERRORS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "content_too_large",
+    414: "uri_too_long",
+    431: "request_header_fields_too_large",
+    500: "internal_error",
+}
+
+
 def error_response(status: int, reason: str, **extra: Any) -> AdminResponse:
-    """``{"error": "<status_phrase>", "reason": ...}`` with the given status."""
-    phrase = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
-    return AdminResponse.json(status, {"error": phrase, "reason": reason, **extra})
+    """``{"error": "<word>", "reason": ...}`` with the given status (``not_found``, ``bad_request``...)."""
+    word = _ERRORS.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    return AdminResponse.json(status, {"error": word, "reason": reason, **extra})
 
 
 class AdminApp:
@@ -191,6 +198,7 @@ class AdminLimits:
     max_target: int = 8 * 1024
     request_timeout: float = 10.0  # from the first byte of a request to its end
     idle_timeout: float = 60.0  # keep-alive connection with no request
+    linger_timeout: float = 2.0  # after our FIN, how long to drain what the client still sends
     max_queued: int = 16  # pipelined requests waiting before reading pauses
 
 
@@ -199,14 +207,14 @@ class _RejectError(Exception):
 
 
 class _Pending:
-    __slots__ = ("head_only", "keep_alive", "request", "response")
+    """A request waiting for its answer, or an answer already decided (an error)."""
+
+    __slots__ = ("head_only", "http10", "keep_alive", "request", "response")
 
     def __init__(
-        self, request: AdminRequest | None, response: AdminResponse | None, keep_alive: bool
+        self, request: AdminRequest | None, response: AdminResponse | None, keep_alive: bool, http10: bool
     ) -> None:
-        self.request = request
-        self.response = response
-        self.keep_alive = keep_alive
+        self.request, self.response, self.keep_alive, self.http10 = request, response, keep_alive, http10
         self.head_only = request is not None and request.method == "HEAD"
 
 
@@ -214,8 +222,7 @@ class AdminConnection(asyncio.Protocol):
     """One admin client connection (see the module docstring)."""
 
     def __init__(self, app: AdminApp, limits: AdminLimits) -> None:
-        self._app = app
-        self._limits = limits
+        self._app, self._limits = app, limits
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -223,9 +230,10 @@ class AdminConnection(asyncio.Protocol):
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._drained: asyncio.Future[None] | None = None
-        self._closing = False  # no more responses: the connection is closed or closing
-        self._done_reading = False  # no more requests: an error or upgrade ended the stream
-        self._reading = True
+        self._reading = True  # the transport is not paused
+        self._done_reading = False  # no more requests: an error, an upgrade or the client's EOF
+        self._eof = False
+        self._closing = False  # no more responses either
         self._error: AdminResponse | None = None
         self._in_message = False
         self._url = bytearray()
@@ -233,21 +241,27 @@ class AdminConnection(asyncio.Protocol):
         self._head_size = 0
         self._body = bytearray()
         self._keep_alive = True
+        self._http10 = False
 
     # -- transport events ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._arm(self._limits.idle_timeout)
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._arm(self._limits.idle_timeout, self._on_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._cancel_timer()
         if self._worker is not None:
             self._worker.cancel()
         self._wake_writer()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        if self._closing or (self._worker is None and not self._queue):
+            return None  # nothing (more) to answer: let the transport close
+        self._stop_reading()
+        return True  # half-open: the worker writes what is queued, then closes
 
     def pause_writing(self) -> None:
         if self._drained is None:
@@ -257,8 +271,8 @@ class AdminConnection(asyncio.Protocol):
         self._wake_writer()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing or self._done_reading:
-            return
+        if self._done_reading:
+            return  # lingering close, or bytes after an error: discarded
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -267,9 +281,7 @@ class AdminConnection(asyncio.Protocol):
                 self._queue[-1].keep_alive = False
             self._stop_reading()
         except httptools.HttpParserError as exc:
-            response = self._error or error_response(400, str(exc) or "malformed request")
-            self._queue.append(_Pending(None, response, keep_alive=False))
-            self._stop_reading()
+            self._fail(self._error or error_response(400, str(exc) or "malformed request"))
         self._start_worker()
 
     # -- parser callbacks ------------------------------------------------------------------------
@@ -280,7 +292,7 @@ class AdminConnection(asyncio.Protocol):
         self._headers = []
         self._head_size = 0
         self._body.clear()
-        self._arm(self._limits.request_timeout)
+        self._arm(self._limits.request_timeout, self._on_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -295,16 +307,12 @@ class AdminConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._keep_alive = self._parser.should_keep_alive()
+        self._http10 = self._parser.get_http_version() == "1.0"
         for name, value in self._headers:
             lname = name.lower()
             if lname == b"content-length" and int(value) > self._limits.max_body:
                 self._reject(413, f"body larger than {self._limits.max_body} bytes")
-            if (
-                lname == b"expect"
-                and value.lower() == b"100-continue"
-                and not self._queue
-                and self._worker is None
-            ):
+            if lname == b"expect" and value.lower() == b"100-continue" and not self._busy():
                 assert self._transport is not None
                 self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -316,7 +324,6 @@ class AdminConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_message = False
         self._cancel_timer()
-        method = self._parser.get_method().decode("ascii", "replace")
         target = bytes(self._url)
         if target.startswith(b"/"):
             path, _, query = target.partition(b"?")
@@ -327,13 +334,13 @@ class AdminConnection(asyncio.Protocol):
                 self._reject(400, "invalid request target")
             path, query = url.path or b"/", url.query or b""
         request = AdminRequest(
-            method,
+            self._parser.get_method().decode("ascii", "replace"),
             path.decode("latin-1"),
             parse_qs(query.decode("latin-1"), keep_blank_values=True),
             tuple(self._headers),
             bytes(self._body),
         )
-        self._queue.append(_Pending(request, None, self._keep_alive))
+        self._queue.append(_Pending(request, None, self._keep_alive, self._http10))
         if len(self._queue) >= self._limits.max_queued:
             self._set_reading(False)
 
@@ -343,13 +350,28 @@ class AdminConnection(asyncio.Protocol):
 
     # -- answering -------------------------------------------------------------------------------
 
+    def _busy(self) -> bool:
+        return self._worker is not None or bool(self._queue)
+
     def _start_worker(self) -> None:
         if self._worker is None and self._queue and not self._closing:
             self._worker = self._loop.create_task(self._answer_queue())
 
     async def _answer_queue(self) -> None:
         try:
-            await self._answer_pending()
+            while self._queue and not self._closing:
+                item = self._queue.popleft()
+                response = item.response or await self._app.handle(cast(AdminRequest, item.request))
+                if self._drained is not None:
+                    await self._drained
+                if self._transport is None or self._closing:  # lost while we awaited
+                    return
+                self._write(response, item)
+                if not item.keep_alive:
+                    self._close_gracefully()
+                    return
+                if len(self._queue) < self._limits.max_queued // 2 and not self._done_reading:
+                    self._set_reading(True)
         except Exception:  # a bug here must not leave the client hanging
             log.exception("admin connection failed")
             self._closing = True
@@ -357,30 +379,16 @@ class AdminConnection(asyncio.Protocol):
                 self._transport.abort()
         finally:
             self._worker = None
-            if not self._closing and not self._in_message:
-                self._arm(self._limits.idle_timeout)
-        self._start_worker()  # requests may have arrived while we awaited
+        if self._closing:
+            return
+        if self._done_reading and not self._queue:
+            self._close_gracefully()
+        elif self._queue:
+            self._start_worker()  # requests arrived while the last one was written
+        elif not self._in_message:
+            self._arm(self._limits.idle_timeout, self._on_timeout)
 
-    async def _answer_pending(self) -> None:
-        while self._queue and not self._closing:
-            item = self._queue.popleft()
-            response = item.response
-            if response is None:
-                assert item.request is not None
-                response = await self._app.handle(item.request)
-            if self._drained is not None:
-                await self._drained
-            if self._closing or self._transport is None:
-                return
-            self._write(response, item.keep_alive, item.head_only)
-            if not item.keep_alive:
-                self._closing = True
-                self._transport.close()
-                return
-            if len(self._queue) < self._limits.max_queued // 2 and not self._done_reading:
-                self._set_reading(True)
-
-    def _write(self, response: AdminResponse, keep_alive: bool, head_only: bool) -> None:
+    def _write(self, response: AdminResponse, item: _Pending) -> None:
         assert self._transport is not None
         try:
             phrase = HTTPStatus(response.status).phrase
@@ -392,22 +400,43 @@ class AdminConnection(asyncio.Protocol):
             f"Content-Type: {response.content_type}",
             f"Content-Length: {len(response.body)}",
             "Cache-Control: no-store",
+            *(f"{name}: {value}" for name, value in response.headers),
         ]
-        lines.extend(f"{name}: {value}" for name, value in response.headers)
-        if not keep_alive:
+        if not item.keep_alive:
             lines.append("Connection: close")
-        elif self._parser.get_http_version() == "1.0":
+        elif item.http10:  # HTTP/1.0 keep-alive must be confirmed
             lines.append("Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self._transport.write(head if head_only else head + response.body)
+        self._transport.write(head if item.head_only else head + response.body)
 
-    # -- flow control and timers -----------------------------------------------------------------
+    # -- closing, flow control and timers --------------------------------------------------------
+
+    def _fail(self, response: AdminResponse) -> None:
+        """Answer the requests already queued, then ``response``, then close."""
+        self._queue.append(_Pending(None, response, keep_alive=False, http10=False))
+        self._stop_reading()
 
     def _stop_reading(self) -> None:
-        """Parse nothing more: the queued responses are written, the last one closes."""
         self._done_reading = True
         self._set_reading(False)
         self._cancel_timer()
+
+    def _close_gracefully(self) -> None:
+        """Send FIN, then discard what the client still sends until it closes (or time runs out).
+
+        Closing at once with unread bytes in the socket (the rest of a refused body, pipelined
+        requests) makes the kernel send a reset that can destroy our response before the client
+        reads it; hence this "lingering close" (RFC 9112, section 9.6).
+        """
+        assert self._transport is not None
+        self._closing = self._done_reading = True
+        self._cancel_timer()
+        if self._eof or not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self._transport.write_eof()
+        self._set_reading(True)
+        self._arm(self._limits.linger_timeout, self._transport.close)
 
     def _set_reading(self, on: bool) -> None:
         if self._transport is None or on == self._reading or self._transport.is_closing():
@@ -424,9 +453,9 @@ class AdminConnection(asyncio.Protocol):
                 self._drained.set_result(None)
             self._drained = None
 
-    def _arm(self, delay: float) -> None:
+    def _arm(self, delay: float, callback: Callable[[], object]) -> None:
         self._cancel_timer()
-        self._timer = self._loop.call_later(delay, self._on_timeout)
+        self._timer = self._loop.call_later(delay, callback)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -438,12 +467,11 @@ class AdminConnection(asyncio.Protocol):
         if self._closing or self._transport is None:
             return
         if self._in_message:  # a request started and did not finish in time
-            self._queue.append(_Pending(None, error_response(408, "request not received in time"), False))
-            self._stop_reading()
+            self._fail(error_response(408, "request not received in time"))
             self._start_worker()
-        elif self._worker is None:
+        elif not self._busy():
             self._closing = True
-            self._transport.close()
+            self._transport.close()  # idle keep-alive connection: nothing to say
 
 
 async def start_admin_server(

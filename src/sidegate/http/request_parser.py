@@ -29,7 +29,13 @@ import httptools
 
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import RequestHead
-from sidegate.http.syntax import normalize_path, parse_authority, valid_request_id
+from sidegate.http.syntax import (
+    connection_tokens,
+    nominated_headers,
+    normalize_path,
+    parse_authority,
+    valid_request_id,
+)
 
 # Header kinds (small ints so the dispatch in on_header is one dict lookup).
 _HOST, _CL, _TE, _CONN, _UPGRADE, _HOP, _XFF, _XFP, _XFH, _FWD, _VIA, _RID = range(12)
@@ -70,7 +76,7 @@ class ParsedRequest(RequestHead):
     """A request head plus the forwarding headers the proxy rewrites (empty when absent)."""
 
     host_header: bytes = b""  # Host as sent (with port), forwarded upstream unchanged
-    connection_tokens: tuple[bytes, ...] | list[bytes] = ()
+    connection_tokens: tuple[bytes, ...] = ()
     xff: bytes = b""
     xfp: bytes = b""
     xfh: bytes = b""
@@ -139,14 +145,12 @@ class RequestParser:
 
     # -- llhttp callbacks ----------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._head = ParsedRequest()
-        self._url = b""
-        self._header_count = 0
-        self._te_values = []
-        self._in_head = True
+    # No on_message_begin: the state for the next request is made ready when the previous head
+    # is handed off, which saves a callback per request. The request-target is always the first
+    # thing llhttp reports of a request.
 
     def on_url(self, url: bytes) -> None:
+        self._in_head = True
         self._url += url
         if len(self._url) > self._max_size:
             raise ProtocolError(414, f"request-target longer than {self._max_size} bytes")
@@ -175,8 +179,7 @@ class RequestParser:
         elif kind == _TE:
             self._te_values.append(value)
         elif kind == _CONN:
-            tokens = [t.strip().lower() for t in value.split(b",")]
-            head.connection_tokens = [*head.connection_tokens, *(t for t in tokens if t)]
+            head.connection_tokens += connection_tokens(value)
         elif kind == _UPGRADE:
             head.upgrade = value
         elif kind == _XFF:
@@ -220,16 +223,17 @@ class RequestParser:
             if len(self._te_values) != 1 or self._te_values[0].strip().lower() != b"chunked":
                 raise ProtocolError(501, "only the chunked transfer coding is supported")
             head.chunked = True
+        head.keep_alive = parser.should_keep_alive()  # llhttp: version and Connection together
         tokens = head.connection_tokens
-        if head.version == b"1.1":
-            head.keep_alive = b"close" not in tokens
-        else:
-            head.keep_alive = b"keep-alive" in tokens
         if tokens:
             _drop_nominated(head, tokens)
         if head.upgrade and b"upgrade" not in tokens:
             head.upgrade = b""  # Upgrade without "Connection: upgrade" is not an upgrade request
         self.in_body = True
+        self._head = ParsedRequest()  # ready for the next request on this connection
+        self._url = b""
+        if self._te_values:
+            self._te_values = []
         self._sink.on_request_head(head)
 
     def on_body(self, body: bytes) -> None:
@@ -238,6 +242,7 @@ class RequestParser:
     def on_message_complete(self) -> None:
         self.in_body = False
         self._head_bytes = 0
+        self._header_count = 0
         self._sink.on_request_end()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -280,8 +285,8 @@ class RequestParser:
         head.target = head.path + b"?" + query if query else head.path
 
 
-def _drop_nominated(head: ParsedRequest, tokens: tuple[bytes, ...] | list[bytes]) -> None:
+def _drop_nominated(head: ParsedRequest, tokens: tuple[bytes, ...]) -> None:
     """Remove headers that ``Connection`` names as hop-by-hop (RFC 9110 section 7.6.1)."""
-    nominated = {t for t in tokens if t not in (b"close", b"keep-alive", b"upgrade")}
+    nominated = nominated_headers(tokens)
     if nominated:
         head.headers = [(n, v) for n, v in head.headers if n.lower() not in nominated]

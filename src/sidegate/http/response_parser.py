@@ -16,6 +16,7 @@ import httptools
 
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import ResponseHead
+from sidegate.http.syntax import connection_tokens, nominated_headers
 
 _CL, _TE, _CONN, _HOP, _VIA, _UPG = range(6)
 _SPECIAL: dict[bytes, int] = {
@@ -46,7 +47,8 @@ class ParsedResponse(ResponseHead):
     via: bytes = b""
     upgrade: bytes = b""  # the Upgrade header value (meaningful with a 101)
     switching = False  # a 101 Switching Protocols: the connection becomes a tunnel
-    connection_tokens: tuple[bytes, ...] | list[bytes] = ()
+    connection_tokens: tuple[bytes, ...] = ()
+    content_length_raw: bytes = b""  # as received, re-sent as is
 
 
 class _HeadOnlyError(Exception):
@@ -56,20 +58,31 @@ class _HeadOnlyError(Exception):
 class ResponseParser:
     """One per upstream connection; ``expect(head_request)`` before each request is sent."""
 
-    __slots__ = ("_head", "_head_bytes", "_head_request", "_parser", "in_body", "in_message", "sink")
+    __slots__ = (
+        "_close_delimited",
+        "_head",
+        "_head_bytes",
+        "_head_request",
+        "_parser",
+        "in_body",
+        "in_message",
+        "sink",
+    )
 
     def __init__(self, sink: ResponseSink) -> None:
         self.sink = sink
         self._parser = httptools.HttpResponseParser(self)
         self._head = ParsedResponse()
+        self._close_delimited = False
         self._head_request = False
         self._head_bytes = 0
         self.in_body = False
         self.in_message = False
 
     def expect(self, head_request: bool) -> None:
-        """Prepare for the response to the next request (HEAD responses carry no body)."""
+        """A request was sent: a response is owed (with no body if it answers a HEAD)."""
         self._head_request = head_request
+        self.in_message = True
 
     def feed(self, data: bytes) -> int | None:
         """Parse ``data``; returns the offset of tunnel bytes after a 101, else None."""
@@ -96,16 +109,15 @@ class ResponseParser:
 
     def eof(self) -> bool:
         """The upstream closed. True if that ended a close-delimited body (a complete response)."""
-        if self.in_body and self._head.close_delimited:
+        if self.in_body and self._close_delimited:
             self._finish()
             return True
         return False
 
     # -- llhttp callbacks ----------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._head = ParsedResponse()
-        self.in_message = True
+    # No on_message_begin (one callback less per response): a fresh head is made ready when
+    # the previous one is handed off.
 
     # No on_status: the reason phrase is informational (RFC 9112 section 4) and is sent as the
     # standard one for the code, which saves a callback per response.
@@ -120,16 +132,14 @@ class ResponseParser:
         if self.in_body:
             return  # trailer fields are dropped
         elif kind == _CL:
-            head.content_length = int(value)
+            head.content_length = int(value)  # llhttp has checked: digits, one value
+            head.content_length_raw = value
         elif kind == _TE:
             head.chunked = value.strip().lower().endswith(b"chunked")
             if not head.chunked:
                 raise ProtocolError(502, "unsupported transfer coding in response")
         elif kind == _CONN:
-            head.connection_tokens = [
-                *head.connection_tokens,
-                *(t.strip().lower() for t in value.split(b",")),
-            ]
+            head.connection_tokens += connection_tokens(value)
         elif kind == _VIA:
             head.via = head.via + b", " + value if head.via else value
         elif kind == _UPG:
@@ -139,16 +149,13 @@ class ResponseParser:
         head = self._head
         parser = self._parser
         head.status = status = parser.get_status_code()
-        version = parser.get_http_version()
+        head.keep_alive = parser.should_keep_alive()  # llhttp: version and Connection together
         tokens = head.connection_tokens
-        if version == "1.1":
-            head.keep_alive = b"close" not in tokens
-        else:
-            head.keep_alive = b"keep-alive" in tokens
         if tokens:
-            nominated = {t for t in tokens if t not in (b"close", b"keep-alive", b"upgrade")}
+            nominated = nominated_headers(tokens)
             if nominated:
                 head.headers = [(n, v) for n, v in head.headers if n.lower() not in nominated]
+        self._head = ParsedResponse()  # ready for the next response
         if status < 200:
             if status == 101:
                 head.switching = True
@@ -158,9 +165,11 @@ class ResponseParser:
                 self.sink.on_informational(head)
             return
         bodiless = self._head_request or status in {204, 304}
-        if not bodiless and head.content_length is None and not head.chunked:
+        close_delimited = not bodiless and head.content_length is None and not head.chunked
+        if close_delimited:
             head.close_delimited = True
             head.keep_alive = False
+        self._close_delimited = close_delimited
         self.in_body = True
         self.sink.on_response_head(head)
         if self._head_request:
@@ -170,9 +179,7 @@ class ResponseParser:
         self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
-        if self._head.status < 200 and self._head.status != 101:
-            return  # informational: the final response follows
-        if self.in_body:
+        if self.in_body:  # not after an informational (1xx) head: the final response follows
             self._finish()
 
     def _finish(self) -> None:

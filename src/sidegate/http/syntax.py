@@ -49,3 +49,24 @@ def normalize_path(path: bytes) -> bytes:
 def valid_request_id(value: bytes) -> bool:
     """A client-sent X-Request-Id is kept if it is 1-200 visible ASCII characters."""
     return _REQUEST_ID.fullmatch(value) is not None
+
+
+_PLAIN_CONNECTION = frozenset((b"close", b"keep-alive", b"upgrade"))
+_COMMON_CONNECTION: dict[bytes, tuple[bytes, ...]] = {
+    spelled: (spelled.lower(),)
+    for word in (b"close", b"keep-alive", b"upgrade")
+    for spelled in (word, word.capitalize(), word.title(), word.upper())
+}
+
+
+def connection_tokens(value: bytes) -> tuple[bytes, ...]:
+    """The lower-case options of a ``Connection`` header value (the common ones without splitting)."""
+    common = _COMMON_CONNECTION.get(value)
+    if common is not None:
+        return common
+    return tuple(token for token in (part.strip().lower() for part in value.split(b",")) if token)
+
+
+def nominated_headers(tokens: tuple[bytes, ...]) -> frozenset[bytes]:
+    """Header names that ``Connection`` marks as hop-by-hop, besides its own options."""
+    return frozenset(tokens) - _PLAIN_CONNECTION

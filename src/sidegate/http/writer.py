@@ -8,14 +8,14 @@ from http import HTTPStatus
 from sidegate.http.messages import Headers, LocalResponse
 
 REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
-_STATUS_LINES: dict[int, bytes] = {
+STATUS_LINES: dict[int, bytes] = {
     code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()
 }
 
 
 def status_line(status: int, reason: bytes = b"") -> bytes:
     """``HTTP/1.1 <status> <reason>\\r\\n``; the standard reason unless the upstream gave another."""
-    line = _STATUS_LINES.get(status)
+    line = STATUS_LINES.get(status)
     if line is not None and (not reason or reason == REASONS.get(status)):
         return line
     return b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Unknown"))

@@ -48,7 +48,8 @@ PAUSE_UPGRADE = 4  # waiting for the upstream's answer to an Upgrade request
 class Exchange(Protocol):
     """One request being answered; created by the handler, driven by the connection."""
 
-    def start(self) -> None: ...
+    finished: bool
+
     def request_body(self, data: bytes) -> None: ...
     def request_end(self) -> None: ...
     def client_lost(self) -> None: ...
@@ -63,7 +64,9 @@ class TunnelPeer(Protocol):
 
 
 class RequestHandler(Protocol):
-    def begin(self, conn: InboundConnection, head: ParsedRequest) -> Exchange: ...
+    def begin(self, conn: InboundConnection, head: ParsedRequest) -> Exchange:
+        """Start answering ``head``; the exchange may already be finished when this returns."""
+        ...
 
 
 class _Queued:
@@ -102,6 +105,7 @@ class InboundConnection(asyncio.Protocol):
         "_wbuf",
         "client_ip",
         "deadline",
+        "keep_alive_wanted",
         "response_started",
         "transport",
         "writable",
@@ -122,6 +126,7 @@ class InboundConnection(asyncio.Protocol):
         self._paused = 0
         self._wbuf: list[bytes] | None = None
         self._closing = False
+        self.keep_alive_wanted = True  # false once closing or draining: responses say Connection: close
         self._held_error: ProtocolError | None = None
         self._tunnel: TunnelPeer | None = None
         self._upgrade_buffer: list[bytes] | None = None
@@ -147,6 +152,7 @@ class InboundConnection(asyncio.Protocol):
         ctx.stats.connections_active -= 1
         ctx.sweeper.discard(self)
         self._closing = True
+        self.keep_alive_wanted = False
         if self._tunnel is not None:
             self._tunnel.close()
             self._tunnel = None
@@ -208,9 +214,9 @@ class InboundConnection(asyncio.Protocol):
             self.deadline = self._loop.time() + self._ctx.limits.body_idle
         if self._exchange is None and not self._queue:
             self.response_started = False
-            exchange = self._ctx.handler.begin(self, head)
-            self._exchange = self._reading = exchange
-            exchange.start()
+            self._exchange = self._reading = exchange = self._ctx.handler.begin(self, head)
+            if exchange.finished:  # answered on the spot (finish() has run already)
+                self._exchange = None
         else:
             queued = _Queued(head)
             self._queue.append(queued)
@@ -295,6 +301,7 @@ class InboundConnection(asyncio.Protocol):
         """The upstream answered an Upgrade request without switching: close after this response."""
         self._upgrade_buffer = None
         self._closing = True
+        self.keep_alive_wanted = False
 
     def close(self) -> None:
         if self.transport is not None:
@@ -305,9 +312,11 @@ class InboundConnection(asyncio.Protocol):
         """Between requests with nothing owed: safe to close without cutting anything."""
         return self._exchange is None and not self._queue and self._phase == _IDLE and self._tunnel is None
 
-    @property
-    def keep_alive_wanted(self) -> bool:
-        return not self._closing and not self._ctx.draining
+    def drain(self) -> None:
+        """The gateway is stopping: close now if idle, else after the current response."""
+        self.keep_alive_wanted = False
+        if self.is_idle:
+            self._close_soon()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -343,6 +352,7 @@ class InboundConnection(asyncio.Protocol):
 
     def _answer_error(self, error: ProtocolError) -> None:
         self._closing = True
+        self.keep_alive_wanted = False
         self._queue.clear()
         kind = {408: "request_timeout", 413: "body_too_large", 414: "uri_too_long", 431: "head_too_large"}
         response = error_response(error.status, kind.get(error.status, "bad_request"), error.reason)
@@ -354,11 +364,11 @@ class InboundConnection(asyncio.Protocol):
     def _start_queued(self) -> None:
         queued = self._queue.popleft()
         self.response_started = False
-        exchange = self._ctx.handler.begin(self, queued.head)
-        self._exchange = exchange
+        self._exchange = exchange = self._ctx.handler.begin(self, queued.head)
+        if exchange.finished:
+            self._exchange = None
         if self._reading is queued:
             self._reading = exchange
-        exchange.start()
         for chunk in queued.chunks:
             exchange.request_body(chunk)
         if queued.ended:
@@ -374,6 +384,7 @@ class InboundConnection(asyncio.Protocol):
 
     def _ctx_close_after_response(self) -> None:
         self._closing = True
+        self.keep_alive_wanted = False
 
     def _pause(self, reason: int) -> None:
         if not self._paused and self.transport is not None:
@@ -388,6 +399,7 @@ class InboundConnection(asyncio.Protocol):
 
     def _close_soon(self) -> None:
         self._closing = True
+        self.keep_alive_wanted = False
         if self._wbuf is not None:
             self.uncork()
         if self.transport is not None:

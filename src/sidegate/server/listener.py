@@ -22,7 +22,8 @@ def bind_tcp(host: str, port: int, *, reuse_port: bool = True, backlog: int = 10
         sock.bind((host.strip("[]"), port))
         sock.listen(backlog)
         sock.setblocking(False)
-    except OSError:
+    except OSError as error:
         sock.close()
-        raise
+        reason = error.strerror or str(error)
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {reason}") from None
     return sock

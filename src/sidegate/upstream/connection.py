@@ -14,6 +14,7 @@ After a ``101 Switching Protocols`` it becomes a byte tunnel to the client trans
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
 from sidegate.errors import UpstreamFailure, idle_timeout, protocol_error, reset, response_timeout
@@ -25,10 +26,15 @@ if TYPE_CHECKING:
 
 
 class UpstreamUser(ResponseSink, Protocol):
-    """What an attached user (the proxy's exchange) must handle besides response events."""
+    """What an attached user (the proxy's exchange) must handle besides response events.
 
-    def upstream_read_begin(self) -> None: ...
-    def upstream_read_end(self) -> None: ...
+    ``upstream_read_begin``/``_end`` are called around each read (plain callables, so that the
+    user can hand over its client connection's cork/uncork without a call in between).
+    """
+
+    upstream_read_begin: Callable[[], None]
+    upstream_read_end: Callable[[], None]
+
     def upstream_failed(self, failure: UpstreamFailure) -> None: ...
     def upstream_writable(self, writable: bool) -> None: ...
 
@@ -65,8 +71,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def attach(self, user: UpstreamUser, head_request: bool, response_timeout: float, idle: float) -> None:
         self.user = user
-        self.parser.sink = user
-        self.parser.expect(head_request)
+        parser = self.parser
+        parser.sink = user
+        parser.expect(head_request)
         self.received = False
         self.response_window = response_timeout
         self.idle_window = idle
@@ -150,10 +157,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.user.upstream_writable(True)
 
     # -- deadlines -----------------------------------------------------------------------------
-
-    def head_received(self) -> None:
-        """The response head is in: from now on only the idle window applies."""
-        self.deadline = self._loop.time() + self.idle_window if self.idle_window else 0.0
 
     def on_deadline(self, now: float) -> None:
         user = self.user

@@ -36,6 +36,7 @@ class EndpointPool:
         buffer_high_water: int = 64 * 1024,
     ) -> None:
         self.loop = loop
+        self.clock = loop.time
         self.endpoint = endpoint
         self.sweeper = sweeper
         self.max_idle = max_idle
@@ -50,7 +51,8 @@ class EndpointPool:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.usable:
+            transport = conn.transport
+            if transport is not None and not transport.is_closing():
                 return conn
             conn.close()
         return None
@@ -82,7 +84,7 @@ class EndpointPool:
         if self.retired or len(self.idle) >= self.max_idle or not conn.usable:
             conn.close()
             return
-        conn.deadline = self.loop.time() + self.idle_timeout if self.idle_timeout else 0.0
+        conn.deadline = self.clock() + self.idle_timeout if self.idle_timeout else 0.0
         self.idle.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
