@@ -128,6 +128,9 @@ class Exchange:
     tunnel = False
     status = 0
     body_seen = 0
+    outbox: list[bytes] | None = None  # upstream bytes held until the client read parses cleanly
+    sent_up = False  # any byte written to the upstream connection
+    upstream_keep_alive = False  # the response allows reusing the upstream connection
 
     def __init__(self, proxy: Proxy, conn: InboundConnection, head: ParsedRequest) -> None:
         self.proxy = proxy
@@ -183,13 +186,7 @@ class Exchange:
                 )
                 return
             data = chunk(data)
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.send(data)
-        elif self.pending is not None:
-            self.pending.append(data)
-            if sum(map(len, self.pending)) > self.conn_high_water:
-                self.conn.pause_reading()
+        self._send_up(data)
 
     def request_end(self) -> None:
         self.request_done = True
@@ -201,17 +198,49 @@ class Exchange:
             self._send_local(deferred)
             return
         if self.head.chunked:
-            if self.upstream is not None:
-                self.upstream.send(LAST_CHUNK)
-            elif self.pending is not None:
-                self.pending.append(LAST_CHUNK)
+            self._send_up(LAST_CHUNK)
+
+    def _send_up(self, data: bytes) -> None:
+        """Request bytes for the upstream: held while connecting, or until the client read that
+        carried them has parsed cleanly (so a request found broken later in the same read never
+        reaches the app), else written at once."""
+        upstream = self.upstream
+        if upstream is None:
+            pending = self.pending
+            if pending is not None:
+                pending.append(data)
+                if sum(map(len, pending)) > self.conn_high_water:
+                    self.conn.pause_reading()
+        elif self.conn.feeding:
+            outbox = self.outbox
+            if outbox is None:
+                self.outbox = [data]
+            else:
+                outbox.append(data)
+        else:
+            self.sent_up = True
+            upstream.send(data)
+
+    def flush_upstream(self) -> None:
+        """The client read that produced held bytes parsed cleanly: send them."""
+        outbox = self.outbox
+        if outbox is not None:
+            self.outbox = None
+            upstream = self.upstream
+            if upstream is not None:
+                self.sent_up = True
+                upstream.send(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
     def client_lost(self) -> None:
         if self.finished:
             return
         upstream, self.upstream = self.upstream, None
+        self.outbox = None
         if upstream is not None:
-            upstream.close()
+            if not self.sent_up and self.pool is not None:
+                self.pool.release(upstream)  # nothing was written on it: still clean
+            else:
+                upstream.close()
         self._complete(499, keep_alive=False, notify=False)
 
     def client_writable(self, writable: bool) -> None:
@@ -258,10 +287,10 @@ class Exchange:
         upstream.attach(self, self.head.method == b"HEAD", timeouts.response, timeouts.idle)
         pending, self.pending = self.pending, None
         if pending:
-            upstream.send(b"".join([self.upstream_head, *pending]))
+            self._send_up(b"".join([self.upstream_head, *pending]))
             self.conn.resume_reading()
         else:
-            upstream.send(self.upstream_head)
+            self._send_up(self.upstream_head)
 
     def upstream_writable(self, writable: bool) -> None:
         if writable:
@@ -291,6 +320,7 @@ class Exchange:
             ctx.status = status
             for flt in route.on_response:
                 flt.on_response(self.head, head, ctx)
+        self.upstream_keep_alive = head.keep_alive
         request = self.head
         edits = route.response_headers
         headers = head.headers if edits is None else edits.apply(head.headers)
@@ -308,7 +338,7 @@ class Exchange:
         keep = request.keep_alive and self.conn.keep_alive_wanted
         if head.content_length is not None:
             parts += (b"Content-Length: ", head.content_length_raw, b"\r\n")
-        elif request.method == b"HEAD" or status == 204 or status == 304:
+        elif request.method == b"HEAD" or status in {204, 304}:
             pass
         elif request.version == b"1.1":
             parts.append(b"Transfer-Encoding: chunked\r\n")
@@ -336,7 +366,7 @@ class Exchange:
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             pool = self.pool
-            if self.request_done and pool is not None:
+            if self.request_done and self.upstream_keep_alive and pool is not None:
                 pool.release(upstream)
             else:
                 upstream.close()
@@ -405,8 +435,8 @@ class Exchange:
     def _answer(self, response: LocalResponse) -> None:
         """Answer locally now if the request is fully read, else once its body has been read."""
         length = self.head.content_length
-        if self.request_done or not self.head.has_body or response.close:
-            self._send_local(response)
+        if self.request_done or not self.head.has_body or response.close or self.head.expect_continue:
+            self._send_local(response)  # a client waiting for 100 Continue gets the answer now
         elif length is not None and length <= _DISCARD_LIMIT:
             self.deferred = response  # read and drop the small body so the connection stays usable
         else:

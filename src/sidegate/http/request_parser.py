@@ -38,7 +38,7 @@ from sidegate.http.syntax import (
 )
 
 # Header kinds (small ints so the dispatch in on_header is one dict lookup).
-_HOST, _CL, _TE, _CONN, _UPGRADE, _HOP, _XFF, _XFP, _XFH, _FWD, _VIA, _RID = range(12)
+_HOST, _CL, _TE, _CONN, _UPGRADE, _HOP, _XFF, _XFP, _XFH, _FWD, _VIA, _RID, _EXPECT = range(13)
 _SPECIAL: dict[bytes, int] = {
     b"host": _HOST,
     b"content-length": _CL,
@@ -56,6 +56,7 @@ _SPECIAL: dict[bytes, int] = {
     b"forwarded": _FWD,
     b"via": _VIA,
     b"x-request-id": _RID,
+    b"expect": _EXPECT,
 }
 
 
@@ -84,6 +85,7 @@ class ParsedRequest(RequestHead):
     via: bytes = b""
     # True when none of the forwarding headers above came in (the common case, cached bytes).
     plain_forwarding: bool = True
+    expect_continue: bool = False  # the client waits for "100 Continue" before sending the body
 
 
 class RequestParser:
@@ -92,6 +94,7 @@ class RequestParser:
     __slots__ = (
         "_head",
         "_head_bytes",
+        "_head_size",
         "_header_count",
         "_in_head",
         "_max_count",
@@ -111,6 +114,7 @@ class RequestParser:
         self._head = ParsedRequest()
         self._url = b""
         self._head_bytes = 0
+        self._head_size = 0  # request-target and header fields of the head being read
         self._header_count = 0
         self._te_values: list[bytes] = []
         self._in_head = False
@@ -152,13 +156,17 @@ class RequestParser:
     def on_url(self, url: bytes) -> None:
         self._in_head = True
         self._url += url
+        self._head_size += len(url)
         if len(self._url) > self._max_size:
             raise ProtocolError(414, f"request-target longer than {self._max_size} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
+        self._head_size += len(name) + len(value) + 4
         if self._header_count > self._max_count:
             raise ProtocolError(431, f"more than {self._max_count} header fields")
+        if self._head_size > self._max_size:
+            raise ProtocolError(431, f"request head larger than {self._max_size} bytes")
         kind = _SPECIAL.get(name.lower())
         head = self._head
         if kind is None:
@@ -197,6 +205,9 @@ class RequestParser:
         elif kind == _VIA:
             head.plain_forwarding = False
             head.via = head.via + b", " + value if head.via else value
+        elif kind == _EXPECT:
+            head.headers.append((name, value))  # end-to-end: the app answers 100 Continue itself
+            head.expect_continue = value.lower() == b"100-continue"
         elif kind == _RID:
             head.request_id = value if valid_request_id(value) else b""
         # _HOP: dropped
@@ -220,7 +231,10 @@ class RequestParser:
         if self._te_values:
             if head.version == b"1.0":
                 raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if len(self._te_values) != 1 or self._te_values[0].strip().lower() != b"chunked":
+            codings = [c.strip() for c in b",".join(self._te_values).lower().split(b",")]
+            if codings[-1] != b"chunked":  # RFC 9112 section 6.3: the framing is unknowable
+                raise ProtocolError(400, "Transfer-Encoding must end with chunked")
+            if len(codings) > 1:
                 raise ProtocolError(501, "only the chunked transfer coding is supported")
             head.chunked = True
         head.keep_alive = parser.should_keep_alive()  # llhttp: version and Connection together
@@ -232,6 +246,7 @@ class RequestParser:
         self.in_body = True
         self._head = ParsedRequest()  # ready for the next request on this connection
         self._url = b""
+        self._head_size = 0
         if self._te_values:
             self._te_values = []
         self._sink.on_request_head(head)
@@ -242,6 +257,7 @@ class RequestParser:
     def on_message_complete(self) -> None:
         self.in_body = False
         self._head_bytes = 0
+        self._head_size = 0
         self._header_count = 0
         self._sink.on_request_end()
 

@@ -148,6 +148,8 @@ class ResponseParser:
     def on_headers_complete(self) -> None:
         head = self._head
         parser = self._parser
+        if self._head_bytes > MAX_RESPONSE_HEAD and _size(head) > MAX_RESPONSE_HEAD:
+            raise ProtocolError(502, f"response head larger than {MAX_RESPONSE_HEAD} bytes")
         head.status = status = parser.get_status_code()
         head.keep_alive = parser.should_keep_alive()  # llhttp: version and Connection together
         tokens = head.connection_tokens
@@ -187,3 +189,8 @@ class ResponseParser:
         self._head_bytes = 0
         self.in_message = False
         self.sink.on_response_end()
+
+
+def _size(head: ParsedResponse) -> int:
+    """Bytes of the header fields kept (checked only when a read was large enough to matter)."""
+    return sum(len(name) + len(value) + 4 for name, value in head.headers)

@@ -45,11 +45,23 @@ PAUSE_QUEUE = 2  # pipelined requests have buffered enough
 PAUSE_UPGRADE = 4  # waiting for the upstream's answer to an Upgrade request
 
 
+_ERROR_KINDS = {
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "body_too_large",
+    414: "uri_too_long",
+    431: "head_too_large",
+    501: "not_implemented",
+    505: "version_not_supported",
+}
+
+
 class Exchange(Protocol):
     """One request being answered; created by the handler, driven by the connection."""
 
     finished: bool
 
+    def flush_upstream(self) -> None: ...
     def request_body(self, data: bytes) -> None: ...
     def request_end(self) -> None: ...
     def client_lost(self) -> None: ...
@@ -64,6 +76,10 @@ class TunnelPeer(Protocol):
 
 
 class RequestHandler(Protocol):
+    def request_id(self) -> bytes:
+        """A new request id (for answers the connection makes itself, e.g. a 400)."""
+        ...
+
     def begin(self, conn: InboundConnection, head: ParsedRequest) -> Exchange:
         """Start answering ``head``; the exchange may already be finished when this returns."""
         ...
@@ -92,6 +108,7 @@ class InboundConnection(asyncio.Protocol):
     __slots__ = (
         "_closing",
         "_ctx",
+        "_eof",
         "_exchange",
         "_held_error",
         "_loop",
@@ -105,6 +122,7 @@ class InboundConnection(asyncio.Protocol):
         "_wbuf",
         "client_ip",
         "deadline",
+        "feeding",
         "keep_alive_wanted",
         "response_started",
         "transport",
@@ -127,6 +145,8 @@ class InboundConnection(asyncio.Protocol):
         self._wbuf: list[bytes] | None = None
         self._closing = False
         self.keep_alive_wanted = True  # false once closing or draining: responses say Connection: close
+        self.feeding = False  # inside the parser: exchanges hold upstream bytes until it returns
+        self._eof = False  # the client half-closed: answer what it sent, then close
         self._held_error: ProtocolError | None = None
         self._tunnel: TunnelPeer | None = None
         self._upgrade_buffer: list[bytes] | None = None
@@ -175,11 +195,17 @@ class InboundConnection(asyncio.Protocol):
             self.deadline = self._loop.time() + self._ctx.limits.head_timeout
         elif self._phase == _BODY:
             self.deadline = self._loop.time() + self._ctx.limits.body_idle
+        self.feeding = True
         try:
             offset = self._parser.feed(data)
         except ProtocolError as error:
+            self.feeding = False
             self._protocol_error(error)
             return
+        self.feeding = False
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.flush_upstream()
         if offset is not None:
             # An Upgrade request: what follows its head belongs to the tunnel, if one opens.
             self._upgrade_buffer = [data[offset:]] if offset < len(data) else []
@@ -190,9 +216,10 @@ class InboundConnection(asyncio.Protocol):
             self._tunnel.close()
             return False
         # Half-close: answer what was asked, then close (keep the write side open meanwhile).
-        if self._exchange is None and not self._queue:
+        # A request cut off in its head or body can never complete: that is a client gone.
+        if (self._exchange is None and not self._queue) or self._phase != _IDLE:
             return False
-        self._ctx_close_after_response()
+        self._eof = True
         return True
 
     def pause_writing(self) -> None:
@@ -273,12 +300,13 @@ class InboundConnection(asyncio.Protocol):
         if not keep_alive or self._closing or (self._ctx.draining and not self._queue):
             self._close_soon()
             return
-        if self._held_error is not None:
-            error, self._held_error = self._held_error, None
-            self._answer_error(error)
-            return
         if self._queue:
             self._start_queued()
+        elif self._held_error is not None:  # every request before the broken one is answered
+            error, self._held_error = self._held_error, None
+            self._answer_error(error)
+        elif self._eof:
+            self._close_soon()
         elif self._phase == _IDLE:
             self.deadline = self._loop.time() + self._ctx.limits.keepalive_idle
 
@@ -347,6 +375,7 @@ class InboundConnection(asyncio.Protocol):
                 return
         elif self._exchange is not None:
             self._held_error = error  # answer after the responses already owed
+            self._exchange.flush_upstream()  # the request before the broken one was whole
             return
         self._answer_error(error)
 
@@ -354,10 +383,10 @@ class InboundConnection(asyncio.Protocol):
         self._closing = True
         self.keep_alive_wanted = False
         self._queue.clear()
-        kind = {408: "request_timeout", 413: "body_too_large", 414: "uri_too_long", 431: "head_too_large"}
-        response = error_response(error.status, kind.get(error.status, "bad_request"), error.reason)
+        response = error_response(error.status, _ERROR_KINDS.get(error.status, "bad_request"), error.reason)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(render_local(response, b"", keep_alive=False))
+            request_id = self._ctx.handler.request_id()
+            self.send(render_local(response, request_id, keep_alive=False))  # after what is corked
         self._ctx.stats.protocol_errors += 1
         self._close_soon()
 
@@ -381,10 +410,6 @@ class InboundConnection(asyncio.Protocol):
 
     def _keep_alive_possible(self) -> bool:
         return not self._closing and self._held_error is None
-
-    def _ctx_close_after_response(self) -> None:
-        self._closing = True
-        self.keep_alive_wanted = False
 
     def _pause(self, reason: int) -> None:
         if not self._paused and self.transport is not None:
