@@ -62,6 +62,7 @@ def start_sidegate(
     group: ProcessGroup, name: str, source: Path | None, app_port: int, cpu: int | None
 ) -> tuple[Proc, int]:
     """Start Sidegate in front of 127.0.0.1:app_port; returns the process and its inbound port."""
+    name = group.unique(name)
     port, admin_port = free_port(), free_port()
     config_path = group.workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(bench_config(source, port, admin_port, app_port), sort_keys=False))

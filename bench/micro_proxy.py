@@ -15,8 +15,8 @@ import pstats
 import time
 from typing import Any
 
-from sidegate.config.compile import compile_snapshot
-from sidegate.config.load import load_config_text
+from sidegate.config.check import check_text
+from sidegate.config.compile import compile_checked
 from sidegate.runtime import Gateway
 from sidegate.server.inbound import InboundConnection
 from sidegate.upstream.connection import UpstreamConnection
@@ -75,7 +75,7 @@ def main() -> None:
     import uvloop
 
     loop = uvloop.new_event_loop()
-    gateway = Gateway(loop, compile_snapshot(load_config_text(CONFIG)))
+    gateway = Gateway(loop, compile_checked(check_text(CONFIG)))
     inbound = InboundConnection(gateway.ctx)
     client = FakeTransport()
     inbound.connection_made(client)  # type: ignore[arg-type]

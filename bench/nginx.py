@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from procs import BenchError, Proc, ProcessGroup, wait_ready
@@ -75,13 +76,16 @@ def proxy_conf(prefix: Path, port: int, app_port: int) -> str:
     return _COMMON.format(prefix=prefix, body=_PROXY.format(port=port, app_port=app_port))
 
 
-def start_nginx(group: ProcessGroup, name: str, conf: str, port: int, cpu: int | None) -> Proc:
-    """Write `conf` into a fresh prefix under the group's work dir, start nginx, wait until it answers."""
+def start_nginx(
+    group: ProcessGroup, name: str, port: int, cpu: int | None, conf: Callable[[Path], str]
+) -> Proc:
+    """Write `conf(prefix)` into a fresh prefix under the group's work dir, start nginx, wait for it."""
+    name = group.unique(name)
     prefix = group.workdir / name
     prefix.mkdir()
     # Workers drop to `nobody` when started as root; they must be able to reach their prefix.
     prefix.chmod(0o755)
-    (prefix / "nginx.conf").write_text(conf)
+    (prefix / "nginx.conf").write_text(conf(prefix))
     argv = [nginx_binary(), "-p", str(prefix), "-e", str(prefix / "error.log")]
     argv += ["-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
     proc = group.start(name, argv, cpu)

@@ -91,6 +91,16 @@ class ProcessGroup:
 
     workdir: Path
     procs: list[Proc] = field(default_factory=list)
+    _names: set[str] = field(default_factory=set)
+
+    def unique(self, name: str) -> str:
+        """`name`, or `name-2`, `name-3`, ... so repeated starts keep their own files."""
+        label, n = name, 1
+        while label in self._names:
+            n += 1
+            label = f"{name}-{n}"
+        self._names.add(label)
+        return label
 
     def start(self, name: str, argv: list[str], cpu: int | None, env: dict[str, str] | None = None) -> Proc:
         if cpu is not None:

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="sidegate-bench-") as tmp, ProcessGroup(Path(tmp)) as group:
         Path(tmp).chmod(0o755)  # nginx workers run as `nobody` when the harness runs as root
         app_port = free_port()
-        start_nginx(group, "origin", origin_conf(group.workdir / "origin", app_port), app_port, cpus[0])
+        start_nginx(group, "origin", app_port, cpus[0], lambda prefix: origin_conf(prefix, app_port))
         for i in range(args.repeat):
             for s in scenarios:
                 print(f"[{i + 1}/{args.repeat}] {s.name}: {s.description}", file=sys.stderr, flush=True)

@@ -56,8 +56,8 @@ def start_target(
         target = Target(app_port, None)
     elif scenario.proxy == "nginx":
         port = free_port()
-        conf = proxy_conf(group.workdir / scenario.name, port, app_port)
-        target = Target(port, start_nginx(group, scenario.name, conf, port, cpu))
+        proc = start_nginx(group, scenario.name, port, cpu, lambda prefix: proxy_conf(prefix, port, app_port))
+        target = Target(port, proc)
     else:
         proc, port = start_sidegate(group, scenario.name, scenario.sidegate_config or config, app_port, cpu)
         target = Target(port, proc)

@@ -1,7 +1,10 @@
 """The ``sidegate`` command line: ``run``, ``validate``, ``schema``, ``version``.
 
 ``validate`` and ``schema`` only import the config layer (pydantic, YAML, the filter registry):
-the runtime, asyncio and uvloop are imported by ``run`` alone, inside the function. ``validate``
+the runtime, asyncio and uvloop are imported by ``run`` alone, inside the function. ``run`` in
+turn never imports pydantic or YAML: it validates in a child process (``sidegate.config.isolated``),
+while ``validate``, a one-shot command, validates in-process and then compiles the result as the
+gateway would, so that a filter that cannot start is reported too. ``validate``
 never shows a traceback: every outcome is one ``OK`` line, or one line per issue on stderr in the
 ``FILE:LINE: path: message`` form that editors and CI annotate. Exit codes: 0 success, 1 invalid
 config or failure, 2 usage error (argparse).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -35,27 +39,62 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sidegate", description="Sidegate, a sidecar API gateway.")
+    parser = argparse.ArgumentParser(
+        prog="sidegate", description="Sidegate, a sidecar API gateway.", formatter_class=_Formatter
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run_cmd = commands.add_parser("run", help="run the gateway", description="Run the gateway.")
+    run_cmd = commands.add_parser(
+        "run", help="run the gateway", description="Run the gateway.", formatter_class=_Formatter
+    )
     run_cmd.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
     run_cmd.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="log level (default: info)")
     check = commands.add_parser(
-        "validate", help="check a config file", description="Check a config file and report every problem."
+        "validate",
+        help="check a config file",
+        description="Check a config file and report every problem.",
+        formatter_class=_Formatter,
     )
     check.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
-    commands.add_parser("schema", help="print the config JSON Schema", description="Print the JSON Schema.")
-    commands.add_parser("version", help="print the version", description="Print the version.")
+    for name, text in (("schema", "print the config JSON Schema"), ("version", "print the version")):
+        commands.add_parser(name, help=text, description=text.capitalize() + ".", formatter_class=_Formatter)
     return parser
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, given the terminal width so that it does not import ``shutil``.
+
+    ``sidegate run`` stays the gateway process: shutil would load bz2 and lzma into it, about
+    400 KiB of RSS for its whole life, only to measure the terminal (argparse does so on every
+    ``add_argument``).
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_width() - 2)
+
+
+def _terminal_width() -> int:
+    """What ``shutil.get_terminal_size().columns`` says: $COLUMNS, the terminal, or 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    stdout = sys.__stdout__
+    if stdout is None:
+        return 80
+    try:
+        return os.get_terminal_size(stdout.fileno()).columns or 80
+    except (ValueError, OSError):
+        return 80
 
 
 def validate(path: str) -> int:
     """Load and compile ``path``; print ``OK: ...`` (exit 0) or every issue on stderr (exit 1)."""
     try:
-        from sidegate.config.compile import compile_snapshot
+        from sidegate.config.check import normalise
+        from sidegate.config.compile import compile_checked
         from sidegate.config.load import load_config
 
-        snapshot = compile_snapshot(load_config(path))
+        snapshot = compile_checked(normalise(load_config(path)))
     except ConfigError as exc:
         for issue in exc.issues:
             print(format_issue(exc.source or path, issue), file=sys.stderr)

@@ -199,6 +199,8 @@ class Exchange:
             return
         if self.head.chunked:
             self._send_up(LAST_CHUNK)
+        if self.upstream is not None:
+            self.upstream.request_sent()
 
     def _send_up(self, data: bytes) -> None:
         """Request bytes for the upstream: held while connecting, or until the client read that
@@ -291,6 +293,8 @@ class Exchange:
             self.conn.resume_reading()
         else:
             self._send_up(self.upstream_head)
+        if self.request_done:
+            upstream.request_sent()
 
     def upstream_writable(self, writable: bool) -> None:
         if writable:
@@ -310,10 +314,10 @@ class Exchange:
             upstream.deadline = self.proxy.clock() + upstream.idle_window if upstream.idle_window else 0.0
         route = self.route
         assert route is not None
-        self.status = status = head.status
         if head.switching:
             self._switch_protocols(head)
             return
+        self.status = status = head.status
         if route.on_response:
             ctx = self.ctx
             assert ctx is not None
@@ -424,6 +428,7 @@ class Exchange:
             + b"\r\n\r\n"
         )
         self.tunnel = True
+        self.status = 101
         route = self.route
         assert route is not None
         upstream.start_tunnel(conn.transport, route.timeouts.idle)

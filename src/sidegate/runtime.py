@@ -11,6 +11,7 @@ requests already running keep the view they took, so nothing in flight changes u
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import signal
 import sys
@@ -19,8 +20,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from sidegate.admin.server import start_admin_server
-from sidegate.config.compile import compile_snapshot
-from sidegate.config.load import load_config, load_config_text
+from sidegate.config.compile import compile_checked
+from sidegate.config.isolated import validate_file, validate_text
 from sidegate.config.snapshot import Snapshot
 from sidegate.errors import ConfigError
 from sidegate.observe.metrics import Metrics, merge
@@ -48,18 +49,26 @@ def background(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
 
 
 def load_snapshot(path: str) -> Snapshot:
-    """Load, validate and compile a config file (raises ConfigError)."""
-    return compile_snapshot(load_config(path))
+    """Load, validate and compile a config file (raises ConfigError).
+
+    Validation runs in a child process (:mod:`sidegate.config.isolated`) so that this process
+    never imports pydantic or YAML; this blocks until the child exits. From the event loop, run
+    ``validate_file`` in an executor and compile on the loop, as :meth:`SingleProcess.reload` does.
+    """
+    return compile_checked(validate_file(path))
 
 
 def snapshot_from_text(text: str, source: str) -> Snapshot:
-    return compile_snapshot(load_config_text(text, source))
+    """Like :func:`load_snapshot`, for config text in memory (blocking too)."""
+    return compile_checked(validate_text(text, source))
 
 
 class Gateway:
     """The data plane of one process: listener, proxy, pools, metrics."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, snapshot: Snapshot, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, snapshot: Snapshot, *, reuse_port: bool = False
+    ) -> None:
         self.loop = loop
         self.reuse_port = reuse_port
         self.metrics = Metrics()
@@ -124,13 +133,23 @@ class Gateway:
 class ConfigState:
     """The config file and what became of its last load, for /config_dump and the metrics."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, running: Snapshot) -> None:
         self.path = path
         self.last_error: str | None = None
         self.last_attempt = time.time()
         self.loaded_at = time.time()
+        self.restart_pending: list[str] = []
+        # What the process is bound to: a reload cannot move these.
+        self._running = {"inbound": str(running.inbound), "admin": str(running.admin)}
+        self._workers = running.workers
 
     def dump(self, snapshot: Snapshot, version: int) -> dict[str, Any]:
+        config = copy.deepcopy(dict(snapshot.dump))
+        listeners = config.get("listeners", {})
+        for name, address in self._running.items():  # show what serves, not what waits a restart
+            if isinstance(listeners.get(name), dict):
+                listeners[name]["address"] = address
+        config["workers"] = self._workers
         return {
             "source": self.path,
             "version": version,
@@ -140,7 +159,8 @@ class ConfigState:
                 "error": self.last_error,
                 "at": self.last_attempt,
             },
-            "config": dict(snapshot.dump),
+            "restart_pending": self.restart_pending,
+            "config": config,
         }
 
 
@@ -149,7 +169,7 @@ class SingleProcess:
 
     def __init__(self, path: str, snapshot: Snapshot) -> None:
         self.path = path
-        self.state = ConfigState(path)
+        self.state = ConfigState(path, snapshot)
         self.snapshot = snapshot
         self.gateway: Gateway | None = None
         self.ready = False
@@ -181,7 +201,10 @@ class SingleProcess:
             assert gateway is not None
             self.state.last_attempt = time.time()
             try:
-                snapshot = load_snapshot(self.path)
+                # The checker child takes ~0.5 s: wait for it off the loop. Filters are built
+                # on the loop, where they may take loop-bound resources.
+                checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)
+                snapshot = compile_checked(checked)
             except ConfigError as error:
                 self.state.last_error = str(error)
                 gateway.metrics.config_reload(False)
@@ -192,6 +215,7 @@ class SingleProcess:
                 )
                 return False, str(error)
             warnings = gateway.apply(snapshot)
+            self.state.restart_pending = warnings
             gateway.metrics.config_reload(True)
             self.state.last_error = None
             self.state.loaded_at = time.time()
@@ -223,7 +247,7 @@ class SingleProcess:
         )
         await self.stopped.wait()
         self.draining = True
-        log.info("draining: finishing in-flight requests (up to %gs)", self.snapshot.drain_timeout)
+        log.info("draining: finishing in-flight requests (up to %gs)", gateway.snapshot.drain_timeout)
         await gateway.drain(gateway.snapshot.drain_timeout)
         stop_watch.set()
         admin.close()
@@ -240,14 +264,15 @@ def run(config_path: str, log_level: str = "info") -> int:
         stream=sys.stderr,
     )
     try:
-        snapshot = load_snapshot(config_path)
+        checked = validate_file(config_path)
+        snapshot = compile_checked(checked)
     except ConfigError as error:
         print(f"sidegate: cannot start, the config is invalid:\n{error}", file=sys.stderr)
         return 1
     if snapshot.workers > 1:
         from sidegate.supervisor import run_supervisor
 
-        return run_supervisor(config_path, snapshot)
+        return run_supervisor(config_path, snapshot, checked)
     import uvloop
 
     try:

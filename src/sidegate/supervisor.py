@@ -9,8 +9,9 @@ API, the config watcher and the signals.
 
 Supervisor and worker talk over a :mod:`multiprocessing` pipe with small dict messages:
 
-* ``{"op": "reload", "text": ...}``: the supervisor has validated a new config; the worker
-  compiles the same text (never re-reads the file, so all workers run the same bytes) and swaps;
+* ``{"op": "reload", "config": Normalised}``: the supervisor has validated a new config (in a
+  checker child process, :mod:`sidegate.config.isolated`); the worker compiles that same
+  normalised config (never re-reads the file, so all workers run the same config) and swaps;
 * ``{"op": "metrics"}``: the worker answers with its metrics snapshot; the supervisor merges
   them so one scrape sees the whole pod;
 * ``{"op": "drain"}``: finish in-flight requests and exit 0.
@@ -33,18 +34,20 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from sidegate.admin.server import start_admin_server
+from sidegate.config.compile import compile_checked
+from sidegate.config.isolated import Normalised, validate_file
 from sidegate.config.snapshot import Snapshot
 from sidegate.errors import ConfigError
 from sidegate.observe.metrics import Metrics, merge
 from sidegate.observe.prometheus import render_prometheus
+from sidegate.runtime import ConfigState, Gateway, background
 from sidegate.server.listener import bind_tcp
-from sidegate.runtime import ConfigState, Gateway, background, snapshot_from_text
 from sidegate.watch import watch_config
 
 log = logging.getLogger("sidegate.supervisor")
 
 
-def worker_main(path: str, text: str, channel: Connection, index: int, log_level: int) -> None:
+def worker_main(path: str, checked: Normalised, channel: Connection, index: int, log_level: int) -> None:
     """Entry point of a worker process (spawned)."""
     import uvloop
 
@@ -52,12 +55,12 @@ def worker_main(path: str, text: str, channel: Connection, index: int, log_level
         level=log_level, format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s"
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
-    uvloop.run(_worker(path, text, channel))
+    uvloop.run(_worker(path, checked, channel))
 
 
-async def _worker(path: str, text: str, channel: Connection) -> None:
+async def _worker(path: str, checked: Normalised, channel: Connection) -> None:
     loop = asyncio.get_running_loop()
-    gateway = Gateway(loop, snapshot_from_text(text, path), reuse_port=True)
+    gateway = Gateway(loop, compile_checked(checked), reuse_port=True)
     await gateway.start()
     done = asyncio.Event()
     draining: list[asyncio.Task[None]] = []
@@ -82,7 +85,7 @@ async def _worker(path: str, text: str, channel: Connection) -> None:
             channel.send({"id": message["id"], "metrics": gateway.metrics_snapshot()})
         elif op == "reload":
             try:
-                warnings = gateway.apply(snapshot_from_text(message["text"], path))
+                warnings = gateway.apply(compile_checked(message["config"]))
                 channel.send({"id": message["id"], "ok": True, "warnings": warnings})
             except ConfigError as error:
                 channel.send({"id": message["id"], "ok": False, "error": str(error)})
@@ -109,11 +112,11 @@ class _Worker:
 class Supervisor:
     """Runs N workers, the admin API and the watcher; implements the admin backend."""
 
-    def __init__(self, path: str, snapshot: Snapshot, text: str) -> None:
+    def __init__(self, path: str, snapshot: Snapshot, checked: Normalised) -> None:
         self.path = path
         self.snapshot = snapshot
-        self.text = text
-        self.state = ConfigState(path)
+        self.checked = checked
+        self.state = ConfigState(path, snapshot)
         self.metrics = Metrics()  # the supervisor's own: reloads and config version
         self.metrics.config_version = 1
         self.workers = [_Worker(i) for i in range(snapshot.workers)]
@@ -130,7 +133,7 @@ class Supervisor:
         mine, theirs = self._mp.Pipe()
         level = logging.getLogger().level
         process = self._mp.Process(
-            target=worker_main, args=(self.path, self.text, theirs, worker.index, level), daemon=True
+            target=worker_main, args=(self.path, self.checked, theirs, worker.index, level), daemon=True
         )
         process.start()
         theirs.close()
@@ -192,10 +195,8 @@ class Supervisor:
             return False, f"{serving} of {len(self.workers)} workers serving"
         return True, "ready"
 
-    def metrics_text(self) -> bytes:
-        raise NotImplementedError("the supervisor's metrics are asynchronous; see metrics_text_async")
-
-    async def metrics_text_async(self) -> bytes:
+    async def metrics_text(self) -> bytes:
+        """Every serving worker's numbers, merged with the supervisor's own (reloads, version)."""
         replies = await asyncio.gather(
             *(self._ask(w, {"op": "metrics"}) for w in self.workers if w.ready), return_exceptions=True
         )
@@ -217,24 +218,28 @@ class Supervisor:
         async with self._reload_lock:
             self.state.last_attempt = time.time()
             try:
-                with open(self.path, encoding="utf-8") as file:
-                    text = file.read()
-                snapshot = snapshot_from_text(text, self.path)
-            except (OSError, UnicodeDecodeError) as error:
-                return self._rejected(ConfigError([], f"{self.path}: cannot read: {error}"))
+                # The checker child reads the file (a missing or unreadable one is an issue too).
+                checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)
+                snapshot = compile_checked(checked)
             except ConfigError as error:
                 return self._rejected(error)
-            self.text, self.snapshot = text, snapshot
+            self.checked, self.snapshot = checked, snapshot
             replies = await asyncio.gather(
-                *(self._ask(w, {"op": "reload", "text": text}) for w in self.workers), return_exceptions=True
+                *(self._ask(w, {"op": "reload", "config": checked}) for w in self.workers),
+                return_exceptions=True,
             )
             failed = [r for r in replies if not (isinstance(r, dict) and r.get("ok"))]
+            warnings = sorted({w for r in replies if isinstance(r, dict) for w in r.get("warnings", ())})
             self.metrics.config_reload(not failed)
             self.metrics.config_version += 1
             self.state.last_error = None if not failed else f"{len(failed)} workers did not confirm"
             self.state.loaded_at = time.time()
+            self.state.restart_pending = warnings
+            for warning in warnings:
+                log.warning("config reload: %s", warning)
             log.info("config reloaded: version %d", self.metrics.config_version)
-            return True, f"version {self.metrics.config_version}"
+            message = f"version {self.metrics.config_version}"
+            return True, message + ("; " + "; ".join(warnings) if warnings else "")
 
     def _rejected(self, error: ConfigError) -> tuple[bool, str]:
         self.state.last_error = str(error)
@@ -279,15 +284,13 @@ class Supervisor:
         return 0
 
 
-def run_supervisor(path: str, snapshot: Snapshot) -> int:
+def run_supervisor(path: str, snapshot: Snapshot, checked: Normalised) -> int:
     import uvloop
 
     try:
         # The workers bind with SO_REUSEPORT; a plain bind first proves nobody else holds the port.
         bind_tcp(snapshot.inbound.host, snapshot.inbound.port, reuse_port=False).close()
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-        return uvloop.run(Supervisor(path, snapshot, text).serve())
+        return uvloop.run(Supervisor(path, snapshot, checked).serve())
     except OSError as error:
         print(f"sidegate: {error.strerror or error}", file=sys.stderr)
         return 1

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from dataclasses import dataclass
 
 import pytest
 
-from sidegate.config.compile import compile_snapshot
-from sidegate.config.load import load_config_text
+from sidegate.config.check import check_text
+from sidegate.config.compile import compile_checked
 from sidegate.config.redact import REDACTED, is_secret_name, redact
 from sidegate.config.snapshot import Endpoint, HeaderEdits, ListenerSpec, Rewrite, Snapshot
 from sidegate.errors import ConfigError
@@ -31,7 +32,7 @@ routes:
 
 
 def compile_text(text: str) -> Snapshot:
-    return compile_snapshot(load_config_text(textwrap.dedent(text), "test.yaml", environ={}))
+    return compile_checked(check_text(textwrap.dedent(text), "test.yaml", environ={}))
 
 
 def request(path: bytes = b"/") -> RequestHead:
@@ -134,6 +135,7 @@ def test_upstreams_with_many_endpoints_and_ipv6() -> None:
 # --- filters -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class TaggerConfig(FilterConfig):
     tag: str = "x"
     api_key: str = ""

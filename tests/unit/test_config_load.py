@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -328,7 +329,7 @@ def test_filter_with_no_config_uses_its_defaults() -> None:
     loaded = load_config_text(MINIMAL + "    filters:\n      direct_response:\n", environ={})
     config = loaded.config.routes[0].filters["direct_response"]
     assert type(config).__name__ == "DirectResponseConfig"
-    assert config.model_dump()["status"] == 200
+    assert dataclasses.asdict(config)["status"] == 200
 
 
 # --- the file itself ---------------------------------------------------------------------------

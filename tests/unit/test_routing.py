@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from sidegate.config.compile import compile_snapshot
-from sidegate.config.load import load_config_text
+from sidegate.config.check import check_text
+from sidegate.config.compile import compile_checked
 from sidegate.config.snapshot import Route
 from sidegate.http.messages import RequestHead
 from sidegate.routing import router as router_module
@@ -20,7 +20,7 @@ def router_for(routes: str) -> Router:
     """The router of a config whose ``routes:`` list is ``routes`` (YAML, unindented items)."""
     text = "upstreams:\n  app: {endpoints: ['127.0.0.1:3000']}\nroutes:\n"
     text += textwrap.indent(textwrap.dedent(routes).strip(), "  ") + "\n"
-    return compile_snapshot(load_config_text(text, environ={})).router
+    return compile_checked(check_text(text, environ={})).router
 
 
 def req(

@@ -27,10 +27,10 @@ import inspect
 import json
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, NoReturn, Protocol, cast
 from urllib.parse import parse_qs
@@ -40,6 +40,11 @@ import httptools
 from sidegate.observe.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger("sidegate.admin")
+
+
+def http_date() -> str:
+    """The current time as an HTTP date (RFC 9110 section 5.6.7), without importing ``email``."""
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
 
 
 class AdminBackend(Protocol):
@@ -53,7 +58,7 @@ class AdminBackend(Protocol):
 
     def is_live(self) -> bool: ...
     def readiness(self) -> tuple[bool, str]: ...
-    def metrics_text(self) -> bytes: ...
+    def metrics_text(self) -> bytes | Awaitable[bytes]: ...
     def config_dump(self) -> dict[str, Any]: ...
     async def reload(self) -> tuple[bool, str]: ...
 
@@ -162,8 +167,11 @@ def default_routes(backend: AdminBackend) -> dict[tuple[str, str], Handler]:
             200 if ok else 503, {"status": "ready" if ok else "not_ready", "reason": reason}
         )
 
-    def metrics(_: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, backend.metrics_text(), METRICS_CONTENT_TYPE)
+    async def metrics(_: AdminRequest) -> AdminResponse:
+        text = backend.metrics_text()  # a supervisor gathers its workers' numbers: awaitable
+        if inspect.isawaitable(text):
+            text = await text
+        return AdminResponse(200, text, METRICS_CONTENT_TYPE)
 
     def config_dump(_: AdminRequest) -> AdminResponse:
         return AdminResponse.json(200, backend.config_dump(), pretty=True)
@@ -396,7 +404,7 @@ class AdminConnection(asyncio.Protocol):
             phrase = ""
         lines = [
             f"HTTP/1.1 {response.status} {phrase}",
-            f"Date: {formatdate(usegmt=True)}",
+            f"Date: {http_date()}",
             f"Content-Type: {response.content_type}",
             f"Content-Length: {len(response.body)}",
             "Cache-Control: no-store",

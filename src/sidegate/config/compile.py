@@ -1,29 +1,37 @@
-"""Compiling a validated config into the immutable :class:`~sidegate.config.snapshot.Snapshot`.
+"""Compiling a checked config into the immutable :class:`~sidegate.config.snapshot.Snapshot`.
 
-This is where the config model stops: everything the data plane needs is precomputed into plain
-values so that nothing is parsed, looked up by name or lower-cased per request:
+The input is the *normalised* config: the plain JSON data that the config checker
+(:mod:`sidegate.config.check`, usually in a child process, see :mod:`sidegate.config.isolated`)
+prints for a valid file, with every default filled in, durations in seconds, sizes in bytes,
+addresses as ``"host:port"`` strings and each route's ``filters`` as ``{name: config}`` in chain
+order. It has been validated already, so nothing here validates it again: this module, and
+everything it imports, stays free of pydantic and YAML, which the serving process never loads.
 
-- addresses split into host and port; durations in seconds; sizes in bytes (``max_body: 0``,
-  "no limit", becomes :data:`sys.maxsize` so the proxy needs no special case);
+Everything the data plane needs is precomputed into plain values so that nothing is parsed,
+looked up by name or lower-cased per request:
+
+- addresses split into host and port (IPv6 without brackets); ``max_body: 0``, "no limit",
+  becomes :data:`sys.maxsize` so the proxy needs no special case;
 - header edits and match values as ``bytes`` (UTF-8), names to drop lower-cased, empty edits as
   None; regexes compiled as ``bytes`` patterns;
-- each filter instantiated once with its validated config model (``cls(config)``), and per route
-  the tuple of filters that implement each hook, in chain order;
+- each filter instantiated once with its config rebuilt by ``config_model.from_plain``, and per
+  route the tuple of filters that implement each hook, in chain order;
 - the route table (:class:`~sidegate.routing.router.Router`);
-- ``dump``: the normalised config as JSON-able data with secrets redacted, for admin and logs.
+- ``dump``: the normalised config with unset (null) values left out and secrets redacted, for
+  admin and logs.
 
-A filter whose constructor fails is a config error at ``routes[i].filters.<name>``.
+A filter whose constructor fails is a config error at ``routes[i].filters.<name>``, with the line
+taken from ``lines`` (the checker sends the line of every route's filter entries).
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sidegate.config import model as m
-from sidegate.config.load import LoadedConfig
 from sidegate.config.redact import redact
 from sidegate.config.snapshot import (
     Endpoint,
@@ -37,67 +45,88 @@ from sidegate.config.snapshot import (
     Timeouts,
     UpstreamSpec,
 )
-from sidegate.config.source import format_path
-from sidegate.config.units import parse_address
 from sidegate.errors import ConfigError, ConfigIssue
 from sidegate.filters.base import Filter
 from sidegate.filters.registry import lookup
 from sidegate.routing.router import RouteMatch, Router, ValueTest
 
+if TYPE_CHECKING:
+    from sidegate.config.isolated import Normalised
+
 HOOKS = ("on_request", "on_response", "on_log")
+Plain = Mapping[str, Any]  # one mapping of the normalised config
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+")  # as sidegate.config.source.format_path
 
 
-def compile_snapshot(loaded: LoadedConfig) -> Snapshot:
-    """Build the snapshot the gateway runs on; raise :class:`ConfigError` if a filter cannot start."""
-    config = loaded.config
+def compile_checked(checked: Normalised) -> Snapshot:
+    """:func:`compile_snapshot` of what :func:`~sidegate.config.isolated.validate_file` returned."""
+    return compile_snapshot(checked.config, checked.source, lines=checked.lines)
+
+
+def compile_snapshot(normalised: Plain, source: str, *, lines: Mapping[str, int] | None = None) -> Snapshot:
+    """Build the snapshot the gateway runs on; raise :class:`ConfigError` if a filter cannot start.
+
+    ``lines`` maps a filter's dotted path (``routes[0].filters.auth_key``) to its line in the file.
+    Data that does not have the shape the checker gives (a checker of another version of
+    Sidegate, say) is a :class:`ConfigError` too, never a ``KeyError``.
+    """
+    try:
+        return _compile(normalised, source, lines or {})
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, re.error) as exc:
+        msg = f"the checked config has an unexpected shape ({type(exc).__name__}: {exc})"
+        raise ConfigError([ConfigIssue("", msg)], source) from None
+
+
+def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
     issues: list[ConfigIssue] = []
     entries: list[tuple[RouteMatch, Route]] = []
-    for index, route in enumerate(config.routes):
-        filters = _filters(route, index, loaded, issues)
-        entries.append((compile_match(route.match), compile_route(route, filters)))
+    for index, route in enumerate(config["routes"]):
+        filters = _filters(route["filters"], index, lines, issues)
+        entries.append((compile_match(route["match"]), compile_route(route, filters)))
     if issues:
-        raise ConfigError(issues, loaded.source)
-    inbound = config.listeners.inbound
+        raise ConfigError(issues, source)
+    inbound = config["listeners"]["inbound"]
+    limits, forwarded = inbound["limits"], inbound["forwarded"]
     return Snapshot(
         router=Router(entries),
         upstreams=MappingProxyType(
-            {name: compile_upstream(name, up) for name, up in config.upstreams.items()}
+            {name: compile_upstream(name, up) for name, up in config["upstreams"].items()}
         ),
-        inbound=ListenerSpec(*parse_address(inbound.address, allow_port_zero=True)),
-        admin=ListenerSpec(*parse_address(config.listeners.admin.address, allow_port_zero=True)),
+        inbound=ListenerSpec(*_host_port(inbound["address"])),
+        admin=ListenerSpec(*_host_port(config["listeners"]["admin"]["address"])),
         limits=InboundLimits(
-            head_size=inbound.limits.head_size,
-            header_count=inbound.limits.header_count,
-            head_timeout=inbound.limits.head_timeout,
-            body_idle=inbound.limits.body_idle,
-            keepalive_idle=inbound.limits.keepalive_idle,
-            buffer_high_water=inbound.limits.buffer,
+            head_size=limits["head_size"],
+            header_count=limits["header_count"],
+            head_timeout=limits["head_timeout"],
+            body_idle=limits["body_idle"],
+            keepalive_idle=limits["keepalive_idle"],
+            buffer_high_water=limits["buffer"],
         ),
         forwarded=ForwardedSpec(
-            mode=inbound.forwarded.mode,
-            trust_incoming=inbound.forwarded.trust_incoming,
-            via=inbound.forwarded.via.encode(),
+            mode=forwarded["mode"],
+            trust_incoming=forwarded["trust_incoming"],
+            via=forwarded["via"].encode(),
         ),
-        workers=config.workers,
-        drain_timeout=config.drain_timeout,
+        workers=config["workers"],
+        drain_timeout=config["drain_timeout"],
         routes=tuple(route for _, route in entries),
         dump=config_dump(config),
-        source=loaded.source,
+        source=source,
     )
 
 
-def compile_route(route: m.Route, filters: tuple[Filter, ...] = ()) -> Route:
+def compile_route(route: Plain, filters: tuple[Filter, ...] = ()) -> Route:
     """One route's compiled values (its ``filters`` already instantiated, in chain order)."""
-    timeouts = route.timeouts
+    timeouts, headers, rewrite = route["timeouts"], route["headers"], route["rewrite"]
     hooks = {hook: tuple(f for f in filters if type(f).implements(hook)) for hook in HOOKS}
     return Route(
-        name=route.name,
-        upstream=route.upstream,
-        timeouts=Timeouts(connect=timeouts.connect, response=timeouts.response, idle=timeouts.idle),
-        rewrite=compile_rewrite(route.rewrite) if route.rewrite is not None else None,
-        request_headers=compile_edits(route.headers.request),
-        response_headers=compile_edits(route.headers.response),
-        max_body=route.max_body or sys.maxsize,
+        name=route["name"],
+        upstream=route["upstream"],
+        timeouts=Timeouts(connect=timeouts["connect"], response=timeouts["response"], idle=timeouts["idle"]),
+        rewrite=compile_rewrite(rewrite) if rewrite is not None else None,
+        request_headers=compile_edits(headers["request"]),
+        response_headers=compile_edits(headers["response"]),
+        max_body=route["max_body"] or sys.maxsize,
         filters=filters,
         on_request=hooks["on_request"],
         on_response=hooks["on_response"],
@@ -105,57 +134,60 @@ def compile_route(route: m.Route, filters: tuple[Filter, ...] = ()) -> Route:
     )
 
 
-def compile_match(match: m.Match) -> RouteMatch:
+def compile_match(match: Plain) -> RouteMatch:
     """A route's ``match`` as the router's plain values."""
+    regex = match["path_regex"]
     return RouteMatch(
-        path=_b(match.path),
-        path_prefix=_b(match.path_prefix),
-        path_regex=re.compile(match.path_regex.encode()) if match.path_regex is not None else None,
-        hosts=tuple(h.lower().encode() for h in match.hosts or ()),
-        methods=frozenset(method.upper().encode() for method in match.methods or ()),
-        headers=tuple((name.lower().encode(), _value_test(v)) for name, v in (match.headers or {}).items()),
-        query=tuple((name.encode(), _value_test(v)) for name, v in (match.query or {}).items()),
+        path=_b(match["path"]),
+        path_prefix=_b(match["path_prefix"]),
+        path_regex=re.compile(regex.encode()) if regex is not None else None,
+        hosts=tuple(h.lower().encode() for h in match["hosts"] or ()),
+        methods=frozenset(method.upper().encode() for method in match["methods"] or ()),
+        headers=tuple(
+            (name.lower().encode(), _value_test(v)) for name, v in (match["headers"] or {}).items()
+        ),
+        query=tuple((name.encode(), _value_test(v)) for name, v in (match["query"] or {}).items()),
     )
 
 
-def compile_rewrite(rewrite: m.Rewrite) -> Rewrite:
+def compile_rewrite(rewrite: Plain) -> Rewrite:
     """The path rewrite, with a regex compiled as a ``bytes`` pattern."""
-    if rewrite.regex is not None:
-        return Rewrite(
-            regex=re.compile(rewrite.regex.pattern.encode()), replacement=rewrite.regex.replacement.encode()
-        )
-    return Rewrite(strip_prefix=_b(rewrite.strip_prefix), path=_b(rewrite.path))
+    regex = rewrite["regex"]
+    if regex is not None:
+        return Rewrite(regex=re.compile(regex["pattern"].encode()), replacement=regex["replacement"].encode())
+    return Rewrite(strip_prefix=_b(rewrite["strip_prefix"]), path=_b(rewrite["path"]))
 
 
-def compile_edits(edit: m.HeaderEdit) -> HeaderEdits | None:
+def compile_edits(edit: Plain) -> HeaderEdits | None:
     """Header edits as bytes (``remove`` lower-cased); None when there is nothing to do."""
-    if not (edit.set or edit.add or edit.remove):
+    if not (edit["set"] or edit["add"] or edit["remove"]):
         return None
     return HeaderEdits(
-        set=tuple((k.encode(), v.encode()) for k, v in edit.set.items()),
-        add=tuple((k.encode(), v.encode()) for k, v in edit.add.items()),
-        remove=frozenset(name.lower().encode() for name in edit.remove),
+        set=tuple((k.encode(), v.encode()) for k, v in edit["set"].items()),
+        add=tuple((k.encode(), v.encode()) for k, v in edit["add"].items()),
+        remove=frozenset(name.lower().encode() for name in edit["remove"]),
     )
 
 
-def compile_upstream(name: str, upstream: m.Upstream) -> UpstreamSpec:
+def compile_upstream(name: str, upstream: Plain) -> UpstreamSpec:
     """A named upstream with its endpoints split into host and port (IPv6 without brackets)."""
+    pool = upstream["pool"]
     return UpstreamSpec(
         name=name,
-        endpoints=tuple(Endpoint(*parse_address(address)) for address in upstream.endpoints),
-        balancer=upstream.balancer.value,
-        max_idle=upstream.pool.max_idle,
-        idle_timeout=upstream.pool.idle_timeout,
+        endpoints=tuple(Endpoint(*_host_port(address)) for address in upstream["endpoints"]),
+        balancer=upstream["balancer"],
+        max_idle=pool["max_idle"],
+        idle_timeout=pool["idle_timeout"],
     )
 
 
-def config_dump(config: m.SidegateConfig) -> dict[str, Any]:
-    """The normalised config as JSON-able data, secrets redacted.
+def config_dump(config: Plain) -> dict[str, Any]:
+    """The normalised config as JSON-able data, unset (null) values left out, secrets redacted.
 
     Filter names are never taken for secrets (a filter may be called ``auth_key``): only the
     keys inside each filter's config are.
     """
-    data = config.model_dump(mode="json", exclude_none=True)
+    data = _without_nulls(config)
     filters = [route.pop("filters", {}) for route in data["routes"]]
     dump: dict[str, Any] = redact(data)
     for route, route_filters in zip(dump["routes"], filters, strict=True):
@@ -163,30 +195,53 @@ def config_dump(config: m.SidegateConfig) -> dict[str, Any]:
     return dump
 
 
+def filter_path(index: int, name: str) -> str:
+    """Dotted path of a route's filter, ``routes[2].filters.auth_key`` (odd names quoted)."""
+    return f"routes[{index}].filters" + (f".{name}" if _PLAIN_KEY.fullmatch(name) else f"[{name!r}]")
+
+
 def _filters(
-    route: m.Route, index: int, loaded: LoadedConfig, issues: list[ConfigIssue]
+    configs: Plain, index: int, lines: Mapping[str, int], issues: list[ConfigIssue]
 ) -> tuple[Filter, ...]:
     built: list[Filter] = []
-    for name, filter_config in route.filters.items():
-        path = ("routes", index, "filters", name)
+    for name, data in configs.items():
         cls = lookup(name)
         try:
             if cls is None:
-                raise LookupError(f"filter {name!r} is no longer registered")
-            built.append(cls(filter_config))
+                raise LookupError(f"filter {name!r} is not registered in this process")
+            built.append(cls(cls.config_model.from_plain(data)))
         except Exception as exc:
-            issues.append(
-                ConfigIssue(format_path(path), f"cannot set up filter: {exc}", loaded.line_of(path))
-            )
+            path = filter_path(index, name)
+            issues.append(ConfigIssue(path, f"cannot set up filter: {exc}", lines.get(path)))
     return tuple(built)
 
 
-def _value_test(match: m.ValueMatch) -> ValueTest:
+def _value_test(match: Plain) -> ValueTest:
+    regex = match["regex"]
     return ValueTest(
-        exact=_b(match.exact),
-        regex=re.compile(match.regex.encode()) if match.regex is not None else None,
-        present=match.present,
+        exact=_b(match["exact"]),
+        regex=re.compile(regex.encode()) if regex is not None else None,
+        present=match["present"],
     )
+
+
+def _without_nulls(value: Any) -> Any:
+    """A copy of JSON-like ``value`` without the mapping entries whose value is None."""
+    if isinstance(value, Mapping):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """A checked ``"host:port"`` as ``(host, port)``, an IPv6 host without its brackets.
+
+    Not :func:`sidegate.config.units.parse_address`: the checker has validated the address, and
+    that module's imports (decimal) would cost the serving process memory for nothing.
+    """
+    host, _, port = address.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 def _b(text: str | None) -> bytes | None:

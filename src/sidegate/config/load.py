@@ -16,6 +16,7 @@ raised with all of them, sorted by line.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import typing
@@ -159,17 +160,17 @@ def _show(value: Any) -> str:
 
 def _unknown_key(path: Path) -> str:
     key = str(path[-1])
-    model = _model_at(path[:-1])
-    if model is None:
+    allowed = _keys_at(path[:-1])
+    if allowed is None:
         return f"unknown key {key!r}"
-    allowed = list(model.model_fields)
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown key {key!r}; {hint}allowed keys: {', '.join(allowed)}"
 
 
-def _model_at(path: Path) -> type[BaseModel] | None:
-    """The model class that validates the mapping at ``path`` (to list its allowed keys)."""
+def _keys_at(path: Path) -> list[str] | None:
+    """The keys allowed in the mapping at ``path``: the fields of the model or filter config
+    dataclass that validates it (None when it is not one)."""
     current: Any = SidegateConfig
     in_filters = False
     for part in path:
@@ -177,18 +178,27 @@ def _model_at(path: Path) -> type[BaseModel] | None:
         if in_filters:
             filter_cls = lookup(str(part))
             current, in_filters = (filter_cls.config_model if filter_cls else None), False
-        elif isinstance(current, type) and issubclass(current, BaseModel):
-            fields = current.model_fields
+        elif (fields := _fields_of(current)) is not None:
             if not isinstance(part, str) or part not in fields:
                 return None
             in_filters = current is Route and part == "filters"
-            current = fields[part].annotation
+            current = fields[part]
         elif typing.get_origin(current) in (list, dict):
             current = typing.get_args(current)[-1]
         else:
             return None
-    current = _unwrap(current)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+    fields = _fields_of(_unwrap(current))
+    return None if fields is None else list(fields)
+
+
+def _fields_of(cls: Any) -> dict[str, Any] | None:
+    """Field name -> annotation of a pydantic model or a dataclass; None for anything else."""
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return {name: info.annotation for name, info in cls.model_fields.items()}
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls, include_extras=True)
+        return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
+    return None
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -204,8 +214,26 @@ def _unwrap(annotation: Any) -> Any:
         return annotation
 
 
+def _check_listeners(doc: Document) -> None:
+    """The inbound and admin listeners cannot share an address (the second bind would fail)."""
+    listeners = doc.data.get("listeners")
+    if not isinstance(listeners, dict):
+        return
+    inbound, admin = listeners.get("inbound"), listeners.get("admin")
+    if not (isinstance(inbound, dict) and isinstance(admin, dict)):
+        return
+    address = inbound.get("address")
+    if isinstance(address, str) and address == admin.get("address") and not address.endswith(":0"):
+        _add(
+            doc,
+            ("listeners", "admin", "address"),
+            f"{address!r} is also listeners.inbound.address; give the admin listener its own port",
+        )
+
+
 def _check_references(doc: Document) -> None:
     """Checks across the file: each route's upstream is defined, and route names are unique."""
+    _check_listeners(doc)
     data = doc.data
     routes, upstreams = data.get("routes"), data.get("upstreams")
     if not isinstance(routes, list):

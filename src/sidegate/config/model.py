@@ -8,11 +8,14 @@ Schema (:func:`config_json_schema`) documents the file.
 
 A route's ``filters`` mapping is validated against the registry: each name is looked up with
 :func:`sidegate.filters.registry.lookup` and its value validated with that filter's
-``config_model``; errors keep the full path (``routes[2].filters.direct_response.status``).
-The validated values are the filter config model instances, in the order written.
+``config_model`` (a frozen dataclass, through a ``pydantic.TypeAdapter``); errors keep the full
+path (``routes[2].filters.direct_response.status``). The validated values are the filter config
+instances, in the order written.
 
-The model is only the front door: :mod:`sidegate.config.compile` turns it into the plain values of
-:mod:`sidegate.config.snapshot`. Nothing on the data plane sees these classes.
+The model is only the front door, used by the config checker (:mod:`sidegate.config.check`, a
+child process) and the CLI: it turns a valid file into plain JSON, which
+:mod:`sidegate.config.compile` turns into the values of :mod:`sidegate.config.snapshot`. The
+serving process never imports this module (nor pydantic).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
-    SerializeAsAny,
+    TypeAdapter,
     ValidationError,
     create_model,
     model_validator,
@@ -298,6 +301,25 @@ class _FiltersJsonSchema:
         return handler(model.__pydantic_core_schema__)
 
 
+def filter_adapter(config_model: type[FilterConfig]) -> TypeAdapter[FilterConfig]:
+    """The validator (and serializer and schema) of a filter's config dataclass, made once."""
+    adapter = _ADAPTERS.get(config_model)
+    if adapter is None:
+        adapter = _ADAPTERS[config_model] = TypeAdapter(config_model)
+    return adapter
+
+
+_ADAPTERS: dict[type[FilterConfig], TypeAdapter[FilterConfig]] = {}
+
+
+# Pydantic names a dataclass's errors after its constructor; say them as for any other mapping.
+_DATACLASS_ERRORS = {
+    "unexpected_keyword_argument": "extra_forbidden",
+    "missing_argument": "missing",
+    "dataclass_type": "dict_type",
+}
+
+
 def _validate_filters(value: object) -> dict[str, FilterConfig]:
     """Look each filter up by name and validate its config; every error keeps its full path."""
     if value is None:
@@ -316,10 +338,11 @@ def _validate_filters(value: object) -> dict[str, FilterConfig]:
             )
             continue
         try:
-            out[name] = cls.config_model.model_validate({} if config is None else config)
+            out[name] = filter_adapter(cls.config_model).validate_python({} if config is None else config)
         except ValidationError as exc:
             for err in exc.errors():
-                custom = PydanticCustomError(err["type"], err["msg"], err.get("ctx"))
+                kind = _DATACLASS_ERRORS.get(err["type"], err["type"])
+                custom = PydanticCustomError(kind, err["msg"], err.get("ctx"))
                 errors.append({"type": custom, "loc": (name, *err["loc"]), "input": err["input"]})
     if errors:
         raise ValidationError.from_exception_data("filters", errors)
@@ -336,9 +359,9 @@ class Route(_Model):
     rewrite: Rewrite | None = Field(default=None, description="path rewrite before the request goes upstream")
     headers: Headers = Field(default_factory=Headers, description="request and response header edits")
     max_body: Size = Field(default=10 * MiB, description="largest request body (413 above it); 0 = no limit")
-    filters: Annotated[
-        dict[str, SerializeAsAny[FilterConfig]], BeforeValidator(_validate_filters), _FiltersJsonSchema()
-    ] = Field(default_factory=dict, description="filters to run on this route, in this order: name -> config")
+    filters: Annotated[dict[str, Any], BeforeValidator(_validate_filters), _FiltersJsonSchema()] = Field(
+        default_factory=dict, description="filters to run on this route, in this order: name -> config"
+    )
 
 
 class SidegateConfig(_Model):

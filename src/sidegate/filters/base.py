@@ -11,21 +11,85 @@ Phase chart (see docs/architecture.md)::
                 -> upstream request ... upstream response head
                 -> on_response (in chain order; may edit the head)
                 -> body streamed -> on_log (after the last byte, or on failure)
+
+Filter configs are plain frozen dataclasses, so that the serving process never imports pydantic:
+
+- constraints are ``typing.Annotated`` metadata from ``annotated_types`` (``Ge(200)``, ``Le(599)``,
+  ``MinLen(1)``...) and a field's description is the docstring written under it. The config
+  checker (:mod:`sidegate.config.check`, a short-lived child process) validates a route's config
+  with ``pydantic.TypeAdapter(config_model)``, which reads both, and sends it on as plain JSON;
+- the serving process rebuilds the instance from that JSON with :meth:`FilterConfig.from_plain`,
+  without validating again.
+
+So a config class is declared with ``@dataclass(frozen=True)`` itself (the registry checks), and
+its fields hold only what survives JSON: ``str``, ``int``, ``float``, ``bool``, ``None``, enums,
+``tuple``/``list``/``frozenset`` of those, ``dict`` with ``str`` keys, nested frozen dataclasses,
+and ``X | None`` of any of them (a union of two other types is passed on as JSON gave it).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-from pydantic import BaseModel, ConfigDict
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar, Self, TypeVar
 
 from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
 
+T = TypeVar("T")
 
-class FilterConfig(BaseModel):
-    """Base of every filter's config model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True, slots=True)
+class FilterConfig:
+    """Base of every filter's config: a frozen dataclass whose unknown keys are errors."""
+
+    # Read by pydantic in the config checker only: forbid unknown keys, and describe each field
+    # in the JSON Schema with the docstring under it.
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid", "use_attribute_docstrings": True}
+
+    @classmethod
+    def from_plain(cls, data: Mapping[str, Any]) -> Self:
+        """The config from the checker's JSON (nested dataclasses, tuples and enums rebuilt)."""
+        return _build(cls, data)
+
+
+def _build(cls: type[T], data: Mapping[str, Any]) -> T:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)  # Annotated metadata stripped
+    return cls(**{name: _convert(hints.get(name, Any), value) for name, value in data.items()})
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _convert(kind: Any, value: Any) -> Any:
+    """``value`` (as JSON gave it) as the type ``kind`` describes."""
+    if value is None:
+        return None
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Union or origin is types.UnionType:
+        rest = [arg for arg in args if arg is not type(None)]
+        return _convert(rest[0], value) if len(rest) == 1 else value
+    if isinstance(kind, type) and origin is None:
+        if dataclasses.is_dataclass(kind):
+            return _build(kind, value)
+        if issubclass(kind, Enum):
+            return kind(value)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    if origin in (tuple, list, frozenset, set) and isinstance(value, list):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return tuple(_convert(arg, item) for arg, item in zip(args, value, strict=False))
+        item_kind = args[0] if args else Any
+        return origin(_convert(item_kind, item) for item in value)
+    if origin in (dict, Mapping) and isinstance(value, dict) and len(args) == 2:
+        return {key: _convert(args[1], item) for key, item in value.items()}
+    return value
 
 
 class RequestContext:

@@ -8,18 +8,26 @@ For maintenance pages, stubs and fixed health answers::
 
 from __future__ import annotations
 
-from pydantic import Field
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from annotated_types import Ge, Le
 
 from sidegate.filters.base import Filter, FilterConfig, RequestContext
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead
 
 
+@dataclass(frozen=True, slots=True)
 class DirectResponseConfig(FilterConfig):
-    status: int = Field(200, ge=200, le=599, description="HTTP status to answer with")
-    body: str = Field("", description="response body (UTF-8)")
-    content_type: str = Field("text/plain; charset=utf-8", description="Content-Type of the body")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra response headers")
+    status: Annotated[int, Ge(200), Le(599)] = 200
+    """HTTP status to answer with"""
+    body: str = ""
+    """response body (UTF-8)"""
+    content_type: str = "text/plain; charset=utf-8"
+    """Content-Type of the body"""
+    headers: dict[str, str] = field(default_factory=dict)
+    """extra response headers"""
 
 
 @register

@@ -1,4 +1,9 @@
-"""Filters registered by name; the config's ``filters:`` keys are looked up here at load time."""
+"""Filters registered by name; the config's ``filters:`` keys are looked up here at load time.
+
+The config checker (a child process) and the serving process each have their own registry, both
+filled by importing :mod:`sidegate.filters.builtin`: a filter must be registered on import of a
+module that both import, or the checker will call its name unknown.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,11 @@ def register(cls: F) -> F:
         raise ValueError(f"{cls.__qualname__} has no name")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"filter name {cls.name!r} registered twice")
+    model = cls.config_model
+    # A subclass without its own @dataclass would silently have no fields of its own.
+    params = vars(model).get("__dataclass_params__")
+    if params is None or not params.frozen:
+        raise TypeError(f"{cls.__qualname__}.config_model must be declared @dataclass(frozen=True)")
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -77,7 +77,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False
         self.response_window = response_timeout
         self.idle_window = idle
-        self.deadline = self._loop.time() + response_timeout if response_timeout else 0.0
+        self.deadline = 0.0
+
+    def request_sent(self) -> None:
+        """The whole request is out: the response timeout starts now (a slow upload is not cut)."""
+        if self.response_window and not self.parser.in_body:
+            self.deadline = self._loop.time() + self.response_window
 
     def detach(self) -> None:
         self.user = None

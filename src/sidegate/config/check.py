@@ -1,0 +1,133 @@
+"""The config checker: validates a config and prints it as normalised JSON, for another process.
+
+The serving process runs it as a short-lived child (:mod:`sidegate.config.isolated`), so that
+YAML, pydantic and the config models are loaded here and never there::
+
+    python -m sidegate.config.check PATH                          # or --source PATH
+    python -m sidegate.config.check --text-stdin --source NAME    # the text on stdin; NAME in messages
+
+It loads the config with :func:`~sidegate.config.load.load_config` (``${ENV}`` taken from its own
+environment) and prints ONE JSON document on stdout, then exits 0, whatever the config::
+
+    {"ok": true, "format": 1, "source": ..., "config": {...}, "lines": {"routes[0].filters.x": 12}}
+    {"ok": false, "format": 1, "source": ..., "issues": [{"path": ..., "message": ..., "line": ...}]}
+
+``config`` is the normalised config (:func:`normalise`): every default filled in, durations as
+float seconds, sizes as int bytes, addresses as ``"host:port"`` strings, enums as their values,
+unset optional values as ``null``, each route's ``filters`` as ``{name: config}`` in chain order.
+``lines`` gives the line of each route's filter entry. Any failure, even an unexpected exception,
+is an issue (at path ``""`` when it has no better place), never a traceback. Exit status 2 is
+for a usage error only (argparse's message on stderr).
+
+:func:`check_file` and :func:`check_text` do the same in-process, for the CLI and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sidegate.config.compile import filter_path
+from sidegate.config.isolated import FORMAT, Normalised
+from sidegate.config.load import LoadedConfig, load_config, load_config_text
+from sidegate.config.model import filter_adapter
+from sidegate.errors import ConfigError, ConfigIssue
+
+
+def normalise(loaded: LoadedConfig) -> Normalised:
+    """A validated config as the plain JSON data that :mod:`sidegate.config.compile` takes."""
+    config = loaded.config
+    data = config.model_dump(mode="json", exclude={"routes": {"__all__": {"filters"}}})
+    lines: dict[str, int] = {}
+    for index, (route, plain) in enumerate(zip(config.routes, data["routes"], strict=True)):
+        plain["filters"] = {
+            name: filter_adapter(type(value)).dump_python(value, mode="json")
+            for name, value in route.filters.items()
+        }
+        for name in route.filters:
+            line = loaded.line_of(("routes", index, "filters", name))
+            if line is not None:
+                lines[filter_path(index, name)] = line
+    return Normalised(data, loaded.source, lines)
+
+
+def check_file(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Normalised:
+    """Load, validate and normalise the file at ``path`` in this process; raise ConfigError."""
+    return normalise(load_config(path, environ))
+
+
+def check_text(text: str, source: str = "<string>", environ: Mapping[str, str] | None = None) -> Normalised:
+    """Like :func:`check_file` for config text in memory."""
+    return normalise(load_config_text(text, source, environ))
+
+
+def answer(path: str | None = None, *, text: str | None = None, source: str = "<string>") -> str:
+    """The checker's JSON answer for the file at ``path``, or for ``text``; never raises."""
+    source = path if path is not None else source
+    try:
+        checked = check_file(path) if path is not None else check_text(text or "", source)
+        document: dict[str, Any] = {
+            "ok": True,
+            "format": FORMAT,
+            "source": checked.source,
+            "config": checked.config,
+            "lines": checked.lines,
+        }
+        return json.dumps(document, allow_nan=False)
+    except ConfigError as exc:
+        return _rejected(exc.source or source, exc.issues)
+    except Exception as exc:  # a filter's code may raise anything: still one JSON answer
+        issue = ConfigIssue("", f"the config checker failed: {type(exc).__name__}: {exc}")
+        return _rejected(source, [issue])
+
+
+def _rejected(source: str, issues: Sequence[ConfigIssue]) -> str:
+    listed = [{"path": i.path, "message": i.message, "line": i.line} for i in issues]
+    return json.dumps({"ok": False, "format": FORMAT, "source": source, "issues": listed})
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sidegate.config.check",
+        description="Validate a Sidegate config and print it as normalised JSON (one document).",
+    )
+    parser.add_argument("path", nargs="?", help="the config file")
+    parser.add_argument("--source", help="the config file; with --text-stdin, the name shown in messages")
+    parser.add_argument("--text-stdin", action="store_true", help="read the config text from stdin")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0, or 2 for a usage error)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.text_stdin and (args.source is None or args.path is not None):
+        parser.error("--text-stdin takes --source NAME and no PATH")
+    if not args.text_stdin and (args.path is None) == (args.source is None):
+        parser.error("give the config file, as PATH or as --source PATH")
+    stdout = sys.stdout
+    sys.stdout = sys.stderr  # whatever a filter module prints must not spoil the JSON answer
+    try:
+        if args.text_stdin:
+            try:
+                text = sys.stdin.buffer.read().decode("utf-8-sig")
+            except (OSError, UnicodeDecodeError) as exc:
+                issue = ConfigIssue("", f"cannot read the config text from stdin: {exc}")
+                document = _rejected(args.source, [issue])
+            else:
+                document = answer(text=text, source=args.source)
+        else:
+            document = answer(args.path if args.path is not None else args.source)
+    finally:
+        sys.stdout = stdout
+    stdout.write(document + "\n")
+    stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Shared fixtures: the recording origin app, Sidegate processes, raw-socket helpers.
+
+Fixture API (names are stable; other suites reuse them):
+
+``origin``            the recording origin (one process per session), reset before the test.
+``origin_server``     the same process without the reset (for module-scoped fixtures).
+``gateway``           factory: ``gateway(routes=..., limits=..., forwarded=..., upstreams=...,
+                      mutate=fn, log_level=..., **top_level_keys) -> GatewayProcess``; the
+                      default config sends everything to the origin. Stopped with SIGTERM at
+                      the end of the test, which asserts exit code 0 within 30 s.
+``gateway_module``    the same factory, module-scoped (share one gateway between many tests).
+``send_raw``          ``send_raw(port, data, read_timeout=2.0) -> bytes`` (read until close/silence).
+``free_port``         ``free_port() -> int``.
+
+See ``tests/support/gateway.py`` for :class:`GatewayFactory` (the type of ``gateway``),
+:class:`GatewayProcess` (``.port .admin_port .config_path .proc .pid .log() .url(path)
+.write_config(dict) .metric(name, **labels) .rss_kib() .stop()``), :class:`OriginProcess`
+(``.port .address .reset() .received() .all_bytes() .state() .wait_for(n)``), :class:`RawClient`,
+:func:`parse_responses` / :func:`parse_one`, and the request builders ``get``, ``request``, ``chunked``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from support.gateway import GatewayFactory, OriginProcess
+from support.gateway import free_port as _free_port
+from support.gateway import send_raw as _send_raw
+
+
+@pytest.fixture(scope="session")
+def origin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OriginProcess]:
+    origin = OriginProcess(tmp_path_factory.mktemp("origin"))
+    yield origin
+    origin.stop()
+
+
+@pytest.fixture
+def origin(origin_server: OriginProcess) -> OriginProcess:
+    origin_server.reset()
+    return origin_server
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, origin_server: OriginProcess) -> Iterator[GatewayFactory]:
+    factory = GatewayFactory(tmp_path, origin_server)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def gateway_module(
+    tmp_path_factory: pytest.TempPathFactory, origin_server: OriginProcess
+) -> Iterator[GatewayFactory]:
+    factory = GatewayFactory(tmp_path_factory.mktemp("gateway"), origin_server)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def send_raw() -> Callable[..., bytes]:
+    return _send_raw
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    return _free_port

@@ -1,0 +1,315 @@
+"""The ``sidegate`` command as a user runs it: exit codes, message shapes, no tracebacks.
+
+Every test runs the installed console script in a subprocess with a bounded timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.gateway import SIDEGATE
+
+MINIMAL = """\
+listeners:
+  inbound: {address: "127.0.0.1:INBOUND"}
+  admin:   {address: "127.0.0.1:ADMIN"}
+upstreams:
+  app: {endpoints: ["127.0.0.1:3000"]}
+routes:
+  - name: all
+    match: {path_prefix: "/"}
+    upstream: app
+"""
+UNSET = "SIDEGATE_E2E_SURELY_UNSET_VARIABLE"
+# One issue line: FILE:LINE: dotted.path: message
+ISSUE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>[\w.\[\]-]+): (?P<message>.+)$")
+
+
+def sidegate(
+    *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != UNSET}
+    environ.update(env or {})
+    return subprocess.run(
+        [SIDEGATE, *args], capture_output=True, text=True, timeout=timeout, check=False, env=environ
+    )
+
+
+def minimal(inbound: int = 8080, admin: int = 9901) -> str:
+    return MINIMAL.replace("INBOUND", str(inbound)).replace("ADMIN", str(admin))
+
+
+def write(tmp_path: Path, text: str, name: str = "sidegate.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert 'File "' not in output, output
+
+
+# --- validate ----------------------------------------------------------------------------------
+
+
+def test_validate_a_good_file_exits_0(tmp_path: Path) -> None:
+    path = write(tmp_path, minimal())
+    result = sidegate("validate", "--config", path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"OK: {path}")
+    assert result.stderr == ""
+
+
+# (name, config text, expected line, expected dotted path, words the message must contain)
+BROKEN = [
+    (
+        "unknown-upstream",
+        minimal().replace("upstream: app", "upstream: nope"),
+        9,
+        "routes[0].upstream",
+        ["unknown upstream 'nope'", "app"],
+    ),
+    (
+        "unknown-filter",
+        minimal() + "    filters: {rate_limitt: {}}\n",
+        10,
+        "routes[0].filters.rate_limitt",
+        ["unknown filter 'rate_limitt'", "direct_response"],
+    ),
+    (
+        "bad-duration",
+        minimal() + "    timeouts: {connect: 2 fortnights}\n",
+        10,
+        "routes[0].timeouts.connect",
+        ["2 fortnights"],
+    ),
+    (
+        "unset-env-var",
+        minimal().replace("127.0.0.1:3000", "${" + UNSET + "}"),
+        5,
+        "upstreams.app.endpoints[0]",
+        [UNSET, "not set"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "dotted", "words"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN]
+)
+def test_validate_reports_file_line_path_message(
+    tmp_path: Path, text: str, line: int, dotted: str, words: list[str]
+) -> None:
+    path = write(tmp_path, text)
+    result = sidegate("validate", "--config", path)
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    no_traceback(result)
+    lines = result.stderr.splitlines()
+    match = ISSUE.match(lines[0])
+    assert match is not None, f"not FILE:LINE: path: message: {lines[0]!r}"
+    assert (match["file"], int(match["line"]), match["path"]) == (path, line, dotted)
+    for word in words:
+        assert word in match["message"], lines[0]
+    assert lines[-1] == f"{path}: 1 problem found"
+
+
+def test_validate_missing_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "nowhere.yaml")
+    result = sidegate("validate", "--config", path)
+    assert result.returncode == 1
+    no_traceback(result)
+    assert result.stderr.splitlines()[0] == f"{path}: file not found"
+
+
+def test_validate_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, minimal().replace('path_prefix: "/"}', 'path_prefix: "/"'))
+    result = sidegate("validate", "--config", path)
+    assert result.returncode == 1
+    no_traceback(result)
+    first = result.stderr.splitlines()[0]
+    match = re.match(rf"^{re.escape(path)}:(\d+): YAML syntax error", first)
+    assert match is not None, first
+    assert 8 <= int(match[1]) <= 10, first  # at or just after the unclosed flow mapping
+
+
+def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
+    text = minimal().replace("upstream: app", "upstream: nope") + "    timeouts: {connect: soon}\n"
+    path = write(tmp_path, text)
+    result = sidegate("validate", "--config", path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    matches = [ISSUE.match(line) for line in lines[:-1]]
+    assert [m["path"] if m else line for m, line in zip(matches, lines, strict=False)] == [
+        "routes[0].upstream",
+        "routes[0].timeouts.connect",
+    ]
+    assert lines[-1] == f"{path}: 2 problems found"
+
+
+def test_validate_rejects_inbound_and_admin_on_the_same_address(tmp_path: Path) -> None:
+    """Such a file can never run (the second bind fails), so validate must not say OK."""
+    path = write(tmp_path, minimal(8080, 8080))
+    result = sidegate("validate", "--config", path)
+    assert result.returncode == 1, result.stdout
+    no_traceback(result)
+    assert "listeners" in result.stderr and "8080" in result.stderr, result.stderr
+
+
+def test_env_var_set_makes_the_same_file_valid(tmp_path: Path) -> None:
+    path = write(tmp_path, minimal().replace("127.0.0.1:3000", "${" + UNSET + "}"))
+    result = sidegate("validate", "--config", path, env={UNSET: "127.0.0.1:3000"})
+    assert result.returncode == 0, result.stderr
+
+
+# --- schema, version ---------------------------------------------------------------------------
+
+
+def test_schema_prints_a_json_schema_with_routes() -> None:
+    result = sidegate("schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["type"] == "object"
+    assert "$schema" in schema or "$defs" in schema
+    assert {"listeners", "upstreams", "routes"} <= set(schema["properties"])
+    assert "direct_response" in result.stdout
+
+
+def test_version_matches_the_installed_package() -> None:
+    result = sidegate("version")
+    assert result.returncode == 0
+    assert result.stdout == f"sidegate {dist_version('sidegate')}\n"
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "words"),
+    [
+        (
+            "unknown-upstream",
+            minimal().replace("upstream: app", "upstream: nope"),
+            ["routes[0].upstream", "nope"],
+        ),
+        ("yaml-syntax", "routes: [\n  - {name: a\n", ["YAML syntax error", "2"]),
+        ("missing-file", None, ["not found"]),
+    ],
+    ids=["unknown-upstream", "yaml-syntax", "missing-file"],
+)
+def test_run_with_an_invalid_config_exits_1_with_a_clear_message(
+    tmp_path: Path, name: str, text: str | None, words: list[str]
+) -> None:
+    path = str(tmp_path / f"{name}.yaml") if text is None else write(tmp_path, text, f"{name}.yaml")
+    started = time.monotonic()
+    result = sidegate("run", "--config", path, timeout=20)
+    assert result.returncode == 1, result
+    assert time.monotonic() - started < 10
+    no_traceback(result)
+    assert path in result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def _held_socket(reuse_port: bool = False) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def _run_expecting_exit(path: str, timeout: float) -> tuple[int | None, str]:
+    """``sidegate run``; returns (exit code or None if still running after ``timeout``, output)."""
+    out = Path(path).with_suffix(".log")
+    with open(out, "wb") as log:
+        proc = subprocess.Popen([SIDEGATE, "run", "--config", path], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        code: int | None = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        code = None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return code, out.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("listener", ["inbound", "admin"])
+def test_run_on_a_port_in_use_exits_1_naming_the_address(
+    tmp_path: Path, free_port: Callable[[], int], listener: str, workers: int
+) -> None:
+    held = _held_socket()
+    try:
+        port = held.getsockname()[1]
+        ports = {"inbound": free_port(), "admin": free_port(), listener: port}
+        text = minimal(ports["inbound"], ports["admin"]) + f"workers: {workers}\n"
+        code, output = _run_expecting_exit(write(tmp_path, text), timeout=10)
+    finally:
+        held.close()
+    assert code == 1, f"sidegate run on a busy {listener} port: exit {code} (None: still running)\n{output}"
+    assert "Traceback" not in output, output
+    assert "in use" in output.lower(), output
+    assert str(port) in output, f"the message does not say which address is busy:\n{output}"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("first_workers", "second_workers"), [(1, 1), (2, 2), (2, 1)])
+def test_a_second_gateway_on_the_same_inbound_port_is_refused(
+    tmp_path: Path,
+    gateway: Callable[..., Any],
+    free_port: Callable[[], int],
+    first_workers: int,
+    second_workers: int,
+) -> None:
+    """Two gateways on one address would silently split the traffic between two configs."""
+    first = gateway(workers=first_workers)
+    port = first.port
+    text = minimal(port, free_port()) + f"workers: {second_workers}\n"
+    path = write(tmp_path, text, "second.yaml")
+    code, output = _run_expecting_exit(path, timeout=5)
+    assert code == 1, f"a second sidegate started on busy port {port} (exit {code}):\n{output}"
+    assert str(port) in output
+    assert "Traceback" not in output, output
+
+
+def test_run_stops_cleanly_on_sigint(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    admin = free_port()
+    path = write(tmp_path, minimal(free_port(), admin))
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([SIDEGATE, "run", "--config", path], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", admin), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    output = log_path.read_text(errors="replace")
+    assert code == 0, output
+    assert "Traceback" not in output, output
