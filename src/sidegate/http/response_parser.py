@@ -135,9 +135,11 @@ class ResponseParser:
             head.content_length = int(value)  # llhttp has checked: digits, one value
             head.content_length_raw = value
         elif kind == _TE:
-            head.chunked = value.strip().lower().endswith(b"chunked")
-            if not head.chunked:
-                raise ProtocolError(502, "unsupported transfer coding in response")
+            # Bodies are re-framed on the way out, so only plain chunked can be passed on: any
+            # other coding (gzip, chunked...) would reach the client as undecodable bytes.
+            if head.chunked or value.strip().lower() != b"chunked":
+                raise ProtocolError(502, f"unsupported transfer coding in response: {value!r}")
+            head.chunked = True
         elif kind == _CONN:
             head.connection_tokens += connection_tokens(value)
         elif kind == _VIA:

@@ -19,7 +19,7 @@ def parse_authority(value: bytes) -> bytes | None:
     if match is None or not match.group(1):
         return None
     port = match.group(2)
-    if port is not None and (not port or len(port) > 5):
+    if port is not None and (not port or len(port) > 5 or int(port) > 65535):
         return None
     return match.group(1).lower()
 
