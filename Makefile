@@ -13,9 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	@bash scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
 	@touch $@
 
-# Debian packages the tests start on loopback (nginx as a real upstream, redis later).
+# Debian packages the tests start on loopback (nginx and wrk: the benchmark's smoke test).
 system-deps:
-	@bash scripts/install-system-deps.sh nginx-light
+	@bash scripts/install-system-deps.sh nginx-light wrk
 
 run: install
 	@bash scripts/run-demo.sh
@@ -26,6 +26,7 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+	$(BIN)/mypy --strict bench/*.py examples/demo_app.py
 
 test: install system-deps lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider

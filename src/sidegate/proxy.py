@@ -169,9 +169,9 @@ class Exchange:
                 if answer is not None:
                     self._answer(answer)
                     return
-        cluster = self.view.clusters[route.upstream]
+        pools = self.view.clusters[route.upstream].pools
         self.upstream_head = self._build_upstream_head(head, route)
-        self._go(cluster.pick())
+        self._go(pools[0] if len(pools) == 1 else self.view.clusters[route.upstream].pick())
 
     def request_body(self, data: bytes) -> None:
         if self.finished or self.deferred is not None:
@@ -189,6 +189,8 @@ class Exchange:
         self._send_up(data)
 
     def request_end(self) -> None:
+        if self.request_done:  # a request without a body: complete since its head
+            return
         self.request_done = True
         if self.finished:
             return

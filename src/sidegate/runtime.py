@@ -75,6 +75,7 @@ class Gateway:
         self.sweeper = Sweeper(loop)
         self.clusters = ClusterSet(loop, self.sweeper, snapshot.limits.buffer_high_water)
         self.snapshot = snapshot
+        self.started_with = snapshot
         self.proxy = Proxy(loop, self.metrics, self._view(snapshot))
         self.ctx = ServerContext(loop, self.proxy, self.sweeper, snapshot.limits)
         self.server: asyncio.Server | None = None
@@ -97,7 +98,7 @@ class Gateway:
     def apply(self, snapshot: Snapshot) -> list[str]:
         """Swap in a new snapshot; returns warnings about settings that need a restart."""
         warnings = []
-        old = self.snapshot
+        old = self.started_with  # what is bound, not what the last reload asked for
         if snapshot.inbound != old.inbound:
             warnings.append(f"listeners.inbound.address stays {old.inbound} until restart")
         if snapshot.admin != old.admin:

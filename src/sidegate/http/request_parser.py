@@ -94,8 +94,8 @@ class RequestParser:
     __slots__ = (
         "_head",
         "_head_bytes",
-        "_head_size",
-        "_header_count",
+        "_special_count",
+        "_special_size",
         "_in_head",
         "_max_count",
         "_max_size",
@@ -113,9 +113,9 @@ class RequestParser:
         self._parser = httptools.HttpRequestParser(self)
         self._head = ParsedRequest()
         self._url = b""
-        self._head_bytes = 0
-        self._head_size = 0  # request-target and header fields of the head being read
-        self._header_count = 0
+        self._head_bytes = 0  # bytes received while in a head
+        self._special_count = 0  # header fields classified as special in this head...
+        self._special_size = 0  # ...and their size (the others are in head.headers)
         self._te_values: list[bytes] = []
         self._in_head = False
         self.in_body = False
@@ -156,26 +156,24 @@ class RequestParser:
     def on_url(self, url: bytes) -> None:
         self._in_head = True
         self._url += url
-        self._head_size += len(url)
         if len(self._url) > self._max_size:
             raise ProtocolError(414, f"request-target longer than {self._max_size} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._head_size += len(name) + len(value) + 4
-        if self._header_count > self._max_count:
-            raise ProtocolError(431, f"more than {self._max_count} header fields")
-        if self._head_size > self._max_size:
-            raise ProtocolError(431, f"request head larger than {self._max_size} bytes")
+        # The common header costs one lookup and one append; limits are checked per head (see
+        # on_headers_complete), and a head that never ends is cut by feed()'s byte count.
         kind = _SPECIAL.get(name.lower())
-        head = self._head
         if kind is None:
-            if self.in_body:
-                return  # a trailer field: dropped (we re-frame the body)
-            head.headers.append((name, value))
-            return
+            self._head.headers.append((name, value))
+        else:
+            self._special(kind, name, value)
+
+    def _special(self, kind: int, name: bytes, value: bytes) -> None:
+        head = self._head
+        self._special_size += len(name) + len(value) + 4
+        self._special_count += 1
         if self.in_body:
-            return
+            return  # a trailer field: dropped (the body is re-framed)
         if kind == _HOST:
             if head.host_header or b"," in value:
                 raise ProtocolError(400, "more than one Host header")
@@ -213,9 +211,10 @@ class RequestParser:
         # _HOP: dropped
 
     def on_headers_complete(self) -> None:
+        head = self._head
+        self._check_limits(head)
         self._in_head = False
         self._head_bytes = 0
-        head = self._head
         parser = self._parser
         version = parser.get_http_version()
         if version == "1.1":
@@ -229,27 +228,43 @@ class RequestParser:
             raise ProtocolError(405, "CONNECT is not accepted on the inbound listener")
         self._target(head, self._url)
         if self._te_values:
-            if head.version == b"1.0":
-                raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
-            codings = [c.strip() for c in b",".join(self._te_values).lower().split(b",")]
-            if codings[-1] != b"chunked":  # RFC 9112 section 6.3: the framing is unknowable
-                raise ProtocolError(400, "Transfer-Encoding must end with chunked")
-            if len(codings) > 1:
-                raise ProtocolError(501, "only the chunked transfer coding is supported")
-            head.chunked = True
+            self._transfer_encoding(head)
         head.keep_alive = parser.should_keep_alive()  # llhttp: version and Connection together
         tokens = head.connection_tokens
         if tokens:
             _drop_nominated(head, tokens)
-        if head.upgrade and b"upgrade" not in tokens:
-            head.upgrade = b""  # Upgrade without "Connection: upgrade" is not an upgrade request
+            if head.upgrade and b"upgrade" not in tokens:
+                head.upgrade = b""  # Upgrade without "Connection: upgrade" is not an upgrade
+        elif head.upgrade:
+            head.upgrade = b""
         self.in_body = True
         self._head = ParsedRequest()  # ready for the next request on this connection
         self._url = b""
-        self._head_size = 0
-        if self._te_values:
-            self._te_values = []
+        if self._special_count:
+            self._special_count = self._special_size = 0
         self._sink.on_request_head(head)
+
+    def _check_limits(self, head: ParsedRequest) -> None:
+        """431 past the header count or the head size (the size counted exactly only when the
+        bytes read while in this head say it could be over)."""
+        if len(head.headers) + self._special_count > self._max_count:
+            raise ProtocolError(431, f"more than {self._max_count} header fields")
+        if self._head_bytes > self._max_size:
+            size = len(self._url) + self._special_size
+            size += sum(len(name) + len(value) + 4 for name, value in head.headers)
+            if size > self._max_size:
+                raise ProtocolError(431, f"request head larger than {self._max_size} bytes")
+
+    def _transfer_encoding(self, head: ParsedRequest) -> None:
+        if head.version == b"1.0":
+            raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        codings = [c.strip() for c in b",".join(self._te_values).lower().split(b",")]
+        self._te_values = []
+        if codings[-1] != b"chunked":  # RFC 9112 section 6.3: the framing is unknowable
+            raise ProtocolError(400, "Transfer-Encoding must end with chunked")
+        if len(codings) > 1:
+            raise ProtocolError(501, "only the chunked transfer coding is supported")
+        head.chunked = True
 
     def on_body(self, body: bytes) -> None:
         self._sink.on_request_body(body)
@@ -257,8 +272,9 @@ class RequestParser:
     def on_message_complete(self) -> None:
         self.in_body = False
         self._head_bytes = 0
-        self._head_size = 0
-        self._header_count = 0
+        if self._head.headers or self._special_count:  # trailer fields landed in the next head
+            self._head = ParsedRequest()
+            self._special_count = self._special_size = 0
         self._sink.on_request_end()
 
     # -- helpers -------------------------------------------------------------------------------

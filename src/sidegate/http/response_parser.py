@@ -125,13 +125,15 @@ class ResponseParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         kind = _SPECIAL.get(name.lower())
         if kind is None:
-            if not self.in_body:
-                self._head.headers.append((name, value))
-            return
-        head = self._head
+            self._head.headers.append((name, value))
+        else:
+            self._special(kind, value)
+
+    def _special(self, kind: int, value: bytes) -> None:
         if self.in_body:
-            return  # trailer fields are dropped
-        elif kind == _CL:
+            return  # a trailer field: dropped (the body is re-framed)
+        head = self._head
+        if kind == _CL:
             head.content_length = int(value)  # llhttp has checked: digits, one value
             head.content_length_raw = value
         elif kind == _TE:
@@ -189,6 +191,8 @@ class ResponseParser:
     def _finish(self) -> None:
         self.in_body = False
         self._head_bytes = 0
+        if self._head.headers:  # trailer fields landed in the next head: drop them
+            self._head = ParsedResponse()
         self.in_message = False
         self.sink.on_response_end()
 

@@ -117,6 +117,7 @@ class InboundConnection(asyncio.Protocol):
         "_phase",
         "_queue",
         "_reading",
+        "_special_mode",
         "_tunnel",
         "_upgrade_buffer",
         "_wbuf",
@@ -144,6 +145,9 @@ class InboundConnection(asyncio.Protocol):
         self._paused = 0
         self._wbuf: list[bytes] | None = None
         self._closing = False
+        # Any of: closing, tunnelling, upgrade pending, a broken request held. Only ever turns on;
+        # data_received checks this one flag on its fast path.
+        self._special_mode = False
         self.keep_alive_wanted = True  # false once closing or draining: responses say Connection: close
         self.feeding = False  # inside the parser: exchanges hold upstream bytes until it returns
         self._eof = False  # the client half-closed: answer what it sent, then close
@@ -172,6 +176,7 @@ class InboundConnection(asyncio.Protocol):
         ctx.stats.connections_active -= 1
         ctx.sweeper.discard(self)
         self._closing = True
+        self._special_mode = True
         self.keep_alive_wanted = False
         if self._tunnel is not None:
             self._tunnel.close()
@@ -182,14 +187,12 @@ class InboundConnection(asyncio.Protocol):
         self._queue.clear()
 
     def data_received(self, data: bytes) -> None:
-        if self._tunnel is not None:
-            self._tunnel.tunnel_write(data)
-            return
-        if self._upgrade_buffer is not None:
-            self._upgrade_buffer.append(data)
-            return
-        if self._closing or self._held_error is not None:
-            return
+        if self._special_mode:
+            if self._tunnel is not None:
+                self._tunnel.tunnel_write(data)
+            elif self._upgrade_buffer is not None:
+                self._upgrade_buffer.append(data)
+            return  # closing, or a broken request is waiting for its 400: ignore the rest
         if self._phase == _IDLE:
             self._phase = _HEAD
             self.deadline = self._loop.time() + self._ctx.limits.head_timeout
@@ -209,6 +212,7 @@ class InboundConnection(asyncio.Protocol):
         if offset is not None:
             # An Upgrade request: what follows its head belongs to the tunnel, if one opens.
             self._upgrade_buffer = [data[offset:]] if offset < len(data) else []
+            self._special_mode = True
             self._pause(PAUSE_UPGRADE)
 
     def eof_received(self) -> bool:
@@ -319,6 +323,7 @@ class InboundConnection(asyncio.Protocol):
     def start_tunnel(self, peer: TunnelPeer) -> bytes:
         """Switch to tunnelling raw bytes to ``peer``; returns client bytes already received."""
         self._tunnel = peer
+        self._special_mode = True
         self.deadline = 0.0
         early = b"".join(self._upgrade_buffer or ())
         self._upgrade_buffer = None
@@ -329,6 +334,7 @@ class InboundConnection(asyncio.Protocol):
         """The upstream answered an Upgrade request without switching: close after this response."""
         self._upgrade_buffer = None
         self._closing = True
+        self._special_mode = True
         self.keep_alive_wanted = False
 
     def close(self) -> None:
@@ -375,12 +381,14 @@ class InboundConnection(asyncio.Protocol):
                 return
         elif self._exchange is not None:
             self._held_error = error  # answer after the responses already owed
+            self._special_mode = True
             self._exchange.flush_upstream()  # the request before the broken one was whole
             return
         self._answer_error(error)
 
     def _answer_error(self, error: ProtocolError) -> None:
         self._closing = True
+        self._special_mode = True
         self.keep_alive_wanted = False
         self._queue.clear()
         response = error_response(error.status, _ERROR_KINDS.get(error.status, "bad_request"), error.reason)
@@ -424,6 +432,7 @@ class InboundConnection(asyncio.Protocol):
 
     def _close_soon(self) -> None:
         self._closing = True
+        self._special_mode = True
         self.keep_alive_wanted = False
         if self._wbuf is not None:
             self.uncork()
