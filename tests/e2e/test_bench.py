@@ -42,5 +42,5 @@ def test_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
     for row in summary.values():
         assert row["rps"] > 0 and row["errors"] == 0, row
     sidegate = summary["sidegate"]
-    assert 0 < sidegate["rps_vs_nginx"] and 0 < sidegate["rps_vs_direct"] <= 1.5, sidegate
+    assert sidegate["rps_vs_nginx"] > 0 and 0 < sidegate["rps_vs_direct"] <= 1.5, sidegate
     assert 0 < sidegate["rss_idle"] < 64 * 1024 * 1024, sidegate
