@@ -19,10 +19,10 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from sidegate.admin.server import start_admin_server
+from sidegate.admin.server import AdminBackend, start_admin_server
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import validate_file, validate_text
-from sidegate.config.snapshot import Snapshot
+from sidegate.config.snapshot import ListenerSpec, Snapshot
 from sidegate.errors import ConfigError
 from sidegate.observe.metrics import Metrics, merge
 from sidegate.observe.prometheus import render_prometheus
@@ -165,6 +165,35 @@ class ConfigState:
         }
 
 
+class ControlPlane:
+    """What one pod has once, whatever the number of workers: the admin API, the config
+    watcher and the signal handlers (SIGHUP reloads; SIGTERM and SIGINT set ``stopped``)."""
+
+    def __init__(self, backend: AdminBackend, path: str, stopped: asyncio.Event) -> None:
+        self._backend = backend
+        self._path = path
+        self._stopped = stopped
+        self._stop_watch = asyncio.Event()
+        self._admin: asyncio.Server | None = None
+        self._watcher: asyncio.Task[Any] | None = None
+
+    async def start(self, admin: ListenerSpec) -> None:
+        loop = asyncio.get_running_loop()
+        backend = self._backend
+        self._admin = await start_admin_server(admin.host, admin.port, backend)
+        self._watcher = background(watch_config(self._path, backend.reload, self._stop_watch))
+        loop.add_signal_handler(signal.SIGHUP, lambda: background(backend.reload()))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopped.set)
+
+    def stop(self) -> None:
+        self._stop_watch.set()
+        if self._admin is not None:
+            self._admin.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
 class SingleProcess:
     """``workers: 1``: the gateway, the admin API and the watcher in one process."""
 
@@ -232,27 +261,20 @@ class SingleProcess:
         loop = asyncio.get_running_loop()
         gateway = self.gateway = Gateway(loop, self.snapshot)
         await gateway.start()
-        admin_spec = self.snapshot.admin
-        admin = await start_admin_server(admin_spec.host, admin_spec.port, self)
-        stop_watch = asyncio.Event()
-        watcher = background(watch_config(self.path, self.reload, stop_watch))
-        loop.add_signal_handler(signal.SIGHUP, lambda: background(self.reload()))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopped.set)
+        control = ControlPlane(self, self.path, self.stopped)
+        await control.start(self.snapshot.admin)
         self.ready = True
         log.info(
             "sidegate serving: inbound http://%s admin http://%s (%d routes)",
             self.snapshot.inbound,
-            admin_spec,
+            self.snapshot.admin,
             len(self.snapshot.routes),
         )
         await self.stopped.wait()
         self.draining = True
         log.info("draining: finishing in-flight requests (up to %gs)", gateway.snapshot.drain_timeout)
         await gateway.drain(gateway.snapshot.drain_timeout)
-        stop_watch.set()
-        admin.close()
-        watcher.cancel()
+        control.stop()
         log.info("stopped")
         return 0
 

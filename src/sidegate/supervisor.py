@@ -33,16 +33,14 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from sidegate.admin.server import start_admin_server
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import Normalised, validate_file
 from sidegate.config.snapshot import Snapshot
 from sidegate.errors import ConfigError
 from sidegate.observe.metrics import Metrics, merge
 from sidegate.observe.prometheus import render_prometheus
-from sidegate.runtime import ConfigState, Gateway, background
+from sidegate.runtime import ConfigState, ControlPlane, Gateway
 from sidegate.server.listener import bind_tcp
-from sidegate.watch import watch_config
 
 log = logging.getLogger("sidegate.supervisor")
 
@@ -250,21 +248,15 @@ class Supervisor:
     # -- life ----------------------------------------------------------------------------------
 
     async def serve(self) -> int:
-        loop = asyncio.get_running_loop()
         for worker in self.workers:
             self._spawn(worker)
-        admin_spec = self.snapshot.admin
-        admin = await start_admin_server(admin_spec.host, admin_spec.port, self)
-        stop_watch = asyncio.Event()
-        watcher = background(watch_config(self.path, self.reload, stop_watch))
-        loop.add_signal_handler(signal.SIGHUP, lambda: background(self.reload()))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopped.set)
+        control = ControlPlane(self, self.path, self.stopped)
+        await control.start(self.snapshot.admin)
         log.info(
             "sidegate supervisor: %d workers on http://%s, admin http://%s",
             len(self.workers),
             self.snapshot.inbound,
-            admin_spec,
+            self.snapshot.admin,
         )
         await self.stopped.wait()
         self.draining = True
@@ -278,9 +270,7 @@ class Supervisor:
         for worker in self.workers:
             if worker.process is not None and worker.process.is_alive():
                 worker.process.kill()
-        stop_watch.set()
-        admin.close()
-        watcher.cancel()
+        control.stop()
         return 0
 
 

@@ -19,19 +19,10 @@ from typing import Any
 
 import pytest
 
+from support.configs import minimal
 from support.gateway import SIDEGATE
 
-MINIMAL = """\
-listeners:
-  inbound: {address: "127.0.0.1:INBOUND"}
-  admin:   {address: "127.0.0.1:ADMIN"}
-upstreams:
-  app: {endpoints: ["127.0.0.1:3000"]}
-routes:
-  - name: all
-    match: {path_prefix: "/"}
-    upstream: app
-"""
+MINIMAL = minimal("127.0.0.1:INBOUND", "127.0.0.1:ADMIN")
 UNSET = "SIDEGATE_E2E_SURELY_UNSET_VARIABLE"
 # One issue line: FILE:LINE: dotted.path: message
 ISSUE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>[\w.\[\]-]+): (?P<message>.+)$")

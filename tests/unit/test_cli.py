@@ -10,21 +10,10 @@ from pathlib import Path
 import pytest
 
 from sidegate import cli
+from support.configs import MINIMAL
 
 SIDEGATE = str(Path(sys.executable).parent / "sidegate")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sidegate.yaml"
-
-MINIMAL = """\
-listeners:
-  inbound: {address: "127.0.0.1:8080"}
-  admin:   {address: "127.0.0.1:9901"}
-upstreams:
-  app: {endpoints: ["127.0.0.1:3000"]}
-routes:
-  - name: all
-    match: {path_prefix: "/"}
-    upstream: app
-"""
 
 
 def sidegate(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,18 +17,7 @@ from sidegate.errors import ConfigError
 from sidegate.filters import registry
 from sidegate.filters.base import Filter, FilterConfig, RequestContext
 from sidegate.http.messages import RequestHead, ResponseHead
-
-MINIMAL = """\
-listeners:
-  inbound: {address: "127.0.0.1:8080"}
-  admin:   {address: "127.0.0.1:9901"}
-upstreams:
-  app: {endpoints: ["127.0.0.1:3000"]}
-routes:
-  - name: all
-    match: {path_prefix: "/"}
-    upstream: app
-"""
+from support.configs import MINIMAL
 
 
 def compile_text(text: str) -> Snapshot:

@@ -10,18 +10,7 @@ import pytest
 
 from sidegate.config.load import load_config, load_config_text
 from sidegate.errors import ConfigError, ConfigIssue
-
-MINIMAL = """\
-listeners:
-  inbound: {address: "127.0.0.1:8080"}
-  admin:   {address: "127.0.0.1:9901"}
-upstreams:
-  app: {endpoints: ["127.0.0.1:3000"]}
-routes:
-  - name: all
-    match: {path_prefix: "/"}
-    upstream: app
-"""
+from support.configs import MINIMAL
 
 
 def issues_of(text: str, environ: dict[str, str] | None = None) -> list[ConfigIssue]:

@@ -1,0 +1,442 @@
+"""One request and its response: the phase loop that :class:`~sidegate.proxy.Proxy` starts.
+
+The exchange implements both sides' callbacks: the inbound connection feeds it the request body,
+the upstream connection feeds it the response. It holds upstream-bound bytes until the client
+read that carried them has parsed cleanly, corks client-bound bytes for one upstream read, and
+turns failures into JSON answers (or a cut connection once part of the response is out).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sidegate.config.snapshot import Route
+from sidegate.errors import UpstreamFailure
+from sidegate.filters.base import RequestContext
+from sidegate.http.messages import LocalResponse
+from sidegate.http.writer import LAST_CHUNK, STATUS_LINES, chunk, error_response, header_block, status_line
+from sidegate.upstream.pool import ConnectFailedError, EndpointPool
+
+if TYPE_CHECKING:
+    from sidegate.http.request_parser import ParsedRequest
+    from sidegate.http.response_parser import ParsedResponse
+    from sidegate.proxy import Proxy
+    from sidegate.server.inbound import InboundConnection
+    from sidegate.upstream.connection import UpstreamConnection
+
+_RETRY_SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_DISCARD_LIMIT = 64 * 1024
+_FIELD = b": ".join  # (name, value) -> b"name: value"
+_STATUS_LINES = STATUS_LINES
+
+
+class Exchange:
+    """One request and its response; implements both the inbound and the upstream callbacks.
+
+    Attributes default at class level and only what a request uses is set on it: an exchange is
+    made per request, so its creation is kept to a handful of stores.
+    """
+
+    route: Route | None = None
+    ctx: RequestContext | None = None
+    upstream: UpstreamConnection | None = None
+    pool: EndpointPool | None = None
+    pending: list[bytes] | None = None  # request bytes waiting for a connection
+    upstream_head = b""
+    deferred: LocalResponse | None = None  # a local answer sent once the request body is read
+    chunk_out = False  # re-chunk the response body for the client
+    retried = False
+    finished = False
+    tunnel = False
+    status = 0
+    body_seen = 0
+    outbox: list[bytes] | None = None  # upstream bytes held until the client read parses cleanly
+    sent_up = False  # any byte written to the upstream connection
+    upstream_keep_alive = False  # the response allows reusing the upstream connection
+
+    def __init__(self, proxy: Proxy, conn: InboundConnection, head: ParsedRequest) -> None:
+        self.proxy = proxy
+        self.conn = conn
+        self.head = head
+        self.view = proxy.view
+        self.started_at = proxy.clock()
+        request_id = head.request_id or b"%s%08x" % (proxy.rid_prefix, next(proxy.rid_counter))
+        self.request_id = request_id
+        self.request_id_line = b"X-Request-Id: " + request_id + b"\r\n"
+        # Called around each upstream read, so the response bytes of one read leave in one write.
+        self.upstream_read_begin = conn.cork
+        self.upstream_read_end = conn.uncork
+        # A request without a body is complete with its head.
+        self.request_done = not (head.chunked or head.content_length)
+
+    # -- inbound side --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Route, filter, and send the head upstream (or answer locally)."""
+        head = self.head
+        route = self.view.router.match(head)
+        if route is None:
+            self._answer(error_response(404, "no_route", f"no route for {_describe(head)}"))
+            return
+        self.route = route
+        if head.content_length is not None and head.content_length > route.max_body:
+            self._answer(
+                error_response(413, "body_too_large", f"body over {route.max_body} bytes", close=True)
+            )
+            return
+        if route.filters:
+            ctx = self.ctx = RequestContext(route.name)
+            for flt in route.on_request:
+                answer = flt.on_request(head, ctx)
+                if answer is not None:
+                    self._answer(answer)
+                    return
+        pools = self.view.clusters[route.upstream].pools
+        self.upstream_head = self._build_upstream_head(head, route)
+        self._go(pools[0] if len(pools) == 1 else self.view.clusters[route.upstream].pick())
+
+    def request_body(self, data: bytes) -> None:
+        if self.finished or self.deferred is not None:
+            return
+        head = self.head
+        if head.chunked:
+            self.body_seen += len(data)
+            route = self.route
+            if route is not None and self.body_seen > route.max_body:
+                self._fail_local(
+                    error_response(413, "body_too_large", f"body over {route.max_body} bytes", close=True)
+                )
+                return
+            data = chunk(data)
+        self._send_up(data)
+
+    def request_end(self) -> None:
+        if self.request_done:  # a request without a body: complete since its head
+            return
+        self.request_done = True
+        if self.finished:
+            return
+        deferred = self.deferred
+        if deferred is not None:
+            self.deferred = None
+            self._send_local(deferred)
+            return
+        if self.head.chunked:
+            self._send_up(LAST_CHUNK)
+        if self.upstream is not None:
+            self.upstream.request_sent()
+
+    def _send_up(self, data: bytes) -> None:
+        """Request bytes for the upstream: held while connecting, or until the client read that
+        carried them has parsed cleanly (so a request found broken later in the same read never
+        reaches the app), else written at once."""
+        upstream = self.upstream
+        if upstream is None:
+            pending = self.pending
+            if pending is not None:
+                pending.append(data)
+                if sum(map(len, pending)) > self.conn_high_water:
+                    self.conn.pause_reading()
+        elif self.conn.feeding:
+            outbox = self.outbox
+            if outbox is None:
+                self.outbox = [data]
+            else:
+                outbox.append(data)
+        else:
+            self.sent_up = True
+            upstream.send(data)
+
+    def flush_upstream(self) -> None:
+        """The client read that produced held bytes parsed cleanly: send them."""
+        outbox = self.outbox
+        if outbox is not None:
+            self.outbox = None
+            upstream = self.upstream
+            if upstream is not None:
+                self.sent_up = True
+                upstream.send(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+
+    def client_lost(self) -> None:
+        if self.finished:
+            return
+        upstream, self.upstream = self.upstream, None
+        self.outbox = None
+        if upstream is not None:
+            if not self.sent_up and self.pool is not None:
+                self.pool.release(upstream)  # nothing was written on it: still clean
+            else:
+                upstream.close()
+        self._complete(499, keep_alive=False, notify=False)
+
+    def client_writable(self, writable: bool) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            if writable:
+                upstream.transport.resume_reading()
+            else:
+                upstream.transport.pause_reading()
+
+    @property
+    def conn_high_water(self) -> int:
+        return self.view.snapshot.limits.buffer_high_water
+
+    # -- upstream side -------------------------------------------------------------------------
+
+    def _go(self, pool: EndpointPool) -> None:
+        self.pool = pool
+        upstream = pool.acquire()
+        if upstream is not None:
+            self._attach(upstream)
+            return
+        self.pending = []
+        self.proxy.spawn(self._connect(pool))
+
+    async def _connect(self, pool: EndpointPool) -> None:
+        route = self.route
+        assert route is not None
+        try:
+            upstream = await pool.connect(route.timeouts.connect)
+        except ConnectFailedError as failed:
+            self.upstream_failed(failed.failure)
+            return
+        if self.finished:
+            pool.release(upstream)
+            return
+        self._attach(upstream)
+
+    def _attach(self, upstream: UpstreamConnection) -> None:
+        route = self.route
+        assert route is not None
+        timeouts = route.timeouts
+        self.upstream = upstream
+        upstream.attach(self, self.head.method == b"HEAD", timeouts.response, timeouts.idle)
+        pending, self.pending = self.pending, None
+        if pending:
+            self._send_up(b"".join([self.upstream_head, *pending]))
+            self.conn.resume_reading()
+        else:
+            self._send_up(self.upstream_head)
+        if self.request_done:
+            upstream.request_sent()
+
+    def upstream_writable(self, writable: bool) -> None:
+        if writable:
+            self.conn.resume_reading()
+        else:
+            self.conn.pause_reading()
+
+    def on_informational(self, head: ParsedResponse) -> None:
+        if self.head.version == b"1.1" and not self.finished:
+            self.conn.send(status_line(head.status, head.reason) + header_block(head.headers) + b"\r\n")
+
+    def on_response_head(self, head: ParsedResponse) -> None:
+        if self.finished:
+            return
+        upstream = self.upstream
+        if upstream is not None:  # from now on only the idle window applies
+            upstream.deadline = self.proxy.clock() + upstream.idle_window if upstream.idle_window else 0.0
+        route = self.route
+        assert route is not None
+        if head.switching:
+            self._switch_protocols(head)
+            return
+        self.status = status = head.status
+        if route.on_response:
+            ctx = self.ctx
+            assert ctx is not None
+            ctx.status = status
+            for flt in route.on_response:
+                flt.on_response(self.head, head, ctx)
+        self.upstream_keep_alive = head.keep_alive
+        request = self.head
+        edits = route.response_headers
+        headers = head.headers if edits is None else edits.apply(head.headers)
+        parts = [_STATUS_LINES.get(status) or status_line(status)]
+        if headers:
+            parts += (b"\r\n".join(map(_FIELD, headers)), b"\r\n")
+        if edits is not None:
+            parts.append(edits.block)
+        view = self.view
+        if head.via:
+            parts += (b"Via: ", head.via + b", " + view.via if view.via else head.via, b"\r\n")
+        else:
+            parts.append(view.via_line)
+        parts.append(self.request_id_line)
+        keep = request.keep_alive and self.conn.keep_alive_wanted
+        if head.content_length is not None:
+            parts += (b"Content-Length: ", head.content_length_raw, b"\r\n")
+        elif request.method == b"HEAD" or status in {204, 304}:
+            pass
+        elif request.version == b"1.1":
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+            self.chunk_out = True
+        else:
+            keep = False  # an HTTP/1.0 client reads this body until the connection closes
+        if not keep:
+            parts.append(b"Connection: close\r\n\r\n")
+            request.keep_alive = False
+        elif request.version != b"1.1":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        self.conn.send(b"".join(parts))
+
+    def on_response_body(self, data: bytes) -> None:
+        if not self.finished:
+            self.conn.send(chunk(data) if self.chunk_out else data)
+
+    def on_response_end(self) -> None:
+        if self.finished:
+            return
+        if self.chunk_out:
+            self.conn.send(LAST_CHUNK)
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            pool = self.pool
+            if self.request_done and self.upstream_keep_alive and pool is not None:
+                pool.release(upstream)
+            else:
+                upstream.close()
+        self._complete(self.status, keep_alive=self.head.keep_alive)
+
+    def upstream_failed(self, failure: UpstreamFailure) -> None:
+        if self.finished:
+            return
+        self.upstream = None
+        pool = self.pool
+        self.proxy.metrics.upstream_failure(
+            self.route.upstream if self.route else "", str(pool.endpoint) if pool else "", failure.kind
+        )
+        if self.tunnel:
+            self.conn.close()
+            self._complete(101, keep_alive=False)
+            return
+        if self.status:  # part of the response is out: the client sees a cut connection
+            self.conn.close()
+            self._complete(self.status, keep_alive=False, notify=False)
+            return
+        if (
+            failure.retryable
+            and failure.kind == "reset"
+            and not self.retried
+            and not self.head.has_body
+            and self.head.method in _RETRY_SAFE
+            and pool is not None
+        ):
+            self.retried = True  # a pooled connection the app had closed: once more on a new one
+            self.pending = []
+            self.proxy.spawn(self._connect(pool))
+            return
+        self._send_local(error_response(failure.status, failure.kind, failure.detail))
+
+    # -- endings -------------------------------------------------------------------------------
+
+    def _switch_protocols(self, head: ParsedResponse) -> None:
+        upstream = self.upstream
+        request = self.head
+        conn = self.conn
+        if not request.upgrade or upstream is None or conn.transport is None:
+            self.upstream_failed(UpstreamFailure("protocol_error", 502, "101 without an Upgrade request"))
+            return
+        via = self.view.via
+        conn.send(
+            status_line(101, head.reason)
+            + header_block(head.headers)
+            + b"Connection: Upgrade\r\nUpgrade: "
+            + (head.upgrade or request.upgrade)
+            + b"\r\n"
+            + (b"Via: " + via + b"\r\n" if via else b"")
+            + b"X-Request-Id: "
+            + self.request_id
+            + b"\r\n\r\n"
+        )
+        self.tunnel = True
+        self.status = 101
+        route = self.route
+        assert route is not None
+        upstream.start_tunnel(conn.transport, route.timeouts.idle)
+        early = conn.start_tunnel(upstream)
+        if early:
+            upstream.tunnel_write(early)
+        self.proxy.metrics.streams_active += 1
+
+    def _answer(self, response: LocalResponse) -> None:
+        """Answer locally now if the request is fully read, else once its body has been read."""
+        length = self.head.content_length
+        if self.request_done or not self.head.has_body or response.close or self.head.expect_continue:
+            self._send_local(response)  # a client waiting for 100 Continue gets the answer now
+        elif length is not None and length <= _DISCARD_LIMIT:
+            self.deferred = response  # read and drop the small body so the connection stays usable
+        else:
+            self._send_local(response)  # not fully read: answered, then closed
+
+    def _fail_local(self, response: LocalResponse) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.close()
+        if self.status:
+            self.conn.close()
+            self._complete(self.status, keep_alive=False, notify=False)
+        else:
+            self._send_local(response)
+
+    def _send_local(self, response: LocalResponse) -> None:
+        self.status = response.status
+        keep = self.head.keep_alive and self.request_done and not response.close
+        if not keep:
+            response = LocalResponse(
+                response.status, response.body, response.headers, response.content_type, close=True
+            )
+        self._complete(response.status, keep_alive=keep, notify=False)
+        self.conn.send_local(response, self.request_id, head_only=self.head.method == b"HEAD")
+
+    def _complete(self, status: int, *, keep_alive: bool, notify: bool = True) -> None:
+        self.finished = True
+        route = self.route
+        view = self.view
+        seconds = self.proxy.clock() - self.started_at
+        if route is None:
+            view.no_route_stats.observe(self.head.method, status, seconds)
+        else:
+            view.route_stats[route].observe(self.head.method, status, seconds)
+            if route.on_log:
+                ctx = self.ctx
+                assert ctx is not None
+                ctx.status = status
+                for flt in route.on_log:
+                    flt.on_log(self.head, ctx)
+        if self.tunnel:
+            self.proxy.metrics.streams_active -= 1
+        if notify:
+            self.conn.finish(keep_alive and self.request_done)
+
+    # -- building the upstream head ------------------------------------------------------------
+
+    def _build_upstream_head(self, head: ParsedRequest, route: Route) -> bytes:
+        target = head.target
+        if route.rewrite is not None:
+            path = route.rewrite.apply(head.path)
+            target = path + b"?" + head.query if head.query else path
+        edits = route.request_headers
+        headers = edits.apply(head.headers) if edits is not None else head.headers
+        parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host_header or b"localhost", b"\r\n"]
+        if headers:
+            parts += (b"\r\n".join(map(_FIELD, headers)), b"\r\n")
+        parts.append(self.view.forwarding.lines(head))
+        if edits is not None:
+            parts.append(edits.block)
+        parts.append(self.request_id_line)
+        if head.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif head.content_length is not None:
+            parts.append(b"Content-Length: %d\r\n" % head.content_length)
+        if head.upgrade:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+def _describe(head: ParsedRequest) -> str:
+    host = head.host.decode("latin-1")
+    return f"{head.method.decode('latin-1')} {host}{head.path.decode('latin-1')}"
