@@ -7,21 +7,23 @@ under bench/configs/, the request path and headers wrk sends, and what the origi
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from gateway import start_sidegate
 from nginx import ORIGIN_BODY, proxy_conf, start_nginx
-from procs import BenchError, Proc, ProcessGroup, free_port, http_get
+from procs import BenchError, Proc, ProcessGroup, free_port, http_get, wait_ready
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+FLOOR = Path(__file__).resolve().parent / "floor.py"
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    proxy: Literal["none", "nginx", "sidegate"]
+    proxy: Literal["none", "nginx", "sidegate", "floor"]
     description: str
     path: str = "/"
     headers: tuple[tuple[str, str], ...] = ()
@@ -35,6 +37,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("direct", "none", "wrk -> app"),
     Scenario("nginx", "nginx", "wrk -> nginx (1 worker, upstream keepalive) -> app"),
     Scenario("sidegate", "sidegate", "wrk -> Sidegate (1 worker, one route) -> app"),
+    Scenario("floor", "floor", "wrk -> bench/floor.py (bytes copied, no HTTP: Python + uvloop floor) -> app"),
 )
 
 BY_NAME = {s.name: s for s in SCENARIOS}
@@ -57,6 +60,12 @@ def start_target(
     elif scenario.proxy == "nginx":
         port = free_port()
         proc = start_nginx(group, scenario.name, port, cpu, lambda prefix: proxy_conf(prefix, port, app_port))
+        target = Target(port, proc)
+    elif scenario.proxy == "floor":
+        port = free_port()
+        argv = [sys.executable, str(FLOOR), "--port", str(port), "--upstream", f"127.0.0.1:{app_port}"]
+        proc = group.start(group.unique(scenario.name), argv, cpu)
+        wait_ready(proc, port, "/", 15.0)
         target = Target(port, proc)
     else:
         proc, port = start_sidegate(group, scenario.name, scenario.sidegate_config or config, app_port, cpu)

@@ -38,7 +38,7 @@ def test_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
     assert "| sidegate |" in done.stdout, done.stdout
     (report,) = tmp_path.glob("*.json")
     summary = {row["scenario"]: row for row in json.loads(report.read_text())["summary"]}
-    assert set(summary) == {"direct", "nginx", "sidegate"}
+    assert set(summary) == {"direct", "nginx", "sidegate", "floor"}
     for row in summary.values():
         assert row["rps"] > 0 and row["errors"] == 0, row
     sidegate = summary["sidegate"]
