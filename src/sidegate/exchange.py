@@ -93,7 +93,13 @@ class Exchange:
                     return
         pools = self.view.clusters[route.upstream].pools
         self.upstream_head = self._build_upstream_head(head, route)
-        self._go(pools[0] if len(pools) == 1 else self.view.clusters[route.upstream].pick())
+        self.pool = pool = pools[0] if len(pools) == 1 else self.view.clusters[route.upstream].pick()
+        upstream = pool.acquire()
+        if upstream is not None:
+            self._attach(upstream)
+        else:
+            self.pending = []
+            self.proxy.spawn(self._connect(pool))
 
     def request_body(self, data: bytes) -> None:
         if self.finished or self.deferred is not None:
@@ -183,15 +189,6 @@ class Exchange:
 
     # -- upstream side -------------------------------------------------------------------------
 
-    def _go(self, pool: EndpointPool) -> None:
-        self.pool = pool
-        upstream = pool.acquire()
-        if upstream is not None:
-            self._attach(upstream)
-            return
-        self.pending = []
-        self.proxy.spawn(self._connect(pool))
-
     async def _connect(self, pool: EndpointPool) -> None:
         route = self.route
         assert route is not None
@@ -210,15 +207,14 @@ class Exchange:
         assert route is not None
         timeouts = route.timeouts
         self.upstream = upstream
-        upstream.attach(self, self.head.method == b"HEAD", timeouts.response, timeouts.idle)
+        head_request = self.head.method == b"HEAD"
+        upstream.attach(self, head_request, timeouts.response, timeouts.idle, self.request_done)
         pending, self.pending = self.pending, None
         if pending:
             self._send_up(b"".join([self.upstream_head, *pending]))
             self.conn.resume_reading()
         else:
             self._send_up(self.upstream_head)
-        if self.request_done:
-            upstream.request_sent()
 
     def upstream_writable(self, writable: bool) -> None:
         if writable:

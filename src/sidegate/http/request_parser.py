@@ -165,6 +165,10 @@ class RequestParser:
         kind = _SPECIAL.get(name.lower())
         if kind is None:
             self._head.headers.append((name, value))
+        elif kind == _HOST and value and b"," not in value and not (self.in_body or self._head.host_header):
+            self._head.host_header = value  # the one special header every request has, inline
+            self._special_count += 1
+            self._special_size += len(value) + 8
         else:
             self._special(kind, name, value)
 
@@ -212,17 +216,16 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         head = self._head
-        self._check_limits(head)
+        if self._head_bytes > self._max_size or len(head.headers) + self._special_count > self._max_count:
+            self._check_limits(head)
         self._in_head = False
         self._head_bytes = 0
         parser = self._parser
         version = parser.get_http_version()
-        if version == "1.1":
-            head.version = b"1.1"
-        elif version == "1.0":
+        if version != "1.1":  # b"1.1" is the default
+            if version != "1.0":
+                raise ProtocolError(505, f"HTTP/{version} is not supported here; use HTTP/1.1")
             head.version = b"1.0"
-        else:
-            raise ProtocolError(505, f"HTTP/{version} is not supported here; use HTTP/1.1")
         head.method = method = parser.get_method()
         if method == b"CONNECT":
             raise ProtocolError(405, "CONNECT is not accepted on the inbound listener")
@@ -282,39 +285,48 @@ class RequestParser:
     @staticmethod
     def _target(head: ParsedRequest, url: bytes) -> None:
         """Split the request-target; resolve Host per RFC 9112 section 3.2."""
-        if url.startswith(b"/"):
+        if b"#" in url:
+            url = url.partition(b"#")[0]  # a fragment is never sent on
+        if url[:1] == b"/":
             path, _, query = url.partition(b"?")
         elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
             rest = url.split(b"://", 1)[1]
-            slash = rest.find(b"/")
-            question = rest.find(b"?")
-            end = min(i for i in (slash, question, len(rest)) if i >= 0)
+            end = min(i for i in (rest.find(b"/"), rest.find(b"?"), len(rest)) if i >= 0)
             authority, path_q = rest[:end], rest[end:]
             if not authority:
                 raise ProtocolError(400, "absolute-form target without an authority")
             head.host_header = authority  # the target's authority overrides Host
             path, _, query = path_q.partition(b"?")
             path = path or b"/"
+            url = path + b"?" + query if query else path
         elif url == b"*" and head.method == b"OPTIONS":
             path, query = b"*", b""
         else:
             raise ProtocolError(400, "request-target must start with '/' or be an absolute URL")
-        path = path.partition(b"#")[0]
-        if head.version == b"1.1" and not head.host_header:
-            raise ProtocolError(400, "missing Host header")
-        if head.host_header:
-            host = _HOSTS.get(head.host_header)
+        host_header = head.host_header
+        if host_header:
+            host = _HOSTS.get(host_header)
             if host is None:
-                host = parse_authority(head.host_header)
-                if host is None:
-                    raise ProtocolError(400, "invalid Host header")
-                if len(_HOSTS) >= _HOSTS_MAX:
-                    _HOSTS.clear()
-                _HOSTS[head.host_header] = host
+                host = _valid_host(host_header)
             head.host = host
-        head.path = normalize_path(path) if path != b"*" else path
+        elif head.version == b"1.1":
+            raise ProtocolError(400, "missing Host header")
+        if b"/." in path:  # dot-segments: route on the path the app will see
+            path = normalize_path(path)
+            url = path + b"?" + query if query else path
+        head.path = path
         head.query = query
-        head.target = head.path + b"?" + query if query else head.path
+        head.target = url
+
+
+def _valid_host(host_header: bytes) -> bytes:
+    host = parse_authority(host_header)
+    if host is None:
+        raise ProtocolError(400, "invalid Host header")
+    if len(_HOSTS) >= _HOSTS_MAX:
+        _HOSTS.clear()
+    _HOSTS[host_header] = host
+    return host
 
 
 def _drop_nominated(head: ParsedRequest, tokens: tuple[bytes, ...]) -> None:

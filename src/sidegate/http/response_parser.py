@@ -96,7 +96,7 @@ class ResponseParser:
             cause = exc.__context__
             if isinstance(cause, _HeadOnlyError):
                 self._parser = httptools.HttpResponseParser(self)
-                self._finish()
+                self.on_message_complete()
                 return None
             if isinstance(cause, ProtocolError):
                 raise cause from None
@@ -110,7 +110,7 @@ class ResponseParser:
     def eof(self) -> bool:
         """The upstream closed. True if that ended a close-delimited body (a complete response)."""
         if self.in_body and self._close_delimited:
-            self._finish()
+            self.on_message_complete()
             return True
         return False
 
@@ -126,6 +126,10 @@ class ResponseParser:
         kind = _SPECIAL.get(name.lower())
         if kind is None:
             self._head.headers.append((name, value))
+        elif kind == _CL and not self.in_body:  # the most common special one, inline
+            head = self._head
+            head.content_length = int(value)  # llhttp has checked: digits, one value
+            head.content_length_raw = value
         else:
             self._special(kind, value)
 
@@ -133,10 +137,7 @@ class ResponseParser:
         if self.in_body:
             return  # a trailer field: dropped (the body is re-framed)
         head = self._head
-        if kind == _CL:
-            head.content_length = int(value)  # llhttp has checked: digits, one value
-            head.content_length_raw = value
-        elif kind == _TE:
+        if kind == _TE:
             # Bodies are re-framed on the way out, so only plain chunked can be passed on: any
             # other coding (gzip, chunked...) would reach the client as undecodable bytes.
             if head.chunked or value.strip().lower() != b"chunked":
@@ -185,10 +186,8 @@ class ResponseParser:
         self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
-        if self.in_body:  # not after an informational (1xx) head: the final response follows
-            self._finish()
-
-    def _finish(self) -> None:
+        if not self.in_body:  # after an informational (1xx) head: the final response follows
+            return
         self.in_body = False
         self._head_bytes = 0
         if self._head.headers:  # trailer fields landed in the next head: drop them

@@ -69,7 +69,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def attach(self, user: UpstreamUser, head_request: bool, response_timeout: float, idle: float) -> None:
+    def attach(
+        self, user: UpstreamUser, head_request: bool, response_timeout: float, idle: float, sent: bool
+    ) -> None:
+        """Lend this connection to ``user``; ``sent``: the request is whole (the response timeout
+        starts now; otherwise at :meth:`request_sent`)."""
         self.user = user
         parser = self.parser
         parser.sink = user
@@ -77,7 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False
         self.response_window = response_timeout
         self.idle_window = idle
-        self.deadline = 0.0
+        self.deadline = self._loop.time() + response_timeout if sent and response_timeout else 0.0
 
     def request_sent(self) -> None:
         """The whole request is out: the response timeout starts now (a slow upload is not cut)."""
