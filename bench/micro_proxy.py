@@ -13,7 +13,10 @@ import argparse
 import cProfile
 import pstats
 import time
+from collections.abc import Callable
 from typing import Any
+
+import uvloop
 
 from sidegate.config.check import check_text
 from sidegate.config.compile import compile_checked
@@ -67,13 +70,9 @@ class FakeTransport:
         pass
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=200_000)
-    parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
-    import uvloop
-
+def build() -> Callable[[int], None]:
+    """A gateway with one inbound and one pooled upstream connection over fake transports;
+    returns ``cycle(n)``, which proxies ``n`` requests through them."""
     loop = uvloop.new_event_loop()
     gateway = Gateway(loop, compile_checked(check_text(CONFIG)))
     inbound = InboundConnection(gateway.ctx)
@@ -94,6 +93,15 @@ def main() -> None:
 
     cycle(1000)
     assert client.written == 1000 and server.written == 1000, (client.written, server.written)
+    return cycle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    cycle = build()
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(cycle, args.requests)
