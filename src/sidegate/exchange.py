@@ -31,28 +31,36 @@ _STATUS_LINES = STATUS_LINES
 
 
 class Exchange:
-    """One request and its response; implements both the inbound and the upstream callbacks.
+    """One request and its response; implements both the inbound and the upstream callbacks."""
 
-    Attributes default at class level and only what a request uses is set on it: an exchange is
-    made per request, so its creation is kept to a handful of stores.
-    """
-
-    route: Route | None = None
-    ctx: RequestContext | None = None
-    upstream: UpstreamConnection | None = None
-    pool: EndpointPool | None = None
-    pending: list[bytes] | None = None  # request bytes waiting for a connection
-    upstream_head = b""
-    deferred: LocalResponse | None = None  # a local answer sent once the request body is read
-    chunk_out = False  # re-chunk the response body for the client
-    retried = False
-    finished = False
-    tunnel = False
-    status = 0
-    body_seen = 0
-    outbox: list[bytes] | None = None  # upstream bytes held until the client read parses cleanly
-    sent_up = False  # any byte written to the upstream connection
-    upstream_keep_alive = False  # the response allows reusing the upstream connection
+    __slots__ = (
+        "body_seen",
+        "chunk_out",
+        "conn",
+        "ctx",
+        "deferred",
+        "finished",
+        "head",
+        "outbox",
+        "pending",
+        "pool",
+        "proxy",
+        "request_done",
+        "request_id",
+        "request_id_line",
+        "retried",
+        "route",
+        "sent_up",
+        "started_at",
+        "status",
+        "tunnel",
+        "upstream",
+        "upstream_head",
+        "upstream_keep_alive",
+        "upstream_read_begin",
+        "upstream_read_end",
+        "view",
+    )
 
     def __init__(self, proxy: Proxy, conn: InboundConnection, head: ParsedRequest) -> None:
         self.proxy = proxy
@@ -68,6 +76,22 @@ class Exchange:
         self.upstream_read_end = conn.uncork
         # A request without a body is complete with its head.
         self.request_done = not (head.chunked or head.content_length)
+        self.route: Route | None = None
+        self.ctx: RequestContext | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.pool: EndpointPool | None = None
+        self.pending: list[bytes] | None = None  # request bytes waiting for a connection
+        self.upstream_head = b""
+        self.deferred: LocalResponse | None = None  # a local answer sent once the body is read
+        self.outbox: list[bytes] | None = None  # upstream bytes held until the client read parses
+        self.chunk_out = False  # re-chunk the response body for the client
+        self.retried = False
+        self.finished = False
+        self.tunnel = False
+        self.sent_up = False  # any byte written to the upstream connection
+        self.upstream_keep_alive = False  # the response allows reusing the upstream connection
+        self.status = 0
+        self.body_seen = 0
 
     # -- inbound side --------------------------------------------------------------------------
 
