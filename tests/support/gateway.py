@@ -60,6 +60,19 @@ def http_get(port: int, path: str, timeout: float = 5.0, method: str = "GET") ->
 # --- the origin app ----------------------------------------------------------------------------
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, wait up to 10 s, then SIGKILL; close its stdout pipe."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 @dataclass
 class Received:
     """One request as the origin received it."""
@@ -155,15 +168,7 @@ class OriginProcess:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_process(self.proc)
         self._log.close()
 
 
