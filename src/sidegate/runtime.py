@@ -19,7 +19,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from sidegate.admin.server import AdminBackend, start_admin_server
+from sidegate.admin.app import AdminBackend
+from sidegate.admin.server import start_admin_server
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import validate_file, validate_text
 from sidegate.config.snapshot import ListenerSpec, Snapshot

@@ -1,16 +1,15 @@
 """The admin API: health probes, Prometheus metrics, config dump and reload."""
 
-from sidegate.admin.server import (
+from sidegate.admin.app import (
     AdminApp,
     AdminBackend,
-    AdminLimits,
     AdminRequest,
     AdminResponse,
     Handler,
     default_routes,
     error_response,
-    start_admin_server,
 )
+from sidegate.admin.server import AdminLimits, start_admin_server
 
 __all__ = [
     "AdminApp",

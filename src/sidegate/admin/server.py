@@ -38,7 +38,6 @@ from sidegate.admin.app import (
     AdminBackend,
     AdminRequest,
     AdminResponse,
-    Handler,
     Routes,
     default_routes,
     error_response,
@@ -46,18 +45,6 @@ from sidegate.admin.app import (
 )
 
 log = logging.getLogger("sidegate.admin")
-
-__all__ = [
-    "AdminApp",
-    "AdminBackend",
-    "AdminLimits",
-    "AdminRequest",
-    "AdminResponse",
-    "Handler",
-    "default_routes",
-    "error_response",
-    "start_admin_server",
-]
 
 
 @dataclass(frozen=True, slots=True)
