@@ -5,13 +5,27 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test lint typecheck unit bench system-deps clean
+.PHONY: install pure run test lint typecheck unit bench system-deps clean
 
-install: $(VENV)/.installed
+# The hot path is compiled with mypyc, in place, whenever a source changed (see setup.py);
+# `make pure` removes the compiled modules to run the interpreted reference implementation.
+SOURCES := setup.py $(shell find src -name '*.py')
+
+install: $(VENV)/.installed $(VENV)/.compiled
 
 $(VENV)/.installed: pyproject.toml
 	@bash scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
 	@touch $@
+
+$(VENV)/.compiled: $(VENV)/.installed $(SOURCES)
+	@echo "compiling the hot path with mypyc (about a minute)"
+	@$(BIN)/python setup.py -q build_ext --inplace > $(VENV)/compile.log 2>&1 || \
+		{ tail -30 $(VENV)/compile.log; echo "mypyc build failed: full log in $(VENV)/compile.log" >&2; exit 1; }
+	@touch $@
+
+pure:
+	find src -name '*.so' -delete
+	rm -f $(VENV)/.compiled
 
 # Debian packages the tests start on loopback (nginx and wrk: the benchmark's smoke test).
 system-deps:
@@ -39,4 +53,5 @@ bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results build
+	find src -name '*.so' -delete

@@ -24,5 +24,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     fi
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade setuptools
+# Editable and interpreted here; the Makefile compiles the hot path in place (setup.py).
+SIDEGATE_COMPILE=0 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
 echo "virtualenv ready: $venv/bin/sidegate"

@@ -52,6 +52,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "errors",
     ),
     "watch": (),
+    "native": (),
     "runtime": ("",),
     "supervisor": ("",),
     "cli": ("",),

@@ -10,7 +10,6 @@ from sidegate.config.check import check_text
 from sidegate.config.compile import compile_checked
 from sidegate.config.snapshot import Route
 from sidegate.http.messages import RequestHead
-from sidegate.routing import router as router_module
 from sidegate.routing.router import RouteMatch, Router, ValueTest, parse_query
 
 ROUTE = Route(name="r", upstream="app")
@@ -155,26 +154,6 @@ def test_query_parameters_are_percent_decoded() -> None:
     assert name(router, req(b"/s", query=b"debug&preview=1")) == "flag"  # no "=": present, empty
     assert name(router, req(b"/s", query=b"preview=")) is None
     assert name(router, req(b"/s")) == "plain"
-
-
-def test_query_is_parsed_only_when_a_route_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    router = router_for(
-        """
-        - {name: q, match: {path: /q, query: {a: "1"}}, upstream: app}
-        - {name: rest, match: {path_prefix: /}, upstream: app}
-        """
-    )
-    calls: list[bytes] = []
-
-    def counting(query: bytes) -> dict[bytes, list[bytes]]:
-        calls.append(query)
-        return parse_query(query)
-
-    monkeypatch.setattr(router_module, "parse_query", counting)
-    assert name(router, req(b"/other", query=b"a=1")) == "rest"
-    assert calls == []
-    assert name(router, req(b"/q", query=b"a=1")) == "q"
-    assert calls == [b"a=1"]
 
 
 def test_all_conditions_of_a_route_must_hold() -> None:

@@ -198,7 +198,8 @@ class _Detached:
     def on_informational(self, head: object) -> None:
         raise ProtocolError(502, "unsolicited response")
 
-    on_response_head = on_informational
+    def on_response_head(self, head: object) -> None:
+        raise ProtocolError(502, "unsolicited response")
 
     def on_response_body(self, data: bytes) -> None:
         raise ProtocolError(502, "unsolicited response")

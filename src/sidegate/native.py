@@ -1,0 +1,61 @@
+"""Which modules of the hot path run compiled (mypyc), and whether any is older than its source.
+
+``setup.py`` compiles the per-request modules into C extensions that sit beside their ``.py``
+files; Python imports the extension when both exist. An extension built from an older source
+would silently run old code, so the test suite and ``sidegate version`` check for that.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+# The modules setup.py compiles (dotted names); kept in step with setup.py's COMPILED by a test.
+HOT_MODULES = (
+    "sidegate.exchange",
+    "sidegate.forwarding",
+    "sidegate.proxy",
+    "sidegate.http.errors",
+    "sidegate.http.messages",
+    "sidegate.http.request_parser",
+    "sidegate.http.response_parser",
+    "sidegate.http.syntax",
+    "sidegate.http.writer",
+    "sidegate.observe.metrics",
+    "sidegate.routing.router",
+    "sidegate.server.inbound",
+    "sidegate.server.timers",
+    "sidegate.upstream.connection",
+    "sidegate.upstream.pool",
+)
+
+
+def compiled_modules() -> list[str]:
+    """The hot-path modules that were imported from a compiled extension."""
+    return [name for name in HOT_MODULES if _is_extension(importlib.import_module(name).__file__ or "")]
+
+
+def stale_extensions(package_dir: Path | None = None) -> list[str]:
+    """Extensions whose ``.py`` source changed after they were built (rebuild: ``make install``)."""
+    root = package_dir or Path(__file__).resolve().parent
+    stale = []
+    for name in HOT_MODULES:
+        source = root.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        for ext in source.parent.glob(source.stem + ".*.so"):
+            if source.stat().st_mtime > ext.stat().st_mtime:
+                stale.append(name)
+    return stale
+
+
+def describe() -> str:
+    """One line for ``sidegate version`` and the start-up log."""
+    compiled = compiled_modules()
+    if len(compiled) == len(HOT_MODULES):
+        return "hot path compiled (mypyc)"
+    if not compiled:
+        return "hot path interpreted (pure Python; build with mypyc for full speed)"
+    return f"hot path partly compiled ({len(compiled)} of {len(HOT_MODULES)} modules)"
+
+
+def _is_extension(path: str) -> bool:
+    return path.endswith((".so", ".pyd"))
