@@ -8,7 +8,7 @@ turns failures into JSON answers (or a cut connection once part of the response 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sidegate.config.snapshot import Route
 from sidegate.errors import UpstreamFailure
@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     from sidegate.server.inbound import InboundConnection
     from sidegate.upstream.connection import UpstreamConnection
 
-_RETRY_SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
-_DISCARD_LIMIT = 64 * 1024
-_FIELD = b": ".join  # (name, value) -> b"name: value"
-_STATUS_LINES = STATUS_LINES
+_RETRY_SAFE: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_DISCARD_LIMIT: Final = 64 * 1024
+_FIELD: Final = b": ".join  # (name, value) -> b"name: value"
+_STATUS_LINES: Final = STATUS_LINES
 
 
 class Exchange:

@@ -23,7 +23,7 @@ connection answers with its status and closes, so nothing ambiguous is ever forw
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
@@ -38,8 +38,20 @@ from sidegate.http.syntax import (
 )
 
 # Header kinds (small ints so the dispatch in on_header is one dict lookup).
-_HOST, _CL, _TE, _CONN, _UPGRADE, _HOP, _XFF, _XFP, _XFH, _FWD, _VIA, _RID, _EXPECT = range(13)
-_SPECIAL: dict[bytes, int] = {
+_HOST: Final = 0
+_CL: Final = 1
+_TE: Final = 2
+_CONN: Final = 3
+_UPGRADE: Final = 4
+_HOP: Final = 5
+_XFF: Final = 6
+_XFP: Final = 7
+_XFH: Final = 8
+_FWD: Final = 9
+_VIA: Final = 10
+_RID: Final = 11
+_EXPECT: Final = 12
+_SPECIAL: Final[dict[bytes, int]] = {
     b"host": _HOST,
     b"content-length": _CL,
     b"transfer-encoding": _TE,
@@ -61,8 +73,8 @@ _SPECIAL: dict[bytes, int] = {
 
 
 # Host header value -> validated host name; a pod sees few distinct hosts.
-_HOSTS: dict[bytes, bytes] = {}
-_HOSTS_MAX = 1024
+_HOSTS: Final[dict[bytes, bytes]] = {}
+_HOSTS_MAX: Final = 1024
 
 
 class RequestSink(Protocol):

@@ -10,7 +10,7 @@ by fields (``content_length``, ``chunked``, ``close_delimited``) and re-written 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
@@ -18,8 +18,13 @@ from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import ResponseHead
 from sidegate.http.syntax import connection_tokens, nominated_headers
 
-_CL, _TE, _CONN, _HOP, _VIA, _UPG = range(6)
-_SPECIAL: dict[bytes, int] = {
+_CL: Final = 0
+_TE: Final = 1
+_CONN: Final = 2
+_HOP: Final = 3
+_VIA: Final = 4
+_UPG: Final = 5
+_SPECIAL: Final[dict[bytes, int]] = {
     b"content-length": _CL,
     b"transfer-encoding": _TE,
     b"connection": _CONN,
@@ -31,7 +36,7 @@ _SPECIAL: dict[bytes, int] = {
     b"via": _VIA,
     b"x-request-id": _HOP,  # the proxy sets the request's own id on the response
 }
-MAX_RESPONSE_HEAD = 64 * 1024
+MAX_RESPONSE_HEAD: Final = 64 * 1024
 
 
 class ResponseSink(Protocol):

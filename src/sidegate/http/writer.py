@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from typing import Final
 
 from sidegate.http.messages import Headers, LocalResponse
 
-REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
-STATUS_LINES: dict[int, bytes] = {
+REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode() for s in HTTPStatus}
+STATUS_LINES: Final[dict[int, bytes]] = {
     code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()
 }
 
@@ -31,7 +32,7 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def error_response(status: int, kind: str, detail: str, *, close: bool = False) -> LocalResponse:

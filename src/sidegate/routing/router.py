@@ -36,12 +36,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from sidegate.config.snapshot import Route
 from sidegate.http.messages import RequestHead
 
-_EXACT, _PREFIX, _REGEX = 0, 1, 2
+_EXACT: Final = 0
+_PREFIX: Final = 1
+_REGEX: Final = 2
 
 # Headers the HTTP parser takes out of ``RequestHead.headers`` and keeps in a field of the head
 # (the forwarding ones on :class:`sidegate.http.request_parser.ParsedRequest`).

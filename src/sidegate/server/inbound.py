@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import LocalResponse
@@ -38,14 +38,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("sidegate.inbound")
 
 # Read phases.
-_IDLE, _HEAD, _BODY = 0, 1, 2
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
 # Reasons to stop reading from the client (bit flags).
-PAUSE_UPSTREAM = 1  # the upstream cannot take more request body yet
-PAUSE_QUEUE = 2  # pipelined requests have buffered enough
-PAUSE_UPGRADE = 4  # waiting for the upstream's answer to an Upgrade request
+PAUSE_UPSTREAM: Final = 1  # the upstream cannot take more request body yet
+PAUSE_QUEUE: Final = 2  # pipelined requests have buffered enough
+PAUSE_UPGRADE: Final = 4  # waiting for the upstream's answer to an Upgrade request
 
 
-_ERROR_KINDS = {
+_ERROR_KINDS: Final = {
     405: "method_not_allowed",
     408: "request_timeout",
     413: "body_too_large",

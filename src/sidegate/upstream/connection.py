@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from sidegate.errors import UpstreamFailure, idle_timeout, protocol_error, reset, response_timeout
 from sidegate.http.errors import ProtocolError
@@ -208,4 +208,4 @@ class _Detached:
         raise ProtocolError(502, "unsolicited response")
 
 
-_DETACHED = _Detached()
+_DETACHED: Final = _Detached()
