@@ -15,6 +15,8 @@ from sidegate.errors import UpstreamFailure
 from sidegate.filters.base import RequestContext
 from sidegate.http.messages import LocalResponse
 from sidegate.http.writer import LAST_CHUNK, STATUS_LINES, chunk, error_response, header_block, status_line
+from sidegate.server.inbound import Exchange as InboundExchange
+from sidegate.upstream.connection import UpstreamUser
 from sidegate.upstream.pool import ConnectFailedError, EndpointPool
 
 if TYPE_CHECKING:
@@ -26,11 +28,10 @@ if TYPE_CHECKING:
 
 _RETRY_SAFE: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _DISCARD_LIMIT: Final = 64 * 1024
-_FIELD: Final = b": ".join  # (name, value) -> b"name: value"
 _STATUS_LINES: Final = STATUS_LINES
 
 
-class Exchange:
+class Exchange(UpstreamUser, InboundExchange):
     """One request and its response; implements both the inbound and the upstream callbacks."""
 
     __slots__ = (
@@ -57,8 +58,6 @@ class Exchange:
         "upstream",
         "upstream_head",
         "upstream_keep_alive",
-        "upstream_read_begin",
-        "upstream_read_end",
         "view",
     )
 
@@ -71,9 +70,6 @@ class Exchange:
         request_id = head.request_id or b"%s%08x" % (proxy.rid_prefix, next(proxy.rid_counter))
         self.request_id = request_id
         self.request_id_line = b"X-Request-Id: " + request_id + b"\r\n"
-        # Called around each upstream read, so the response bytes of one read leave in one write.
-        self.upstream_read_begin = conn.cork
-        self.upstream_read_end = conn.uncork
         # A request without a body is complete with its head.
         self.request_done = not (head.chunked or head.content_length)
         self.route: Route | None = None
@@ -240,6 +236,12 @@ class Exchange:
         else:
             self._send_up(self.upstream_head)
 
+    def upstream_read_begin(self) -> None:
+        self.conn.cork()  # the response bytes of one upstream read leave in one write
+
+    def upstream_read_end(self) -> None:
+        self.conn.uncork()
+
     def upstream_writable(self, writable: bool) -> None:
         if writable:
             self.conn.resume_reading()
@@ -273,8 +275,8 @@ class Exchange:
         edits = route.response_headers
         headers = head.headers if edits is None else edits.apply(head.headers)
         parts = [_STATUS_LINES.get(status) or status_line(status)]
-        if headers:
-            parts += (b"\r\n".join(map(_FIELD, headers)), b"\r\n")
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
         if edits is not None:
             parts.append(edits.block)
         view = self.view
@@ -441,8 +443,8 @@ class Exchange:
         edits = route.request_headers
         headers = edits.apply(head.headers) if edits is not None else head.headers
         parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host_header or b"localhost", b"\r\n"]
-        if headers:
-            parts += (b"\r\n".join(map(_FIELD, headers)), b"\r\n")
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
         parts.append(self.view.forwarding.lines(head))
         if edits is not None:
             parts.append(edits.block)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from sidegate.config.snapshot import Route, Snapshot
 from sidegate.exchange import Exchange
 from sidegate.forwarding import ForwardingCache
+from sidegate.server.inbound import RequestHandler
 
 if TYPE_CHECKING:
     from sidegate.http.request_parser import ParsedRequest
@@ -71,7 +72,7 @@ class View:
         self.via_line = b"Via: " + via + b"\r\n" if via else b""
 
 
-class Proxy:
+class Proxy(RequestHandler):
     """The request handler given to every inbound connection."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics, view: View) -> None:

@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 from sidegate.admin.app import AdminBackend
 from sidegate.admin.server import start_admin_server
@@ -93,7 +93,11 @@ class Gateway:
         # second gateway started on the same port fails instead of silently sharing traffic.
         sock = bind_tcp(spec.host, spec.port, reuse_port=self.reuse_port)
         self.server = await self.loop.create_server(
-            lambda: InboundConnection(self.ctx), sock=sock, backlog=1024
+            # InboundConnection has every asyncio.Protocol method but derives from the parser's
+            # sink base (native calls when compiled); the loop only ever calls the methods.
+            lambda: cast(asyncio.Protocol, InboundConnection(self.ctx)),
+            sock=sock,
+            backlog=1024,
         )
 
     def apply(self, snapshot: Snapshot) -> list[str]:

@@ -247,11 +247,11 @@ def test_parse_query(query: bytes, params: dict[bytes, list[bytes]]) -> None:
 
 def parsed(raw: bytes) -> RequestHead:
     """The head the HTTP layer hands to the router for ``raw`` request bytes."""
-    from sidegate.http.request_parser import ParsedRequest, RequestParser
+    from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
 
     heads: list[ParsedRequest] = []
 
-    class Sink:
+    class Sink(RequestSink):
         def on_request_head(self, head: ParsedRequest) -> None:
             heads.append(head)
 

@@ -19,13 +19,17 @@ proxy rewrites (X-Forwarded-*, Forwarded, Via, X-Request-Id) are pulled into fie
 
 Every violation raises :class:`~sidegate.http.errors.ProtocolError` out of :meth:`feed`; the
 connection answers with its status and closes, so nothing ambiguous is ever forwarded.
+
+Substring tests are written ``data.find(sub) >= 0``: CPython 3.11's ``sub in data`` on bytes first
+tries ``sub`` as an integer and formats (then discards) a TypeError, ten times the cost.
 """
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Final
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import RequestHead
@@ -77,12 +81,19 @@ _HOSTS: Final[dict[bytes, bytes]] = {}
 _HOSTS_MAX: Final = 1024
 
 
-class RequestSink(Protocol):
-    """What the reader calls as a request is read."""
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests and tools parse with their own sinks
+class RequestSink:
+    """What the reader calls as a request is read. A base class, not a ``Protocol``: compiled,
+    a call through it is a native method call rather than a Python attribute look-up."""
 
-    def on_request_head(self, head: ParsedRequest) -> None: ...
-    def on_request_body(self, data: bytes) -> None: ...
-    def on_request_end(self) -> None: ...
+    def on_request_head(self, head: ParsedRequest) -> None:
+        raise NotImplementedError
+
+    def on_request_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_request_end(self) -> None:
+        raise NotImplementedError
 
 
 class ParsedRequest(RequestHead):
@@ -177,7 +188,9 @@ class RequestParser:
         kind = _SPECIAL.get(name.lower())
         if kind is None:
             self._head.headers.append((name, value))
-        elif kind == _HOST and value and b"," not in value and not (self.in_body or self._head.host_header):
+        elif (
+            kind == _HOST and value and value.find(b",") < 0 and not (self.in_body or self._head.host_header)
+        ):
             self._head.host_header = value  # the one special header every request has, inline
             self._special_count += 1
             self._special_size += len(value) + 8
@@ -191,7 +204,7 @@ class RequestParser:
         if self.in_body:
             return  # a trailer field: dropped (the body is re-framed)
         if kind == _HOST:
-            if head.host_header or b"," in value:
+            if head.host_header or value.find(b",") >= 0:
                 raise ProtocolError(400, "more than one Host header")
             if not value:
                 raise ProtocolError(400, "empty Host header")
@@ -233,18 +246,22 @@ class RequestParser:
         self._in_head = False
         self._head_bytes = 0
         parser = self._parser
-        version = parser.get_http_version()
-        if version != "1.1":  # b"1.1" is the default
-            if version != "1.0":
-                raise ProtocolError(505, f"HTTP/{version} is not supported here; use HTTP/1.1")
-            head.version = b"1.0"
+        # llhttp keeps a connection alive by default only for HTTP/1.1 (of the versions it
+        # accepts: 0.9, 1.0, 1.1, 2.0), so "alive, and not asked to be" means 1.1 without
+        # get_http_version(), which formats a str and costs ten times as much.
+        head.keep_alive = keep_alive = parser.should_keep_alive()
+        if not keep_alive or b"keep-alive" in head.connection_tokens:
+            version = parser.get_http_version()
+            if version != "1.1":  # b"1.1" is the default
+                if version != "1.0":
+                    raise ProtocolError(505, f"HTTP/{version} is not supported here; use HTTP/1.1")
+                head.version = b"1.0"
         head.method = method = parser.get_method()
         if method == b"CONNECT":
             raise ProtocolError(405, "CONNECT is not accepted on the inbound listener")
         self._target(head, self._url)
         if self._te_values:
             self._transfer_encoding(head)
-        head.keep_alive = parser.should_keep_alive()  # llhttp: version and Connection together
         tokens = head.connection_tokens
         if tokens:
             _drop_nominated(head, tokens)
@@ -297,7 +314,7 @@ class RequestParser:
     @staticmethod
     def _target(head: ParsedRequest, url: bytes) -> None:
         """Split the request-target; resolve Host per RFC 9112 section 3.2."""
-        if b"#" in url:
+        if url.find(b"#") >= 0:
             url = url.partition(b"#")[0]  # a fragment is never sent on
         if url[:1] == b"/":
             path, _, query = url.partition(b"?")
@@ -323,7 +340,7 @@ class RequestParser:
             head.host = host
         elif head.version == b"1.1":
             raise ProtocolError(400, "missing Host header")
-        if b"/." in path:  # dot-segments: route on the path the app will see
+        if path.find(b"/.") >= 0:  # dot-segments: route on the path the app will see
             path = normalize_path(path)
             url = path + b"?" + query if query else path
         head.path = path

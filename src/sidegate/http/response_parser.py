@@ -10,7 +10,7 @@ by fields (``content_length``, ``chunked``, ``close_delimited``) and re-written 
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Final
 
 import httptools
 
@@ -39,13 +39,20 @@ _SPECIAL: Final[dict[bytes, int]] = {
 MAX_RESPONSE_HEAD: Final = 64 * 1024
 
 
-class ResponseSink(Protocol):
-    """What the reader calls as a response is read."""
+class ResponseSink:
+    """What the reader calls as a response is read (a base class, so compiled calls are native)."""
 
-    def on_informational(self, head: ParsedResponse) -> None: ...
-    def on_response_head(self, head: ParsedResponse) -> None: ...
-    def on_response_body(self, data: bytes) -> None: ...
-    def on_response_end(self) -> None: ...
+    def on_informational(self, head: ParsedResponse) -> None:
+        raise NotImplementedError
+
+    def on_response_head(self, head: ParsedResponse) -> None:
+        raise NotImplementedError
+
+    def on_response_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_response_end(self) -> None:
+        raise NotImplementedError
 
 
 class ParsedResponse(ResponseHead):

@@ -29,7 +29,7 @@ def normalize_path(path: bytes) -> bytes:
 
     The common path has no ``/.`` in it and is returned untouched.
     """
-    if b"/." not in path and not path.endswith(b"/.."):
+    if path.find(b"/.") < 0 and not path.endswith(b"/.."):
         return path
     output: list[bytes] = []
     segments = path.split(b"/")

@@ -187,7 +187,7 @@ def parse_query(query: bytes) -> QueryParams:
 
 
 def _unquote(raw: bytes) -> bytes:
-    if b"%" not in raw and b"+" not in raw:
+    if raw.find(b"%") < 0 and raw.find(b"+") < 0:
         return raw
     return unquote_to_bytes(raw.replace(b"+", b" "))
 

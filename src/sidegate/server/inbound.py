@@ -27,9 +27,11 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
+from mypy_extensions import trait
+
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import LocalResponse
-from sidegate.http.request_parser import ParsedRequest, RequestParser
+from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
 from sidegate.http.writer import error_response, render_local
 
 if TYPE_CHECKING:
@@ -58,16 +60,30 @@ _ERROR_KINDS: Final = {
 }
 
 
-class Exchange(Protocol):
-    """One request being answered; created by the handler, driven by the connection."""
+@trait
+class Exchange:
+    """One request being answered; created by the handler, driven by the connection.
+
+    A mypyc trait rather than a ``Protocol``: the proxy's exchange also derives from the upstream
+    layer's base class, and compiled calls through a trait are native, not Python look-ups.
+    """
 
     finished: bool
 
-    def flush_upstream(self) -> None: ...
-    def request_body(self, data: bytes) -> None: ...
-    def request_end(self) -> None: ...
-    def client_lost(self) -> None: ...
-    def client_writable(self, writable: bool) -> None: ...
+    def flush_upstream(self) -> None:
+        """The client read that carried request bytes parsed cleanly: send what was held."""
+
+    def request_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def request_end(self) -> None:
+        raise NotImplementedError
+
+    def client_lost(self) -> None:
+        """The client went away (or its request broke) before the response was complete."""
+
+    def client_writable(self, writable: bool) -> None:
+        """The client's socket buffer crossed its high-water mark (False) or drained (True)."""
 
 
 class TunnelPeer(Protocol):
@@ -77,22 +93,23 @@ class TunnelPeer(Protocol):
     def close(self) -> None: ...
 
 
-class RequestHandler(Protocol):
+class RequestHandler:
+    """What a connection hands each request head to (the proxy); a base class, for native calls."""
+
     def request_id(self) -> bytes:
         """A new request id (for answers the connection makes itself, e.g. a 400)."""
-        ...
+        raise NotImplementedError
 
     def begin(self, conn: InboundConnection, head: ParsedRequest) -> Exchange:
         """Start answering ``head``; the exchange may already be finished when this returns."""
-        ...
+        raise NotImplementedError
 
 
-class _Queued:
+class _Queued(Exchange):
     """A pipelined request waiting for the ones before it to be answered."""
 
-    __slots__ = ("chunks", "ended", "head", "size")
-
     def __init__(self, head: ParsedRequest) -> None:
+        self.finished = False
         self.head = head
         self.chunks: list[bytes] = []
         self.ended = False
@@ -106,7 +123,7 @@ class _Queued:
         self.ended = True
 
 
-class InboundConnection(asyncio.Protocol):
+class InboundConnection(RequestSink):
     __slots__ = (
         "_closing",
         "_ctx",
@@ -142,7 +159,7 @@ class InboundConnection(asyncio.Protocol):
         self.deadline = 0.0
         self._phase = _IDLE
         self._exchange: Exchange | None = None
-        self._reading: Exchange | _Queued | None = None
+        self._reading: Exchange | None = None
         self._queue: deque[_Queued] = deque()
         self._paused = 0
         self._wbuf: list[bytes] | None = None

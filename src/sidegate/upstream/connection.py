@@ -14,29 +14,34 @@ After a ``101 Switching Protocols`` it becomes a byte tunnel to the client trans
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from sidegate.errors import UpstreamFailure, idle_timeout, protocol_error, reset, response_timeout
 from sidegate.http.errors import ProtocolError
-from sidegate.http.response_parser import ResponseParser, ResponseSink
+from sidegate.http.response_parser import ParsedResponse, ResponseParser, ResponseSink
 
 if TYPE_CHECKING:
     from sidegate.upstream.pool import EndpointPool
 
 
-class UpstreamUser(ResponseSink, Protocol):
+class UpstreamUser(ResponseSink):
     """What an attached user (the proxy's exchange) must handle besides response events.
 
-    ``upstream_read_begin``/``_end`` are called around each read (plain callables, so that the
-    user can hand over its client connection's cork/uncork without a call in between).
+    ``upstream_read_begin``/``_end`` are called around each read (the exchange corks its client
+    connection, so the bytes of one upstream read leave in one write).
     """
 
-    upstream_read_begin: Callable[[], None]
-    upstream_read_end: Callable[[], None]
+    def upstream_read_begin(self) -> None:
+        raise NotImplementedError
 
-    def upstream_failed(self, failure: UpstreamFailure) -> None: ...
-    def upstream_writable(self, writable: bool) -> None: ...
+    def upstream_read_end(self) -> None:
+        raise NotImplementedError
+
+    def upstream_failed(self, failure: UpstreamFailure) -> None:
+        raise NotImplementedError
+
+    def upstream_writable(self, writable: bool) -> None:
+        raise NotImplementedError
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -192,13 +197,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.deadline = self._loop.time() + self.idle_window
 
 
-class _Detached:
+class _Detached(ResponseSink):
     """Sink of a connection with no user: a response with no request is a broken peer."""
 
-    def on_informational(self, head: object) -> None:
+    def on_informational(self, head: ParsedResponse) -> None:
         raise ProtocolError(502, "unsolicited response")
 
-    def on_response_head(self, head: object) -> None:
+    def on_response_head(self, head: ParsedResponse) -> None:
         raise ProtocolError(502, "unsolicited response")
 
     def on_response_body(self, data: bytes) -> None:
