@@ -26,9 +26,16 @@ from pathlib import Path
 
 import pytest
 
+from sidegate.native import stale_extensions
 from support.gateway import GatewayFactory, OriginProcess
 from support.gateway import free_port as _free_port
 from support.gateway import send_raw as _send_raw
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stale = stale_extensions()
+    if stale:  # the compiled module would run, not the source under test
+        pytest.exit(f"compiled modules older than their source: {', '.join(stale)}; run `make install`", 2)
 
 
 @pytest.fixture(scope="session")

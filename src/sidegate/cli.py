@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "schema":
         return schema()
     if command == "version":
-        print(f"sidegate {__version__}")
+        from sidegate.native import describe
+
+        print(f"sidegate {__version__}, {describe()}")
         return 0
     return run(args.config, args.log_level)
 

@@ -25,6 +25,7 @@ from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import validate_file, validate_text
 from sidegate.config.snapshot import ListenerSpec, Snapshot
 from sidegate.errors import ConfigError
+from sidegate.native import describe
 from sidegate.observe.metrics import Metrics, merge
 from sidegate.observe.prometheus import render_prometheus
 from sidegate.proxy import Proxy, View
@@ -270,10 +271,11 @@ class SingleProcess:
         await control.start(self.snapshot.admin)
         self.ready = True
         log.info(
-            "sidegate serving: inbound http://%s admin http://%s (%d routes)",
+            "sidegate serving: inbound http://%s admin http://%s (%d routes; %s)",
             self.snapshot.inbound,
             self.snapshot.admin,
             len(self.snapshot.routes),
+            describe(),
         )
         await self.stopped.wait()
         self.draining = True

@@ -182,7 +182,7 @@ def test_schema_prints_a_json_schema_with_routes() -> None:
 def test_version_matches_the_installed_package() -> None:
     result = sidegate("version")
     assert result.returncode == 0
-    assert result.stdout == f"sidegate {dist_version('sidegate')}\n"
+    assert result.stdout == f"sidegate {dist_version('sidegate')}, hot path compiled (mypyc)\n"
 
 
 # --- run ---------------------------------------------------------------------------------------

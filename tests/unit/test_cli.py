@@ -134,7 +134,7 @@ def test_every_config_field_is_described() -> None:
 
 def test_version() -> None:
     result = sidegate("version")
-    assert (result.returncode, result.stdout) == (0, "sidegate 0.1.0\n")
+    assert (result.returncode, result.stdout) == (0, "sidegate 0.1.0, hot path compiled (mypyc)\n")
 
 
 @pytest.mark.parametrize(
