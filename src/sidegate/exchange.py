@@ -67,7 +67,7 @@ class Exchange(UpstreamUser, InboundExchange):
         self.head = head
         self.view = proxy.view
         self.started_at = proxy.clock()
-        request_id = head.request_id or b"%s%08x" % (proxy.rid_prefix, next(proxy.rid_counter))
+        request_id = head.request_id or proxy.request_id()
         self.request_id = request_id
         self.request_id_line = b"X-Request-Id: " + request_id + b"\r\n"
         # A request without a body is complete with its head.
