@@ -22,13 +22,45 @@ from sidegate.upstream.pool import ConnectFailedError, EndpointPool
 if TYPE_CHECKING:
     from sidegate.http.request_parser import ParsedRequest
     from sidegate.http.response_parser import ParsedResponse
+    from sidegate.observe.metrics import RouteStats
     from sidegate.proxy import Proxy
     from sidegate.server.inbound import InboundConnection
+    from sidegate.upstream.cluster import Cluster
     from sidegate.upstream.connection import UpstreamConnection
 
 _RETRY_SAFE: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _DISCARD_LIMIT: Final = 64 * 1024
 _STATUS_LINES: Final = STATUS_LINES
+
+
+class RoutePlan:
+    """A route's hot fields, copied once per snapshot into a compiled object.
+
+    ``Route`` is an interpreted dataclass: compiled code reading its attributes pays a generic
+    look-up each time. The view builds one plan per route, with the route's cluster, its single
+    pool when it has one, and its metric child already resolved.
+    """
+
+    def __init__(self, route: Route, cluster: Cluster, stats: RouteStats) -> None:
+        self.route = route
+        self.name = route.name
+        self.upstream = route.upstream
+        self.cluster = cluster
+        pools = cluster.pools
+        self.single_pool: EndpointPool | None = pools[0] if len(pools) == 1 else None
+        self.stats = stats
+        self.max_body = route.max_body
+        self.filters = bool(route.filters)
+        self.on_request = route.on_request
+        self.on_response = route.on_response
+        self.on_log = route.on_log
+        self.rewrite = route.rewrite
+        self.request_headers = route.request_headers
+        self.response_headers = route.response_headers
+        timeouts = route.timeouts
+        self.connect_timeout = timeouts.connect
+        self.response_timeout = timeouts.response
+        self.idle_timeout = timeouts.idle
 
 
 class Exchange(UpstreamUser, InboundExchange):
@@ -72,7 +104,7 @@ class Exchange(UpstreamUser, InboundExchange):
         self.request_id_line = b"X-Request-Id: " + request_id + b"\r\n"
         # A request without a body is complete with its head.
         self.request_done = not (head.chunked or head.content_length)
-        self.route: Route | None = None
+        self.route: RoutePlan | None = None
         self.ctx: RequestContext | None = None
         self.upstream: UpstreamConnection | None = None
         self.pool: EndpointPool | None = None
@@ -94,11 +126,11 @@ class Exchange(UpstreamUser, InboundExchange):
     def start(self) -> None:
         """Route, filter, and send the head upstream (or answer locally)."""
         head = self.head
-        route = self.view.router.match(head)
-        if route is None:
+        matched = self.view.router.match(head)
+        if matched is None:
             self._answer(error_response(404, "no_route", f"no route for {_describe(head)}"))
             return
-        self.route = route
+        self.route = route = self.view.plans[matched]
         if head.content_length is not None and head.content_length > route.max_body:
             self._answer(
                 error_response(413, "body_too_large", f"body over {route.max_body} bytes", close=True)
@@ -111,9 +143,8 @@ class Exchange(UpstreamUser, InboundExchange):
                 if answer is not None:
                     self._answer(answer)
                     return
-        pools = self.view.clusters[route.upstream].pools
         self.upstream_head = self._build_upstream_head(head, route)
-        self.pool = pool = pools[0] if len(pools) == 1 else self.view.clusters[route.upstream].pick()
+        self.pool = pool = route.single_pool or route.cluster.pick()
         upstream = pool.acquire()
         if upstream is not None:
             self._attach(upstream)
@@ -213,7 +244,7 @@ class Exchange(UpstreamUser, InboundExchange):
         route = self.route
         assert route is not None
         try:
-            upstream = await pool.connect(route.timeouts.connect)
+            upstream = await pool.connect(route.connect_timeout)
         except ConnectFailedError as failed:
             self.upstream_failed(failed.failure)
             return
@@ -225,10 +256,9 @@ class Exchange(UpstreamUser, InboundExchange):
     def _attach(self, upstream: UpstreamConnection) -> None:
         route = self.route
         assert route is not None
-        timeouts = route.timeouts
         self.upstream = upstream
         head_request = self.head.method == b"HEAD"
-        upstream.attach(self, head_request, timeouts.response, timeouts.idle, self.request_done)
+        upstream.attach(self, head_request, route.response_timeout, route.idle_timeout, self.request_done)
         pending, self.pending = self.pending, None
         if pending:
             self._send_up(b"".join([self.upstream_head, *pending]))
@@ -377,7 +407,7 @@ class Exchange(UpstreamUser, InboundExchange):
         self.status = 101
         route = self.route
         assert route is not None
-        upstream.start_tunnel(conn.transport, route.timeouts.idle)
+        upstream.start_tunnel(conn.transport, route.idle_timeout)
         early = conn.start_tunnel(upstream)
         if early:
             upstream.tunnel_write(early)
@@ -421,7 +451,7 @@ class Exchange(UpstreamUser, InboundExchange):
         if route is None:
             view.no_route_stats.observe(self.head.method, status, seconds)
         else:
-            view.route_stats[route].observe(self.head.method, status, seconds)
+            route.stats.observe(self.head.method, status, seconds)
             if route.on_log:
                 ctx = self.ctx
                 assert ctx is not None
@@ -435,7 +465,7 @@ class Exchange(UpstreamUser, InboundExchange):
 
     # -- building the upstream head ------------------------------------------------------------
 
-    def _build_upstream_head(self, head: ParsedRequest, route: Route) -> bytes:
+    def _build_upstream_head(self, head: ParsedRequest, route: RoutePlan) -> bytes:
         target = head.target
         if route.rewrite is not None:
             path = route.rewrite.apply(head.path)

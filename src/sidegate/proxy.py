@@ -29,7 +29,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from sidegate.config.snapshot import Route, Snapshot
-from sidegate.exchange import Exchange
+from sidegate.exchange import Exchange, RoutePlan
 from sidegate.forwarding import ForwardingCache
 from sidegate.server.inbound import RequestHandler
 
@@ -47,6 +47,7 @@ class View:
         "clusters",
         "forwarding",
         "no_route_stats",
+        "plans",
         "route_stats",
         "router",
         "snapshot",
@@ -66,6 +67,9 @@ class View:
         self.clusters = clusters
         self.route_stats = route_stats
         self.no_route_stats = no_route_stats
+        self.plans = {
+            route: RoutePlan(route, clusters[route.upstream], route_stats[route]) for route in route_stats
+        }
         self.forwarding = ForwardingCache(snapshot.forwarded)
         self.via = via = snapshot.forwarded.via
         self.via_line = b"Via: " + via + b"\r\n" if via else b""
