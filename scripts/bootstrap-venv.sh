@@ -23,6 +23,17 @@ if [[ ! -x "$venv/bin/python" ]]; then
         fi
     fi
 fi
+# The hot path is compiled with mypyc: that needs a C compiler and the Python headers.
+include=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+if ! command -v cc >/dev/null || [[ ! -f "$include/Python.h" ]]; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "installing gcc and python3-dev (to compile the hot path)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev >/dev/null
+    else
+        echo "compiling the hot path needs a C compiler and Python.h: apt-get install gcc python3-dev" >&2
+        exit 1
+    fi
+fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade setuptools
 # Editable and interpreted here; the Makefile compiles the hot path in place (setup.py).
