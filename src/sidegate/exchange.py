@@ -305,8 +305,11 @@ class Exchange(UpstreamUser, InboundExchange):
         edits = route.response_headers
         headers = head.headers if edits is None else edits.apply(head.headers)
         parts = [_STATUS_LINES.get(status) or status_line(status)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+        for name, value in headers:  # list.append is a C primitive when compiled; += a tuple is not
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+            parts.append(b"\r\n")
         if edits is not None:
             parts.append(edits.block)
         view = self.view
@@ -317,7 +320,9 @@ class Exchange(UpstreamUser, InboundExchange):
         parts.append(self.request_id_line)
         keep = request.keep_alive and self.conn.keep_alive_wanted
         if head.content_length is not None:
-            parts += (b"Content-Length: ", head.content_length_raw, b"\r\n")
+            parts.append(b"Content-Length: ")
+            parts.append(head.content_length_raw)
+            parts.append(b"\r\n")
         elif request.method == b"HEAD" or status in {204, 304}:
             pass
         elif request.version == b"1.1":
@@ -473,8 +478,11 @@ class Exchange(UpstreamUser, InboundExchange):
         edits = route.request_headers
         headers = edits.apply(head.headers) if edits is not None else head.headers
         parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host_header or b"localhost", b"\r\n"]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+        for name, value in headers:  # list.append is a C primitive when compiled; += a tuple is not
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+            parts.append(b"\r\n")
         parts.append(self.view.forwarding.lines(head))
         if edits is not None:
             parts.append(edits.block)
