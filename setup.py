@@ -1,8 +1,9 @@
 """Build hook: compile the hot path with mypyc (the package metadata is in pyproject.toml).
 
-The modules listed in ``COMPILED`` run every request. mypyc turns their (strictly typed) Python into
-C extension modules: same source, same behaviour, about twice the speed, with native classes whose
-attributes are struct fields. Everything else (config, admin, CLI) stays interpreted.
+The modules listed in ``sidegate.native.HOT_MODULES`` run every request. mypyc turns their
+(strictly typed) Python into C extension modules: same source, same behaviour, about twice the
+speed, with native classes whose attributes are struct fields. Everything else (config, admin,
+CLI) stays interpreted.
 
 ``SIDEGATE_COMPILE=0`` builds a pure-Python package (the reference implementation); the Makefile
 installs that way, then compiles in place with ``python setup.py build_ext --inplace``.
@@ -10,29 +11,23 @@ installs that way, then compiles in place with ``python setup.py build_ext --inp
 
 from __future__ import annotations
 
+import ast
 import os
+from pathlib import Path
 
 from setuptools import setup
 
-# Relative to src/sidegate. Kept out: modules built on dataclasses that mypyc does not compile
+
+# The list is HOT_MODULES in src/sidegate/native.py (read here without importing the package, which
+# is not installed yet). Kept out: modules built on dataclasses that mypyc does not compile
 # faithfully (config.snapshot, filters.base, server.context, upstream.cluster, errors).
-COMPILED = (
-    "exchange.py",
-    "forwarding.py",
-    "proxy.py",
-    "http/errors.py",
-    "http/messages.py",
-    "http/request_parser.py",
-    "http/response_parser.py",
-    "http/syntax.py",
-    "http/writer.py",
-    "observe/metrics.py",
-    "routing/router.py",
-    "server/inbound.py",
-    "server/timers.py",
-    "upstream/connection.py",
-    "upstream/pool.py",
-)
+def _compiled() -> list[str]:
+    tree = ast.parse(Path("src/sidegate/native.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "HOT_MODULES" for t in node.targets):
+            names: tuple[str, ...] = ast.literal_eval(node.value)
+            return ["src/" + name.replace(".", "/") + ".py" for name in names]
+    raise RuntimeError("src/sidegate/native.py defines no HOT_MODULES")
 
 
 def _ext_modules() -> list[object]:
@@ -40,7 +35,7 @@ def _ext_modules() -> list[object]:
         return []
     from mypyc.build import mypycify
 
-    return list(mypycify([f"src/sidegate/{name}" for name in COMPILED], opt_level="3", group_name="sidegate"))
+    return list(mypycify(_compiled(), opt_level="3", group_name="sidegate"))
 
 
 setup(ext_modules=_ext_modules())

@@ -14,7 +14,15 @@ from sidegate.config.snapshot import Route
 from sidegate.errors import UpstreamFailure
 from sidegate.filters.base import RequestContext
 from sidegate.http.messages import LocalResponse
-from sidegate.http.writer import LAST_CHUNK, STATUS_LINES, chunk, error_response, header_block, status_line
+from sidegate.http.writer import (
+    LAST_CHUNK,
+    STATUS_LINES,
+    append_fields,
+    chunk,
+    error_response,
+    header_block,
+    status_line,
+)
 from sidegate.server.inbound import Exchange as InboundExchange
 from sidegate.upstream.connection import UpstreamUser
 from sidegate.upstream.pool import ConnectFailedError, EndpointPool
@@ -305,11 +313,7 @@ class Exchange(UpstreamUser, InboundExchange):
         edits = route.response_headers
         headers = head.headers if edits is None else edits.apply(head.headers)
         parts = [_STATUS_LINES.get(status) or status_line(status)]
-        for name, value in headers:  # list.append is a C primitive when compiled; += a tuple is not
-            parts.append(name)
-            parts.append(b": ")
-            parts.append(value)
-            parts.append(b"\r\n")
+        append_fields(parts, headers)
         if edits is not None:
             parts.append(edits.block)
         view = self.view
@@ -478,11 +482,7 @@ class Exchange(UpstreamUser, InboundExchange):
         edits = route.request_headers
         headers = edits.apply(head.headers) if edits is not None else head.headers
         parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host_header or b"localhost", b"\r\n"]
-        for name, value in headers:  # list.append is a C primitive when compiled; += a tuple is not
-            parts.append(name)
-            parts.append(b": ")
-            parts.append(value)
-            parts.append(b"\r\n")
+        append_fields(parts, headers)
         parts.append(self.view.forwarding.lines(head))
         if edits is not None:
             parts.append(edits.block)

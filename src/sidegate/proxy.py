@@ -48,7 +48,6 @@ class View:
         "forwarding",
         "no_route_stats",
         "plans",
-        "route_stats",
         "router",
         "snapshot",
         "via",
@@ -65,7 +64,6 @@ class View:
         self.snapshot = snapshot
         self.router = snapshot.router
         self.clusters = clusters
-        self.route_stats = route_stats
         self.no_route_stats = no_route_stats
         self.plans = {
             route: RoutePlan(route, clusters[route.upstream], route_stats[route]) for route in route_stats
