@@ -52,6 +52,7 @@ unit: install
 bench: install
 	@bash scripts/install-system-deps.sh nginx-light wrk
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+bench-cache: ; @$(MAKE) --no-print-directory bench BENCH_ARGS="--cache $(BENCH_ARGS)"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results build

@@ -2,8 +2,9 @@
 
 With no config file the harness writes the minimal one-route config. A given file (`--config`, or a
 scenario's own) is used as written except that the harness owns the addresses: `listeners.inbound` and
-`listeners.admin` move to free loopback ports, every upstream's `endpoints` become the bench origin, and
-`workers` defaults to 1.
+`listeners.admin` move to free loopback ports, every upstream's `endpoints` become the bench origin,
+`workers` defaults to 1, and a top-level `cache` section (the cache filter's store) gets a `dir` of its
+own, created empty in the run's work dir for each start, so every run begins with a cold cache.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ def minimal_config() -> dict[str, Any]:
     }
 
 
-def bench_config(source: Path | None, port: int, admin_port: int, app_port: int) -> dict[str, Any]:
-    """The config to run: `source` (or the minimal config) with the harness's addresses filled in."""
+def bench_config(
+    source: Path | None, port: int, admin_port: int, app_port: int, cache_dir: Path | None = None
+) -> dict[str, Any]:
+    """The config to run: `source` (or the minimal config) with the harness's addresses filled in, and
+    `cache.dir` set to `cache_dir` when the config has a `cache` section."""
     if source is None:
         doc = minimal_config()
     else:
@@ -47,6 +51,13 @@ def bench_config(source: Path | None, port: int, admin_port: int, app_port: int)
     for upstream in doc["upstreams"].values():
         upstream["endpoints"] = [f"127.0.0.1:{app_port}"]
     doc.setdefault("workers", 1)
+    cache = doc.get("cache")
+    if cache is not None:
+        if not isinstance(cache, dict):
+            raise BenchError(f"{source}: `cache` must be a mapping (its `dir` is set by the harness)")
+        if cache_dir is None:
+            raise BenchError(f"{source}: has a `cache` section but the harness gave it no directory")
+        cache["dir"] = str(cache_dir)
     return doc
 
 
@@ -65,10 +76,14 @@ def start_sidegate(
     name = group.unique(name)
     port, admin_port = free_port(), free_port()
     config_path = group.workdir / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(bench_config(source, port, admin_port, app_port), sort_keys=False))
+    # Keep the shared cache out of /var/cache: everything the run writes stays in its work dir. One empty
+    # directory per start, named both by `CACHE_DIR` and by `cache.dir` when the config has a cache.
+    cache_dir = group.workdir / f"{name}-cache"
+    cache_dir.mkdir()
+    doc = bench_config(source, port, admin_port, app_port, cache_dir)
+    config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     argv = [sidegate_binary(), "run", "--config", str(config_path)]
-    # Keep the shared cache out of /var/cache: everything the run writes stays in its work dir.
-    env = {"CACHE_DIR": str(group.workdir / f"{name}-cache")}
+    env = {"CACHE_DIR": str(cache_dir)}
     proc = group.start(name, argv, cpu, env)
     wait_ready(proc, admin_port, "/ready", READY_TIMEOUT)
     return proc, port

@@ -1,4 +1,5 @@
-"""nginx in two roles: the origin ("the app") and the reverse proxy Sidegate is measured against.
+"""nginx in its roles: the origin ("the app") and the reverse proxy Sidegate is measured against, plain
+or with `proxy_cache` (the cache-hit case).
 
 Each instance gets its own prefix directory: config, pid file, error log and temp paths all live there, so
 nothing touches /etc/nginx, /var/log or /var/lib and no root-owned path is needed.
@@ -14,6 +15,7 @@ from pathlib import Path
 from procs import BenchError, Proc, ProcessGroup, wait_ready
 
 ORIGIN_BODY = b"Hello, world!"
+CACHEABLE_PATH = "/cacheable"  # the origin answers it with `Cache-Control: public, max-age=3600`
 
 _COMMON = """\
 worker_processes 1;
@@ -34,10 +36,16 @@ http {{
 }}
 """
 
+# `/` is what every default scenario measures; `/cacheable` (the cache-hit scenarios) answers the same
+# body with a one-hour public freshness lifetime, so a cache in front may store it and answer from it.
 _ORIGIN = """\
     server {{
         listen 127.0.0.1:{port};
         location / {{ return 200 "{text}"; }}
+        location = {cacheable} {{
+            add_header Cache-Control "public, max-age=3600" always;
+            return 200 "{text}";
+        }}
     }}"""
 
 _PROXY = """\
@@ -56,6 +64,28 @@ _PROXY = """\
     }}"""
 
 
+# The same reverse proxy with a cache: a zone in the instance's own prefix, 200s kept for an hour (the
+# origin's `max-age` says the same), and `X-Cache` telling the preflight whether an answer was a HIT.
+_CACHE_PROXY = """\
+    proxy_cache_path {prefix}/cache levels=1:2 keys_zone=bench:10m max_size=64m inactive=1h use_temp_path=off;
+    upstream app {{
+        server 127.0.0.1:{app_port};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_valid 200 1h;
+            add_header X-Cache $upstream_cache_status;
+        }}
+    }}"""
+
+
 def nginx_binary() -> str:
     path = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if path is None:
@@ -69,11 +99,17 @@ def nginx_version() -> str:
 
 
 def origin_conf(prefix: Path, port: int) -> str:
-    return _COMMON.format(prefix=prefix, body=_ORIGIN.format(port=port, text=ORIGIN_BODY.decode()))
+    body = _ORIGIN.format(port=port, text=ORIGIN_BODY.decode(), cacheable=CACHEABLE_PATH)
+    return _COMMON.format(prefix=prefix, body=body)
 
 
 def proxy_conf(prefix: Path, port: int, app_port: int) -> str:
     return _COMMON.format(prefix=prefix, body=_PROXY.format(port=port, app_port=app_port))
+
+
+def cache_proxy_conf(prefix: Path, port: int, app_port: int) -> str:
+    body = _CACHE_PROXY.format(prefix=prefix, port=port, app_port=app_port)
+    return _COMMON.format(prefix=prefix, body=body)
 
 
 def start_nginx(

@@ -135,11 +135,19 @@ class ProcessGroup:
 
 
 def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    status, _, body = http_get_full(port, path, headers)
+    return status, body
+
+
+def http_get_full(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """GET http://127.0.0.1:port/path on a new connection: status, response headers, body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        return resp.status, resp.headers, resp.read()
     finally:
         conn.close()
 

@@ -25,8 +25,21 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class Compare:
+    """What a scenario is compared with in the `vs nginx` and `vs direct` columns (and the added latency),
+    and the throughput ratios it is expected to reach, if it has a target. The cache-hit rows compare
+    with `nginx-cache` and `direct-cacheable`: a cache hit against nginx's cache hit and the direct app."""
+
+    nginx: str = "nginx"
+    direct: str = "direct"
+    min_rps_vs_nginx: float | None = None
+    min_rps_vs_direct: float | None = None
+
+
+@dataclass(frozen=True)
 class Summary:
-    """One scenario over all repeats (medians), compared with `nginx` and `direct` when they ran."""
+    """One scenario over all repeats (medians), compared with its `nginx_ref` and `direct_ref` scenarios
+    (`nginx` and `direct` unless its `Compare` says otherwise) when they ran."""
 
     scenario: str
     description: str
@@ -42,6 +55,10 @@ class Summary:
     added_p50_us: float | None = None
     added_p99_us: float | None = None
     added_p50_vs_nginx: float | None = None
+    nginx_ref: str = "nginx"
+    direct_ref: str = "direct"
+    min_rps_vs_nginx: float | None = None
+    min_rps_vs_direct: float | None = None
 
 
 def _median(values: list[float]) -> float:
@@ -57,7 +74,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def summarize(runs: dict[str, list[Measurement]], descriptions: dict[str, str]) -> list[Summary]:
+def summarize(
+    runs: dict[str, list[Measurement]],
+    descriptions: dict[str, str],
+    compare: dict[str, Compare] | None = None,
+) -> list[Summary]:
+    """Medians per scenario and ratios against each one's references (`compare`, default nginx/direct)."""
     base = {
         name: Summary(
             scenario=name,
@@ -73,10 +95,11 @@ def summarize(runs: dict[str, list[Measurement]], descriptions: dict[str, str]) 
         for name, ms in runs.items()
         if ms
     }
-    direct, nginx = base.get("direct"), base.get("nginx")
-    nginx_added = nginx.p50_us - direct.p50_us if nginx and direct else None
     out = []
     for s in base.values():
+        c = (compare or {}).get(s.scenario, Compare())
+        direct, nginx = base.get(c.direct), base.get(c.nginx)
+        nginx_added = nginx.p50_us - direct.p50_us if nginx and direct else None
         added50 = s.p50_us - direct.p50_us if direct and s is not direct else None
         added99 = s.p99_us - direct.p99_us if direct and s is not direct else None
         out.append(
@@ -86,7 +109,12 @@ def summarize(runs: dict[str, list[Measurement]], descriptions: dict[str, str]) 
                 rps_vs_direct=_ratio(s.rps, direct.rps if direct else None),
                 added_p50_us=added50,
                 added_p99_us=added99,
-                added_p50_vs_nginx=_ratio(added50, nginx_added),
+                # A multiple of nothing (nginx adding <= 0 µs, within noise of direct) means nothing.
+                added_p50_vs_nginx=_ratio(added50, nginx_added if nginx_added and nginx_added > 0 else None),
+                nginx_ref=c.nginx,
+                direct_ref=c.direct,
+                min_rps_vs_nginx=c.min_rps_vs_nginx,
+                min_rps_vs_direct=c.min_rps_vs_direct,
             )
         )
     return out
@@ -130,18 +158,55 @@ def markdown_table(rows: list[Summary]) -> str:
 
 
 def findings(rows: list[Summary]) -> list[str]:
-    """Plain-language lines under the table: each proxy against nginx, and any errors seen under load."""
+    """Plain-language lines under the table: which rows compare with other references, each proxy against
+    its nginx, each target met or not, and any errors seen under load."""
     out = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if (r.nginx_ref, r.direct_ref) != ("nginx", "direct"):
+            groups.setdefault((r.nginx_ref, r.direct_ref), []).append(r.scenario)
+    for (nginx_ref, direct_ref), names in groups.items():
+        out.append(
+            f"rows {', '.join(names)}: `vs nginx` is against {nginx_ref}, `vs direct` against {direct_ref}"
+        )
     for r in rows:
         if r.errors:
             out.append(f"WARNING {r.scenario}: {r.errors} socket errors or non-2xx responses under load")
-        if r.scenario in ("direct", "nginx") or r.rps_vs_nginx is None:
+        if r.scenario in (r.direct_ref, r.nginx_ref) or r.rps_vs_nginx is None:
             continue
-        line = f"{r.scenario}: {r.rps_vs_nginx:.2f}x nginx's throughput"
+        line = f"{r.scenario}: {r.rps_vs_nginx:.2f}x {r.nginx_ref}'s throughput"
         if r.added_p50_us is not None and r.added_p50_vs_nginx is not None:
-            line += f"; adds {_us(r.added_p50_us)} at p50, {r.added_p50_vs_nginx:.1f}x what nginx adds"
+            line += (
+                f"; adds {_us(r.added_p50_us)} at p50, {r.added_p50_vs_nginx:.1f}x what {r.nginx_ref} adds"
+            )
         out.append(line)
+    for r in rows:
+        if r.min_rps_vs_nginx is not None or r.min_rps_vs_direct is not None:
+            out.append(_target_line(r))
     return out
+
+
+def _target_line(r: Summary) -> str:
+    """`<scenario> target: throughput >= 2.00x nginx-cache's and >= 0.80x direct-cacheable's; here ...`"""
+    wanted, here, missing, met = [], [], [], True
+    for ref, minimum, got in (
+        (r.nginx_ref, r.min_rps_vs_nginx, r.rps_vs_nginx),
+        (r.direct_ref, r.min_rps_vs_direct, r.rps_vs_direct),
+    ):
+        if minimum is None:
+            continue
+        wanted.append(f">= {minimum:.2f}x {ref}'s")
+        if got is None:
+            missing.append(ref)
+        else:
+            here.append(f"{got:.2f}x {ref}'s")
+            met = met and got >= minimum
+    verdict = f"here {' and '.join(here)}: " if here else ""
+    if missing:
+        verdict += f"cannot tell, {' and '.join(missing)} did not run"
+    else:
+        verdict += "met" if met else "NOT met"
+    return f"{r.scenario} target: throughput {' and '.join(wanted)}; {verdict}"
 
 
 def save_json(

@@ -1,7 +1,7 @@
 """End-to-end benchmark: the app directly, through nginx and through Sidegate, in one run.
 
     .venv/bin/python bench/run.py [--duration 5] [--repeat 1] [--only direct,nginx,sidegate]
-                                  [--config EXTRA.yaml]
+                                  [--cache] [--config EXTRA.yaml]
 
 Layout (2 CPUs): the origin ("the app", nginx returning a 13-byte body) and wrk share CPU 0; the proxy
 under test (nginx or Sidegate, one worker each) has CPU 1 to itself. For each scenario: start the proxy,
@@ -9,6 +9,10 @@ check one request, read its idle RSS, warm up 1 s, measure requests/s at 64 conn
 at 1 connection, then its RSS after the load; stop it. Repeats are interleaved (direct, nginx, sidegate,
 direct, ...) and summarized by their median. The Markdown table is printed and the full record saved to
 bench/results/. Only 127.0.0.1 is used; every process started is stopped on exit, error or Ctrl-C.
+
+--cache adds the cache-hit case (`make bench-cache`): the origin's cacheable path directly
+(direct-cacheable), through nginx's proxy_cache (nginx-cache) and through Sidegate's cache filter
+(sidegate-cache), the last compared with the first two.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 from nginx import nginx_version, origin_conf, start_nginx
 from procs import BenchError, ProcessGroup, bench_cpus, free_port
 from report import Measurement, findings, markdown_table, save_json, summarize
-from scenarios import BY_NAME, SCENARIOS, Scenario, start_target
+from scenarios import BY_NAME, CACHE_SCENARIOS, SCENARIOS, Scenario, start_target
 from wrk import run_wrk, wrk_version
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; the median is reported")
     names = ",".join(s.name for s in SCENARIOS)
     parser.add_argument("--only", help=f"comma-separated scenarios to run (known: {names})")
+    cache_names = ", ".join(s.name for s in CACHE_SCENARIOS)
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help=f"also run the cache-hit scenarios ({cache_names}) after the default ones (or the --only ones)",
+    )
     parser.add_argument("--config", type=Path, help="Sidegate config for the `sidegate` scenario")
     parser.add_argument(
         "--latency-layout",
@@ -62,14 +72,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def select(only: str | None) -> list[Scenario]:
+def select(only: str | None, cache: bool = False) -> list[Scenario]:
     if not only:
-        return [s for s in SCENARIOS if s.default]
-    names = [n.strip() for n in only.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BY_NAME]
-    if unknown:
-        raise BenchError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
-    return [BY_NAME[n] for n in names]
+        chosen = [s for s in SCENARIOS if s.default]
+    else:
+        names = [n.strip() for n in only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in BY_NAME]
+        if unknown:
+            raise BenchError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+        chosen = [BY_NAME[n] for n in names]
+    if cache:
+        chosen += [s for s in CACHE_SCENARIOS if s not in chosen]
+    return chosen
 
 
 def measure(
@@ -132,7 +146,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     if shutil.which("taskset") is None:
         raise BenchError("taskset not found (Debian package util-linux)")
-    scenarios = select(args.only)
+    scenarios = select(args.only, args.cache)
     cpus = bench_cpus()
     if cpus[0] == cpus[1]:
         print("note: only one CPU available; load, origin and proxy share it", file=sys.stderr)
@@ -152,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-    rows = summarize(runs, {s.name: s.description for s in scenarios})
+    rows = summarize(runs, {s.name: s.description for s in scenarios}, {s.name: s.compare for s in scenarios})
     print()
     print(markdown_table(rows))
     print()

@@ -8,12 +8,14 @@ turns failures into JSON answers (or a cut connection once part of the response 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Final
 
 from sidegate.config.snapshot import Route
 from sidegate.errors import UpstreamFailure
-from sidegate.filters.base import RequestContext
-from sidegate.http.messages import LocalResponse
+from sidegate.filters.base import RequestContext, Wait
+from sidegate.http.messages import LocalResponse, ReadyResponse
 from sidegate.http.writer import (
     LAST_CHUNK,
     STATUS_LINES,
@@ -61,6 +63,9 @@ class RoutePlan:
         self.filters = bool(route.filters)
         self.on_request = route.on_request
         self.on_response = route.on_response
+        self.on_response_body = route.on_response_body
+        self.on_response_end = route.on_response_end
+        self.on_upstream_failure = route.on_upstream_failure
         self.on_log = route.on_log
         self.rewrite = route.rewrite
         self.request_headers = route.request_headers
@@ -86,6 +91,7 @@ class Exchange(UpstreamUser, InboundExchange):
         "pending",
         "pool",
         "proxy",
+        "replacement",
         "request_done",
         "request_id",
         "request_id_line",
@@ -118,7 +124,8 @@ class Exchange(UpstreamUser, InboundExchange):
         self.pool: EndpointPool | None = None
         self.pending: list[bytes] | None = None  # request bytes waiting for a connection
         self.upstream_head = b""
-        self.deferred: LocalResponse | None = None  # a local answer sent once the body is read
+        self.deferred: LocalResponse | ReadyResponse | None = None  # sent once the body is read
+        self.replacement: LocalResponse | ReadyResponse | None = None  # sent instead of the upstream's
         self.outbox: list[bytes] | None = None  # upstream bytes held until the client read parses
         self.chunk_out = False  # re-chunk the response body for the client
         self.retried = False
@@ -145,12 +152,40 @@ class Exchange(UpstreamUser, InboundExchange):
             )
             return
         if route.filters:
-            ctx = self.ctx = RequestContext(route.name)
-            for flt in route.on_request:
-                answer = flt.on_request(head, ctx)
-                if answer is not None:
-                    self._answer(answer)
-                    return
+            self.ctx = RequestContext(route.name, head.host_header)
+            if route.on_request:
+                self._run_request_filters(0)
+                return
+        self._forward()
+
+    def _run_request_filters(self, first: int) -> None:
+        """The route's ``on_request`` chain from filter ``first``; forwards when none answers."""
+        route, ctx = self.route, self.ctx
+        assert route is not None and ctx is not None
+        chain = route.on_request
+        for index in range(first, len(chain)):
+            answer = chain[index].on_request(self.head, ctx)
+            if answer is None:
+                continue
+            if isinstance(answer, Wait):
+                self.proxy.spawn(self._wait(answer, index))
+            else:
+                self._answer(answer)
+            return
+        self._forward()
+
+    async def _wait(self, wait: Wait, index: int) -> None:
+        """A filter parked the request (a cache miss another request is already fetching)."""
+        with contextlib.suppress(TimeoutError):  # waited long enough: go on without it
+            await asyncio.wait_for(asyncio.shield(wait.until), wait.timeout)
+        if not self.finished:
+            self._run_request_filters(index)
+
+    def _forward(self) -> None:
+        """Build the upstream head and send it on a pooled (or new) connection."""
+        head = self.head
+        route = self.route
+        assert route is not None
         self.upstream_head = self._build_upstream_head(head, route)
         self.pool = pool = route.single_pool or route.cluster.pick()
         upstream = pool.acquire()
@@ -307,7 +342,11 @@ class Exchange(UpstreamUser, InboundExchange):
             assert ctx is not None
             ctx.status = status
             for flt in route.on_response:
-                flt.on_response(self.head, head, ctx)
+                answer = flt.on_response(self.head, head, ctx)
+                if answer is not None:
+                    self.replacement = answer
+                    self.upstream_keep_alive = head.keep_alive
+                    return
         self.upstream_keep_alive = head.keep_alive
         request = self.head
         edits = route.response_headers
@@ -344,14 +383,27 @@ class Exchange(UpstreamUser, InboundExchange):
         self.conn.send(b"".join(parts))
 
     def on_response_body(self, data: bytes) -> None:
-        if not self.finished:
-            self.conn.send(chunk(data) if self.chunk_out else data)
+        if self.finished or self.replacement is not None:
+            return
+        self.conn.send(chunk(data) if self.chunk_out else data)
+        route = self.route
+        if route is not None and route.on_response_body:
+            ctx = self.ctx
+            assert ctx is not None
+            for flt in route.on_response_body:
+                flt.on_response_body(data, ctx)
 
     def on_response_end(self) -> None:
         if self.finished:
             return
         if self.chunk_out:
             self.conn.send(LAST_CHUNK)
+        route = self.route
+        if route is not None and route.on_response_end and self.replacement is None:
+            ctx = self.ctx
+            assert ctx is not None
+            for flt in route.on_response_end:
+                flt.on_response_end(ctx)
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             pool = self.pool
@@ -359,6 +411,11 @@ class Exchange(UpstreamUser, InboundExchange):
                 pool.release(upstream)
             else:
                 upstream.close()
+        replacement = self.replacement
+        if replacement is not None:
+            self.status = 0
+            self._send_local(replacement)
+            return
         self._complete(self.status, keep_alive=self.head.keep_alive)
 
     def upstream_failed(self, failure: UpstreamFailure) -> None:
@@ -372,6 +429,11 @@ class Exchange(UpstreamUser, InboundExchange):
         if self.tunnel:
             self.conn.close()
             self._complete(101, keep_alive=False)
+            return
+        replacement = self.replacement
+        if replacement is not None:  # the upstream's response was being dropped anyway
+            self.status = 0
+            self._send_local(replacement)
             return
         if self.status:  # part of the response is out: the client sees a cut connection
             self.conn.close()
@@ -389,6 +451,15 @@ class Exchange(UpstreamUser, InboundExchange):
             self.pending = []
             self.proxy.spawn(self._connect(pool))
             return
+        route = self.route
+        if route is not None and route.on_upstream_failure:
+            ctx = self.ctx
+            assert ctx is not None
+            for flt in route.on_upstream_failure:
+                answer = flt.on_upstream_failure(self.head, failure.kind, ctx)
+                if answer is not None:
+                    self._send_local(answer)
+                    return
         self._send_local(error_response(failure.status, failure.kind, failure.detail))
 
     # -- endings -------------------------------------------------------------------------------
@@ -422,7 +493,7 @@ class Exchange(UpstreamUser, InboundExchange):
             upstream.tunnel_write(early)
         self.proxy.metrics.streams_active += 1
 
-    def _answer(self, response: LocalResponse) -> None:
+    def _answer(self, response: LocalResponse | ReadyResponse) -> None:
         """Answer locally now if the request is fully read, else once its body has been read."""
         length = self.head.content_length
         if self.request_done or not self.head.has_body or response.close or self.head.expect_continue:
@@ -442,15 +513,22 @@ class Exchange(UpstreamUser, InboundExchange):
         else:
             self._send_local(response)
 
-    def _send_local(self, response: LocalResponse) -> None:
+    def _send_local(self, response: LocalResponse | ReadyResponse) -> None:
         self.status = response.status
         keep = self.head.keep_alive and self.request_done and not response.close
+        head_only = self.head.method == b"HEAD"
+        if isinstance(response, ReadyResponse):
+            if not keep:
+                response = ReadyResponse(response.status, response.head, response.body, close=True)
+            self._complete(response.status, keep_alive=keep, notify=False)
+            self.conn.send_ready(response, self.request_id, head_only=head_only)
+            return
         if not keep:
             response = LocalResponse(
                 response.status, response.body, response.headers, response.content_type, close=True
             )
         self._complete(response.status, keep_alive=keep, notify=False)
-        self.conn.send_local(response, self.request_id, head_only=self.head.method == b"HEAD")
+        self.conn.send_local(response, self.request_id, head_only=head_only)
 
     def _complete(self, status: int, *, keep_alive: bool, notify: bool = True) -> None:
         self.finished = True

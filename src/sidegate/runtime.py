@@ -16,14 +16,17 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from sidegate.admin.app import AdminBackend
 from sidegate.admin.server import start_admin_server
+from sidegate.cache.admin import store_stats
+from sidegate.cache.counters import COUNTERS
+from sidegate.cache_api import cache_routes
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import validate_file, validate_text
-from sidegate.config.snapshot import ListenerSpec, Snapshot
+from sidegate.config.snapshot import CacheSettings, ListenerSpec, Snapshot
 from sidegate.errors import ConfigError
 from sidegate.native import describe
 from sidegate.observe.metrics import Metrics, merge
@@ -119,7 +122,11 @@ class Gateway:
 
     def metrics_snapshot(self) -> dict[str, Any]:
         self.metrics.connections_active = self.ctx.stats.connections_active
-        return self.metrics.snapshot()
+        snapshot = self.metrics.snapshot()
+        if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
+            snapshot["cache"] = COUNTERS.snapshot()
+            snapshot["cache_store"] = store_stats(self.snapshot.cache)
+        return snapshot
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), then close the rest."""
@@ -175,8 +182,11 @@ class ControlPlane:
     """What one pod has once, whatever the number of workers: the admin API, the config
     watcher and the signal handlers (SIGHUP reloads; SIGTERM and SIGINT set ``stopped``)."""
 
-    def __init__(self, backend: AdminBackend, path: str, stopped: asyncio.Event) -> None:
+    def __init__(
+        self, backend: AdminBackend, path: str, stopped: asyncio.Event, cache: Callable[[], CacheSettings]
+    ) -> None:
         self._backend = backend
+        self._cache = cache
         self._path = path
         self._stopped = stopped
         self._stop_watch = asyncio.Event()
@@ -186,7 +196,9 @@ class ControlPlane:
     async def start(self, admin: ListenerSpec) -> None:
         loop = asyncio.get_running_loop()
         backend = self._backend
-        self._admin = await start_admin_server(admin.host, admin.port, backend)
+        self._admin = await start_admin_server(
+            admin.host, admin.port, backend, routes=cache_routes(self._cache)
+        )
         self._watcher = background(watch_config(self._path, backend.reload, self._stop_watch))
         loop.add_signal_handler(signal.SIGHUP, lambda: background(backend.reload()))
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -267,7 +279,7 @@ class SingleProcess:
         loop = asyncio.get_running_loop()
         gateway = self.gateway = Gateway(loop, self.snapshot)
         await gateway.start()
-        control = ControlPlane(self, self.path, self.stopped)
+        control = ControlPlane(self, self.path, self.stopped, lambda: gateway.snapshot.cache)
         await control.start(self.snapshot.admin)
         self.ready = True
         log.info(

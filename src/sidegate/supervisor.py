@@ -250,7 +250,7 @@ class Supervisor:
     async def serve(self) -> int:
         for worker in self.workers:
             self._spawn(worker)
-        control = ControlPlane(self, self.path, self.stopped)
+        control = ControlPlane(self, self.path, self.stopped, lambda: self.snapshot.cache)
         await control.start(self.snapshot.admin)
         log.info(
             "sidegate supervisor: %d workers on http://%s, admin http://%s",

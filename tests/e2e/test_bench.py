@@ -2,7 +2,9 @@
 
 The figures of a one-second run on a shared CI machine mean little, so this asserts only what a
 user of the benchmark relies on: every path answered with the origin's body and no errors, and the
-report carries the ratios against nginx and the direct path.
+report carries the ratios against nginx and the direct path. The cache-hit case (`make bench-cache`)
+likewise: its rows ran (their preflight saw `X-Cache: HIT`) and compare with nginx-cache and
+direct-cacheable.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.timeout(180)
-def test_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
+def _run_bench(tmp_path: Path, *args: str, timeout: float = 170) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Run bench/run.py for one second per measurement; its stdout and its JSON summary by scenario."""
     missing = [
         tool
         for tool in ("wrk", "nginx")
@@ -27,20 +30,53 @@ def test_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
     ]
     assert not missing, f"{missing} not installed: run `make test` (it installs them) or `make bench`"
     done = subprocess.run(
-        [sys.executable, "bench/run.py", "--duration", "1", "--results", str(tmp_path)],
+        [sys.executable, "bench/run.py", "--duration", "1", "--results", str(tmp_path), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "| sidegate |" in done.stdout, done.stdout
     (report,) = tmp_path.glob("*.json")
     summary = {row["scenario"]: row for row in json.loads(report.read_text())["summary"]}
+    return done.stdout, summary
+
+
+@pytest.mark.timeout(180)
+def test_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
+    stdout, summary = _run_bench(tmp_path)
+    assert "| sidegate |" in stdout, stdout
     assert set(summary) == {"direct", "nginx", "sidegate", "floor"}
     for row in summary.values():
         assert row["rps"] > 0 and row["errors"] == 0, row
     sidegate = summary["sidegate"]
     assert sidegate["rps_vs_nginx"] > 0 and 0 < sidegate["rps_vs_direct"] <= 1.5, sidegate
     assert 0 < sidegate["rss_idle"] < 64 * 1024 * 1024, sidegate
+
+
+@pytest.mark.timeout(90)
+def test_cache_hit_case_against_nginx_proxy_cache(tmp_path: Path) -> None:
+    stdout, summary = _run_bench(tmp_path, "--only", "direct-cacheable,nginx-cache", timeout=80)
+    assert set(summary) == {"direct-cacheable", "nginx-cache"}
+    for row in summary.values():
+        assert row["rps"] > 0 and row["errors"] == 0, row
+        assert (row["nginx_ref"], row["direct_ref"]) == ("nginx-cache", "direct-cacheable"), row
+    assert summary["nginx-cache"]["rps_vs_direct"] > 0, summary
+    assert "`vs nginx` is against nginx-cache, `vs direct` against direct-cacheable" in stdout, stdout
+
+
+@pytest.mark.timeout(120)
+def test_cache_hit_case_against_sidegate_cache(tmp_path: Path) -> None:
+    from sidegate.filters.registry import known_names
+
+    if "cache" not in known_names():
+        pytest.skip("the Sidegate cache filter (`filters: {cache: {}}`) is not registered yet")
+    only = "direct-cacheable,nginx-cache,sidegate-cache"
+    stdout, summary = _run_bench(tmp_path, "--only", only, timeout=110)
+    assert set(summary) == set(only.split(","))
+    sidegate = summary["sidegate-cache"]
+    assert sidegate["rps"] > 0 and sidegate["errors"] == 0, sidegate
+    assert sidegate["rps_vs_nginx"] > 0 and sidegate["rps_vs_direct"] > 0, sidegate
+    target = "sidegate-cache target: throughput >= 2.00x nginx-cache's and >= 0.80x direct-cacheable's"
+    assert target in stdout, stdout

@@ -33,6 +33,12 @@ Endpoints (any other path answers like ``/``):
 ``/garbage``               an invalid status line, then close
 ``/raw?b64=...``           exactly these response bytes, then close
 ``/big-head?bytes=N``      a response whose head has an N-byte header
+``/cache...?cc=&etag=...``  body "<body> #<n>" (n counts /cache answers); headers from the query:
+                           cc, cdn, sg, etag, lm, expires, date, age, vary, skey, ctag, cookie,
+                           location, clocation; status=, body=, delay=, pad=N (N more
+                           bytes), failafter=N (503 after N answers to this target),
+                           short=1 (Content-Length 10 more than sent, then close); a matching
+                           If-None-Match / If-Modified-Since gets a 304 with those headers
 =========================  ====================================================================
 """
 
@@ -54,6 +60,23 @@ from urllib.parse import parse_qs, urlsplit
 
 PIECE = 64 * 1024
 _BLOCK = bytes(range(256)) * (PIECE // 256)
+# /cache query argument -> response header it sets
+_CACHE_ARGS = (
+    ("cc", "Cache-Control"),
+    ("cdn", "CDN-Cache-Control"),
+    ("sg", "Sidegate-Cache-Control"),
+    ("etag", "ETag"),
+    ("lm", "Last-Modified"),
+    ("expires", "Expires"),
+    ("date", "Date"),
+    ("age", "Age"),
+    ("vary", "Vary"),
+    ("skey", "Surrogate-Key"),
+    ("ctag", "Cache-Tag"),
+    ("cookie", "Set-Cookie"),
+    ("location", "Location"),
+    ("clocation", "Content-Location"),
+)
 
 
 def pattern(size: int, offset: int = 0) -> bytes:
@@ -131,6 +154,8 @@ class Origin:
         self.partial: list[dict[str, Any]] = []
         self.conns: dict[int, Conn] = {}
         self._ids = itertools.count(1)
+        self.served = 0  # /cache answers so far
+        self.per_target: dict[str, int] = {}  # /cache answers per request target
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -324,6 +349,9 @@ class Origin:
             return False
         elif path == "/big-head":
             await self.respond(w, req, 200, b"ok\n", [("X-Big", "h" * int(req.arg("bytes", "100000")))])
+        elif path.startswith("/cache"):
+            if not await self.cacheable(w, req):
+                return False
         elif path == "/raw":
             w.write(base64.urlsafe_b64decode(req.arg("b64", "")))
             await w.drain()
@@ -332,6 +360,33 @@ class Origin:
             await self.respond(w, req, 200, json.dumps(self.describe(conn, req)).encode())
         await w.drain()
         return (req.header("connection") or "").lower() != "close"
+
+    async def cacheable(self, w: asyncio.StreamWriter, req: Request) -> bool:
+        """``/cache...``: a response whose caching headers come from the query (see the table);
+        False when the connection must end."""
+        self.served += 1
+        seen = self.per_target[req.target] = self.per_target.get(req.target, 0) + 1
+        if seen > int(req.arg("failafter", "1000000")):
+            await self.respond(w, req, 503, b"failing now\n")
+            return True
+        fields = [(name, req.arg(arg, "")) for arg, name in _CACHE_ARGS if req.arg(arg, "")]
+        etag, last_modified = req.arg("etag", ""), req.arg("lm", "")
+        inm, ims = req.header("if-none-match"), req.header("if-modified-since")
+        if (etag and inm and etag in [t.strip() for t in inm.split(",")]) or (
+            last_modified and ims == last_modified and inm is None
+        ):
+            head = ["HTTP/1.1 304 Not Modified", *(f"{n}: {v}" for n, v in fields), "X-Fresh: 304"]
+            w.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            return True
+        await asyncio.sleep(float(req.arg("delay", "0")))
+        body = f"{req.arg('body', 'cached body')} #{self.served}".encode() + b"x" * int(req.arg("pad", "0"))
+        if req.arg("short", ""):  # promises more than it sends, then closes
+            head = ["HTTP/1.1 200 OK", f"Content-Length: {len(body) + 10}", *(f"{n}: {v}" for n, v in fields)]
+            w.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            await w.drain()
+            return False
+        await self.respond(w, req, int(req.arg("status", "200")), body, fields)
+        return True
 
     @staticmethod
     def describe(conn: Conn, req: Request) -> dict[str, Any]:

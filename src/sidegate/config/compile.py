@@ -26,6 +26,7 @@ taken from ``lines`` (the checker sends the line of every route's filter entries
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidegate.config.redact import redact
 from sidegate.config.snapshot import (
+    CacheSettings,
     Endpoint,
     ForwardedSpec,
     HeaderEdits,
@@ -46,14 +48,21 @@ from sidegate.config.snapshot import (
     UpstreamSpec,
 )
 from sidegate.errors import ConfigError, ConfigIssue
-from sidegate.filters.base import Filter
+from sidegate.filters.base import Filter, RouteEnvironment
 from sidegate.filters.registry import lookup
 from sidegate.routing.router import RouteMatch, Router, ValueTest
 
 if TYPE_CHECKING:
     from sidegate.config.isolated import Normalised
 
-HOOKS = ("on_request", "on_response", "on_log")
+HOOKS = (
+    "on_request",
+    "on_response",
+    "on_response_body",
+    "on_response_end",
+    "on_upstream_failure",
+    "on_log",
+)
 Plain = Mapping[str, Any]  # one mapping of the normalised config
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+")  # as sidegate.config.source.format_path
 
@@ -80,8 +89,20 @@ def compile_snapshot(normalised: Plain, source: str, *, lines: Mapping[str, int]
 def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
     issues: list[ConfigIssue] = []
     entries: list[tuple[RouteMatch, Route]] = []
+    upstreams = MappingProxyType(
+        {name: compile_upstream(name, up) for name, up in config["upstreams"].items()}
+    )
+    cache = compile_cache(config.get("cache") or {})
     for index, route in enumerate(config["routes"]):
-        filters = _filters(route["filters"], index, lines, issues)
+        env = RouteEnvironment(
+            route["name"],
+            upstreams[route["upstream"]],
+            cache,
+            rewrite=compile_rewrite(route["rewrite"]) if route["rewrite"] is not None else None,
+            request_edits=compile_edits(route["headers"]["request"]),
+            response_timeout=route["timeouts"]["response"],
+        )
+        filters = _filters(route["filters"], index, env, lines, issues)
         entries.append((compile_match(route["match"]), compile_route(route, filters)))
     if issues:
         raise ConfigError(issues, source)
@@ -89,9 +110,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
     limits, forwarded = inbound["limits"], inbound["forwarded"]
     return Snapshot(
         router=Router(entries),
-        upstreams=MappingProxyType(
-            {name: compile_upstream(name, up) for name, up in config["upstreams"].items()}
-        ),
+        upstreams=upstreams,
         inbound=ListenerSpec(*_host_port(inbound["address"])),
         admin=ListenerSpec(*_host_port(config["listeners"]["admin"]["address"])),
         limits=InboundLimits(
@@ -110,6 +129,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         workers=config["workers"],
         drain_timeout=config["drain_timeout"],
         routes=tuple(route for _, route in entries),
+        cache=cache,
         dump=config_dump(config),
         source=source,
     )
@@ -130,7 +150,24 @@ def compile_route(route: Plain, filters: tuple[Filter, ...] = ()) -> Route:
         filters=filters,
         on_request=hooks["on_request"],
         on_response=hooks["on_response"],
+        on_response_body=hooks["on_response_body"],
+        on_response_end=hooks["on_response_end"],
+        on_upstream_failure=hooks["on_upstream_failure"],
         on_log=hooks["on_log"],
+    )
+
+
+def compile_cache(cache: Plain) -> CacheSettings:
+    """Top-level ``cache`` (defaults when absent): the directory resolved from ``$CACHE_DIR``."""
+    defaults = CacheSettings()
+    directory = cache.get("dir") or os.environ.get("CACHE_DIR") or defaults.dir
+    return CacheSettings(
+        dir=directory,
+        max_size=cache.get("max_size", defaults.max_size),
+        max_entry_size=cache.get("max_entry_size", defaults.max_entry_size),
+        quotas=MappingProxyType(
+            {name: part["max_size"] for name, part in (cache.get("partitions") or {}).items()}
+        ),
     )
 
 
@@ -201,7 +238,7 @@ def filter_path(index: int, name: str) -> str:
 
 
 def _filters(
-    configs: Plain, index: int, lines: Mapping[str, int], issues: list[ConfigIssue]
+    configs: Plain, index: int, env: RouteEnvironment, lines: Mapping[str, int], issues: list[ConfigIssue]
 ) -> tuple[Filter, ...]:
     built: list[Filter] = []
     for name, data in configs.items():
@@ -209,7 +246,8 @@ def _filters(
         try:
             if cls is None:
                 raise LookupError(f"filter {name!r} is not registered in this process")
-            built.append(cls(cls.config_model.from_plain(data)))
+            built.append(flt := cls(cls.config_model.from_plain(data)))
+            flt.bind(env)
         except Exception as exc:
             path = filter_path(index, name)
             issues.append(ConfigIssue(path, f"cannot set up filter: {exc}", lines.get(path)))

@@ -364,6 +364,40 @@ class Route(_Model):
     )
 
 
+class CachePartition(_Model):
+    """A partition of the shared cache (a tenant's key prefix) with its own size quota."""
+
+    max_size: Size = Field(gt=0, description="most bytes this partition may hold; its LRU entries go first")
+
+
+class Cache(_Model):
+    """The shared response cache: an LMDB store in a directory shared with the app."""
+
+    dir: str = Field(
+        default="",
+        description='store directory (an emptyDir volume shared with the app); "" = $CACHE_DIR, '
+        "else /var/cache/sidegate",
+    )
+    max_size: Size = Field(
+        default=256 * MiB, gt=0, description="most bytes stored; least recently used evicted"
+    )
+    max_entry_size: Size = Field(
+        default=8 * MiB, gt=0, description="a larger response streams through uncached"
+    )
+    partitions: dict[str, CachePartition] = Field(
+        default_factory=dict, description="per-tenant partitions and their quotas: name -> {max_size}"
+    )
+
+    @model_validator(mode="after")
+    def _entry_fits(self) -> Cache:
+        if self.max_entry_size > self.max_size:
+            raise ValueError(
+                f"max_entry_size ({self.max_entry_size}) is larger than max_size ({self.max_size}); "
+                "lower max_entry_size or raise max_size"
+            )
+        return self
+
+
 class SidegateConfig(_Model):
     """A whole Sidegate configuration file."""
 
@@ -376,6 +410,7 @@ class SidegateConfig(_Model):
     )
     upstreams: dict[str, Upstream] = Field(min_length=1, description="named clusters of app endpoints")
     routes: list[Route] = Field(min_length=1, description="routes, tried in order; the first match wins")
+    cache: Cache = Field(default_factory=Cache, description="the shared response cache (routes opt in)")
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -92,6 +92,9 @@ class Route:
     # Only the filters that implement each hook, in chain order (decided at compile time).
     on_request: tuple[Filter, ...] = ()
     on_response: tuple[Filter, ...] = ()
+    on_response_body: tuple[Filter, ...] = ()
+    on_response_end: tuple[Filter, ...] = ()
+    on_upstream_failure: tuple[Filter, ...] = ()
     on_log: tuple[Filter, ...] = ()
 
 
@@ -150,6 +153,16 @@ class ForwardedSpec:
     via: bytes = b"1.1 sidegate"  # empty: no Via header
 
 
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The pod's shared response cache (top-level ``cache:``); routes opt in with the cache filter."""
+
+    dir: str = "/var/cache/sidegate"
+    max_size: int = 256 * 1024 * 1024  # bytes of keys and values, least recently used evicted above
+    max_entry_size: int = 8 * 1024 * 1024  # a larger response streams through uncached
+    quotas: Mapping[str, int] = field(default_factory=dict)  # partition (tenant) -> its own max bytes
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     """Everything the running gateway needs, compiled from one config file."""
@@ -163,5 +176,6 @@ class Snapshot:
     workers: int = 1
     drain_timeout: float = 20.0
     routes: tuple[Route, ...] = ()
+    cache: CacheSettings = field(default_factory=CacheSettings)
     dump: Mapping[str, Any] = field(default_factory=dict)  # normalised config, secrets redacted
     source: str = ""

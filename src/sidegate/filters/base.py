@@ -7,10 +7,13 @@ do work there, so an unused phase costs nothing.
 
 Phase chart (see docs/architecture.md)::
 
-    head parsed -> route matched -> on_request (in chain order; the first answer wins)
+    head parsed -> route matched -> on_request (in chain order; the first answer wins;
+                                            a Wait parks the request, then the chain goes on)
                 -> upstream request ... upstream response head
-                -> on_response (in chain order; may edit the head)
-                -> body streamed -> on_log (after the last byte, or on failure)
+                -> on_response (in chain order; may edit the head, or replace the response)
+                -> body streamed through on_response_body -> on_response_end (clean end only)
+                -> on_log (after the last byte, or on failure; always once)
+    upstream failed before any response byte -> on_upstream_failure (may answer instead)
 
 Filter configs are plain frozen dataclasses, so that the serving process never imports pydantic:
 
@@ -32,12 +35,13 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Self, TypeVar
 
-from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
+from sidegate.config.snapshot import CacheSettings, HeaderEdits, Rewrite, UpstreamSpec
+from sidegate.http.messages import LocalResponse, ReadyResponse, RequestHead, ResponseHead
 
 T = TypeVar("T")
 
@@ -92,13 +96,39 @@ def _convert(kind: Any, value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """An ``on_request`` answer: park the request until ``until`` is done (or ``timeout`` seconds
+    pass), then call the same filter's ``on_request`` again and go on with the chain."""
+
+    until: Awaitable[object]
+    timeout: float
+
+
+#: What ``on_request`` may answer: a response made here, a stored one, or a wait.
+Answer = LocalResponse | ReadyResponse
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEnvironment:
+    """What a filter may learn about where it runs, given once when the config is compiled."""
+
+    route: str
+    upstream: UpstreamSpec
+    cache: CacheSettings
+    rewrite: Rewrite | None = None  # the route's path rewrite, as the upstream request gets it
+    request_edits: HeaderEdits | None = None  # the route's request header edits
+    response_timeout: float = 0.0  # the route's upstream response timeout (0: none)
+
+
 class RequestContext:
     """Per-request state that filters share; one per request, created by the proxy."""
 
-    __slots__ = ("route_name", "status", "vars")
+    __slots__ = ("host", "route_name", "status", "vars")
 
-    def __init__(self, route_name: str) -> None:
+    def __init__(self, route_name: str, host: bytes = b"") -> None:
         self.route_name = route_name
+        self.host = host  # the Host header as the client sent it (port included)
         self.status = 0
         self.vars: dict[str, Any] = {}
 
@@ -112,16 +142,39 @@ class Filter:
     def __init__(self, config: FilterConfig) -> None:
         self.config = config
 
-    def on_request(self, request: RequestHead, ctx: RequestContext) -> LocalResponse | None:
+    def bind(self, env: RouteEnvironment) -> None:
+        """Called once per compiled route, before any request: the route's upstream and the
+        pod-wide settings. Must not do I/O (the config may be checked, never served)."""
+
+    def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
         """Called after routing, before the upstream is chosen.
 
-        Return a :class:`LocalResponse` to answer the client without calling the upstream (the
-        remaining filters' ``on_request`` are skipped); return None to go on.
+        Return a :class:`LocalResponse` or :class:`ReadyResponse` to answer the client without
+        calling the upstream (the remaining filters' ``on_request`` are skipped); a :class:`Wait`
+        to park the request and be asked again; None to go on. May edit ``request.headers``:
+        the upstream request is built after the chain.
         """
         return None
 
-    def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> None:
-        """Called with the upstream's response head before it is sent; may edit ``response.headers``."""
+    def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> Answer | None:
+        """Called with the upstream's response head before it is sent; may edit ``response.headers``.
+
+        Return an answer to send it instead of the upstream's response: the upstream body is then
+        read and dropped, the later filters' hooks are not called for it, and the answer goes out
+        when the upstream response ends.
+        """
+        return None
+
+    def on_response_body(self, data: bytes, ctx: RequestContext) -> None:
+        """Called with each piece of the upstream response body as it goes to the client."""
+
+    def on_response_end(self, ctx: RequestContext) -> None:
+        """Called when the upstream response ended cleanly (every body byte seen)."""
+
+    def on_upstream_failure(self, request: RequestHead, kind: str, ctx: RequestContext) -> Answer | None:
+        """Called when the upstream failed before any response byte went out (``kind``: refused,
+        timeout, reset...). Return an answer to send it instead of the 502/503/504."""
+        return None
 
     def on_log(self, request: RequestHead, ctx: RequestContext) -> None:
         """Called once the exchange is over (completed, answered locally, or failed)."""

@@ -66,6 +66,21 @@ class LocalResponse:
     close: bool = False  # close the client connection after sending
 
 
+@dataclass(frozen=True, slots=True)
+class ReadyResponse:
+    """A response already serialised (a cache hit): sent as ``head`` + the request id line (and
+    ``Connection: close`` when the connection ends) + CRLF + ``body``.
+
+    ``head`` is the status line and header lines, Content-Length included, without the blank line
+    that ends the head, so nothing has to be rebuilt per request.
+    """
+
+    status: int
+    head: bytes
+    body: bytes = b""
+    close: bool = False
+
+
 def get_header(headers: Headers, lname: bytes) -> bytes | None:
     """First value of header ``lname`` (lower-case bytes), or None."""
     for name, value in headers:

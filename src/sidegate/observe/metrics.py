@@ -274,6 +274,10 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             fkey = (row["upstream"], row["endpoint"], row["kind"])
             up_failures[fkey] = up_failures.get(fkey, 0) + int(row["count"])
 
+    out["cache"] = merge_cache([s["cache"] for s in snapshots if s.get("cache")])
+    stores = [s["cache_store"] for s in snapshots if s.get("cache_store")]
+    out["cache_store"] = stores[-1] if stores else None  # one store shared by every worker
+
     out["requests"] = list(requests.values())
     out["upstream_requests"] = [
         {"upstream": u, "endpoint": e, "count": n} for (u, e), n in up_requests.items()
@@ -282,6 +286,23 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         {"upstream": u, "endpoint": e, "kind": k, "count": n} for (u, e, k), n in up_failures.items()
     ]
     return out
+
+
+def merge_cache(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workers' cache counters (``sidegate.cache.counters``) added together."""
+    results: dict[tuple[str, str], int] = {}
+    errors: dict[str, int] = {}
+    for snap in snapshots:
+        for route, result, count in snap.get("results", ()):
+            results[(route, result)] = results.get((route, result), 0) + int(count)
+        for reason, count in snap.get("store_errors", {}).items():
+            errors[reason] = errors.get(reason, 0) + int(count)
+    return {
+        "results": [[route, result, n] for (route, result), n in sorted(results.items())],
+        "stored": sum(int(s.get("stored", 0)) for s in snapshots),
+        "stored_bytes": sum(int(s.get("stored_bytes", 0)) for s in snapshots),
+        "store_errors": errors,
+    }
 
 
 def resident_memory_bytes() -> int | None:

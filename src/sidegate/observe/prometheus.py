@@ -168,4 +168,41 @@ def render_prometheus(snapshot: dict[str, Any]) -> bytes:
         w.sample("sidegate_config_reloads_total", (("result", result),), int(reloads.get(result, 0)))
     for name, kind, key, default, help_text in _SIMPLE:
         w.simple(name, kind, help_text, snapshot.get(key, default))
+    _cache(w, snapshot.get("cache"), snapshot.get("cache_store"))
     return w.text()
+
+
+def _cache(w: _Writer, counters: dict[str, Any] | None, store: dict[str, Any] | None) -> None:
+    """The shared cache's families: outcomes per route from the workers, sizes from the store."""
+    if not counters and not store:
+        return  # no route caches: no cache families at all
+    counters = counters or {}
+    w.family("sidegate_cache_requests_total", "counter", "Requests looked up in the cache, by outcome.")
+    for route, result, count in counters.get("results", ()):
+        w.sample(
+            "sidegate_cache_requests_total", (("http_route", str(route)), ("result", str(result))), count
+        )
+    w.simple(
+        "sidegate_cache_stored_total", "counter", "Responses written to the cache.", counters.get("stored", 0)
+    )
+    w.simple(
+        "sidegate_cache_stored_bytes_total",
+        "counter",
+        "Bytes of responses written to the cache.",
+        counters.get("stored_bytes", 0),
+    )
+    w.family("sidegate_cache_store_errors_total", "counter", "Store failures, each served uncached.")
+    for reason, count in sorted(counters.get("store_errors", {}).items()):
+        w.sample("sidegate_cache_store_errors_total", (("reason", str(reason)),), count)
+    if store:
+        w.simple("sidegate_cache_entries", "gauge", "Entries in the shared cache.", store.get("entries"))
+        w.simple("sidegate_cache_bytes", "gauge", "Bytes held by the shared cache.", store.get("bytes"))
+        w.simple(
+            "sidegate_cache_evictions_total",
+            "counter",
+            "Entries evicted to stay within max_size or a partition quota.",
+            store.get("evictions"),
+        )
+        w.family("sidegate_cache_partition_bytes", "gauge", "Bytes held per cache partition.")
+        for name, size in sorted((store.get("partitions") or {}).items()):
+            w.sample("sidegate_cache_partition_bytes", (("partition", str(name) or "default"),), size)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 from mypy_extensions import trait
 
 from sidegate.http.errors import ProtocolError
-from sidegate.http.messages import LocalResponse
+from sidegate.http.messages import LocalResponse, ReadyResponse
 from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
 from sidegate.http.writer import error_response, render_local
 
@@ -313,6 +313,16 @@ class InboundConnection(RequestSink):
         """Answer the current request with a response made here, then finish it."""
         keep = not response.close and self._keep_alive_possible()
         self.send(render_local(response, request_id, keep_alive=keep, head_only=head_only))
+        self.finish(keep)
+
+    def send_ready(self, response: ReadyResponse, request_id: bytes, *, head_only: bool = False) -> None:
+        """Answer the current request with an already serialised response (a cache hit)."""
+        keep = not response.close and self._keep_alive_possible()
+        parts = [response.head, b"X-Request-Id: ", request_id, b"\r\n"]
+        parts.append(b"\r\n" if keep else b"Connection: close\r\n\r\n")
+        if not head_only:
+            parts.append(response.body)
+        self.send(b"".join(parts))
         self.finish(keep)
 
     def finish(self, keep_alive: bool) -> None:

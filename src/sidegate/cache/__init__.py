@@ -1,0 +1,33 @@
+"""The shared response cache: an LMDB store in the cache directory, shared with the app.
+
+Sidegate's workers and the application open the same directory (a volume both containers
+mount, ideally ``medium: Memory``). Sidegate stores and serves responses under RFC 9111 rules;
+the app reads, writes and purges the same entries with :class:`~sidegate.cache.client.SharedCache`
+(Python) or with any LMDB binding, following docs/cache-layout.md.
+
+Modules:
+
+- ``entry``   :class:`Entry`, one stored response, and its byte layout
+- ``keys``    URL normalisation and the key formats (primary, Vary variant, index keys)
+- ``store``   :class:`Store`: lookup / store / invalidate / purge, with LRU eviction
+- ``writer``  every change inside one write transaction, indexes and totals kept consistent
+- ``env``     the LMDB environment: opened once per process, reopened after fork
+- ``client``  the app's side: :class:`SharedCache`, no network and no server import
+"""
+
+from sidegate.cache.entry import MUST_REVALIDATE, NO_CACHE, CorruptEntry, Entry
+from sidegate.cache.keys import normalize_url
+from sidegate.cache.store import Limits, Store, StoreError, StoreStats, open_store
+
+__all__ = [
+    "MUST_REVALIDATE",
+    "NO_CACHE",
+    "CorruptEntry",
+    "Entry",
+    "Limits",
+    "Store",
+    "StoreError",
+    "StoreStats",
+    "normalize_url",
+    "open_store",
+]

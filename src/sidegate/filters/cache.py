@@ -1,0 +1,338 @@
+"""``cache``: serve and store responses in the pod's shared cache (RFC 9111, a shared cache).
+
+    filters:
+      cache: {default_ttl: 30, key_headers: [accept-language], ignore_query: [utm_source]}
+
+Theory of operation
+-------------------
+``on_request`` looks a GET or HEAD up in the store (:mod:`sidegate.cache.store`, LMDB in the
+directory of the top-level ``cache:``) under the effective URL ``http://host/path?query``, in the
+route's partition (the request's tenant when one is known):
+
+* fresh (or stale within the client's ``max-stale``): answered from the store, 304/206/416 when
+  the request is conditional or asks for a range;
+* stale within ``stale-while-revalidate``: answered stale, and revalidated in the background;
+* stale otherwise: forwarded with the entry's validators; a 304 refreshes and serves the entry,
+  a 5xx or a failed connection serves it stale within ``stale-if-error``;
+* missing: forwarded, while later misses for the same key wait for that one request.
+
+``on_response`` decides whether the app's answer may be stored (:mod:`sidegate.policy.cache_rules`)
+and ``on_response_body``/``on_response_end`` write it as it streams, up to ``max_entry_size``. A
+POST, PUT, PATCH or DELETE that succeeds invalidates its URL (and its Location/Content-Location).
+Any store failure is logged and the request goes on uncached: a client never sees a cache error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Final, Literal
+
+from annotated_types import Ge, Gt
+
+from sidegate.cache.answers import StatusField, serve
+from sidegate.cache.counters import COUNTERS
+from sidegate.cache.entry import NO_CACHE, Entry
+from sidegate.cache.flights import Flights
+from sidegate.cache.session import CacheSession, StoreHandle
+from sidegate.cache.urlkey import request_url
+from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
+from sidegate.filters.registry import register
+from sidegate.http.messages import LocalResponse, ReadyResponse, RequestHead, ResponseHead
+from sidegate.http.writer import error_response
+from sidegate.policy.cache_rules import (
+    RequestDirectives,
+    Verdict,
+    choose,
+    conditional_headers,
+    request_directives,
+)
+
+_LOOKUP_METHODS: Final = frozenset((b"GET", b"HEAD"))
+_UNSAFE_METHODS: Final = frozenset((b"POST", b"PUT", b"PATCH", b"DELETE"))
+_NO_DIRECTIVES: Final = RequestDirectives()
+_CONDITIONALS: Final = frozenset((b"if-none-match", b"if-modified-since"))
+_DIRECTIVE_FIELDS: Final = frozenset((b"cache-control", b"pragma"))
+_BYPASS: Final = RequestDirectives(no_cache=True, no_store=True)
+_STATE: Final = "cache"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig(FilterConfig):
+    default_ttl: Annotated[float, Ge(0)] = 0.0
+    """seconds a storable response without freshness information stays fresh (0: RFC 9111 rules only)"""
+    key_headers: tuple[str, ...] = ()
+    """request headers that are part of the key, as if every response had `Vary` on them"""
+    ignore_query: tuple[str, ...] = ()
+    """query parameters left out of the key (tracking parameters such as utm_source)"""
+    sort_query: bool = False
+    """sort query parameters in the key, so that ?a=1&b=2 and ?b=2&a=1 share one entry"""
+    bypass_headers: tuple[str, ...] = ()
+    """a request carrying any of these headers skips the cache (X-Cache: BYPASS)"""
+    partition: str = ""
+    """store partition (see top-level cache.partitions); empty: the request's tenant, if known"""
+    status_header: Literal["x-cache", "cache-status", "both"] = "x-cache"
+    """how the outcome is shown: X-Cache: HIT|MISS|STALE|REVALIDATED|BYPASS, RFC 9211 Cache-Status, or both"""
+    collapse_timeout: Annotated[float, Gt(0)] = 10.0
+    """how long a miss waits for another request already fetching the same key, in seconds"""
+
+
+@register
+class Cache(Filter):
+    name = "cache"
+    config_model = CacheConfig
+
+    def __init__(self, config: CacheConfig) -> None:
+        super().__init__(config)
+        self.cfg = config
+        self.status = StatusField(config.status_header)
+        # X-Cache alone is the same on every hit; Cache-Status carries the entry's ttl.
+        self.hit_lines = b"" if self.status.cache_status else self.status.lines("HIT")
+        self.counts = COUNTERS.route("")
+        bypass = frozenset(name.lower().encode() for name in config.bypass_headers)
+        # Request fields that take a request off the plain-hit path (checked in one pass).
+        self.special_fields = bypass | _CONDITIONALS | {b"cache-control", b"pragma", b"range"}
+        self.key_headers = tuple(name.lower().encode() for name in config.key_headers)
+        self.flights = Flights()
+        self.handle: StoreHandle | None = None
+        self.route = ""
+
+    def bind(self, env: RouteEnvironment) -> None:
+        self.route = env.route
+        self.counts = COUNTERS.route(env.route)
+        self.handle = StoreHandle(
+            env.cache, env.upstream, env.rewrite, env.request_edits, env.response_timeout
+        )
+
+    # -- request -------------------------------------------------------------------------------
+
+    def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
+        state = ctx.vars.get(_STATE)
+        if state is not None:  # asked again after a Wait
+            return self._retry(state, request, ctx) if type(state) is CacheSession else None
+        method = request.method
+        if method not in _LOOKUP_METHODS:
+            if method in _UNSAFE_METHODS:
+                ctx.vars[_STATE] = self._session(request, ctx, _NO_DIRECTIVES, unsafe=True)
+            return None
+        directives = _NO_DIRECTIVES
+        conditional = ranged = False
+        special = self.special_fields
+        for name, _ in request.headers:
+            lname = name.lower()
+            if lname in special:
+                if lname in _DIRECTIVE_FIELDS:
+                    directives = request_directives(request.headers)
+                elif lname in _CONDITIONALS:
+                    conditional = True
+                elif lname == b"range":
+                    ranged = True
+                else:  # a bypass header
+                    directives = _BYPASS
+        handle = self.handle
+        assert handle is not None, "bind() runs at config load"
+        store = handle.current or handle.store()
+        if store is None or directives.no_store:
+            ctx.vars[_STATE] = "BYPASS"
+            return None
+        cfg = self.cfg
+        url = request_url(
+            ctx.host or request.host, request.path, request.query, cfg.sort_query, cfg.ignore_query
+        )
+        if not url:
+            ctx.vars[_STATE] = "BYPASS"
+            return None
+        partition = cfg.partition or str(ctx.vars.get("tenant") or "")
+        now = time.time()
+        try:
+            entry = store.lookup(partition, url, request.headers, now)
+        except Exception as exc:  # the store is a cache: its failure costs the caching only
+            handle.failed(exc, url)
+            ctx.vars[_STATE] = "BYPASS"
+            return None
+        if entry is not None and directives is _NO_DIRECTIVES and not (conditional or ranged):
+            age = entry.age(now)
+            if age < entry.freshness and not entry.flags & NO_CACHE:  # the common hit, served as stored
+                ctx.vars[_STATE] = "HIT"
+                lines = self.hit_lines or self.status.lines("HIT", entry.freshness - age)
+                return ReadyResponse(entry.status, entry.head + b"Age: %d\r\n" % age + lines, entry.body)
+        session = self._session(request, ctx, directives, url=url, partition=partition)
+        session.conditional, session.ranged = conditional, ranged
+        ctx.vars[_STATE] = session
+        if entry is None:
+            return self._miss(session, ctx)
+        return self._found(session, request, entry, now)
+
+    def _retry(
+        self, session: CacheSession, request: RequestHead, ctx: RequestContext
+    ) -> Answer | Wait | None:
+        """The same request once the flight it waited for has landed: look again."""
+        if session.flight is not None or session.unsafe:
+            return None
+        store = session.handle.current
+        if store is None:
+            return None
+        now = time.time()
+        entry = session.guard(lambda: store.lookup(session.partition, session.url, request.headers, now))
+        if entry is None:
+            return self._miss(session, ctx)
+        return self._found(session, request, entry, now)
+
+    def _session(
+        self,
+        request: RequestHead,
+        ctx: RequestContext,
+        directives: RequestDirectives,
+        *,
+        unsafe: bool = False,
+        url: bytes | None = None,
+        partition: str | None = None,
+    ) -> CacheSession:
+        cfg = self.cfg
+        handle = self.handle
+        assert handle is not None
+        if url is None:
+            url = request_url(
+                ctx.host or request.host, request.path, request.query, cfg.sort_query, cfg.ignore_query
+            )
+        if partition is None:
+            partition = cfg.partition or str(ctx.vars.get("tenant") or "")
+        session = CacheSession(
+            handle,
+            request,
+            partition,
+            url,
+            directives,
+            key_headers=self.key_headers,
+            default_ttl=cfg.default_ttl,
+            unsafe=unsafe,
+        )
+        session.host = ctx.host or request.host
+        return session
+
+    def _miss(self, session: CacheSession, ctx: RequestContext) -> Wait | LocalResponse | None:
+        if session.directives.only_if_cached:
+            session.result = "MISS"
+            return error_response(504, "not_cached", "only-if-cached and nothing stored for this URL")
+        if not session.waited:
+            key = session.flight_key()
+            flight = self.flights.join(key)
+            if flight is not None:
+                session.waited = True  # once: after that landing, go to the app even on a miss
+                return Wait(flight.landed, self.cfg.collapse_timeout)
+            session.flight = self.flights.open(key)
+        session.result = "MISS"
+        return None
+
+    def _found(self, session: CacheSession, request: RequestHead, entry: Entry, now: float) -> Answer | None:
+        age = entry.age(now)
+        verdict = choose(
+            age,
+            entry.freshness,
+            session.directives,
+            must_revalidate=bool(entry.flags & session.MUST_REVALIDATE),
+            no_cache=bool(entry.flags & session.NO_CACHE),
+        )
+        if verdict is Verdict.FRESH:
+            return self._hit(session, request, entry, age, "HIT")
+        if verdict is Verdict.STALE_OK:
+            return self._hit(session, request, entry, age, "STALE")
+        staleness = age - entry.freshness
+        if (
+            entry.stale_while_revalidate > staleness >= 0
+            and not session.directives.no_cache
+            and not entry.flags & (session.MUST_REVALIDATE | session.NO_CACHE)
+        ):
+            key = session.flight_key()
+            if self.flights.join(key) is None:
+                session.refresh_in_background(entry, self.flights.open(key), self.flights.land)
+            return self._hit(session, request, entry, age, "STALE")
+        if session.directives.only_if_cached:
+            session.result = "MISS"
+            return error_response(504, "not_cached", "only-if-cached and the stored response is stale")
+        session.stale = entry
+        session.result = "MISS"
+        request.headers = [(n, v) for n, v in request.headers if n.lower() not in _CONDITIONALS]
+        request.headers += conditional_headers(entry.headers)
+        return None
+
+    def _hit(
+        self, session: CacheSession, request: RequestHead, entry: Entry, age: float, result: str
+    ) -> Answer:
+        session.result = result
+        ttl = entry.freshness - age
+        return serve(
+            entry,
+            session.client_headers,
+            age,
+            self.status.lines(result, ttl),
+            conditional=session.conditional,
+            ranged=session.ranged,
+        )
+
+    # -- response ------------------------------------------------------------------------------
+
+    def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> Answer | None:
+        state = ctx.vars.get(_STATE)
+        if type(state) is not CacheSession:
+            if state == "BYPASS":
+                response.headers += self.status.fields("BYPASS")
+            return None
+        session = state
+        if session.unsafe:
+            session.invalidate_after(response)
+            return None
+        stale = session.stale
+        if stale is not None:
+            if response.status == 304:
+                refreshed = session.refresh(stale, response.headers)
+                session.result = "REVALIDATED"
+                return serve(
+                    refreshed,
+                    session.client_headers,
+                    refreshed.age(time.time()),
+                    self.status.lines("REVALIDATED"),
+                    conditional=session.conditional,
+                    ranged=session.ranged,
+                )
+            if response.status >= 500 and session.may_serve_stale_on_error():
+                return self._stale_on_error(session, request)
+        session.consider(response, self.cfg.default_ttl)
+        response.headers += self.status.fields("MISS")
+        return None
+
+    def on_response_body(self, data: bytes, ctx: RequestContext) -> None:
+        session = _session_of(ctx)
+        if session is not None and session.body is not None:
+            session.capture(data)
+
+    def on_response_end(self, ctx: RequestContext) -> None:
+        session = _session_of(ctx)
+        if session is not None and session.body is not None:
+            session.finish()
+
+    def on_upstream_failure(self, request: RequestHead, kind: str, ctx: RequestContext) -> Answer | None:
+        session = _session_of(ctx)
+        if session is not None and session.stale is not None and session.may_serve_stale_on_error():
+            return self._stale_on_error(session, request)
+        return None
+
+    def _stale_on_error(self, session: CacheSession, request: RequestHead) -> Answer:
+        stale = session.stale
+        assert stale is not None
+        return self._hit(session, request, stale, stale.age(time.time()), "STALE")
+
+    def on_log(self, request: RequestHead, ctx: RequestContext) -> None:
+        state = ctx.vars.get(_STATE)
+        if type(state) is CacheSession:
+            flight, state.flight = state.flight, None
+            if flight is not None:
+                self.flights.land(flight)
+            state = state.result
+        if state:
+            self.counts[state] += 1
+
+
+def _session_of(ctx: RequestContext) -> CacheSession | None:
+    state = ctx.vars.get(_STATE)
+    return state if type(state) is CacheSession else None
