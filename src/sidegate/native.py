@@ -27,6 +27,10 @@ HOT_MODULES = (
     "sidegate.server.timers",
     "sidegate.upstream.connection",
     "sidegate.upstream.pool",
+    "sidegate.cache.hitpath",
+    "sidegate.cache.keys",
+    "sidegate.cache.store",
+    "sidegate.cache.urlkey",
 )
 
 

@@ -24,7 +24,7 @@ from typing import Final, TypeVar
 
 import lmdb
 
-from sidegate.cache.entry import CorruptEntry, Entry
+from sidegate.cache.entry import HEADER_SIZE, CorruptEntry, Entry
 from sidegate.cache.env import Env, StoreError, acquire, failure, map_size_for, release
 from sidegate.cache.keys import (
     MAX_KEY,
@@ -57,6 +57,10 @@ from sidegate.http.messages import Headers
 __all__ = ["Limits", "Store", "StoreError", "StoreStats", "open_store"]
 
 TOUCH_EVERY_MS: Final = 1000  # an entry's place in the LRU index moves at most once a second
+# Decoded entries kept per process for the hit path, checked against the stored bytes on each use.
+_MEMO_KEYS: Final = 4096
+_MEMO_BYTES: Final = 8 * 1024 * 1024
+_MEMO_ENTRY_BYTES: Final = 64 * 1024
 _T = TypeVar("_T")
 _decode = Entry.decode
 _access_ms = U64.unpack_from
@@ -106,6 +110,9 @@ class Store:
         self._check_limits(max_size, quotas)
         self._publish_limits = publish
         self._prefixes: dict[str, bytes] = {}
+        self._decoded: dict[bytes, tuple[bytes, Entry]] = {}  # entry key -> (value header, entry)
+        self._decoded_bytes = 0
+        self._touched: dict[bytes, int] = {}  # entry key -> when this process last moved it (ms)
         self._refs = 1
         self._lock = threading.Lock()
         self._env: Env | None = acquire(directory, map_size_for(max_size))
@@ -199,15 +206,29 @@ class Store:
                 raw = txn.get(key, None, env.entries)
                 if raw is None:
                     return None
-                try:
-                    entry = _decode(raw)
-                except CorruptEntry:
-                    entry = None
+                # A value already decoded here is reused while its 64-byte header (times,
+                # sizes) is unchanged: a rewrite always has a new response_time.
+                stamp = bytes(raw[:HEADER_SIZE])
+                memo = self._decoded.get(key)
+                if memo is not None and memo[0] == stamp:
+                    entry = memo[1]
                 else:
-                    access = txn.get(key, None, env.access)
-                    if access is not None:
-                        ms = int(now * 1000)
-                        if ms - _access_ms(access)[0] >= TOUCH_EVERY_MS and key not in env.pending:
+                    try:
+                        entry = _decode(raw)
+                    except CorruptEntry:
+                        entry = None
+                    else:
+                        self._remember(key, stamp, entry)
+                if entry is not None:
+                    ms = int(now * 1000)
+                    touched = self._touched
+                    if ms - touched.get(key, 0) >= TOUCH_EVERY_MS:  # else moved less than 1 s ago
+                        if len(touched) >= _MEMO_KEYS:
+                            touched.clear()
+                        touched[key] = ms
+                        access = txn.get(key, None, env.access)
+                        stale_touch = access is not None and ms - _access_ms(access)[0] >= TOUCH_EVERY_MS
+                        if stale_touch and key not in env.pending:
                             env.touch(key, ms)
             finally:
                 txn.abort()
@@ -218,6 +239,21 @@ class Store:
         if entry is None:
             self._drop_corrupt(env, key)
         return entry
+
+    def _remember(self, key: bytes, stamp: bytes, entry: Entry) -> None:
+        """Keep a decoded entry for the next hit on it (small entries only, bounded in count and bytes)."""
+        size = len(entry.head) + len(entry.body)
+        if size > _MEMO_ENTRY_BYTES:
+            return
+        decoded = self._decoded
+        old = decoded.pop(key, None)
+        if old is not None:
+            self._decoded_bytes -= len(old[1].head) + len(old[1].body)
+        while decoded and (len(decoded) >= _MEMO_KEYS or self._decoded_bytes + size > _MEMO_BYTES):
+            _, (_, dropped) = decoded.popitem()  # not LRU: a bound on memory, the store decides
+            self._decoded_bytes -= len(dropped.head) + len(dropped.body)
+        decoded[key] = (stamp, entry)
+        self._decoded_bytes += size
 
     def stats(self) -> StoreStats:
         """Entry and byte totals, evictions and corrupt values, over all processes."""

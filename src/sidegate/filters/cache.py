@@ -24,16 +24,17 @@ Any store failure is logged and the request goes on uncached: a client never see
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from time import time
 from typing import Annotated, Final, Literal
 
 from annotated_types import Ge, Gt
 
 from sidegate.cache.answers import StatusField, serve
 from sidegate.cache.counters import COUNTERS
-from sidegate.cache.entry import NO_CACHE, Entry
+from sidegate.cache.entry import Entry
 from sidegate.cache.flights import Flights
+from sidegate.cache.hitpath import BYPASS, CONDITIONAL, DIRECTIVES, RANGED, Lookup, PlainHits
 from sidegate.cache.session import CacheSession, StoreHandle
 from sidegate.cache.urlkey import request_url
 from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
@@ -52,8 +53,6 @@ _LOOKUP_METHODS: Final = frozenset((b"GET", b"HEAD"))
 _UNSAFE_METHODS: Final = frozenset((b"POST", b"PUT", b"PATCH", b"DELETE"))
 _NO_DIRECTIVES: Final = RequestDirectives()
 _CONDITIONALS: Final = frozenset((b"if-none-match", b"if-modified-since"))
-_DIRECTIVE_FIELDS: Final = frozenset((b"cache-control", b"pragma"))
-_BYPASS: Final = RequestDirectives(no_cache=True, no_store=True)
 _STATE: Final = "cache"
 
 
@@ -86,12 +85,15 @@ class Cache(Filter):
         super().__init__(config)
         self.cfg = config
         self.status = StatusField(config.status_header)
-        # X-Cache alone is the same on every hit; Cache-Status carries the entry's ttl.
-        self.hit_lines = b"" if self.status.cache_status else self.status.lines("HIT")
         self.counts = COUNTERS.route("")
-        bypass = frozenset(name.lower().encode() for name in config.bypass_headers)
-        # Request fields that take a request off the plain-hit path (checked in one pass).
-        self.special_fields = bypass | _CONDITIONALS | {b"cache-control", b"pragma", b"range"}
+        self.plain = PlainHits(
+            frozenset(name.lower().encode() for name in config.bypass_headers),
+            sort_query=config.sort_query,
+            ignored=frozenset(name.encode() for name in config.ignore_query),
+            partition=config.partition,
+            x_cache=self.status.x_cache,
+            cache_status=self.status.cache_status,
+        )
         self.key_headers = tuple(name.lower().encode() for name in config.key_headers)
         self.flights = Flights()
         self.handle: StoreHandle | None = None
@@ -115,50 +117,50 @@ class Cache(Filter):
             if method in _UNSAFE_METHODS:
                 ctx.vars[_STATE] = self._session(request, ctx, _NO_DIRECTIVES, unsafe=True)
             return None
-        directives = _NO_DIRECTIVES
-        conditional = ranged = False
-        special = self.special_fields
-        for name, _ in request.headers:
-            lname = name.lower()
-            if lname in special:
-                if lname in _DIRECTIVE_FIELDS:
-                    directives = request_directives(request.headers)
-                elif lname in _CONDITIONALS:
-                    conditional = True
-                elif lname == b"range":
-                    ranged = True
-                else:  # a bypass header
-                    directives = _BYPASS
         handle = self.handle
         assert handle is not None, "bind() runs at config load"
         store = handle.current or handle.store()
-        if store is None or directives.no_store:
+        if store is None:
             ctx.vars[_STATE] = "BYPASS"
             return None
-        cfg = self.cfg
-        url = request_url(
-            ctx.host or request.host, request.path, request.query, cfg.sort_query, cfg.ignore_query
-        )
-        if not url:
-            ctx.vars[_STATE] = "BYPASS"
-            return None
-        partition = cfg.partition or str(ctx.vars.get("tenant") or "")
-        now = time.time()
+        now = time()
+        host = ctx.host or request.host
+        tenant = ctx.vars.get("tenant")
         try:
-            entry = store.lookup(partition, url, request.headers, now)
+            found = self.plain.lookup(store, request, host, str(tenant) if tenant else "", now)
         except Exception as exc:  # the store is a cache: its failure costs the caching only
-            handle.failed(exc, url)
+            handle.failed(exc, request.path)
             ctx.vars[_STATE] = "BYPASS"
             return None
-        if entry is not None and directives is _NO_DIRECTIVES and not (conditional or ranged):
-            age = entry.age(now)
-            if age < entry.freshness and not entry.flags & NO_CACHE:  # the common hit, served as stored
-                ctx.vars[_STATE] = "HIT"
-                lines = self.hit_lines or self.status.lines("HIT", entry.freshness - age)
-                return ReadyResponse(entry.status, entry.head + b"Age: %d\r\n" % age + lines, entry.body)
-        session = self._session(request, ctx, directives, url=url, partition=partition)
-        session.conditional, session.ranged = conditional, ranged
+        if type(found) is ReadyResponse:
+            ctx.vars[_STATE] = "HIT"
+            return found
+        assert isinstance(found, Lookup)
+        return self._general(found, request, ctx, now)
+
+    def _general(
+        self, found: Lookup, request: RequestHead, ctx: RequestContext, now: float
+    ) -> Answer | Wait | None:
+        """Everything but the plain fresh hit: directives, conditionals, ranges, stale entries, misses."""
+        flags = found.flags
+        if flags & BYPASS:
+            ctx.vars[_STATE] = "BYPASS"
+            return None
+        directives = request_directives(request.headers) if flags & DIRECTIVES else _NO_DIRECTIVES
+        if directives.no_store:
+            ctx.vars[_STATE] = "BYPASS"
+            return None
+        session = self._session(request, ctx, directives, url=found.url, partition=found.partition)
+        session.conditional, session.ranged = bool(flags & CONDITIONAL), bool(flags & RANGED)
         ctx.vars[_STATE] = session
+        entry = found.entry
+        if not found.looked_up:
+            store = session.handle.current
+            entry = (
+                None
+                if store is None
+                else session.guard(lambda: store.lookup(session.partition, session.url, request.headers, now))
+            )
         if entry is None:
             return self._miss(session, ctx)
         return self._found(session, request, entry, now)
@@ -172,7 +174,7 @@ class Cache(Filter):
         store = session.handle.current
         if store is None:
             return None
-        now = time.time()
+        now = time()
         entry = session.guard(lambda: store.lookup(session.partition, session.url, request.headers, now))
         if entry is None:
             return self._miss(session, ctx)
@@ -290,7 +292,7 @@ class Cache(Filter):
                 return serve(
                     refreshed,
                     session.client_headers,
-                    refreshed.age(time.time()),
+                    refreshed.age(time()),
                     self.status.lines("REVALIDATED"),
                     conditional=session.conditional,
                     ranged=session.ranged,
@@ -320,7 +322,7 @@ class Cache(Filter):
     def _stale_on_error(self, session: CacheSession, request: RequestHead) -> Answer:
         stale = session.stale
         assert stale is not None
-        return self._hit(session, request, stale, stale.age(time.time()), "STALE")
+        return self._hit(session, request, stale, stale.age(time()), "STALE")
 
     def on_log(self, request: RequestHead, ctx: RequestContext) -> None:
         state = ctx.vars.get(_STATE)

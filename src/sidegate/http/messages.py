@@ -66,19 +66,26 @@ class LocalResponse:
     close: bool = False  # close the client connection after sending
 
 
-@dataclass(frozen=True, slots=True)
 class ReadyResponse:
     """A response already serialised (a cache hit): sent as ``head`` + the request id line (and
     ``Connection: close`` when the connection ends) + CRLF + ``body``.
 
     ``head`` is the status line and header lines, Content-Length included, without the blank line
-    that ends the head, so nothing has to be rebuilt per request.
+    that ends the head, so nothing has to be rebuilt per request. A plain slotted class, not a
+    frozen dataclass: one is made per cache hit, and a frozen ``__init__`` costs four times as much.
+    Treat it as immutable.
     """
 
-    status: int
-    head: bytes
-    body: bytes = b""
-    close: bool = False
+    __slots__ = ("body", "close", "head", "status")
+
+    def __init__(self, status: int, head: bytes, body: bytes = b"", close: bool = False) -> None:
+        self.status = status
+        self.head = head
+        self.body = body
+        self.close = close
+
+    def __repr__(self) -> str:
+        return f"ReadyResponse({self.status}, {len(self.head)}-byte head, {len(self.body)}-byte body)"
 
 
 def get_header(headers: Headers, lname: bytes) -> bytes | None:
