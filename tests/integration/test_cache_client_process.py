@@ -256,3 +256,18 @@ def last_access_ms(env: Env, key: bytes) -> int:
 
 def served_from(store: Store, url: str) -> bool:
     return store.lookup("tenant", normalize_url(url), [], 10.0) is not None
+
+
+def test_entries_sidegate_keeps_between_hits_follow_the_apps_writes_at_once(app: App, sidegate: Store) -> None:
+    # Sidegate reuses decoded entries while the store's generation is unchanged (no transaction
+    # per hit); every write of the app must end that reuse before the app's call returns.
+    url = "http://api.local/hot"
+    assert put(app, url, "first", ("Cache-Control", "max-age=60")) is True
+    for _ in range(3):  # read, then served from what this process kept
+        entry = served(sidegate, url)
+        assert entry is not None and entry.body == b"first"
+    assert put(app, url, "second", ("Cache-Control", "max-age=60")) is True
+    entry = served(sidegate, url)
+    assert entry is not None and entry.body == b"second"
+    assert app.call("invalidate", url=url) == 1
+    assert served(sidegate, url) is None

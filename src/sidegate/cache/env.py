@@ -16,12 +16,20 @@ transaction cannot reopen: it gets a StoreError saying to open the cache after f
 
 The LRU touch of a cache hit is queued here and written by a small background thread, so a
 lookup never waits for the write lock (another process may hold it for a large write).
+
+The ``generation`` file beside the LMDB files holds 8 bytes that every writer replaces with new
+random bytes after each committed change to the entries (:meth:`Env.bump`). A process that keeps
+decoded entries between lookups (:class:`~sidegate.cache.store.Store` does, for the hit path)
+may reuse them while those 8 bytes are the ones it saw when it read them: a hit then costs no
+LMDB transaction at all. Random bytes rather than a counter, so two writers racing after their
+commits can never leave the value one a reader already saw.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -40,6 +48,8 @@ MAX_DBS: Final = 8
 DB_NAMES: Final = (b"entries", b"variants", b"lru", b"access", b"tags", b"meta")
 DUPSORT: Final = frozenset((b"lru", b"tags"))
 FILES: Final = ("data.mdb", "lock.mdb")
+GENERATION_FILE: Final = "generation"
+GENERATION_SIZE: Final = 8
 
 # py-lmdb 3 can also create LMDB 1.0 files, which 0.9 readers (most other languages) cannot
 # open: pin the 0.9 format where the binding offers the choice.
@@ -100,11 +110,20 @@ class Env:
         self.tags = dbs[b"tags"]
         self.meta = dbs[b"meta"]
         self.env.reader_check()  # slots of readers that died (killed workers) hold old pages
+        self.generation_map = _open_generation(path)
         self.pending: dict[bytes, int] = {}  # entry key -> access time (ms) to write
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+
+    def generation(self) -> bytes:
+        """The 8 bytes writers change after each committed change to the entries."""
+        return self.generation_map[:GENERATION_SIZE]
+
+    def bump(self) -> None:
+        """After a committed change: new bytes, so that every process's kept entries are re-read."""
+        self.generation_map[:GENERATION_SIZE] = os.urandom(GENERATION_SIZE)
 
     def grow(self, map_size: int) -> None:
         """Use a bigger map when a later Store of this process wants one (best effort: LMDB
@@ -183,6 +202,7 @@ class Env:
             self._thread.join(timeout=5)
         self.flush_touches()
         self.env.close()
+        self.generation_map.close()
 
 
 _registry: dict[str, Env] = {}
@@ -228,6 +248,20 @@ def release(env: Env) -> None:
         if _registry.get(env.path) is env:
             del _registry[env.path]
     env.close()
+
+
+def _open_generation(path: str) -> mmap.mmap:
+    """The directory's generation file, created with random bytes if missing, mapped shared."""
+    name = os.path.join(path, GENERATION_FILE)
+    fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size < GENERATION_SIZE:
+            os.pwrite(fd, os.urandom(GENERATION_SIZE), 0)
+        return mmap.mmap(fd, GENERATION_SIZE)
+    except OSError as exc:
+        raise StoreError(f"cache directory {path}: cannot use {name} ({exc}); check the volume") from None
+    finally:
+        os.close(fd)
 
 
 def prepare_directory(directory: str | os.PathLike[str]) -> str:

@@ -113,6 +113,10 @@ class Store:
         self._decoded: dict[bytes, tuple[bytes, Entry]] = {}  # entry key -> (value header, entry)
         self._decoded_bytes = 0
         self._touched: dict[bytes, int] = {}  # entry key -> when this process last moved it (ms)
+        # Read under the generation in _generation (see sidegate.cache.env): reusable without LMDB.
+        self._generation = b""
+        self._current: dict[bytes, Entry] = {}  # entry key -> entry
+        self._vary_seen: dict[bytes, tuple[bytes, ...]] = {}  # primary key -> its Vary names
         self._refs = 1
         self._lock = threading.Lock()
         self._env: Env | None = acquire(directory, map_size_for(max_size))
@@ -186,6 +190,23 @@ class Store:
         primary = prefix + url
         if len(primary) >= MAX_KEY:
             return None
+        ms = int(now * 1000)
+        generation = env.generation()
+        if generation == self._generation:  # no write since these were read: no transaction
+            vary = self._vary_seen.get(primary)
+            if vary is not None:
+                key = (
+                    primary + VARIANT_SEP + secondary_key(vary, request_headers)
+                    if vary
+                    else primary + VARIANT_SEP
+                )
+                current = self._current.get(key)
+                if current is not None and ms - self._touched.get(key, 0) < TOUCH_EVERY_MS:
+                    return current
+        else:
+            self._generation = generation
+            self._vary_seen.clear()
+            self._current.clear()
         # env.transaction() inlined: this is the cache-hit path, a generator context costs ~1 us.
         next(env.begin_count)
         try:
@@ -199,8 +220,9 @@ class Store:
                 if names is None:
                     return None
                 key = primary + VARIANT_SEP
-                if names:
-                    key += secondary_key(decode_vary(bytes(names)), request_headers)
+                vary = decode_vary(bytes(names)) if names else ()
+                if vary:
+                    key += secondary_key(vary, request_headers)
                     if len(key) > MAX_KEY:
                         return None
                 raw = txn.get(key, None, env.entries)
@@ -220,7 +242,12 @@ class Store:
                     else:
                         self._remember(key, stamp, entry)
                 if entry is not None:
-                    ms = int(now * 1000)
+                    if key in self._decoded:  # small enough to keep: later hits skip the transaction
+                        if len(self._current) >= _MEMO_KEYS:
+                            self._current.clear()
+                            self._vary_seen.clear()
+                        self._current[key] = entry
+                        self._vary_seen[primary] = vary
                     touched = self._touched
                     if ms - touched.get(key, 0) >= TOUCH_EVERY_MS:  # else moved less than 1 s ago
                         if len(touched) >= _MEMO_KEYS:
@@ -250,7 +277,8 @@ class Store:
         if old is not None:
             self._decoded_bytes -= len(old[1].head) + len(old[1].body)
         while decoded and (len(decoded) >= _MEMO_KEYS or self._decoded_bytes + size > _MEMO_BYTES):
-            _, (_, dropped) = decoded.popitem()  # not LRU: a bound on memory, the store decides
+            dropped_key, (_, dropped) = decoded.popitem()  # not LRU: a bound on memory only
+            self._current.pop(dropped_key, None)
             self._decoded_bytes -= len(dropped.head) + len(dropped.body)
         decoded[key] = (stamp, entry)
         self._decoded_bytes += size
@@ -357,6 +385,7 @@ class Store:
                 apply_touches(env, txn, env.take_touches())
                 result = change(writer)
                 writer.finish()
+            env.bump()  # after the commit: a reader that saw the old bytes reads again
         except lmdb.MapFullError as exc:
             if full_ok:
                 raise
