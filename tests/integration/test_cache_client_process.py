@@ -258,7 +258,7 @@ def served_from(store: Store, url: str) -> bool:
     return store.lookup("tenant", normalize_url(url), [], 10.0) is not None
 
 
-def test_entries_sidegate_keeps_between_hits_follow_the_apps_writes_at_once(app: App, sidegate: Store) -> None:
+def test_entries_kept_between_hits_follow_the_apps_writes_at_once(app: App, sidegate: Store) -> None:
     # Sidegate reuses decoded entries while the store's generation is unchanged (no transaction
     # per hit); every write of the app must end that reuse before the app's call returns.
     url = "http://api.local/hot"
