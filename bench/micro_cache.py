@@ -18,12 +18,7 @@ import time
 
 import uvloop
 
-from micro_proxy import REQUEST, FakeTransport
-from sidegate.config.check import check_text
-from sidegate.config.compile import compile_checked
-from sidegate.runtime import Gateway
-from sidegate.server.inbound import InboundConnection
-from sidegate.upstream.connection import UpstreamConnection
+from micro_proxy import REQUEST, wire
 
 CONFIG = """
 listeners:
@@ -46,16 +41,7 @@ RESPONSE = (  # no Date: the entry is fresh from when it arrives
 
 
 async def run(requests: int, profile: bool, directory: str) -> None:
-    loop = asyncio.get_running_loop()
-    gateway = Gateway(loop, compile_checked(check_text(CONFIG % directory)))
-    inbound = InboundConnection(gateway.ctx)
-    client = FakeTransport()
-    inbound.connection_made(client)  # type: ignore[arg-type]
-    pool = gateway.clusters.clusters["app"].pools[0]
-    upstream = UpstreamConnection(pool)
-    server = FakeTransport()
-    upstream.connection_made(server)  # type: ignore[arg-type]
-    pool.idle.append(upstream)
+    inbound, client, upstream, server = wire(asyncio.get_running_loop(), CONFIG % directory)
     inbound.data_received(REQUEST)  # the miss: stored as it goes through
     upstream.data_received(RESPONSE)
     assert server.written == 1

@@ -10,6 +10,7 @@ costs per request (parsing, routing, head rebuilding, bookkeeping) from syscalls
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import pstats
 import time
@@ -70,11 +71,12 @@ class FakeTransport:
         pass
 
 
-def build() -> Callable[[int], None]:
-    """A gateway with one inbound and one pooled upstream connection over fake transports;
-    returns ``cycle(n)``, which proxies ``n`` requests through them."""
-    loop = uvloop.new_event_loop()
-    gateway = Gateway(loop, compile_checked(check_text(CONFIG)))
+def wire(
+    loop: asyncio.AbstractEventLoop, config: str
+) -> tuple[InboundConnection, FakeTransport, UpstreamConnection, FakeTransport]:
+    """A gateway for ``config`` with one inbound connection and one pooled upstream connection
+    of upstream ``app``, over fake transports: (inbound, its transport, upstream, its transport)."""
+    gateway = Gateway(loop, compile_checked(check_text(config)))
     inbound = InboundConnection(gateway.ctx)
     client = FakeTransport()
     inbound.connection_made(client)  # type: ignore[arg-type]
@@ -83,6 +85,17 @@ def build() -> Callable[[int], None]:
     server = FakeTransport()
     upstream.connection_made(server)  # type: ignore[arg-type]
     pool.idle.append(upstream)
+    _KEEP.append(gateway)
+    return inbound, client, upstream, server
+
+
+_KEEP: list[Gateway] = []  # the gateways wired here live as long as the benchmark
+
+
+def build() -> Callable[[int], None]:
+    """A gateway with one inbound and one pooled upstream connection over fake transports;
+    returns ``cycle(n)``, which proxies ``n`` requests through them."""
+    inbound, client, upstream, server = wire(uvloop.new_event_loop(), CONFIG)
 
     def cycle(n: int) -> None:
         feed_request = inbound.data_received

@@ -66,24 +66,17 @@ _PROXY = """\
 
 # The same reverse proxy with a cache: a zone in the instance's own prefix, 200s kept for an hour (the
 # origin's `max-age` says the same), and `X-Cache` telling the preflight whether an answer was a HIT.
-_CACHE_PROXY = """\
-    proxy_cache_path {prefix}/cache levels=1:2 keys_zone=bench:10m max_size=64m inactive=1h use_temp_path=off;
-    upstream app {{
-        server 127.0.0.1:{app_port};
-        keepalive 64;
-        keepalive_requests 1000000;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache bench;
-            proxy_cache_valid 200 1h;
-            add_header X-Cache $upstream_cache_status;
-        }}
-    }}"""
+_CACHE_PROXY = (
+    "    proxy_cache_path {prefix}/cache levels=1:2 keys_zone=bench:10m max_size=64m inactive=1h "
+    "use_temp_path=off;\n"
+    + _PROXY.replace(
+        'proxy_set_header Connection "";',
+        'proxy_set_header Connection "";\n'
+        "            proxy_cache bench;\n"
+        "            proxy_cache_valid 200 1h;\n"
+        "            add_header X-Cache $upstream_cache_status;",
+    )
+)
 
 
 def nginx_binary() -> str:

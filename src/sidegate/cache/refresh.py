@@ -35,32 +35,23 @@ def start_refresh(
     done: Callable[[Fetched | None], None],
 ) -> None:
     """Fetch in the background; ``done`` gets the response, or None if it failed."""
-    task = asyncio.get_running_loop().create_task(
-        _run(host, port, request_head, timeout=timeout, max_body=max_body, clock=clock, done=done)
-    )
+
+    async def run() -> None:
+        result: Fetched | None = None
+        try:
+            result = await asyncio.wait_for(fetch(host, port, request_head, max_body, clock), timeout or None)
+        except (OSError, TimeoutError, ValueError, httptools.HttpParserError) as exc:
+            log.info(
+                "cache: background revalidation of %s:%d failed: %s", host, port, exc or type(exc).__name__
+            )
+        try:
+            done(result)
+        except Exception:  # a bug in the callback must not kill the loop's task silently
+            log.exception("cache: storing a revalidated response failed")
+
+    task = asyncio.get_running_loop().create_task(run())
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
-
-
-async def _run(
-    host: str,
-    port: int,
-    request_head: bytes,
-    *,
-    timeout: float,
-    max_body: int,
-    clock: Callable[[], float],
-    done: Callable[[Fetched | None], None],
-) -> None:
-    result: Fetched | None = None
-    try:
-        result = await asyncio.wait_for(fetch(host, port, request_head, max_body, clock), timeout or None)
-    except (OSError, TimeoutError, ValueError, httptools.HttpParserError) as exc:
-        log.info("cache: background revalidation of %s:%d failed: %s", host, port, exc or type(exc).__name__)
-    try:
-        done(result)
-    except Exception:  # a bug in the callback must not kill the loop's task silently
-        log.exception("cache: storing a revalidated response failed")
 
 
 async def fetch(
