@@ -564,6 +564,9 @@ class Exchange(UpstreamUser, InboundExchange):
         parts.append(self.view.forwarding.lines(head))
         if edits is not None:
             parts.append(edits.block)
+        ctx = self.ctx
+        if ctx is not None and ctx.upstream_lines:
+            parts.append(ctx.upstream_lines)  # identity headers of an authenticated consumer
         parts.append(self.request_id_line)
         if head.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")

@@ -28,6 +28,7 @@ from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import validate_file, validate_text
 from sidegate.config.snapshot import CacheSettings, ListenerSpec, Snapshot
 from sidegate.errors import ConfigError
+from sidegate.filters.counters import POLICY
 from sidegate.native import describe
 from sidegate.observe.metrics import Metrics, merge
 from sidegate.observe.prometheus import render_prometheus
@@ -123,6 +124,7 @@ class Gateway:
     def metrics_snapshot(self) -> dict[str, Any]:
         self.metrics.connections_active = self.ctx.stats.connections_active
         snapshot = self.metrics.snapshot()
+        snapshot["policy"] = POLICY.snapshot()
         if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
             snapshot["cache"] = COUNTERS.snapshot()
             snapshot["cache_store"] = store_stats(self.snapshot.cache)

@@ -26,6 +26,7 @@ taken from ``lines`` (the checker sends the line of every route's filter entries
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -36,11 +37,14 @@ from typing import TYPE_CHECKING, Any
 from sidegate.config.redact import redact
 from sidegate.config.snapshot import (
     CacheSettings,
+    ConsumerSpec,
     Endpoint,
     ForwardedSpec,
     HeaderEdits,
+    IdentitySpec,
     InboundLimits,
     ListenerSpec,
+    RedisSpec,
     Rewrite,
     Route,
     Snapshot,
@@ -93,6 +97,19 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         {name: compile_upstream(name, up) for name, up in config["upstreams"].items()}
     )
     cache = compile_cache(config.get("cache") or {})
+    consumers = tuple(compile_consumer(c) for c in config.get("consumers") or ())
+    identity_cfg = config.get("identity") or {}
+    identity = IdentitySpec(
+        consumer_header=identity_cfg.get("consumer_header", "X-Consumer").encode(),
+        tenant_header=identity_cfg.get("tenant_header", "X-Tenant").encode(),
+    )
+    redis_cfg = config.get("redis") or {}
+    redis = RedisSpec(
+        url=redis_cfg.get("url", ""),
+        timeout=redis_cfg.get("timeout", 0.05),
+        connect_timeout=redis_cfg.get("connect_timeout", 0.5),
+        password=redis_cfg.get("password", ""),
+    )
     for index, route in enumerate(config["routes"]):
         env = RouteEnvironment(
             route["name"],
@@ -101,6 +118,9 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             rewrite=compile_rewrite(route["rewrite"]) if route["rewrite"] is not None else None,
             request_edits=compile_edits(route["headers"]["request"]),
             response_timeout=route["timeouts"]["response"],
+            consumers=consumers,
+            identity=identity,
+            redis=redis,
         )
         filters = _filters(route["filters"], index, env, lines, issues)
         entries.append((compile_match(route["match"]), compile_route(route, filters)))
@@ -120,6 +140,9 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             body_idle=limits["body_idle"],
             keepalive_idle=limits["keepalive_idle"],
             buffer_high_water=limits["buffer"],
+            drop_fields=frozenset(
+                name.lower() for name in (identity.consumer_header, identity.tenant_header) if name
+            ),
         ),
         forwarded=ForwardedSpec(
             mode=forwarded["mode"],
@@ -130,6 +153,9 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         drain_timeout=config["drain_timeout"],
         routes=tuple(route for _, route in entries),
         cache=cache,
+        consumers=consumers,
+        identity=identity,
+        redis=redis,
         dump=config_dump(config),
         source=source,
     )
@@ -168,6 +194,22 @@ def compile_cache(cache: Plain) -> CacheSettings:
         quotas=MappingProxyType(
             {name: part["max_size"] for name, part in (cache.get("partitions") or {}).items()}
         ),
+    )
+
+
+def compile_consumer(consumer: Plain) -> ConsumerSpec:
+    """A consumer with its API keys as SHA-256 digests (a plain key is hashed here and forgotten)."""
+    hashes = []
+    for key in consumer.get("api_keys") or ():
+        if key.startswith("sha256:"):
+            hashes.append(bytes.fromhex(key.removeprefix("sha256:")))
+        else:
+            hashes.append(hashlib.sha256(key.encode()).digest())
+    return ConsumerSpec(
+        name=consumer["name"],
+        tenant=consumer.get("tenant", ""),
+        labels=MappingProxyType(dict(consumer.get("labels") or {})),
+        api_key_hashes=tuple(hashes),
     )
 
 

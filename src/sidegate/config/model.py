@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -398,6 +399,51 @@ class Cache(_Model):
         return self
 
 
+_API_KEY_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _api_key(value: str) -> str:
+    if value.startswith("sha256:") and not _API_KEY_HASH.fullmatch(value):
+        raise ValueError("a hashed key is 'sha256:' and 64 lower-case hex digits (printf %s KEY | sha256sum)")
+    if len(value) < 16 and not value.startswith("sha256:"):
+        raise ValueError("an API key shorter than 16 characters is too easy to guess; use a longer one")
+    return value
+
+
+class Consumer(_Model):
+    """A caller of the API: its tenant, labels and credentials."""
+
+    name: str = Field(
+        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:\-]+$", description="unique name"
+    )
+    tenant: str = Field(
+        default="", max_length=128, pattern=r"^[A-Za-z0-9_.@:\-]*$", description="the tenant it belongs to"
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="free labels (plan, team...)")
+    api_keys: list[Annotated[str, AfterValidator(_api_key)]] = Field(
+        default_factory=list,
+        description='API keys: "sha256:<hex digest>" (preferred) or the key itself (use ${ENV})',
+    )
+
+
+class Identity(_Model):
+    """How the app learns who called: request headers Sidegate sets (client copies always removed)."""
+
+    consumer_header: str = Field(default="X-Consumer", description='the consumer\'s name ("" = not sent)')
+    tenant_header: str = Field(default="X-Tenant", description='the consumer\'s tenant ("" = not sent)')
+
+
+class Redis(_Model):
+    """The Redis that holds rate limits shared by every pod."""
+
+    url: str = Field(
+        default="", pattern=r"^(redis://[^\s]+)?$", description='redis://host:port/db ("" = no Redis)'
+    )
+    password: str = Field(default="", description="AUTH password (use ${ENV})")
+    timeout: Duration = Field(default=0.05, gt=0, description="most a decision may wait for Redis")
+    connect_timeout: Duration = Field(default=0.5, gt=0, description="to connect to Redis")
+
+
 class SidegateConfig(_Model):
     """A whole Sidegate configuration file."""
 
@@ -411,6 +457,26 @@ class SidegateConfig(_Model):
     upstreams: dict[str, Upstream] = Field(min_length=1, description="named clusters of app endpoints")
     routes: list[Route] = Field(min_length=1, description="routes, tried in order; the first match wins")
     cache: Cache = Field(default_factory=Cache, description="the shared response cache (routes opt in)")
+    consumers: list[Consumer] = Field(default_factory=list, description="who may call, and their credentials")
+    identity: Identity = Field(default_factory=Identity, description="headers that tell the app who called")
+    redis: Redis = Field(default_factory=Redis, description="Redis for rate limits shared across pods")
+
+    @model_validator(mode="after")
+    def _unique_consumers(self) -> SidegateConfig:
+        names: set[str] = set()
+        keys: dict[str, str] = {}
+        for index, consumer in enumerate(self.consumers):
+            if consumer.name in names:
+                raise ValueError(f"consumers[{index}].name {consumer.name!r} is used twice; names are unique")
+            names.add(consumer.name)
+            for key in consumer.api_keys:
+                if key in keys:
+                    raise ValueError(
+                        f"consumers[{index}] ({consumer.name}) has an API key that {keys[key]} has too; "
+                        "a key names one consumer"
+                    )
+                keys[key] = consumer.name
+        return self
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -137,6 +137,9 @@ class InboundLimits:
     body_idle: float = 30.0
     keepalive_idle: float = 60.0
     buffer_high_water: int = 64 * 1024
+    # Request fields always removed from what clients send (lower-case): the identity headers
+    # Sidegate itself sets, so that no client can claim to be a consumer.
+    drop_fields: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,34 @@ class CacheSettings:
     quotas: Mapping[str, int] = field(default_factory=dict)  # partition (tenant) -> its own max bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A consumer of the API (top-level ``consumers:``): who a credential belongs to."""
+
+    name: str
+    tenant: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    api_key_hashes: tuple[bytes, ...] = ()  # SHA-256 digests of its API keys
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySpec:
+    """Headers that tell the app who called (top-level ``identity:``); empty: not sent."""
+
+    consumer_header: bytes = b"X-Consumer"
+    tenant_header: bytes = b"X-Tenant"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSpec:
+    """The Redis shared by every pod for global rate limits (top-level ``redis:``)."""
+
+    url: str = ""
+    timeout: float = 0.05
+    connect_timeout: float = 0.5
+    password: str = field(default="", repr=False)
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     """Everything the running gateway needs, compiled from one config file."""
@@ -177,5 +208,8 @@ class Snapshot:
     drain_timeout: float = 20.0
     routes: tuple[Route, ...] = ()
     cache: CacheSettings = field(default_factory=CacheSettings)
+    consumers: tuple[ConsumerSpec, ...] = ()
+    identity: IdentitySpec = field(default_factory=IdentitySpec)
+    redis: RedisSpec = field(default_factory=RedisSpec)
     dump: Mapping[str, Any] = field(default_factory=dict)  # normalised config, secrets redacted
     source: str = ""

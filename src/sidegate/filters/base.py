@@ -36,11 +36,19 @@ import dataclasses
 import types
 import typing
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Self, TypeVar
 
-from sidegate.config.snapshot import CacheSettings, HeaderEdits, Rewrite, UpstreamSpec
+from sidegate.config.snapshot import (
+    CacheSettings,
+    ConsumerSpec,
+    HeaderEdits,
+    IdentitySpec,
+    RedisSpec,
+    Rewrite,
+    UpstreamSpec,
+)
 from sidegate.http.messages import LocalResponse, ReadyResponse, RequestHead, ResponseHead
 
 T = TypeVar("T")
@@ -119,17 +127,23 @@ class RouteEnvironment:
     rewrite: Rewrite | None = None  # the route's path rewrite, as the upstream request gets it
     request_edits: HeaderEdits | None = None  # the route's request header edits
     response_timeout: float = 0.0  # the route's upstream response timeout (0: none)
+    consumers: tuple[ConsumerSpec, ...] = ()  # top-level consumers
+    identity: IdentitySpec = field(default_factory=IdentitySpec)
+    redis: RedisSpec = field(default_factory=RedisSpec)
 
 
 class RequestContext:
     """Per-request state that filters share; one per request, created by the proxy."""
 
-    __slots__ = ("host", "route_name", "status", "vars")
+    __slots__ = ("consumer", "host", "route_name", "status", "tenant", "upstream_lines", "vars")
 
     def __init__(self, route_name: str, host: bytes = b"") -> None:
         self.route_name = route_name
         self.host = host  # the Host header as the client sent it (port included)
         self.status = 0
+        self.consumer = ""  # set by an authentication filter: who called...
+        self.tenant = ""  # ...and for which tenant
+        self.upstream_lines = b""  # header lines a filter adds to the upstream request
         self.vars: dict[str, Any] = {}
 
 

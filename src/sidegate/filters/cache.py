@@ -125,9 +125,8 @@ class Cache(Filter):
             return None
         now = time()
         host = ctx.host or request.host
-        tenant = ctx.vars.get("tenant")
         try:
-            found = self.plain.lookup(store, request, host, str(tenant) if tenant else "", now)
+            found = self.plain.lookup(store, request, host, ctx.tenant, now)
         except Exception as exc:  # the store is a cache: its failure costs the caching only
             handle.failed(exc, request.path)
             ctx.vars[_STATE] = "BYPASS"
@@ -198,7 +197,7 @@ class Cache(Filter):
                 ctx.host or request.host, request.path, request.query, cfg.sort_query, cfg.ignore_query
             )
         if partition is None:
-            partition = cfg.partition or str(ctx.vars.get("tenant") or "")
+            partition = cfg.partition or ctx.tenant
         session = CacheSession(
             handle,
             request,

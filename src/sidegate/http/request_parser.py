@@ -75,6 +75,20 @@ _SPECIAL: Final[dict[bytes, int]] = {
     b"expect": _EXPECT,
 }
 
+_SPECIAL_WITH: dict[frozenset[bytes], dict[bytes, int]] = {}
+
+
+def special_fields(drop: frozenset[bytes]) -> dict[bytes, int]:
+    """The field table with ``drop`` (lower-case names) also removed from every request: the
+    identity headers Sidegate sets itself. One table per set, shared by every connection."""
+    table = _SPECIAL_WITH.get(drop)
+    if table is None:
+        table = dict(_SPECIAL)
+        for name in drop:
+            table.setdefault(name, _HOP)
+        _SPECIAL_WITH[drop] = table
+    return table
+
 
 # Host header value -> validated host name; a pod sees few distinct hosts.
 _HOSTS: Final[dict[bytes, bytes]] = {}
@@ -123,14 +137,22 @@ class RequestParser:
         "_parser",
         "_sink",
         "_special_count",
+        "_special_map",
         "_special_size",
         "_te_values",
         "_url",
         "in_body",
     )
 
-    def __init__(self, sink: RequestSink, max_head_size: int, max_header_count: int) -> None:
+    def __init__(
+        self,
+        sink: RequestSink,
+        max_head_size: int,
+        max_header_count: int,
+        special: dict[bytes, int] | None = None,
+    ) -> None:
         self._sink = sink
+        self._special_map = _SPECIAL if special is None else special  # see special_fields()
         self._max_size = max_head_size
         self._max_count = max_header_count
         self._parser = httptools.HttpRequestParser(self)
@@ -185,7 +207,7 @@ class RequestParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         # The common header costs one lookup and one append; limits are checked per head (see
         # on_headers_complete), and a head that never ends is cut by feed()'s byte count.
-        kind = _SPECIAL.get(name.lower())
+        kind = self._special_map.get(name.lower())
         if kind is None:
             self._head.headers.append((name, value))
         elif (

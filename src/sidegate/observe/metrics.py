@@ -275,6 +275,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             up_failures[fkey] = up_failures.get(fkey, 0) + int(row["count"])
 
     out["cache"] = merge_cache([s["cache"] for s in snapshots if s.get("cache")])
+    out["policy"] = merge_rows([s["policy"] for s in snapshots if s.get("policy")])
     stores = [s["cache_store"] for s in snapshots if s.get("cache_store")]
     out["cache_store"] = stores[-1] if stores else None  # one store shared by every worker
 
@@ -286,6 +287,17 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         {"upstream": u, "endpoint": e, "kind": k, "count": n} for (u, e, k), n in up_failures.items()
     ]
     return out
+
+
+def merge_rows(snapshots: list[dict[str, Any]]) -> dict[str, list[list[Any]]]:
+    """Tables of ``[label..., count]`` rows (``sidegate.filters.counters``) added together."""
+    out: dict[str, dict[tuple[Any, ...], int]] = {}
+    for snap in snapshots:
+        for table, rows in snap.items():
+            acc = out.setdefault(table, {})
+            for *labels, count in rows:
+                acc[tuple(labels)] = acc.get(tuple(labels), 0) + int(count)
+    return {table: [[*k, n] for k, n in sorted(acc.items())] for table, acc in out.items()}
 
 
 def merge_cache(snapshots: list[dict[str, Any]]) -> dict[str, Any]:

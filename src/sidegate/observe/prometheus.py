@@ -169,7 +169,28 @@ def render_prometheus(snapshot: dict[str, Any]) -> bytes:
     for name, kind, key, default, help_text in _SIMPLE:
         w.simple(name, kind, help_text, snapshot.get(key, default))
     _cache(w, snapshot.get("cache"), snapshot.get("cache_store"))
+    _policy(w, snapshot.get("policy") or {})
     return w.text()
+
+
+_POLICY_FAMILIES = (
+    ("decisions", "sidegate_policy_decisions_total", ("http_route", "filter", "result"),
+     "Decisions of the policy filters (authentication, access, CORS, rate limits), by result."),
+    ("consumers", "sidegate_consumer_requests_total", ("http_route", "tenant", "consumer"),
+     "Authenticated requests by consumer and tenant (names not configured count as _other)."),
+    ("quotas", "sidegate_quota_requests_total", ("http_route", "limit", "tenant", "result"),
+     "Requests under tenant-keyed limits (quotas), by tenant and result."),
+)  # fmt: skip
+
+
+def _policy(w: _Writer, tables: dict[str, Any]) -> None:
+    for table, name, label_names, help_text in _POLICY_FAMILIES:
+        rows = tables.get(table)
+        if not rows:
+            continue
+        w.family(name, "counter", help_text)
+        for *labels, count in rows:
+            w.sample(name, tuple(zip(label_names, map(str, labels), strict=True)), count)
 
 
 def _cache(w: _Writer, counters: dict[str, Any] | None, store: dict[str, Any] | None) -> None:

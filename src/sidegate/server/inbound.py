@@ -31,7 +31,7 @@ from mypy_extensions import trait
 
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import LocalResponse, ReadyResponse
-from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
+from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink, special_fields
 from sidegate.http.writer import error_response, render_local
 
 if TYPE_CHECKING:
@@ -153,7 +153,9 @@ class InboundConnection(RequestSink):
         self._ctx = ctx
         self._loop = ctx.loop
         limits = ctx.limits
-        self._parser = RequestParser(self, limits.head_size, limits.header_count)
+        self._parser = RequestParser(
+            self, limits.head_size, limits.header_count, special_fields(limits.drop_fields)
+        )
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.deadline = 0.0
