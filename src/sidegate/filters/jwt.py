@@ -1,0 +1,235 @@
+"""``jwt``: bearer tokens verified against the route's keys; claims name the consumer and tenant.
+
+    filters:
+      jwt:
+        jwks_url: https://login.example.com/.well-known/jwks.json   # or jwks_file: /secrets/jwks.json
+        issuer: https://login.example.com/
+        audiences: [orders-api]
+        algorithms: [RS256, ES256]       # for keys whose JWK has no "alg"
+        consumer_claim: sub
+        tenant_claim: org
+        required_scopes: [orders:read]
+
+The algorithm is the key's, never the token's (:mod:`sidegate.policy.jwt`): ``alg: none``,
+RS/HS confusion, expired or not-yet-valid tokens, a wrong issuer or audience, an unknown key, a
+tampered or malformed token of any size: each is a 401 with ``WWW-Authenticate: Bearer
+error="invalid_token", error_description="..."``. A valid token without a required scope or claim
+value is a 403 (``error="insufficient_scope"``). Keys are refreshed without a restart
+(:mod:`sidegate.auth.jwks`): a file when it changes, a URL every ``refresh`` seconds and when a
+token names a key not seen yet (at most every 10 s). A verified token is remembered, so a
+client that sends the same token again costs a dictionary look-up and two comparisons.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Final
+
+from annotated_types import Ge, Gt
+
+from sidegate.auth.jwks import JwksSource
+from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
+from sidegate.filters.counters import POLICY
+from sidegate.filters.identity import OTHER, Caller, by_name, caller, deny, mark
+from sidegate.filters.registry import register
+from sidegate.http.messages import RequestHead
+from sidegate.policy.jwt import SUPPORTED, JwtError, UnknownKeyError, Verifier
+
+_WAITED: Final = "jwt_waited"
+_KEY_FETCH_WAIT: Final = 5.0  # seconds a request may wait for the first key set of a URL
+_CALLERS_KEPT: Final = 4096  # consumers from tokens whose header lines are kept ready
+
+
+@dataclass(frozen=True, slots=True)
+class JwtConfig(FilterConfig):
+    jwks_file: str = ""
+    """a JWKS (or single JWK) file, re-read when it changes"""
+    jwks_url: str = ""
+    """a JWKS URL (http or https), fetched and refreshed in the background"""
+    issuer: str = ""
+    """the `iss` every token must carry ("" = not checked)"""
+    audiences: tuple[str, ...] = ()
+    """`aud` must name one of these (empty = not checked)"""
+    algorithms: tuple[str, ...] = ()
+    """algorithms allowed; a JWK without "alg" needs exactly one that fits its key type"""
+    leeway: Annotated[float, Ge(0)] = 30.0
+    """seconds of clock skew allowed on exp and nbf"""
+    header: str = "authorization"
+    """header carrying the token (Authorization: Bearer TOKEN, or the raw token in another header)"""
+    query: str = ""
+    """query parameter carrying the token ("" = none)"""
+    consumer_claim: str = "sub"
+    """claim that names the consumer"""
+    tenant_claim: str = ""
+    """claim that names the tenant (a configured consumer's own tenant wins)"""
+    required_scopes: tuple[str, ...] = ()
+    """scopes the token must grant (claim `scope`, space-separated, or `scp`)"""
+    required_claims: dict[str, str] = field(default_factory=dict)
+    """claims that must have these values (or, for list claims, contain them)"""
+    refresh: Annotated[float, Gt(0)] = 300.0
+    """seconds between refreshes of jwks_url"""
+    forward_token: bool = True
+    """pass the token on to the app (false: the header is removed)"""
+
+
+@register
+class Jwt(Filter):
+    name = "jwt"
+    config_model = JwtConfig
+
+    def __init__(self, config: JwtConfig) -> None:
+        super().__init__(config)
+        if bool(config.jwks_file) == bool(config.jwks_url):
+            raise ValueError("give exactly one of jwks_file or jwks_url")
+        unknown = set(config.algorithms) - SUPPORTED
+        if unknown:
+            raise ValueError(
+                f"unknown algorithms {sorted(unknown)}; supported: {', '.join(sorted(SUPPORTED))}"
+            )
+        self.cfg = config
+        algorithms = frozenset(config.algorithms) or None
+        self.source = JwksSource(
+            file=config.jwks_file or None,
+            url=config.jwks_url or None,
+            algorithms=algorithms,
+            refresh=config.refresh,
+        )
+        if config.jwks_file:
+            self.source.load_now()  # a missing or broken file is a config error, named with its path
+        self.header = config.header.lower().encode()
+        self.bearer = self.header == b"authorization"
+        self.query = config.query.encode()
+        self.route = ""
+        self.callers: dict[str, Caller] = {}
+        self.seen: dict[str, Caller] = {}
+        self._version = -1
+        self._verifier: Verifier | None = None
+        realm = b'Bearer realm="sidegate"'
+        self.challenge = realm
+        self.scope_text = " ".join(config.required_scopes)
+
+    def bind(self, env: RouteEnvironment) -> None:
+        self.route = env.route
+        self.callers = by_name(env.consumers, env.identity)
+        self.identity = env.identity
+
+    def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
+        token = self._find(request)
+        if token is None:
+            return self._refuse("missing", 401, "a bearer token is required", b"")
+        now = time.time()
+        source = self.source
+        pending = source.maybe_refresh(now)
+        verifier = self._current()
+        if verifier is None:
+            if pending is not None and not ctx.vars.get(_WAITED):
+                ctx.vars[_WAITED] = True
+                return Wait(pending, _KEY_FETCH_WAIT)
+            return self._refuse("invalid", 401, "no signing keys are available", b'error="invalid_token"')
+        try:
+            claims = verifier.verify(token, now)
+        except UnknownKeyError as exc:
+            refetch = source.maybe_refresh(now, unknown_kid=True)
+            if refetch is not None and not ctx.vars.get(_WAITED):
+                ctx.vars[_WAITED] = True
+                return Wait(refetch, _KEY_FETCH_WAIT)
+            return self._invalid(exc)
+        except JwtError as exc:
+            return self._invalid(exc)
+        refusal = self._lacking(claims)
+        if refusal is not None:
+            return refusal
+        who = self._caller(claims)
+        mark(ctx, who)
+        ctx.vars["claims"] = claims
+        POLICY.decisions[(self.route, self.name, "ok")] += 1
+        label = who.consumer if who.consumer in self.callers else OTHER
+        POLICY.consumers[(self.route, who.tenant if label != OTHER else OTHER, label)] += 1
+        if not self.cfg.forward_token and self.header:
+            request.headers = [(n, v) for n, v in request.headers if n.lower() != self.header]
+        return None
+
+    def _current(self) -> Verifier | None:
+        source = self.source
+        version = source.version()
+        if version != self._version:
+            keys = source.keys()
+            cfg = self.cfg
+            self._verifier = (
+                Verifier(keys, issuer=cfg.issuer or None, audiences=cfg.audiences, leeway=cfg.leeway)
+                if keys
+                else None
+            )
+            self._version = version
+        return self._verifier
+
+    def _find(self, request: RequestHead) -> bytes | None:
+        if self.header:
+            for name, value in request.headers:
+                if name.lower() == self.header:
+                    if not self.bearer:
+                        return value.strip() or None
+                    scheme, _, token = value.strip().partition(b" ")
+                    return token.strip() or None if scheme.lower() == b"bearer" else None
+        if self.query and request.query:
+            for part in request.query.split(b"&"):
+                name, _, value = part.partition(b"=")
+                if name == self.query and value:
+                    return value
+        return None
+
+    def _lacking(self, claims: Mapping[str, Any]) -> Answer | None:
+        cfg = self.cfg
+        if cfg.required_scopes:
+            granted = _scopes(claims)
+            if not all(scope in granted for scope in cfg.required_scopes):
+                extra = b'error="insufficient_scope", scope="' + self.scope_text.encode() + b'"'
+                return self._refuse("forbidden", 403, f"the token lacks scope {self.scope_text}", extra)
+        for name, wanted in cfg.required_claims.items():
+            value = claims.get(name)
+            if not (value == wanted or (isinstance(value, list) and wanted in value)):
+                extra = b'error="insufficient_scope"'
+                return self._refuse(
+                    "forbidden", 403, f"the token's {name} claim does not allow this route", extra
+                )
+        return None
+
+    def _caller(self, claims: Mapping[str, Any]) -> Caller:
+        consumer = claims.get(self.cfg.consumer_claim)
+        name = consumer if isinstance(consumer, str) else ""
+        known = self.callers.get(name)
+        if known is not None:
+            return known
+        tenant = claims.get(self.cfg.tenant_claim) if self.cfg.tenant_claim else None
+        tenant_name = tenant if isinstance(tenant, str) else ""
+        key = name + "\x00" + tenant_name
+        who = self.seen.get(key)
+        if who is None:
+            if len(self.seen) >= _CALLERS_KEPT:
+                self.seen.clear()
+            who = self.seen[key] = caller(name, tenant_name, self.identity)
+        return who
+
+    def _invalid(self, exc: JwtError) -> Answer:
+        reason = exc.reason.replace('"', "'")
+        extra = b'error="invalid_token", error_description="' + reason.encode() + b'"'
+        return self._refuse("invalid", 401, reason, extra)
+
+    def _refuse(self, result: str, status: int, detail: str, extra: bytes) -> Answer:
+        POLICY.decisions[(self.route, self.name, result)] += 1
+        challenge = self.challenge + (b", " + extra if extra else b"")
+        return deny(status, "unauthorized" if status == 401 else "forbidden", detail, challenge)
+
+
+def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    scp = claims.get("scp")
+    if isinstance(scp, str):
+        return frozenset(scp.split())
+    if isinstance(scp, list):
+        return frozenset(s for s in scp if isinstance(s, str))
+    return frozenset()
