@@ -28,9 +28,10 @@ pure:
 	find src -name '*.so' -delete
 	rm -f $(VENV)/.compiled
 
-# Debian packages the tests start on loopback (nginx and wrk: the benchmark's smoke test).
+# Debian packages the tests start on loopback (nginx and wrk: the benchmark's smoke test; Redis:
+# rate limits shared across pods).
 system-deps:
-	@bash scripts/install-system-deps.sh nginx-light wrk
+	@bash scripts/install-system-deps.sh nginx-light wrk redis-server
 
 run: install
 	@bash scripts/run-demo.sh
@@ -53,6 +54,7 @@ bench: install
 	@bash scripts/install-system-deps.sh nginx-light wrk
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 bench-cache: ; @$(MAKE) --no-print-directory bench BENCH_ARGS="--cache $(BENCH_ARGS)"
+bench-auth: ; @bash scripts/install-system-deps.sh redis-server && $(MAKE) --no-print-directory bench BENCH_ARGS="--auth $(BENCH_ARGS)"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results build

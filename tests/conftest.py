@@ -75,3 +75,26 @@ def send_raw() -> Callable[..., bytes]:
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     return _free_port
+
+
+# The Redis fixture comes last, with its import, so the fixtures above stay as they are.
+from support.redis import INSTALL_HINT, RedisServer, find_redis_server  # noqa: E402
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real ``redis-server`` on a free 127.0.0.1 port, no persistence, in a temporary directory.
+
+    Yields a :class:`support.redis.RedisServer` (``.url .port .stop() .start() .pause() .resume()
+    .command(*args)``), stopped after the test. Never skipped: without Debian's redis-server the
+    test fails and says how to install it.
+    """
+    binary = find_redis_server()
+    if binary is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    server = RedisServer(tmp_path_factory.mktemp("redis"), binary=binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -33,6 +33,7 @@ from sidegate.native import describe
 from sidegate.observe.metrics import Metrics, merge
 from sidegate.observe.prometheus import render_prometheus
 from sidegate.proxy import Proxy, View
+from sidegate.ratelimit.pod import remove_table
 from sidegate.server.context import ServerContext
 from sidegate.server.inbound import InboundConnection
 from sidegate.server.listener import bind_tcp
@@ -296,6 +297,7 @@ class SingleProcess:
         log.info("draining: finishing in-flight requests (up to %gs)", gateway.snapshot.drain_timeout)
         await gateway.drain(gateway.snapshot.drain_timeout)
         control.stop()
+        remove_table()  # this process's rate-limit table, if a limit made one
         log.info("stopped")
         return 0
 

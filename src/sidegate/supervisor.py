@@ -39,6 +39,7 @@ from sidegate.config.snapshot import Snapshot
 from sidegate.errors import ConfigError
 from sidegate.observe.metrics import Metrics, merge
 from sidegate.observe.prometheus import render_prometheus
+from sidegate.ratelimit.pod import name_table_for_workers, remove_table
 from sidegate.runtime import ConfigState, ControlPlane, Gateway
 from sidegate.server.listener import bind_tcp
 
@@ -248,6 +249,13 @@ class Supervisor:
     # -- life ----------------------------------------------------------------------------------
 
     async def serve(self) -> int:
+        table = name_table_for_workers()  # the workers' shared rate-limit table (made on first use)
+        try:
+            return await self._serve()
+        finally:
+            remove_table(table)
+
+    async def _serve(self) -> int:
         for worker in self.workers:
             self._spawn(worker)
         control = ControlPlane(self, self.path, self.stopped, lambda: self.snapshot.cache)

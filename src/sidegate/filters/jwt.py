@@ -121,7 +121,7 @@ class Jwt(Filter):
             return self._refuse("missing", 401, "a bearer token is required", b"")
         now = time.time()
         source = self.source
-        pending = source.maybe_refresh(now)
+        pending = source.maybe_refresh(now)  # a URL refresh runs as a task; waited for only with no keys
         verifier = self._current()
         if verifier is None:
             if pending is not None and not ctx.vars.get(_WAITED):

@@ -1,0 +1,265 @@
+"""``rate_limit``: how often a caller may use a route, in this pod or across every pod.
+
+    filters:
+      api_key: {}
+      rate_limit: {requests: 100, per: 1s, burst: 20, key: consumer}          # one limit
+      # or several, e.g. a per-second limit here and a daily tenant quota in Redis:
+      rate_limit:
+        limits:
+          - {requests: 20, per: 1s, key: ip}
+          - {requests: 100000, per: 1d, key: tenant, store: redis}
+        on_redis_failure: local     # local (a per-pod limit meanwhile) | open | closed
+
+Each limit is a GCRA (:mod:`sidegate.policy.gcra`): ``requests`` per ``per`` on average, with
+``burst`` (default: ``requests``) allowed at once. ``key`` says whose requests count together:
+``ip``, ``consumer``, ``tenant`` (from an authentication filter earlier in the chain; a request
+without one counts under its client address), ``header:NAME`` or ``route``. ``store: local``
+counts in a table shared by every worker of the pod; ``store: redis`` keeps one count across
+every pod (top-level ``redis:``), one atomic round trip per decision, bounded by ``redis.timeout``:
+when Redis is slow or down the route falls back as ``on_redis_failure`` says, and never waits longer.
+
+A refused request gets 429 with ``Retry-After`` and ``RateLimit-Policy``/``RateLimit`` headers
+(draft-ietf-httpapi-ratelimit-headers); allowed responses carry the tightest limit's headers too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Annotated, Final, Literal
+
+from annotated_types import Ge
+
+from sidegate.config.snapshot import RedisSpec
+from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
+from sidegate.filters.counters import POLICY
+from sidegate.filters.identity import OTHER
+from sidegate.filters.registry import register
+from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
+from sidegate.policy.gcra import Decision, Gcra
+from sidegate.ratelimit.pod import PendingDecision, local_table, redis_limiter, start_decision
+
+_STATE: Final = "rate_limit"
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_KEYS: Final = ("ip", "consumer", "tenant", "route")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConfig:
+    requests: Annotated[int, Ge(1)]
+    """requests allowed per `per`, on average"""
+    per: str = "1s"
+    """the window: 500ms, 1s, 1m, 1h, 1d"""
+    key: str = "ip"
+    """whose requests count together: ip, consumer, tenant, route or header:NAME"""
+    burst: Annotated[int, Ge(1)] | None = None
+    """requests allowed at once (default: requests)"""
+    store: Literal["local", "redis"] = "local"
+    """local: shared by the pod's workers; redis: shared by every pod"""
+    name: str = ""
+    """name in headers and metrics (default: the limit's place in the list)"""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig(FilterConfig):
+    requests: Annotated[int, Ge(1)] | None = None
+    """one limit: requests per `per` (or give `limits`)"""
+    per: str = "1s"
+    """the window of the one limit"""
+    key: str = "ip"
+    """the key of the one limit"""
+    burst: Annotated[int, Ge(1)] | None = None
+    """the burst of the one limit"""
+    store: Literal["local", "redis"] = "local"
+    """the store of the one limit"""
+    limits: tuple[LimitConfig, ...] = ()
+    """several limits, all of which must allow a request"""
+    on_redis_failure: Literal["local", "open", "closed"] = "local"
+    """when Redis cannot answer in time: count locally, allow, or refuse (503)"""
+    headers: bool = True
+    """add RateLimit-Policy and RateLimit headers to responses"""
+
+
+def parse_window(text: str) -> float:
+    match = _DURATION.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"per: {text!r} is not a window; write 500ms, 1s, 1m, 1h or 1d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    index: int
+    name: str
+    gcra: Gcra
+    requests: int
+    per: float
+    burst: int
+    key: str
+    header: bytes
+    redis: bool
+    policy: bytes  # RateLimit-Policy item
+
+
+@register
+class RateLimit(Filter):
+    name = "rate_limit"
+    config_model = RateLimitConfig
+
+    def __init__(self, config: RateLimitConfig) -> None:
+        super().__init__(config)
+        limits = list(config.limits)
+        if config.requests is not None:
+            limits.insert(0, LimitConfig(config.requests, config.per, config.key, config.burst, config.store))
+        if not limits:
+            raise ValueError("give requests (and per, key) or a list of limits")
+        self.cfg = config
+        self.limits = tuple(_compile(i, limit) for i, limit in enumerate(limits))
+        self.route = ""
+        self.redis_spec = RedisSpec()
+
+    def bind(self, env: RouteEnvironment) -> None:
+        self.route = env.route
+        self.redis_spec = env.redis
+        if any(limit.redis for limit in self.limits) and not env.redis.url:
+            raise ValueError("a limit has store: redis but the top-level redis.url is not set")
+        self.prefix = env.route.encode() + b"\x1f"
+
+    def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
+        state: _State | None = ctx.vars.get(_STATE)
+        if state is None:
+            state = ctx.vars[_STATE] = _State()
+        now = time.monotonic()
+        for limit in self.limits[state.next :]:
+            key = self.prefix + b"%d\x1f" % limit.index + _key_of(limit, request, ctx)
+            if limit.redis:
+                pending = state.pending
+                if pending is None:
+                    limiter = redis_limiter(self.redis_spec)
+                    if limiter.healthy():
+                        state.pending = start_decision(limiter, key, limit.requests, limit.per, limit.burst)
+                        return Wait(state.pending.done, self.redis_spec.timeout * 2 + 0.05)
+                    decision = self._fallback(limit, key, now)
+                else:
+                    state.pending = None
+                    decision = (
+                        pending.decision if pending.decision is not None else self._fallback(limit, key, now)
+                    )
+                if decision is None:  # on_redis_failure: closed
+                    POLICY.decisions[(self.route, self.name, "unavailable")] += 1
+                    return _unavailable()
+            else:
+                decision = local_table().gcra(key, limit.gcra, now)
+            state.next = limit.index + 1
+            self._count(limit, ctx, decision)
+            if not decision.allowed:
+                return self._refused(limit, decision)
+            if state.tightest is None or decision.remaining < state.tightest[1].remaining:
+                state.tightest = (limit, decision)
+        return None
+
+    def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> None:
+        state: _State | None = ctx.vars.get(_STATE)
+        if self.cfg.headers and state is not None and state.tightest is not None:
+            response.headers += _headers(*state.tightest)
+
+    def _fallback(self, limit: _Limit, key: bytes, now: float) -> Decision | None:
+        mode = self.cfg.on_redis_failure
+        POLICY.decisions[(self.route, self.name, "redis_" + mode)] += 1
+        if mode == "open":
+            return Decision(True, limit.requests, limit.requests, 0.0, 0.0)
+        if mode == "closed":
+            return None
+        return local_table().gcra(key, limit.gcra, now)
+
+    def _count(self, limit: _Limit, ctx: RequestContext, decision: Decision) -> None:
+        result = "allowed" if decision.allowed else "limited"
+        POLICY.decisions[(self.route, self.name, result)] += 1
+        if limit.key == "tenant":
+            POLICY.quotas[(self.route, limit.name, ctx.tenant or OTHER, result)] += 1
+
+    def _refused(self, limit: _Limit, decision: Decision) -> LocalResponse:
+        retry = max(1, math.ceil(decision.retry_after))
+        body = b'{"error": "rate_limited", "status": 429, "detail": "limit %s: retry in %d s"}\n' % (
+            limit.name.encode(),
+            retry,
+        )
+        headers = ((b"Retry-After", b"%d" % retry), *(_headers(limit, decision) if self.cfg.headers else ()))
+        return LocalResponse(status=429, body=body, headers=headers)
+
+
+class _State:
+    """One request's progress through the limits (kept across a Wait for Redis)."""
+
+    __slots__ = ("next", "pending", "tightest")
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.pending: PendingDecision | None = None
+        self.tightest: tuple[_Limit, Decision] | None = None
+
+
+def _compile(index: int, limit: LimitConfig) -> _Limit:
+    per = parse_window(limit.per)
+    key = limit.key
+    header = b""
+    if key.startswith("header:"):
+        header = key.removeprefix("header:").strip().lower().encode()
+        if not header:
+            raise ValueError("key header:NAME needs a header name")
+    elif key not in _KEYS:
+        raise ValueError(f"key {key!r}: use one of ip, consumer, tenant, route, header:NAME")
+    burst = limit.burst or limit.requests
+    name = limit.name or str(index)
+    window = max(1, round(per))
+    policy = b'"%s";q=%d;w=%d' % (name.encode(), limit.requests, window)
+    return _Limit(
+        index,
+        name,
+        Gcra(limit.requests, per, burst),
+        limit.requests,
+        per,
+        burst,
+        key,
+        header,
+        limit.store == "redis",
+        policy,
+    )
+
+
+def _key_of(limit: _Limit, request: RequestHead, ctx: RequestContext) -> bytes:
+    key = limit.key
+    if key == "ip":
+        return request.client_ip.encode()
+    if key == "consumer":
+        return b"c:" + ctx.consumer.encode() if ctx.consumer else b"ip:" + request.client_ip.encode()
+    if key == "tenant":
+        return b"t:" + ctx.tenant.encode() if ctx.tenant else b"ip:" + request.client_ip.encode()
+    if key == "route":
+        return b""
+    for name, value in request.headers:
+        if name.lower() == limit.header:
+            return value
+    return b"-"
+
+
+def _headers(limit: _Limit, decision: Decision) -> tuple[tuple[bytes, bytes], ...]:
+    value = b'"%s";r=%d;t=%d' % (
+        limit.name.encode(),
+        max(0, decision.remaining),
+        math.ceil(decision.reset_after),
+    )
+    return ((b"RateLimit-Policy", limit.policy), (b"RateLimit", value))
+
+
+def _unavailable() -> LocalResponse:
+    return LocalResponse(status=503, body=_UNAVAILABLE, headers=((b"Retry-After", b"1"),))
+
+
+_UNAVAILABLE: Final = (
+    b'{"error": "rate_limit_unavailable", "status": 503, '
+    b'"detail": "the shared rate limit store did not answer in time"}\n'
+)

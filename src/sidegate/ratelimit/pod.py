@@ -1,0 +1,108 @@
+"""Where a process finds its rate-limit state: the pod's shared table and the Redis client.
+
+The local table is one file-backed shared memory region per pod (:class:`SharedTable`), so that
+every worker of a pod counts against the same limits. Its path comes from
+``SIDEGATE_RATELIMIT_TABLE``, which the supervisor sets (to a name under ``/dev/shm`` with its own
+pid) before it spawns workers; a single process uses a name with its pid. It is created on first
+use, so a config without local limits creates nothing, and removed by the process that named it.
+
+The Redis client is one per process and URL, shared by every route and kept across reloads. A
+decision from Redis runs as a task: the filter answers ``Wait`` on it and reads the outcome when
+asked again (:class:`PendingDecision`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from typing import Final
+
+from sidegate.config.snapshot import RedisSpec
+from sidegate.policy.gcra import Decision
+from sidegate.ratelimit.redis import RedisLimiter
+from sidegate.ratelimit.shared import SharedTable
+
+ENV_TABLE: Final = "SIDEGATE_RATELIMIT_TABLE"
+TABLE_SLOTS: Final = 65536
+
+_table: SharedTable | None = None
+_limiters: dict[tuple[str, str, float, float], RedisLimiter] = {}
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+def table_path(pid: int | None = None) -> str:
+    """The pod's table file: ``$SIDEGATE_RATELIMIT_TABLE``, else one named after ``pid``."""
+    named = os.environ.get(ENV_TABLE)
+    if named:
+        return named
+    base = (
+        "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    )
+    return os.path.join(base, f"sidegate-{pid or os.getpid()}-ratelimit")
+
+
+def name_table_for_workers() -> str:
+    """In the supervisor, before spawning workers: every worker will use this path."""
+    path = table_path()
+    os.environ[ENV_TABLE] = path
+    return path
+
+
+def local_table() -> SharedTable:
+    """This pod's shared table (created by the first worker that needs it)."""
+    global _table
+    if _table is None:
+        _table = SharedTable.open_or_create(table_path(), TABLE_SLOTS)
+    return _table
+
+
+def remove_table(path: str | None = None) -> None:
+    """At exit of the process that named the table: remove its file."""
+    with contextlib.suppress(OSError):
+        os.unlink(path or table_path())
+
+
+def redis_limiter(spec: RedisSpec) -> RedisLimiter:
+    """The process's client for ``spec`` (one per URL and settings)."""
+    key = (spec.url, spec.password, spec.timeout, spec.connect_timeout)
+    limiter = _limiters.get(key)
+    if limiter is None:
+        url = spec.url
+        if spec.password and "@" not in url:
+            url = url.replace("redis://", f"redis://:{spec.password}@", 1)
+        limiter = _limiters[key] = RedisLimiter(
+            url, timeout=spec.timeout, connect_timeout=spec.connect_timeout
+        )
+    return limiter
+
+
+class PendingDecision:
+    """A Redis decision in flight: ``done`` completes when ``decision`` or ``error`` is set."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.decision: Decision | None = None
+        self.error: Exception | None = None
+
+
+def start_decision(
+    limiter: RedisLimiter, key: bytes, requests: int, per: float, burst: int
+) -> PendingDecision:
+    """Ask Redis in a task; never raises (a failure is kept in ``error``)."""
+    pending = PendingDecision()
+
+    async def ask() -> None:
+        try:
+            pending.decision = await limiter.gcra(key, requests, per, burst)
+        except Exception as exc:  # RedisUnavailable, or anything unexpected: the filter falls back
+            pending.error = exc
+        finally:
+            if not pending.done.done():
+                pending.done.set_result(None)
+
+    task = asyncio.get_running_loop().create_task(ask())
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+    return pending
