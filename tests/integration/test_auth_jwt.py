@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -162,3 +164,51 @@ def test_decisions_are_counted(gw: GatewayProcess) -> None:
     assert (
         gw.metric("sidegate_policy_decisions_total", http_route="orders", filter="jwt", result="invalid") == 1
     )
+
+
+class _JwksServer:
+    """A real HTTP server on loopback serving a JWKS document that a test can replace."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = json.dumps(document).encode()
+        self.fetches = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.fetches += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.document)))
+                self.end_headers()
+                self.wfile.write(outer.document)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_keys_from_a_jwks_url_are_fetched_and_kept_fresh(gateway: GatewayFactory) -> None:
+    served = _JwksServer(jwks(RSA))
+    try:
+        jwt = {"jwks_url": served.url, "issuer": ISSUER, "audiences": ["orders"], "refresh": 1}
+        route = {"name": "url", "match": {"path_prefix": "/"}, "upstream": "app", "filters": {"jwt": jwt}}
+        gw = gateway(routes=[route])
+        assert call(gw, sign(claims(), RSA))[0] == 200  # the first request waits for the first fetch
+        rotated = make_ed25519("ed-rotated")
+        served.document = json.dumps(jwks(rotated)).encode()
+        deadline = time.monotonic() + 10
+        while call(gw, sign(claims(), rotated))[0] != 200:  # refreshed every second (and on a new kid)
+            assert time.monotonic() < deadline, "the rotated key set was not fetched"
+            time.sleep(0.2)
+        assert call(gw, sign(claims(), RSA))[0] == 401
+    finally:
+        served.stop()
