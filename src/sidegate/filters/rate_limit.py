@@ -28,7 +28,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 from annotated_types import Ge
 
@@ -39,7 +39,11 @@ from sidegate.filters.identity import OTHER
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
 from sidegate.policy.gcra import Decision, Gcra
-from sidegate.ratelimit.pod import PendingDecision, local_table, redis_limiter, start_decision
+
+if TYPE_CHECKING:
+    from sidegate.ratelimit.pod import PendingDecision
+    from sidegate.ratelimit.redis import RedisLimiter
+    from sidegate.ratelimit.shared import SharedTable
 
 _STATE: Final = "rate_limit"
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -138,9 +142,9 @@ class RateLimit(Filter):
             if limit.redis:
                 pending = state.pending
                 if pending is None:
-                    limiter = redis_limiter(self.redis_spec)
+                    limiter = _redis(self.redis_spec)
                     if limiter.healthy():
-                        state.pending = start_decision(limiter, key, limit.requests, limit.per, limit.burst)
+                        state.pending = _start(limiter, key, limit.requests, limit.per, limit.burst)
                         return Wait(state.pending.done, self.redis_spec.timeout * 2 + 0.05)
                     decision = self._fallback(limit, key, now)
                 else:
@@ -152,7 +156,7 @@ class RateLimit(Filter):
                     POLICY.decisions[(self.route, self.name, "unavailable")] += 1
                     return _unavailable()
             else:
-                decision = local_table().gcra(key, limit.gcra, now)
+                decision = _table().gcra(key, limit.gcra, now)
             state.next = limit.index + 1
             self._count(limit, ctx, decision)
             if not decision.allowed:
@@ -173,7 +177,7 @@ class RateLimit(Filter):
             return Decision(True, limit.requests, limit.requests, 0.0, 0.0)
         if mode == "closed":
             return None
-        return local_table().gcra(key, limit.gcra, now)
+        return _table().gcra(key, limit.gcra, now)
 
     def _count(self, limit: _Limit, ctx: RequestContext, decision: Decision) -> None:
         result = "allowed" if decision.allowed else "limited"
@@ -200,6 +204,28 @@ class _State:
         self.next = 0
         self.pending: PendingDecision | None = None
         self.tightest: tuple[_Limit, Decision] | None = None
+
+
+# sidegate.ratelimit.pod is imported on first use: it needs asyncio, and `sidegate validate` loads
+# every filter without serving (it must not import the runtime).
+
+
+def _table() -> SharedTable:
+    from sidegate.ratelimit.pod import local_table
+
+    return local_table()
+
+
+def _redis(spec: RedisSpec) -> RedisLimiter:
+    from sidegate.ratelimit.pod import redis_limiter
+
+    return redis_limiter(spec)
+
+
+def _start(limiter: RedisLimiter, key: bytes, requests: int, per: float, burst: int) -> PendingDecision:
+    from sidegate.ratelimit.pod import start_decision
+
+    return start_decision(limiter, key, requests, per, burst)
 
 
 def _compile(index: int, limit: LimitConfig) -> _Limit:
