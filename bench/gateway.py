@@ -4,7 +4,9 @@ With no config file the harness writes the minimal one-route config. A given fil
 scenario's own) is used as written except that the harness owns the addresses: `listeners.inbound` and
 `listeners.admin` move to free loopback ports, every upstream's `endpoints` become the bench origin,
 `workers` defaults to 1, and a top-level `cache` section (the cache filter's store) gets a `dir` of its
-own, created empty in the run's work dir for each start, so every run begins with a cold cache.
+own, created empty in the run's work dir for each start, so every run begins with a cold cache. Likewise for
+the authenticated scenarios: every route's `jwt` filter gets the run's JWKS file as `jwks_file` (bench/auth.py
+made the key), and a top-level `redis` section gets the `url` of the redis-server the harness started.
 """
 
 from __future__ import annotations
@@ -31,10 +33,18 @@ def minimal_config() -> dict[str, Any]:
 
 
 def bench_config(
-    source: Path | None, port: int, admin_port: int, app_port: int, cache_dir: Path | None = None
+    source: Path | None,
+    port: int,
+    admin_port: int,
+    app_port: int,
+    cache_dir: Path | None = None,
+    *,
+    jwks_file: Path | None = None,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
-    """The config to run: `source` (or the minimal config) with the harness's addresses filled in, and
-    `cache.dir` set to `cache_dir` when the config has a `cache` section."""
+    """The config to run: `source` (or the minimal config) with the harness's addresses filled in,
+    `cache.dir` set to `cache_dir` when the config has a `cache` section, each route's `jwt` filter
+    pointed at `jwks_file` and `redis.url` set to `redis_url` when the config has a `redis` section."""
     if source is None:
         doc = minimal_config()
     else:
@@ -58,6 +68,29 @@ def bench_config(
         if cache_dir is None:
             raise BenchError(f"{source}: has a `cache` section but the harness gave it no directory")
         cache["dir"] = str(cache_dir)
+    for route in doc.get("routes") or []:
+        jwt = (route.get("filters") or {}).get("jwt") if isinstance(route, dict) else None
+        if jwt is None:
+            continue
+        if not isinstance(jwt, dict):
+            raise BenchError(f"{source}: a `jwt` filter must be a mapping (the harness sets its `jwks_file`)")
+        if jwks_file is None:
+            raise BenchError(
+                f"{source}: has a `jwt` filter but the harness made no key for it "
+                "(only scenarios that send the run's bearer token get one, e.g. sidegate-auth)"
+            )
+        jwt.pop("jwks_url", None)
+        jwt["jwks_file"] = str(jwks_file)
+    redis = doc.get("redis")
+    if redis is not None:
+        if not isinstance(redis, dict):
+            raise BenchError(f"{source}: `redis` must be a mapping (its `url` is set by the harness)")
+        if redis_url is None:
+            raise BenchError(
+                f"{source}: has a `redis` section but the harness started no Redis for it "
+                "(only scenarios with their own redis-server get one, e.g. sidegate-auth-redis)"
+            )
+        redis["url"] = redis_url
     return doc
 
 
@@ -70,9 +103,17 @@ def sidegate_binary() -> str:
 
 
 def start_sidegate(
-    group: ProcessGroup, name: str, source: Path | None, app_port: int, cpu: int | None
+    group: ProcessGroup,
+    name: str,
+    source: Path | None,
+    app_port: int,
+    cpu: int | None,
+    *,
+    jwks_file: Path | None = None,
+    redis_url: str | None = None,
 ) -> tuple[Proc, int]:
-    """Start Sidegate in front of 127.0.0.1:app_port; returns the process and its inbound port."""
+    """Start Sidegate in front of 127.0.0.1:app_port; returns the process and its inbound port.
+    `jwks_file` and `redis_url` go into the config's `jwt` filters and `redis` section (see bench_config)."""
     name = group.unique(name)
     port, admin_port = free_port(), free_port()
     config_path = group.workdir / f"{name}.yaml"
@@ -80,7 +121,9 @@ def start_sidegate(
     # directory per start, named both by `CACHE_DIR` and by `cache.dir` when the config has a cache.
     cache_dir = group.workdir / f"{name}-cache"
     cache_dir.mkdir()
-    doc = bench_config(source, port, admin_port, app_port, cache_dir)
+    doc = bench_config(
+        source, port, admin_port, app_port, cache_dir, jwks_file=jwks_file, redis_url=redis_url
+    )
     config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     argv = [sidegate_binary(), "run", "--config", str(config_path)]
     env = {"CACHE_DIR": str(cache_dir)}

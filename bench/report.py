@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 from wrk import WrkResult
 
 MIB = 1024 * 1024
+# Below this many Redis script calls per request under load, a Redis-backed row is flagged: the gateway
+# answered some requests from its local fallback (Redis slow or unreachable), not from Redis.
+REDIS_SHARE_MIN = 0.99
 
 
 @dataclass(frozen=True)
@@ -22,18 +26,25 @@ class Measurement:
     latency: WrkResult
     rss_idle: int | None
     rss_loaded: int | None
+    # With the limit in Redis: EVALSHA/EVAL commands Redis ran during the load at 64 connections (one per
+    # request decided there; fewer means the gateway fell back to its local table).
+    redis_calls: int | None = None
 
 
 @dataclass(frozen=True)
 class Compare:
     """What a scenario is compared with in the `vs nginx` and `vs direct` columns (and the added latency),
     and the throughput ratios it is expected to reach, if it has a target. The cache-hit rows compare
-    with `nginx-cache` and `direct-cacheable`: a cache hit against nginx's cache hit and the direct app."""
+    with `nginx-cache` and `direct-cacheable`: a cache hit against nginx's cache hit and the direct app.
+    A `baseline` adds a `vs baseline` column: the authenticated rows against plain `sidegate`, the same
+    gateway without the filters whose cost they measure."""
 
     nginx: str = "nginx"
     direct: str = "direct"
     min_rps_vs_nginx: float | None = None
     min_rps_vs_direct: float | None = None
+    baseline: str | None = None
+    min_rps_vs_baseline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,13 +70,18 @@ class Summary:
     direct_ref: str = "direct"
     min_rps_vs_nginx: float | None = None
     min_rps_vs_direct: float | None = None
+    baseline_ref: str | None = None
+    rps_vs_baseline: float | None = None
+    added_p50_vs_baseline_us: float | None = None  # this row's p50 minus its baseline's
+    min_rps_vs_baseline: float | None = None
+    redis_share: float | None = None  # Redis calls per request under load (median over the runs)
 
 
 def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _median_opt(values: list[int | None]) -> float | None:
+def _median_opt(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
 
@@ -91,6 +107,7 @@ def summarize(
             rss_idle=_median_opt([m.rss_idle for m in ms]),
             rss_loaded=_median_opt([m.rss_loaded for m in ms]),
             errors=sum(m.throughput.errors + m.latency.errors for m in ms),
+            redis_share=_median_opt([_ratio(m.redis_calls, m.throughput.requests) for m in ms]),
         )
         for name, ms in runs.items()
         if ms
@@ -99,6 +116,7 @@ def summarize(
     for s in base.values():
         c = (compare or {}).get(s.scenario, Compare())
         direct, nginx = base.get(c.direct), base.get(c.nginx)
+        baseline = base.get(c.baseline) if c.baseline else None
         nginx_added = nginx.p50_us - direct.p50_us if nginx and direct else None
         added50 = s.p50_us - direct.p50_us if direct and s is not direct else None
         added99 = s.p99_us - direct.p99_us if direct and s is not direct else None
@@ -115,6 +133,10 @@ def summarize(
                 direct_ref=c.direct,
                 min_rps_vs_nginx=c.min_rps_vs_nginx,
                 min_rps_vs_direct=c.min_rps_vs_direct,
+                baseline_ref=c.baseline,
+                rps_vs_baseline=_ratio(s.rps, baseline.rps if baseline else None),
+                added_p50_vs_baseline_us=s.p50_us - baseline.p50_us if baseline else None,
+                min_rps_vs_baseline=c.min_rps_vs_baseline,
             )
         )
     return out
@@ -135,9 +157,12 @@ def _mib(v: float | None) -> str:
 
 
 def markdown_table(rows: list[Summary]) -> str:
+    """One line per row; a `vs baseline` column after `vs direct` when a row has a baseline."""
+    baseline = any(r.baseline_ref for r in rows)
     head = (
-        "| path | req/s (64 conn) | vs nginx | vs direct | p50 (1 conn) | p99 (1 conn) "
-        "| added p50 | added p50 vs nginx | RSS idle | RSS after load |"
+        "| path | req/s (64 conn) | vs nginx | vs direct | "
+        + ("vs baseline | " if baseline else "")
+        + "p50 (1 conn) | p99 (1 conn) | added p50 | added p50 vs nginx | RSS idle | RSS after load |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
@@ -146,6 +171,7 @@ def markdown_table(rows: list[Summary]) -> str:
             f"{r.rps:,.0f}",
             _x(r.rps_vs_nginx),
             _x(r.rps_vs_direct),
+            *([_x(r.rps_vs_baseline)] if baseline else []),
             _us(r.p50_us),
             _us(r.p99_us),
             _us(r.added_p50_us),
@@ -169,6 +195,12 @@ def findings(rows: list[Summary]) -> list[str]:
         out.append(
             f"rows {', '.join(names)}: `vs nginx` is against {nginx_ref}, `vs direct` against {direct_ref}"
         )
+    baselines: dict[str, list[str]] = {}
+    for r in rows:
+        if r.baseline_ref:
+            baselines.setdefault(r.baseline_ref, []).append(r.scenario)
+    for ref, names in baselines.items():
+        out.append(f"rows {', '.join(names)}: `vs baseline` is against {ref}")
     for r in rows:
         if r.errors:
             out.append(f"WARNING {r.scenario}: {r.errors} socket errors or non-2xx responses under load")
@@ -181,9 +213,28 @@ def findings(rows: list[Summary]) -> list[str]:
             )
         out.append(line)
     for r in rows:
-        if r.min_rps_vs_nginx is not None or r.min_rps_vs_direct is not None:
+        if r.rps_vs_baseline is not None and r.added_p50_vs_baseline_us is not None:
+            out.append(
+                f"{r.scenario}: {r.rps_vs_baseline:.2f}x {r.baseline_ref}'s throughput; "
+                f"p50 {_signed_us(r.added_p50_vs_baseline_us)} against {r.baseline_ref}'s"
+            )
+        if r.redis_share is not None:
+            share = f"Redis ran {r.redis_share:.2f} rate-limit scripts per request under load"
+            if r.redis_share < REDIS_SHARE_MIN:
+                out.append(
+                    f"WARNING {r.scenario}: {share}: the rest were decided by the local fallback, "
+                    "so this row does not measure a Redis-backed limit"
+                )
+            else:
+                out.append(f"{r.scenario}: {share}")
+    for r in rows:
+        if any(m is not None for m in (r.min_rps_vs_nginx, r.min_rps_vs_direct, r.min_rps_vs_baseline)):
             out.append(_target_line(r))
     return out
+
+
+def _signed_us(v: float) -> str:
+    return ("+" if v >= 0 else "-") + _us(abs(v))
 
 
 def _target_line(r: Summary) -> str:
@@ -192,8 +243,9 @@ def _target_line(r: Summary) -> str:
     for ref, minimum, got in (
         (r.nginx_ref, r.min_rps_vs_nginx, r.rps_vs_nginx),
         (r.direct_ref, r.min_rps_vs_direct, r.rps_vs_direct),
+        (r.baseline_ref, r.min_rps_vs_baseline, r.rps_vs_baseline),
     ):
-        if minimum is None:
+        if minimum is None or ref is None:
             continue
         wanted.append(f">= {minimum:.2f}x {ref}'s")
         if got is None:

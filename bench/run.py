@@ -1,7 +1,7 @@
 """End-to-end benchmark: the app directly, through nginx and through Sidegate, in one run.
 
     .venv/bin/python bench/run.py [--duration 5] [--repeat 1] [--only direct,nginx,sidegate]
-                                  [--cache] [--config EXTRA.yaml]
+                                  [--cache] [--auth] [--config EXTRA.yaml]
 
 Layout (2 CPUs): the origin ("the app", nginx returning a 13-byte body) and wrk share CPU 0; the proxy
 under test (nginx or Sidegate, one worker each) has CPU 1 to itself. For each scenario: start the proxy,
@@ -13,6 +13,11 @@ bench/results/. Only 127.0.0.1 is used; every process started is stopped on exit
 --cache adds the cache-hit case (`make bench-cache`): the origin's cacheable path directly
 (direct-cacheable), through nginx's proxy_cache (nginx-cache) and through Sidegate's cache filter
 (sidegate-cache), the last compared with the first two.
+
+--auth adds the authenticated, rate-limited route (`make bench-auth`): Sidegate checking an RS256 bearer
+token and a rate limit kept locally (sidegate-auth) or in a redis-server of the harness's own
+(sidegate-auth-redis), both compared with the plain sidegate row (added if --only left it out). The run
+makes its own RSA key, JWKS file and token (bench/auth.py).
 """
 
 from __future__ import annotations
@@ -30,15 +35,27 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from auth import Credentials, make_credentials
 from nginx import nginx_version, origin_conf, start_nginx
 from procs import BenchError, ProcessGroup, bench_cpus, free_port
+from redis_server import redis_binary, script_calls
 from report import Measurement, findings, markdown_table, save_json, summarize
-from scenarios import BY_NAME, CACHE_SCENARIOS, SCENARIOS, Scenario, start_target
+from scenarios import (
+    AUTH_BASELINE,
+    AUTH_SCENARIOS,
+    BY_NAME,
+    CACHE_SCENARIOS,
+    SCENARIOS,
+    Scenario,
+    start_target,
+    stop_target,
+)
 from wrk import run_wrk, wrk_version
 
 HERE = Path(__file__).resolve().parent
 WARMUP_SECONDS = 1
 LOAD_CONNECTIONS = 64
+START_SECONDS = 20  # allowance per scenario for start, preflight and stop when bounding a run's length
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,6 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cache",
         action="store_true",
         help=f"also run the cache-hit scenarios ({cache_names}) after the default ones (or the --only ones)",
+    )
+    auth_names = ", ".join(s.name for s in AUTH_SCENARIOS)
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help=f"also run the authenticated, rate-limited scenarios ({auth_names}) after the default ones "
+        f"(or the --only ones, with {AUTH_BASELINE} added if missing: they are compared with it)",
     )
     parser.add_argument("--config", type=Path, help="Sidegate config for the `sidegate` scenario")
     parser.add_argument(
@@ -72,7 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def select(only: str | None, cache: bool = False) -> list[Scenario]:
+def select(only: str | None, cache: bool = False, auth: bool = False) -> list[Scenario]:
     if not only:
         chosen = [s for s in SCENARIOS if s.default]
     else:
@@ -83,28 +107,42 @@ def select(only: str | None, cache: bool = False) -> list[Scenario]:
         chosen = [BY_NAME[n] for n in names]
     if cache:
         chosen += [s for s in CACHE_SCENARIOS if s not in chosen]
+    if auth:
+        if BY_NAME[AUTH_BASELINE] not in chosen:
+            chosen.append(BY_NAME[AUTH_BASELINE])
+        chosen += [s for s in AUTH_SCENARIOS if s not in chosen]
     return chosen
 
 
 def measure(
-    group: ProcessGroup, scenario: Scenario, app_port: int, cpus: tuple[int, int], args: argparse.Namespace
+    group: ProcessGroup,
+    scenario: Scenario,
+    app_port: int,
+    cpus: tuple[int, int],
+    args: argparse.Namespace,
+    *,
+    credentials: Credentials | None = None,
 ) -> Measurement:
-    load_cpu, proxy_cpu = cpus
-    target = start_target(group, scenario, app_port, proxy_cpu, args.config)
+    load_cpu, _ = cpus
+    target = start_target(group, scenario, app_port, cpus, args.config, credentials=credentials)
+    redis_calls = None
     try:
         time.sleep(0.2)  # let start-up work settle before reading the idle footprint
         rss_idle = target.proxy.rss_bytes() if target.proxy else None
         url = f"http://127.0.0.1:{target.port}{scenario.path}"
-        run_wrk(url, LOAD_CONNECTIONS, WARMUP_SECONDS, load_cpu, headers=scenario.headers)
-        throughput = run_wrk(url, LOAD_CONNECTIONS, args.duration, load_cpu, headers=scenario.headers)
+        headers = target.headers
+        run_wrk(url, LOAD_CONNECTIONS, WARMUP_SECONDS, load_cpu, headers=headers)
+        before = script_calls(target.redis_port) if target.redis_port is not None else 0
+        throughput = run_wrk(url, LOAD_CONNECTIONS, args.duration, load_cpu, headers=headers)
+        if target.redis_port is not None:
+            redis_calls = script_calls(target.redis_port) - before
         if target.proxy and args.latency_layout == "shared":
             target.proxy.pin(load_cpu)
-        latency = run_wrk(url, 1, args.duration, load_cpu, headers=scenario.headers)
+        latency = run_wrk(url, 1, args.duration, load_cpu, headers=headers)
         rss_loaded = target.proxy.rss_bytes() if target.proxy else None
     finally:
-        if target.proxy:
-            group.stop(target.proxy)
-    return Measurement(scenario.name, throughput, latency, rss_idle, rss_loaded)
+        stop_target(group, target)
+    return Measurement(scenario.name, throughput, latency, rss_idle, rss_loaded, redis_calls)
 
 
 def meta(args: argparse.Namespace, cpus: tuple[int, int], scenarios: list[Scenario]) -> dict[str, Any]:
@@ -146,7 +184,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     if shutil.which("taskset") is None:
         raise BenchError("taskset not found (Debian package util-linux)")
-    scenarios = select(args.only, args.cache)
+    scenarios = select(args.only, args.cache, args.auth)
+    if any(s.redis for s in scenarios):
+        redis_binary()  # missing: fail now, with the install hint, rather than after the other rows
     cpus = bench_cpus()
     if cpus[0] == cpus[1]:
         print("note: only one CPU available; load, origin and proxy share it", file=sys.stderr)
@@ -156,10 +196,15 @@ def run(args: argparse.Namespace) -> int:
         Path(tmp).chmod(0o755)  # nginx workers run as `nobody` when the harness runs as root
         app_port = free_port()
         start_nginx(group, "origin", app_port, cpus[0], lambda prefix: origin_conf(prefix, app_port))
+        credentials = None
+        if any(s.bearer_token for s in scenarios):
+            # Valid for an hour, or longer if the run may last longer: an expired token would turn into 401s.
+            per_scenario = WARMUP_SECONDS + 2 * args.duration + START_SECONDS
+            credentials = make_credentials(Path(tmp), args.repeat * len(scenarios) * per_scenario)
         for i in range(args.repeat):
             for s in scenarios:
                 print(f"[{i + 1}/{args.repeat}] {s.name}: {s.description}", file=sys.stderr, flush=True)
-                m = measure(group, s, app_port, cpus, args)
+                m = measure(group, s, app_port, cpus, args, credentials=credentials)
                 runs[s.name].append(m)
                 print(
                     f"    {m.throughput.rps:,.0f} req/s, p50 {m.latency.percentiles_us.get('50', 0):.0f} µs",

@@ -4,7 +4,9 @@ The figures of a one-second run on a shared CI machine mean little, so this asse
 user of the benchmark relies on: every path answered with the origin's body and no errors, and the
 report carries the ratios against nginx and the direct path. The cache-hit case (`make bench-cache`)
 likewise: its rows ran (their preflight saw `X-Cache: HIT`) and compare with nginx-cache and
-direct-cacheable.
+direct-cacheable. And the authenticated case (`make bench-auth`): its rows ran (their preflight saw a
+200 with the token, a 401 without it and, for the Redis row, the limit decided in Redis), compare with
+plain sidegate, and the Redis row's requests under load were decided in Redis.
 """
 
 from __future__ import annotations
@@ -80,3 +82,26 @@ def test_cache_hit_case_against_sidegate_cache(tmp_path: Path) -> None:
     assert sidegate["rps_vs_nginx"] > 0 and sidegate["rps_vs_direct"] > 0, sidegate
     target = "sidegate-cache target: throughput >= 2.00x nginx-cache's and >= 0.80x direct-cacheable's"
     assert target in stdout, stdout
+
+
+@pytest.mark.timeout(150)
+def test_authenticated_rate_limited_case(tmp_path: Path) -> None:
+    from sidegate.filters.registry import known_names
+
+    missing = [name for name in ("jwt", "rate_limit") if name not in known_names()]
+    if missing:
+        pytest.skip(f"Sidegate filter(s) {', '.join(missing)} of bench/configs/auth.yaml not registered yet")
+    assert shutil.which("redis-server") or Path("/usr/bin/redis-server").exists(), (
+        "redis-server not installed: run `scripts/install-system-deps.sh redis-server` as root"
+    )
+    stdout, summary = _run_bench(tmp_path, "--only", "sidegate", "--auth", timeout=140)
+    assert set(summary) == {"sidegate", "sidegate-auth", "sidegate-auth-redis"}
+    for row in summary.values():
+        assert row["rps"] > 0 and row["errors"] == 0, row
+    for name in ("sidegate-auth", "sidegate-auth-redis"):
+        row = summary[name]
+        assert row["baseline_ref"] == "sidegate" and row["rps_vs_baseline"] > 0, row
+        assert (row["nginx_ref"], row["direct_ref"]) == ("nginx", "direct"), row
+    assert summary["sidegate-auth-redis"]["redis_share"] >= 0.99, summary["sidegate-auth-redis"]
+    assert "sidegate-auth target: throughput >= 0.75x sidegate's" in stdout, stdout
+    assert "| vs baseline |" in stdout, stdout

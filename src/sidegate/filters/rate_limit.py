@@ -211,9 +211,15 @@ class _State:
 
 
 def _table() -> SharedTable:
-    from sidegate.ratelimit.pod import local_table
+    table = _TABLE.get("pod")
+    if table is None:
+        from sidegate.ratelimit.pod import local_table
 
-    return local_table()
+        table = _TABLE["pod"] = local_table()
+    return table
+
+
+_TABLE: dict[str, SharedTable] = {}  # the pod's table once opened (one per process)
 
 
 def _redis(spec: RedisSpec) -> RedisLimiter:
