@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sidegate.admin.app import AdminRequest, AdminResponse, Handler, error_response
-from sidegate.cache.admin import PurgeError, purge, store_stats
 from sidegate.config.snapshot import CacheSettings
 
 
@@ -20,6 +19,8 @@ def cache_routes(settings: Callable[[], CacheSettings]) -> dict[tuple[str, str],
     """Admin routes over the store that ``settings()`` (the running config's) names."""
 
     def purge_handler(request: AdminRequest) -> AdminResponse:
+        from sidegate.cache.admin import PurgeError, purge  # LMDB: loaded only when the cache is used
+
         def arg(name: str) -> str | None:
             values = request.query.get(name)
             return values[0] if values else None
@@ -38,6 +39,8 @@ def cache_routes(settings: Callable[[], CacheSettings]) -> dict[tuple[str, str],
         return AdminResponse.json(200, {"purged": purged})
 
     def stats_handler(_: AdminRequest) -> AdminResponse:
+        from sidegate.cache.admin import store_stats
+
         current = settings()
         stats = store_stats(current)
         if stats is None:

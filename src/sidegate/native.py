@@ -8,6 +8,8 @@ would silently run old code, so the test suite and ``sidegate version`` check fo
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from pathlib import Path
 
 # The modules setup.py compiles (it reads this tuple from this file, so it is the one list).
@@ -31,12 +33,27 @@ HOT_MODULES = (
     "sidegate.cache.keys",
     "sidegate.cache.store",
     "sidegate.cache.urlkey",
+    "sidegate.policy.gcra",
+    "sidegate.ratelimit.local",
+    "sidegate.ratelimit.shared",
 )
 
 
 def compiled_modules() -> list[str]:
-    """The hot-path modules that were imported from a compiled extension."""
-    return [name for name in HOT_MODULES if _is_extension(importlib.import_module(name).__file__ or "")]
+    """The hot-path modules that import from a compiled extension. Found without importing them:
+    a process must not load LMDB or the rate-limit stores just to say how it was built."""
+    compiled = []
+    for name in HOT_MODULES:
+        loaded = sys.modules.get(name)
+        origin = loaded.__file__ if loaded is not None else _origin(name)
+        if _is_extension(origin or ""):
+            compiled.append(name)
+    return compiled
+
+
+def _origin(name: str) -> str | None:
+    spec = importlib.util.find_spec(name)
+    return spec.origin if spec is not None else None
 
 
 def stale_extensions(package_dir: Path | None = None) -> list[str]:

@@ -21,7 +21,6 @@ from typing import Any, cast
 
 from sidegate.admin.app import AdminBackend
 from sidegate.admin.server import start_admin_server
-from sidegate.cache.admin import store_stats
 from sidegate.cache.counters import COUNTERS
 from sidegate.cache_api import cache_routes
 from sidegate.config.compile import compile_checked
@@ -128,6 +127,8 @@ class Gateway:
         snapshot["policy"] = POLICY.snapshot()
         if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
             snapshot["cache"] = COUNTERS.snapshot()
+            from sidegate.cache.admin import store_stats  # LMDB: only when a route caches
+
             snapshot["cache_store"] = store_stats(self.snapshot.cache)
         return snapshot
 

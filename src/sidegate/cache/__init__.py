@@ -13,21 +13,7 @@ Modules:
 - ``writer``  every change inside one write transaction, indexes and totals kept consistent
 - ``env``     the LMDB environment: opened once per process, reopened after fork
 - ``client``  the app's side: :class:`SharedCache`, no network and no server import
+
+Nothing is imported here: LMDB is loaded only by a process whose config caches (import the
+modules: :mod:`sidegate.cache.store`, :mod:`sidegate.cache.client`...).
 """
-
-from sidegate.cache.entry import MUST_REVALIDATE, NO_CACHE, CorruptEntry, Entry
-from sidegate.cache.keys import normalize_url
-from sidegate.cache.store import Limits, Store, StoreError, StoreStats, open_store
-
-__all__ = [
-    "MUST_REVALIDATE",
-    "NO_CACHE",
-    "CorruptEntry",
-    "Entry",
-    "Limits",
-    "Store",
-    "StoreError",
-    "StoreStats",
-    "normalize_url",
-    "open_store",
-]

@@ -28,6 +28,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from dataclasses import replace as _dc_replace
 from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 from annotated_types import Ge
@@ -39,6 +40,7 @@ from sidegate.filters.identity import OTHER
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
 from sidegate.policy.gcra import Decision, Gcra
+from sidegate.ratelimit.local import LocalLimit, LocalLimits
 
 if TYPE_CHECKING:
     from sidegate.ratelimit.pod import PendingDecision
@@ -106,6 +108,11 @@ class _Limit:
     header: bytes
     redis: bool
     policy: bytes  # RateLimit-Policy item
+    quota: bool = False  # keyed by tenant: counted per tenant in metrics
+    prefix: bytes = b""  # of its keys in the table: route, index (set when bound to a route)
+    route: str = ""
+    allowed_key: tuple[str, str, str] = ("", "rate_limit", "allowed")  # metric rows, made once
+    limited_key: tuple[str, str, str] = ("", "rate_limit", "limited")
 
 
 @register
@@ -130,15 +137,47 @@ class RateLimit(Filter):
         self.redis_spec = env.redis
         if any(limit.redis for limit in self.limits) and not env.redis.url:
             raise ValueError("a limit has store: redis but the top-level redis.url is not set")
-        self.prefix = env.route.encode() + b"\x1f"
+        prefix = env.route.encode() + b"\x1f"
+        self.limits = tuple(
+            _replace(limit, prefix=prefix + b"%d\x1f" % limit.index, route=env.route) for limit in self.limits
+        )
+        self.local: LocalLimits | None = None  # made on first use: every limit local -> one compiled call
+        self.all_local = not any(limit.redis for limit in self.limits)
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
+        if self.all_local:
+            local = self.local or self._local()
+            refused, tightest, decision = local.decide(
+                request.client_ip, ctx.consumer, ctx.tenant, request.headers, time.monotonic()
+            )
+            if refused >= 0:
+                return self._refused(self.limits[refused], decision)
+            if self.cfg.headers:
+                ctx.vars[_STATE] = (self.limits[tightest], decision)
+            return None
+        return self._general(request, ctx)
+
+    def _local(self) -> LocalLimits:
+        self.local = LocalLimits(
+            _table(),
+            [
+                LocalLimit(limit.prefix, limit.key, limit.gcra, quota_name=limit.name if limit.quota else "")
+                for limit in self.limits
+            ],
+            self.route,
+            POLICY.decisions,
+            POLICY.quotas,
+        )
+        return self.local
+
+    def _general(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
+        """Limits that include Redis ones: in order, parking the request while Redis decides."""
         state: _State | None = ctx.vars.get(_STATE)
         if state is None:
             state = ctx.vars[_STATE] = _State()
         now = time.monotonic()
         for limit in self.limits[state.next :]:
-            key = self.prefix + b"%d\x1f" % limit.index + _key_of(limit, request, ctx)
+            key = limit.prefix + _key_of(limit, request, ctx)
             if limit.redis:
                 pending = state.pending
                 if pending is None:
@@ -158,7 +197,10 @@ class RateLimit(Filter):
             else:
                 decision = _table().gcra(key, limit.gcra, now)
             state.next = limit.index + 1
-            self._count(limit, ctx, decision)
+            POLICY.decisions[limit.allowed_key if decision.allowed else limit.limited_key] += 1
+            if limit.quota:
+                result = "allowed" if decision.allowed else "limited"
+                POLICY.quotas[(self.route, limit.name, ctx.tenant or OTHER, result)] += 1
             if not decision.allowed:
                 return self._refused(limit, decision)
             if state.tightest is None or decision.remaining < state.tightest[1].remaining:
@@ -166,9 +208,12 @@ class RateLimit(Filter):
         return None
 
     def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> None:
-        state: _State | None = ctx.vars.get(_STATE)
-        if self.cfg.headers and state is not None and state.tightest is not None:
-            response.headers += _headers(*state.tightest)
+        state = ctx.vars.get(_STATE)
+        if state is None or not self.cfg.headers:
+            return
+        tightest = state.tightest if type(state) is _State else state
+        if tightest is not None:
+            response.headers += _headers(*tightest)
 
     def _fallback(self, limit: _Limit, key: bytes, now: float) -> Decision | None:
         mode = self.cfg.on_redis_failure
@@ -178,12 +223,6 @@ class RateLimit(Filter):
         if mode == "closed":
             return None
         return _table().gcra(key, limit.gcra, now)
-
-    def _count(self, limit: _Limit, ctx: RequestContext, decision: Decision) -> None:
-        result = "allowed" if decision.allowed else "limited"
-        POLICY.decisions[(self.route, self.name, result)] += 1
-        if limit.key == "tenant":
-            POLICY.quotas[(self.route, limit.name, ctx.tenant or OTHER, result)] += 1
 
     def _refused(self, limit: _Limit, decision: Decision) -> LocalResponse:
         retry = max(1, math.ceil(decision.retry_after))
@@ -259,6 +298,18 @@ def _compile(index: int, limit: LimitConfig) -> _Limit:
         header,
         limit.store == "redis",
         policy,
+        quota=key == "tenant",
+    )
+
+
+def _replace(limit: _Limit, *, prefix: bytes, route: str) -> _Limit:
+    """The limit as bound to ``route``: its key prefix and metric rows ready."""
+    return _dc_replace(
+        limit,
+        prefix=prefix,
+        route=route,
+        allowed_key=(route, "rate_limit", "allowed"),
+        limited_key=(route, "rate_limit", "limited"),
     )
 
 

@@ -1,15 +1,17 @@
 """Filters registered by name; the config's ``filters:`` keys are looked up here at load time.
 
-The config checker (a child process) and the serving process each have their own registry, both
-filled by importing :mod:`sidegate.filters.builtin`: a filter must be registered on import of a
-module that both import, or the checker will call its name unknown.
+The config checker (a child process) and the serving process each have their own registry. A
+built-in filter's module (:data:`sidegate.filters.builtin.BUILTIN`) is imported, and registers
+itself, the first time its name is looked up, so a process loads only the filters its config uses.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TypeVar
 
 from sidegate.filters.base import Filter
+from sidegate.filters.builtin import BUILTIN
 
 _REGISTRY: dict[str, type[Filter]] = {}
 
@@ -32,23 +34,18 @@ def register(cls: F) -> F:
 
 
 def lookup(name: str) -> type[Filter] | None:
-    _load_builtins()
-    return _REGISTRY.get(name)
+    """The filter class registered as ``name`` (a built-in one's module imported on first use)."""
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        module = BUILTIN.get(name)
+        if module is not None:
+            importlib.import_module(module)  # registers it
+            cls = _REGISTRY.get(name)
+    return cls
 
 
 def known_names() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-_loaded = False
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        from sidegate.filters import builtin  # noqa: F401  (registers on import)
+    return sorted(set(_REGISTRY) | set(BUILTIN))
 
 
 __all__: list[str] = ["known_names", "lookup", "register"]

@@ -55,6 +55,9 @@ def local_table() -> SharedTable:
     global _table
     if _table is None:
         _table = SharedTable.open_or_create(table_path(), TABLE_SLOTS)
+        # Only workers of a supervisor share the table (it names it for them); a single process
+        # is its only user and needs no lock.
+        _table.locking = ENV_TABLE in os.environ
     return _table
 
 

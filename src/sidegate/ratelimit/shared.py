@@ -66,12 +66,15 @@ def key_hash(key: bytes) -> int:
 class SharedTable:
     """GCRA state of many keys, bounded in memory, shared by the processes that map one file."""
 
-    __slots__ = ("_buckets", "_d", "_fd", "_mm", "_q", "_where", "path", "slots")
+    __slots__ = ("_buckets", "_d", "_fd", "_mm", "_q", "_where", "locking", "path", "slots")
 
     def __init__(self, path: str, fd: int, mm: mmap.mmap, slots: int) -> None:
         """Use :meth:`create` or :meth:`attach`."""
         self.path = path
         self.slots = slots
+        # False when this process is the table's only user (one Sidegate process, no workers): the
+        # two lock system calls per decision are then skipped.
+        self.locking = True
         self._fd = fd
         self._mm = mm
         self._buckets = slots // BUCKET_SLOTS
@@ -107,12 +110,16 @@ class SharedTable:
             except FileNotFoundError:
                 pass
             tmp = _new_file(path, slots)
+            linked = False
             try:
                 os.link(tmp, path)  # fails if another process got there first: then use its table
+                linked = True
             except FileExistsError:
-                continue
+                pass
             finally:
                 os.unlink(tmp)
+            if linked:
+                return cls.attach(path)
 
     @classmethod
     def attach(cls, path: str) -> SharedTable:
@@ -141,7 +148,9 @@ class SharedTable:
             where = self._locate(key)
         h, offset, word = where
         fd = self._fd
-        _lockf(fd, _LOCK_EX, BUCKET_BYTES, offset)
+        locking = self.locking
+        if locking:
+            _lockf(fd, _LOCK_EX, BUCKET_BYTES, offset)
         try:
             q = self._q
             d = self._d
@@ -156,7 +165,8 @@ class SharedTable:
                 q[slot] = h
                 d[slot + 1] = new_tat
         finally:
-            _lockf(fd, _LOCK_UN, BUCKET_BYTES, offset)
+            if locking:
+                _lockf(fd, _LOCK_UN, BUCKET_BYTES, offset)
         return decision
 
     def _locate(self, key: bytes) -> tuple[int, int, int]:

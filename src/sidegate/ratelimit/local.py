@@ -1,0 +1,102 @@
+"""A route's local limits decided in one call, compiled with the hot path.
+
+The ``rate_limit`` filter keeps its general loop for routes that mix local and Redis limits;
+when every limit of a route is local (the common case) it hands the request to
+:meth:`LocalLimits.decide`, which derives each limit's key, asks the pod's table and counts the
+outcome, with no interpreted code per limit.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sidegate.policy.gcra import Decision, Gcra
+from sidegate.ratelimit.shared import SharedTable
+
+KEY_IP: Final = 0
+KEY_CONSUMER: Final = 1
+KEY_TENANT: Final = 2
+KEY_ROUTE: Final = 3
+KEY_HEADER: Final = 4
+_KINDS: Final = {"ip": KEY_IP, "consumer": KEY_CONSUMER, "tenant": KEY_TENANT, "route": KEY_ROUTE}
+
+
+class LocalLimit:
+    """One limit as the table sees it: its key prefix, how the rest of the key is found, its GCRA."""
+
+    def __init__(self, prefix: bytes, key: str, gcra: Gcra, *, quota_name: str) -> None:
+        self.prefix = prefix
+        self.gcra = gcra
+        self.header = b""
+        if key.startswith("header:"):
+            self.kind = KEY_HEADER
+            self.header = key.removeprefix("header:").strip().lower().encode()
+        else:
+            self.kind = _KINDS[key]
+        self.quota_name = quota_name  # non-empty: tenant-keyed, counted per tenant
+
+    def key(self, client_ip: str, consumer: str, tenant: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+        kind = self.kind
+        if kind == KEY_IP:
+            return self.prefix + client_ip.encode()
+        if kind == KEY_CONSUMER:
+            return self.prefix + (b"c:" + consumer.encode() if consumer else b"ip:" + client_ip.encode())
+        if kind == KEY_TENANT:
+            return self.prefix + (b"t:" + tenant.encode() if tenant else b"ip:" + client_ip.encode())
+        if kind == KEY_ROUTE:
+            return self.prefix
+        wanted = self.header
+        for name, value in headers:
+            if name.lower() == wanted:
+                return self.prefix + value
+        return self.prefix + b"-"
+
+
+class LocalLimits:
+    """Every limit of one route, all local: decided in order, the first refusal wins."""
+
+    def __init__(
+        self,
+        table: SharedTable,
+        limits: list[LocalLimit],
+        route: str,
+        decisions: dict[tuple[str, str, str], int],
+        quotas: dict[tuple[str, str, str, str], int],
+    ) -> None:
+        self.table = table
+        self.limits = limits
+        self.route = route
+        self.allowed_key = (route, "rate_limit", "allowed")
+        self.limited_key = (route, "rate_limit", "limited")
+        self.decisions = decisions
+        self.quotas = quotas
+
+    def decide(
+        self, client_ip: str, consumer: str, tenant: str, headers: list[tuple[bytes, bytes]], now: float
+    ) -> tuple[int, int, Decision]:
+        """``(refused, tightest, decision)``: the index of the refusing limit (-1 when all allow), the
+        index of the limit with the fewest requests left, and that limit's decision (the refusing
+        one's when refused)."""
+        table = self.table
+        tightest = -1
+        best: Decision | None = None
+        for index, limit in enumerate(self.limits):
+            decision = table.gcra(limit.key(client_ip, consumer, tenant, headers), limit.gcra, now)
+            allowed = decision.allowed
+            counter = self.allowed_key if allowed else self.limited_key
+            self.decisions[counter] = self.decisions.get(counter, 0) + 1
+            if limit.quota_name:
+                quota = (
+                    self.route,
+                    limit.quota_name,
+                    tenant or "_other",
+                    "allowed" if allowed else "limited",
+                )
+                self.quotas[quota] = self.quotas.get(quota, 0) + 1
+            if not allowed:
+                return index, index, decision
+            if best is None or decision.remaining < best.remaining:
+                best = decision
+                tightest = index
+        assert best is not None  # a filter has at least one limit
+        return -1, tightest, best
