@@ -40,6 +40,7 @@ from sidegate.policy.jwt import SUPPORTED, JwtError, UnknownKeyError, Verifier
 _WAITED: Final = "jwt_waited"
 _KEY_FETCH_WAIT: Final = 5.0  # seconds a request may wait for the first key set of a URL
 _CALLERS_KEPT: Final = 4096  # consumers from tokens whose header lines are kept ready
+_LOOK_EVERY: Final = 1.0  # seconds between looks at the key source (a file's mtime, a URL's refresh)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +107,16 @@ class Jwt(Filter):
         self.seen: dict[str, Caller] = {}
         self._version = -1
         self._verifier: Verifier | None = None
+        self._next_look = 0.0
+        self.ok_key = ("", self.name, "ok")
+        self.consumer_keys: dict[Caller, tuple[str, str, str]] = {}
         realm = b'Bearer realm="sidegate"'
         self.challenge = realm
         self.scope_text = " ".join(config.required_scopes)
 
     def bind(self, env: RouteEnvironment) -> None:
         self.route = env.route
+        self.ok_key = (env.route, self.name, "ok")
         self.callers = by_name(env.consumers, env.identity)
         self.identity = env.identity
 
@@ -121,8 +126,12 @@ class Jwt(Filter):
             return self._refuse("missing", 401, "a bearer token is required", b"")
         now = time.time()
         source = self.source
-        pending = source.maybe_refresh(now)  # a URL refresh runs as a task; waited for only with no keys
-        verifier = self._current()
+        pending = None
+        verifier = self._verifier
+        if now >= self._next_look or verifier is None:  # the key source is looked at once a second
+            self._next_look = now + _LOOK_EVERY
+            pending = source.maybe_refresh(now)  # a URL refresh runs as a task; waited for only with no keys
+            verifier = self._current()
         if verifier is None:
             if pending is not None and not ctx.vars.get(_WAITED):
                 ctx.vars[_WAITED] = True
@@ -144,12 +153,22 @@ class Jwt(Filter):
         who = self._caller(claims)
         mark(ctx, who)
         ctx.vars["claims"] = claims
-        POLICY.decisions[(self.route, self.name, "ok")] += 1
-        label = who.consumer if who.consumer in self.callers else OTHER
-        POLICY.consumers[(self.route, who.tenant if label != OTHER else OTHER, label)] += 1
+        POLICY.decisions[self.ok_key] += 1
+        POLICY.consumers[self._consumer_key(who)] += 1
         if not self.cfg.forward_token and self.header:
             request.headers = [(n, v) for n, v in request.headers if n.lower() != self.header]
         return None
+
+    def _consumer_key(self, who: Caller) -> tuple[str, str, str]:
+        """The metric row of ``who``: its names when configured, else ``_other`` (bounded)."""
+        key = self.consumer_keys.get(who)
+        if key is None:
+            known = who.consumer in self.callers
+            key = (self.route, who.tenant if known else OTHER, who.consumer if known else OTHER)
+            if len(self.consumer_keys) >= _CALLERS_KEPT:
+                self.consumer_keys.clear()
+            self.consumer_keys[who] = key
+        return key
 
     def _current(self) -> Verifier | None:
         source = self.source
