@@ -23,12 +23,11 @@ import os
 import time
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import unquote_to_bytes
 
 from sidegate.config.snapshot import IdentitySpec
 from sidegate.filters.base import Filter, FilterConfig, RequestContext, RouteEnvironment
 from sidegate.filters.counters import POLICY
-from sidegate.filters.identity import OTHER, Caller, by_name, caller, deny, mark
+from sidegate.filters.identity import OTHER, Caller, by_name, caller, credential, deny, mark
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead
 
@@ -90,7 +89,7 @@ class ApiKey(Filter):
     def on_request(self, request: RequestHead, ctx: RequestContext) -> LocalResponse | None:
         if self.cfg.keys_file:
             self._maybe_reload()
-        key = self._find(request)
+        key = credential(request, self.header, self.query)
         if key is None:
             POLICY.decisions[(self.route, self.name, "missing")] += 1
             return deny(401, "unauthorized", "an API key is required", self.challenge)
@@ -111,18 +110,6 @@ class ApiKey(Filter):
         POLICY.consumers[(self.route, found.tenant if label != OTHER else OTHER, label)] += 1
         if self.cfg.hide_credentials and self.header:
             request.headers = [(n, v) for n, v in request.headers if n.lower() != self.header]
-        return None
-
-    def _find(self, request: RequestHead) -> bytes | None:
-        if self.header:
-            for name, value in request.headers:
-                if name.lower() == self.header:
-                    return value.strip() or None
-        if self.query and request.query:
-            for part in request.query.split(b"&"):
-                name, _, value = part.partition(b"=")
-                if name == self.query and value:
-                    return unquote_to_bytes(value)
         return None
 
     # -- keys_file -----------------------------------------------------------------------------

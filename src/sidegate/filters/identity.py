@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from sidegate.config.snapshot import ConsumerSpec, IdentitySpec
 from sidegate.filters.base import RequestContext
-from sidegate.http.messages import LocalResponse
+from sidegate.http.messages import LocalResponse, RequestHead
 
 OTHER = "_other"
 
@@ -57,6 +58,21 @@ def deny(status: int, error: str, detail: str, challenge: bytes = b"") -> LocalR
     )
     headers = ((b"WWW-Authenticate", challenge),) if challenge else ()
     return LocalResponse(status=status, body=body, headers=headers)
+
+
+def credential(request: RequestHead, header: bytes, query: bytes) -> bytes | None:
+    """A credential sent in header ``header`` (lower-case; its value stripped) or, failing that, in
+    query parameter ``query`` (percent-decoded); None when neither carries one."""
+    if header:
+        for name, value in request.headers:
+            if name.lower() == header:
+                return value.strip() or None
+    if query and request.query:
+        for part in request.query.split(b"&"):
+            name, _, value = part.partition(b"=")
+            if name == query and value:
+                return unquote_to_bytes(value)
+    return None
 
 
 def _safe(text: str) -> bytes:

@@ -32,7 +32,7 @@ from annotated_types import Ge, Gt
 from sidegate.auth.jwks import JwksSource
 from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
 from sidegate.filters.counters import POLICY
-from sidegate.filters.identity import OTHER, Caller, by_name, caller, deny, mark
+from sidegate.filters.identity import OTHER, Caller, by_name, caller, credential, deny, mark
 from sidegate.filters.registry import register
 from sidegate.http.messages import RequestHead
 from sidegate.policy.jwt import SUPPORTED, JwtError, UnknownKeyError, Verifier
@@ -185,19 +185,13 @@ class Jwt(Filter):
         return self._verifier
 
     def _find(self, request: RequestHead) -> bytes | None:
-        if self.header:
-            for name, value in request.headers:
-                if name.lower() == self.header:
-                    if not self.bearer:
-                        return value.strip() or None
-                    scheme, _, token = value.strip().partition(b" ")
-                    return token.strip() or None if scheme.lower() == b"bearer" else None
-        if self.query and request.query:
-            for part in request.query.split(b"&"):
-                name, _, value = part.partition(b"=")
-                if name == self.query and value:
-                    return value
-        return None
+        found = credential(request, self.header, self.query)
+        if found is None or not self.bearer or not self.header:
+            return found
+        scheme, _, token = found.partition(b" ")  # Authorization: Bearer TOKEN
+        if scheme.lower() == b"bearer":
+            return token.strip() or None
+        return credential(request, b"", self.query)  # another scheme: the query may still carry one
 
     def _lacking(self, claims: Mapping[str, Any]) -> Answer | None:
         cfg = self.cfg
