@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -154,6 +155,17 @@ def http_get_full(
 
 def wait_ready(proc: Proc, port: int, path: str, timeout: float) -> None:
     """Poll GET http://127.0.0.1:port/path until it answers 200; fail early if the process exits."""
+
+    def probe() -> str | None:
+        status, _ = http_get(port, path)
+        return None if status == 200 else f"status {status}"
+
+    wait_until(proc, probe, timeout, f"GET 127.0.0.1:{port}{path}")
+
+
+def wait_until(proc: Proc, probe: Callable[[], str | None], timeout: float, what: str) -> None:
+    """Call ``probe`` until it returns None (ready; else it says what it saw); fail early if the
+    process exits, and after ``timeout`` seconds with the last answer and the process's stderr."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -163,17 +175,14 @@ def wait_ready(proc: Proc, port: int, path: str, timeout: float) -> None:
                 f"{proc.stderr_tail()}"
             )
         try:
-            status, _ = http_get(port, path)
-            if status == 200:
+            seen = probe()
+            if seen is None:
                 return
-            last = f"status {status}"
-        except OSError as exc:
+            last = seen
+        except (OSError, BenchError) as exc:
             last = str(exc)
         time.sleep(0.05)
-    raise BenchError(
-        f"{proc.name} not ready after {timeout:.0f} s (GET 127.0.0.1:{port}{path}: {last}):\n"
-        f"{proc.stderr_tail()}"
-    )
+    raise BenchError(f"{proc.name} not ready after {timeout:.0f} s ({what}: {last}):\n{proc.stderr_tail()}")
 
 
 def _vm_rss(pid: int) -> int:

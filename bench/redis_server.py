@@ -12,10 +12,9 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-import time
 from pathlib import Path
 
-from procs import BenchError, Proc, ProcessGroup, free_port
+from procs import BenchError, Proc, ProcessGroup, free_port, wait_until
 
 READY_TIMEOUT = 10.0
 _CALLS = re.compile(r"^cmdstat_(evalsha|eval):calls=(\d+)", re.M)
@@ -42,25 +41,13 @@ def start_redis(group: ProcessGroup, name: str, cpu: int | None) -> tuple[Proc, 
     argv = [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(workdir), "--daemonize", "no", "--logfile", ""]
     proc = group.start(name, argv, cpu)
-    deadline = time.monotonic() + READY_TIMEOUT
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if not proc.running():
-            raise BenchError(
-                f"{proc.name} exited with status {proc.popen.returncode} before it was ready:\n"
-                f"{proc.stderr_tail()}"
-            )
-        try:
-            reply = redis_call(port, "PING")
-            if reply == b"PONG":
-                return proc, port
-            last = repr(reply)
-        except (OSError, BenchError) as exc:
-            last = str(exc)
-        time.sleep(0.05)
-    raise BenchError(
-        f"{proc.name} not ready after {READY_TIMEOUT:.0f} s (PING: {last}):\n{proc.stderr_tail()}"
-    )
+
+    def probe() -> str | None:
+        reply = redis_call(port, "PING")
+        return None if reply == b"PONG" else repr(reply)
+
+    wait_until(proc, probe, READY_TIMEOUT, "PING")
+    return proc, port
 
 
 def script_calls(port: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from sidegate.cache.urlkey import normalize_query
+from sidegate.cache.urlkey import request_url
 from sidegate.http.messages import ReadyResponse, RequestHead
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ class PlainHits:
         self.special = bypass | DIRECTIVE_FIELDS | CONDITIONAL_FIELDS | {b"range"}
         self.sort_query = sort_query
         self.ignored = ignored
-        self.query_rules = sort_query or bool(ignored)
         self.partition = partition
         self.x_cache = x_cache
         self.cache_status = cache_status
@@ -78,12 +77,7 @@ class PlainHits:
                     flags |= RANGED
                 else:
                     flags |= BYPASS
-        query = request.query
-        if query and self.query_rules:
-            query = normalize_query(query, self.sort_query, self.ignored)
-        url = b"http://" + host.lower() + request.path
-        if query:
-            url = url + b"?" + query
+        url = request_url(host, request.path, request.query, self.sort_query, self.ignored)
         partition = self.partition or tenant
         if flags & (DIRECTIVES | BYPASS):
             return Lookup(flags, url, partition, None, False)

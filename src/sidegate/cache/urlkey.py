@@ -7,15 +7,18 @@ parameters out of the key or sort them, so that equivalent URLs share one entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 
 def request_url(
-    host: bytes, path: bytes, query: bytes, sort_query: bool = False, ignore_query: Iterable[str] = ()
+    host: bytes,
+    path: bytes,
+    query: bytes,
+    sort_query: bool = False,
+    ignore_query: frozenset[bytes] = frozenset(),
 ) -> bytes:
-    """The effective request URL as bytes, the primary part of a cache key."""
+    """The effective request URL as bytes, the primary part of a cache key (``ignore_query``:
+    parameter names left out)."""
     if query and (sort_query or ignore_query):
-        query = normalize_query(query, sort_query, frozenset(name.encode() for name in ignore_query))
+        query = normalize_query(query, sort_query, ignore_query)
     url = b"http://" + host.lower() + path
     return url + b"?" + query if query else url
 

@@ -34,7 +34,15 @@ from sidegate.cache.answers import StatusField, serve
 from sidegate.cache.counters import COUNTERS
 from sidegate.cache.entry import Entry
 from sidegate.cache.flights import Flights
-from sidegate.cache.hitpath import BYPASS, CONDITIONAL, DIRECTIVES, RANGED, Lookup, PlainHits
+from sidegate.cache.hitpath import (
+    BYPASS,
+    CONDITIONAL,
+    CONDITIONAL_FIELDS,
+    DIRECTIVES,
+    RANGED,
+    Lookup,
+    PlainHits,
+)
 from sidegate.cache.session import CacheSession, StoreHandle
 from sidegate.cache.urlkey import request_url
 from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
@@ -52,7 +60,6 @@ from sidegate.policy.cache_rules import (
 _LOOKUP_METHODS: Final = frozenset((b"GET", b"HEAD"))
 _UNSAFE_METHODS: Final = frozenset((b"POST", b"PUT", b"PATCH", b"DELETE"))
 _NO_DIRECTIVES: Final = RequestDirectives()
-_CONDITIONALS: Final = frozenset((b"if-none-match", b"if-modified-since"))
 _STATE: Final = "cache"
 
 
@@ -194,7 +201,7 @@ class Cache(Filter):
         assert handle is not None
         if url is None:
             url = request_url(
-                ctx.host or request.host, request.path, request.query, cfg.sort_query, cfg.ignore_query
+                ctx.host or request.host, request.path, request.query, cfg.sort_query, self.plain.ignored
             )
         if partition is None:
             partition = cfg.partition or ctx.tenant
@@ -253,7 +260,7 @@ class Cache(Filter):
             return error_response(504, "not_cached", "only-if-cached and the stored response is stale")
         session.stale = entry
         session.result = "MISS"
-        request.headers = [(n, v) for n, v in request.headers if n.lower() not in _CONDITIONALS]
+        request.headers = [(n, v) for n, v in request.headers if n.lower() not in CONDITIONAL_FIELDS]
         request.headers += conditional_headers(entry.headers)
         return None
 

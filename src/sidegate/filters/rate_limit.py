@@ -105,11 +105,10 @@ class _Limit:
     per: float
     burst: int
     key: str
-    header: bytes
     redis: bool
     policy: bytes  # RateLimit-Policy item
     quota: bool = False  # keyed by tenant: counted per tenant in metrics
-    prefix: bytes = b""  # of its keys in the table: route, index (set when bound to a route)
+    keyer: LocalLimit | None = None  # derives its keys in the table (set when bound to a route)
     route: str = ""
     allowed_key: tuple[str, str, str] = ("", "rate_limit", "allowed")  # metric rows, made once
     limited_key: tuple[str, str, str] = ("", "rate_limit", "limited")
@@ -160,10 +159,7 @@ class RateLimit(Filter):
     def _local(self) -> LocalLimits:
         self.local = LocalLimits(
             _table(),
-            [
-                LocalLimit(limit.prefix, limit.key, limit.gcra, quota_name=limit.name if limit.quota else "")
-                for limit in self.limits
-            ],
+            [limit.keyer for limit in self.limits if limit.keyer is not None],
             self.route,
             POLICY.decisions,
             POLICY.quotas,
@@ -177,7 +173,9 @@ class RateLimit(Filter):
             state = ctx.vars[_STATE] = _State()
         now = time.monotonic()
         for limit in self.limits[state.next :]:
-            key = limit.prefix + _key_of(limit, request, ctx)
+            keyer = limit.keyer
+            assert keyer is not None, "bind() runs at config load"
+            key = keyer.key(request.client_ip, ctx.consumer, ctx.tenant, request.headers)
             if limit.redis:
                 pending = state.pending
                 if pending is None:
@@ -276,10 +274,8 @@ def _start(limiter: RedisLimiter, key: bytes, requests: int, per: float, burst: 
 def _compile(index: int, limit: LimitConfig) -> _Limit:
     per = parse_window(limit.per)
     key = limit.key
-    header = b""
     if key.startswith("header:"):
-        header = key.removeprefix("header:").strip().lower().encode()
-        if not header:
+        if not key.removeprefix("header:").strip():
             raise ValueError("key header:NAME needs a header name")
     elif key not in _KEYS:
         raise ValueError(f"key {key!r}: use one of ip, consumer, tenant, route, header:NAME")
@@ -295,7 +291,6 @@ def _compile(index: int, limit: LimitConfig) -> _Limit:
         per,
         burst,
         key,
-        header,
         limit.store == "redis",
         policy,
         quota=key == "tenant",
@@ -306,27 +301,11 @@ def _replace(limit: _Limit, *, prefix: bytes, route: str) -> _Limit:
     """The limit as bound to ``route``: its key prefix and metric rows ready."""
     return _dc_replace(
         limit,
-        prefix=prefix,
+        keyer=LocalLimit(prefix, limit.key, limit.gcra, quota_name=limit.name if limit.quota else ""),
         route=route,
         allowed_key=(route, "rate_limit", "allowed"),
         limited_key=(route, "rate_limit", "limited"),
     )
-
-
-def _key_of(limit: _Limit, request: RequestHead, ctx: RequestContext) -> bytes:
-    key = limit.key
-    if key == "ip":
-        return request.client_ip.encode()
-    if key == "consumer":
-        return b"c:" + ctx.consumer.encode() if ctx.consumer else b"ip:" + request.client_ip.encode()
-    if key == "tenant":
-        return b"t:" + ctx.tenant.encode() if ctx.tenant else b"ip:" + request.client_ip.encode()
-    if key == "route":
-        return b""
-    for name, value in request.headers:
-        if name.lower() == limit.header:
-            return value
-    return b"-"
 
 
 def _headers(limit: _Limit, decision: Decision) -> tuple[tuple[bytes, bytes], ...]:
