@@ -44,6 +44,7 @@ from sidegate.config.snapshot import (
     IdentitySpec,
     InboundLimits,
     ListenerSpec,
+    ObservabilitySpec,
     RedisSpec,
     Rewrite,
     Route,
@@ -156,8 +157,26 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         consumers=consumers,
         identity=identity,
         redis=redis,
+        observability=compile_observability(config.get("observability") or {}),
         dump=config_dump(config),
         source=source,
+    )
+
+
+def compile_observability(config: Plain) -> ObservabilitySpec:
+    access_log = config.get("access_log") or {}
+    tracing = config.get("tracing") or {}
+    app_metrics = config.get("app_metrics") or {}
+    return ObservabilitySpec(
+        access_log=access_log.get("enabled", False),
+        access_log_path=access_log.get("path", "-"),
+        access_log_buffer=access_log.get("buffer_lines", 10_000),
+        tracing=tracing.get("enabled", False),
+        sample_ratio=tracing.get("sample_ratio", 0.01),
+        recent_traces=tracing.get("recent", 256),
+        recent_requests=(config.get("explain") or {}).get("recent", 2048),
+        app_metrics_url=app_metrics.get("url", ""),
+        app_metrics_timeout=app_metrics.get("timeout", 1.0),
     )
 
 

@@ -56,6 +56,7 @@ from sidegate.config.fields import (
     Size,
     scalar_to_str,
 )
+from sidegate.config.observability import Observability
 from sidegate.filters.base import FilterConfig
 from sidegate.filters.registry import known_names, lookup
 
@@ -460,6 +461,9 @@ class SidegateConfig(_Model):
     consumers: list[Consumer] = Field(default_factory=list, description="who may call, and their credentials")
     identity: Identity = Field(default_factory=Identity, description="headers that tell the app who called")
     redis: Redis = Field(default_factory=Redis, description="Redis for rate limits shared across pods")
+    observability: Observability = Field(
+        default_factory=Observability, description="access log, tracing, explain, app metrics"
+    )
 
     @model_validator(mode="after")
     def _unique_consumers(self) -> SidegateConfig:

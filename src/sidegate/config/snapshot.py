@@ -194,6 +194,21 @@ class RedisSpec:
     password: str = field(default="", repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ObservabilitySpec:
+    """Access log, tracing, explain and app metrics (top-level ``observability:``)."""
+
+    access_log: bool = False
+    access_log_path: str = "-"  # "-": standard output
+    access_log_buffer: int = 10_000  # lines held while the sink is slow; more are dropped
+    tracing: bool = False
+    sample_ratio: float = 0.01  # of new traces (no parent); OTEL_TRACES_SAMPLER_ARG overrides
+    recent_traces: int = 256
+    recent_requests: int = 2048  # decision records kept for explain
+    app_metrics_url: str = ""
+    app_metrics_timeout: float = 1.0
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     """Everything the running gateway needs, compiled from one config file."""
@@ -211,5 +226,6 @@ class Snapshot:
     consumers: tuple[ConsumerSpec, ...] = ()
     identity: IdentitySpec = field(default_factory=IdentitySpec)
     redis: RedisSpec = field(default_factory=RedisSpec)
+    observability: ObservabilitySpec = field(default_factory=ObservabilitySpec)
     dump: Mapping[str, Any] = field(default_factory=dict)  # normalised config, secrets redacted
     source: str = ""
