@@ -29,8 +29,10 @@ from sidegate.config.snapshot import CacheSettings, ListenerSpec, Snapshot
 from sidegate.errors import ConfigError
 from sidegate.filters.counters import POLICY
 from sidegate.native import describe
-from sidegate.observe.metrics import Metrics, merge
-from sidegate.observe.prometheus import render_prometheus
+from sidegate.observe.aggregate import merge
+from sidegate.observe.app_metrics import scrape_app
+from sidegate.observe.metrics import Metrics
+from sidegate.observe.prometheus import render
 from sidegate.proxy import Proxy, View
 from sidegate.ratelimit.pod import remove_table
 from sidegate.server.context import ServerContext
@@ -239,9 +241,15 @@ class SingleProcess:
             return False, "draining"
         return (True, "ready") if self.ready else (False, "starting")
 
-    def metrics_text(self) -> bytes:
-        assert self.gateway is not None
-        return render_prometheus(merge([self.gateway.metrics_snapshot()]))
+    async def metrics_text(self, openmetrics: bool = False) -> bytes:
+        gateway = self.gateway
+        assert gateway is not None
+        snapshot = merge([gateway.metrics_snapshot()])
+        spec = gateway.snapshot.observability
+        app = None
+        if spec.app_metrics_url:
+            app = await scrape_app(spec.app_metrics_url, spec.app_metrics_timeout, openmetrics=openmetrics)
+        return render(snapshot, openmetrics=openmetrics, app=app)
 
     def config_dump(self) -> dict[str, Any]:
         assert self.gateway is not None

@@ -37,8 +37,10 @@ from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import Normalised, validate_file
 from sidegate.config.snapshot import Snapshot
 from sidegate.errors import ConfigError
-from sidegate.observe.metrics import Metrics, merge
-from sidegate.observe.prometheus import render_prometheus
+from sidegate.observe.aggregate import merge
+from sidegate.observe.app_metrics import AppScrape, scrape_app
+from sidegate.observe.metrics import Metrics
+from sidegate.observe.prometheus import render
 from sidegate.ratelimit.pod import name_table_for_workers, remove_table
 from sidegate.runtime import ConfigState, ControlPlane, Gateway
 from sidegate.server.listener import bind_tcp
@@ -194,16 +196,22 @@ class Supervisor:
             return False, f"{serving} of {len(self.workers)} workers serving"
         return True, "ready"
 
-    async def metrics_text(self) -> bytes:
-        """Every serving worker's numbers, merged with the supervisor's own (reloads, version)."""
-        replies = await asyncio.gather(
-            *(self._ask(w, {"op": "metrics"}) for w in self.workers if w.ready), return_exceptions=True
-        )
+    async def metrics_text(self, openmetrics: bool = False) -> bytes:
+        """Every serving worker's numbers, merged with the supervisor's own (reloads, version),
+        and the app's metrics when configured (scraped once, here, while the workers answer)."""
+        spec = self.snapshot.observability
+        asks = [self._ask(w, {"op": "metrics"}) for w in self.workers if w.ready]
+        app: AppScrape | None = None
+        if spec.app_metrics_url:
+            scrape = scrape_app(spec.app_metrics_url, spec.app_metrics_timeout, openmetrics=openmetrics)
+            replies, app = await asyncio.gather(asyncio.gather(*asks, return_exceptions=True), scrape)
+        else:
+            replies = await asyncio.gather(*asks, return_exceptions=True)
         snapshots = [r["metrics"] for r in replies if isinstance(r, dict)]
         own = self.metrics.snapshot()
         merged = merge([*snapshots, own])
         merged["config_version"] = self.metrics.config_version
-        return render_prometheus(merged)
+        return render(merged, openmetrics=openmetrics, app=app)
 
     def config_dump(self) -> dict[str, Any]:
         dump = self.state.dump(self.snapshot, self.metrics.config_version)

@@ -36,7 +36,7 @@ class FakeBackend:
     def readiness(self) -> tuple[bool, str]:
         return self.ready
 
-    def metrics_text(self) -> bytes:
+    def metrics_text(self, openmetrics: bool = False) -> bytes:
         return self.metrics
 
     def config_dump(self) -> dict[str, Any]:

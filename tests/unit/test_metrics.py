@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from sidegate.observe import BUCKETS, Metrics, merge, render_prometheus
+from sidegate.observe import BUCKETS, MAX_CONSUMERS, Metrics, merge, render_prometheus
 from sidegate.observe.prometheus import escape_label
 
 DURATION = "http_server_request_duration_seconds"
@@ -204,3 +204,122 @@ def test_merge_rejects_other_buckets() -> None:
     snap["buckets"] = [1.0]
     with pytest.raises(ValueError, match="buckets"):
         merge([snap])
+
+
+# -- consumers ------------------------------------------------------------------------------------
+
+
+def test_consumer_children_carry_consumer_and_tenant_labels() -> None:
+    m = Metrics()
+    route = m.route("api")
+    route.observe(b"GET", 200, 0.001)
+    billing = route.for_consumer("billing", "acme")
+    assert route.for_consumer("billing", "acme") is billing  # kept: the second call finds it
+    assert route.for_consumer("", "") is route  # no consumer: the route's own series
+    billing.observe(b"GET", 200, 0.001)
+    billing.observe(b"POST", 201, 0.002)
+    route.for_consumer("reports", "globex").observe(b"GET", 200, 0.001)
+
+    fams = parse(m.snapshot())
+    totals = fams["http_server_requests"]
+    assert value(totals, "http_server_requests_total", consumer="billing", http_request_method="GET") == 1
+    assert value(totals, "http_server_requests_total", consumer="billing", http_request_method="POST") == 1
+    assert value(totals, "http_server_requests_total", consumer="reports", tenant="globex") == 1
+    anonymous = [s for s in totals if "consumer" not in s.labels]
+    assert [(s.labels["http_request_method"], s.value) for s in anonymous] == [("GET", 1)]
+    assert "tenant" not in anonymous[0].labels  # absent, not empty
+    hist = fams[DURATION]
+    assert (
+        value(hist, f"{DURATION}_count", consumer="billing", tenant="acme", http_request_method="POST") == 1
+    )
+
+
+def test_consumers_are_bounded_per_route() -> None:
+    m = Metrics()
+    route = m.route("api")
+    for i in range(MAX_CONSUMERS + 50):
+        route.for_consumer(f"c{i}", "t").observe(b"GET", 200, 0.001)
+    route.for_consumer("c0", "t").observe(b"GET", 200, 0.001)  # an early one keeps its own child
+    m.route("other").for_consumer("c149", "t").observe(b"GET", 200, 0.001)  # the cap is per route
+
+    rows = [r for r in m.snapshot()["requests"] if r["route"] == "api"]
+    consumers = {r["consumer"] for r in rows}
+    assert len(consumers) == MAX_CONSUMERS + 1
+    assert "_OTHER" in consumers and "c149" not in consumers
+    fams = parse(m.snapshot())["http_server_requests"]
+    assert value(fams, "http_server_requests_total", consumer="_OTHER", tenant="_OTHER") == 50
+    assert value(fams, "http_server_requests_total", consumer="c0") == 2
+    assert value(fams, "http_server_requests_total", http_route="other", consumer="c149") == 1
+
+
+def test_a_consumer_that_changes_tenant_is_counted_under_each() -> None:
+    m = Metrics()
+    route = m.route("api")
+    route.for_consumer("u", "a").observe(b"GET", 200, 0.001)
+    route.for_consumer("u", "b").observe(b"GET", 200, 0.001)
+    child = route.for_consumer("u", "a")
+    assert child.for_consumer("u", "b") is route.for_consumer("u", "b")  # a child asks its route
+    child.observe(b"GET", 200, 0.001)
+    fams = parse(m.snapshot())["http_server_requests"]
+    assert value(fams, "http_server_requests_total", consumer="u", tenant="a") == 2
+    assert value(fams, "http_server_requests_total", consumer="u", tenant="b") == 1
+
+
+# -- upstreams ------------------------------------------------------------------------------------
+
+CLIENT = "http_client_request_duration_seconds"
+
+
+def test_upstream_durations_by_endpoint_and_status() -> None:
+    m = Metrics()
+    ep = m.upstream("app", "127.0.0.1:3000")
+    assert m.upstream("app", "127.0.0.1:3000") is ep
+    m.upstream("app", "127.0.0.1:3001")  # made at config load: a zero counter before any request
+    ep.observe(0.004, 200)
+    ep.observe(0.3, 200)
+    ep.observe(0.001, 503)
+    ep.observe(0.001, 1000)  # no such status: _OTHER
+    ep.failure("connect")
+
+    fams = parse(m.snapshot())
+    hist = fams[CLIENT]
+    ok = {"upstream": "app", "endpoint": "127.0.0.1:3000", "http_response_status_code": "200"}
+    assert value(hist, f"{CLIENT}_count", **ok) == 2
+    assert value(hist, f"{CLIENT}_sum", **ok) == pytest.approx(0.304)
+    assert value(hist, f"{CLIENT}_bucket", le="0.005", **ok) == 1
+    assert value(hist, f"{CLIENT}_count", http_response_status_code="503") == 1
+    assert value(hist, f"{CLIENT}_count", http_response_status_code="_OTHER") == 1
+    ups = fams["sidegate_upstream_requests"]
+    assert value(ups, "sidegate_upstream_requests_total", endpoint="127.0.0.1:3000") == 4
+    assert value(ups, "sidegate_upstream_requests_total", endpoint="127.0.0.1:3001") == 0
+    fails = fams["sidegate_upstream_failures"]
+    assert value(fails, "sidegate_upstream_failures_total", kind="connect") == 1
+
+
+def test_merge_sums_consumers_and_upstream_histograms() -> None:
+    a, b = Metrics(), Metrics()
+    for m in (a, b):
+        m.route("api").for_consumer("billing", "acme").observe(b"GET", 200, 0.01)
+        m.upstream("app", "e:1").observe(0.01, 200)
+    b.upstream("app", "e:2").observe(0.02, 500)
+    merged = merge([json.loads(json.dumps(a.snapshot())), json.loads(json.dumps(b.snapshot()))])
+    fams = parse(merged)
+    assert value(fams["http_server_requests"], "http_server_requests_total", consumer="billing") == 2
+    assert value(fams[CLIENT], f"{CLIENT}_count", endpoint="e:1") == 2
+    assert value(fams[CLIENT], f"{CLIENT}_sum", endpoint="e:1") == pytest.approx(0.02)
+    assert value(fams[CLIENT], f"{CLIENT}_count", endpoint="e:2", http_response_status_code="500") == 1
+    assert value(fams["sidegate_upstream_requests"], "sidegate_upstream_requests_total", endpoint="e:1") == 2
+
+
+def test_policy_and_cache_tables_render_and_merge() -> None:
+    a, b = Metrics().snapshot(), Metrics().snapshot()
+    a["policy"] = {"decisions": [["api", "rate_limit", "limited", 2]], "consumers": [["api", "acme", "u", 1]]}
+    b["policy"] = {"decisions": [["api", "rate_limit", "limited", 3], ["api", "api_key", "ok", 4]]}
+    a["cache"] = {"results": [["api", "hit", 5]], "stored": 1, "stored_bytes": 10, "store_errors": {}}
+    fams = parse(merge([a, b]))
+    decisions = fams["sidegate_policy_decisions"]
+    assert value(decisions, "sidegate_policy_decisions_total", filter="rate_limit", result="limited") == 5
+    assert value(decisions, "sidegate_policy_decisions_total", filter="api_key") == 4
+    assert value(fams["sidegate_consumer_requests"], "sidegate_consumer_requests_total", consumer="u") == 1
+    assert value(fams["sidegate_cache_requests"], "sidegate_cache_requests_total", result="hit") == 5
+    assert "sidegate_cache_requests" not in parse(merge([Metrics().snapshot()]))  # no cache: none

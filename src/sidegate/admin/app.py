@@ -20,6 +20,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from sidegate.observe.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from sidegate.observe.prometheus import OPENMETRICS_CONTENT_TYPE, wants_openmetrics
 
 log = logging.getLogger("sidegate.admin")
 
@@ -32,15 +33,16 @@ def http_date() -> str:
 class AdminBackend(Protocol):
     """What the admin server needs from the runtime.
 
-    ``readiness()`` is ``(ready, reason)``; ``metrics_text()`` is Prometheus text, merged across
-    workers; ``config_dump()`` is the running config (secrets redacted) with its version and the last
-    reload error, if any; ``reload()`` answers ``(ok, message)`` and on failure the old config keeps
-    serving.
+    ``readiness()`` is ``(ready, reason)``; ``metrics_text(openmetrics)`` is the exposition
+    (Prometheus text 0.0.4, or OpenMetrics 1.0 when ``openmetrics``) merged across workers, with
+    the app's own metrics when configured; ``config_dump()`` is the running config (secrets
+    redacted) with its version and the last reload error, if any; ``reload()`` answers
+    ``(ok, message)`` and on failure the old config keeps serving.
     """
 
     def is_live(self) -> bool: ...
     def readiness(self) -> tuple[bool, str]: ...
-    def metrics_text(self) -> bytes | Awaitable[bytes]: ...
+    def metrics_text(self, openmetrics: bool = False) -> bytes | Awaitable[bytes]: ...
     def config_dump(self) -> dict[str, Any]: ...
     async def reload(self) -> tuple[bool, str]: ...
 
@@ -149,11 +151,15 @@ def default_routes(backend: AdminBackend) -> dict[tuple[str, str], Handler]:
             200 if ok else 503, {"status": "ready" if ok else "not_ready", "reason": reason}
         )
 
-    async def metrics(_: AdminRequest) -> AdminResponse:
-        text = backend.metrics_text()  # a supervisor gathers its workers' numbers: awaitable
+    async def metrics(request: AdminRequest) -> AdminResponse:
+        accept = b", ".join(v for n, v in request.headers if n.lower() == b"accept")
+        openmetrics = wants_openmetrics(accept.decode("latin-1"))
+        # A supervisor gathers its workers' numbers, and the app's are fetched: awaitable.
+        text = backend.metrics_text(openmetrics)
         if inspect.isawaitable(text):
             text = await text
-        return AdminResponse(200, text, METRICS_CONTENT_TYPE)
+        content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else METRICS_CONTENT_TYPE
+        return AdminResponse(200, text, content_type, (("Vary", "Accept"),))
 
     def config_dump(_: AdminRequest) -> AdminResponse:
         return AdminResponse.json(200, backend.config_dump(), pretty=True)

@@ -14,12 +14,19 @@ one callback at a time) and no per-request allocation once a series exists.
   as are the cumulative bucket values Prometheus wants.
 * Cardinality is bounded: methods outside the standard nine fold into ``_OTHER`` and status codes
   outside 100..599 into ``_OTHER``; only well-formed keys are cached on the fast path.
+* Requests of a known consumer are counted in a child :class:`RouteStats` of the route, labelled
+  with the consumer and its tenant: :meth:`RouteStats.for_consumer` finds it with one dict look-up
+  once it exists. At most :data:`MAX_CONSUMERS` children per route; later consumers share one
+  child labelled ``_OTHER``. Requests without a consumer stay in the route's own series (which
+  carry no consumer labels: in Prometheus an absent label and an empty one are the same).
+* Per-endpoint upstream stats live in an :class:`UpstreamStats` (:meth:`Metrics.upstream`, made
+  when a config is loaded): requests and a duration histogram by status, and failures by kind.
 * Gauges and byte counters are plain attributes that the server increments directly
   (``metrics.connections_active += 1``): an attribute write is the cheapest thing Python does.
 
 :meth:`Metrics.snapshot` turns the state into a JSON-able dict so a supervisor can collect one per
-worker; :func:`merge` adds snapshots together and :func:`sidegate.observe.prometheus.render_prometheus`
-writes the text exposition format.
+worker; :func:`sidegate.observe.aggregate.merge` adds snapshots together and
+:mod:`sidegate.observe.prometheus` writes the text exposition formats.
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ OTHER = "_OTHER"
 #: Route label for requests that matched no route (OpenTelemetry leaves ``http.route`` unset).
 UNMATCHED_ROUTE = ""
 
+#: Distinct consumers (with their tenants) counted separately per route; more go to ``_OTHER``.
+MAX_CONSUMERS = 100
+_FAST_CONSUMERS = 1000  # consumer names remembered for the one-look-up path (memory bound)
+
 SNAPSHOT_FORMAT = 1
 
 
@@ -69,16 +80,40 @@ class _Series:
 
 
 class RouteStats:
-    """Request counts and durations of one route, by method and status code."""
+    """Request counts and durations of one route, by method and status code.
 
-    __slots__ = ("_fast", "_series", "name")
+    A route's own instance counts requests without a consumer; :meth:`for_consumer` gives the
+    child that counts one consumer's requests (``consumer`` and ``tenant`` are set on children).
+    """
 
-    def __init__(self, name: str) -> None:
+    __slots__ = (
+        "_by_consumer",
+        "_children",
+        "_fast",
+        "_other",
+        "_owner",
+        "_series",
+        "consumer",
+        "name",
+        "tenant",
+    )
+
+    def __init__(
+        self, name: str, consumer: str = "", tenant: str = "", owner: RouteStats | None = None
+    ) -> None:
         self.name = name
+        self.consumer = consumer
+        self.tenant = tenant
+        self._owner = owner  # the route's own instance, for a consumer child
         # method bytes -> status -> series; only standard methods and valid statuses go in here.
         self._fast: dict[bytes, dict[int, _Series]] = {}
         # (method label, status label) -> series: every series, including the folded ones.
         self._series: dict[tuple[str, str], _Series] = {}
+        # consumer -> (tenant, child): the one-look-up path of for_consumer.
+        self._by_consumer: dict[str, tuple[str, RouteStats]] = {}
+        # (consumer, tenant) -> child: every named child (at most MAX_CONSUMERS), then _other.
+        self._children: dict[tuple[str, str], RouteStats] = {}
+        self._other: RouteStats | None = None
 
     def observe(self, method: bytes, status: int, seconds: float) -> None:
         """Record one finished request: its method, response status and duration in seconds."""
@@ -88,6 +123,39 @@ class RouteStats:
             series = self._slow_series(method, status)
         series.sum += seconds
         series.buckets[bisect_left(BUCKETS, seconds)] += 1
+
+    def for_consumer(self, consumer: str, tenant: str) -> RouteStats:
+        """The stats that count this consumer's requests on this route (call ``observe`` on them).
+
+        ``("", "")`` (no consumer) answers the route's own stats. One dict look-up once the
+        child exists; the first request of a consumer makes it (at most :data:`MAX_CONSUMERS`
+        per route, then the shared ``_OTHER`` child).
+        """
+        entry = self._by_consumer.get(consumer)
+        if entry is not None and entry[0] == tenant:
+            return entry[1]
+        return self._consumer_child(consumer, tenant)
+
+    def _consumer_child(self, consumer: str, tenant: str) -> RouteStats:
+        owner = self._owner
+        if owner is not None:  # asked of a child: the route's own instance keeps the children
+            return owner.for_consumer(consumer, tenant)
+        if not consumer and not tenant:
+            child = self
+        else:
+            found = self._children.get((consumer, tenant))
+            if found is not None:
+                child = found
+            elif len(self._children) < MAX_CONSUMERS:
+                child = self._children[(consumer, tenant)] = RouteStats(self.name, consumer, tenant, self)
+            else:
+                other = self._other
+                if other is None:
+                    other = self._other = RouteStats(self.name, OTHER, OTHER, self)
+                child = other
+        if len(self._by_consumer) < _FAST_CONSUMERS or consumer in self._by_consumer:
+            self._by_consumer[consumer] = (tenant, child)
+        return child
 
     def _slow_series(self, method: bytes, status: int) -> _Series:
         standard = method in STANDARD_METHODS
@@ -101,30 +169,76 @@ class RouteStats:
         return series
 
     def export(self) -> list[dict[str, Any]]:
-        """The route's series as JSON-able rows (see :meth:`Metrics.snapshot`)."""
-        return [
-            {"route": self.name, "method": m, "status": s, "buckets": list(x.buckets), "sum": x.sum}
+        """The route's series, its consumers' included, as JSON-able rows (see :meth:`Metrics.snapshot`)."""
+        rows = [
+            {
+                "route": self.name,
+                "method": m,
+                "status": s,
+                "consumer": self.consumer,
+                "tenant": self.tenant,
+                "buckets": list(x.buckets),
+                "sum": x.sum,
+            }
             for (m, s), x in self._series.items()
         ]
+        children = list(self._children.values())
+        if self._other is not None:
+            children.append(self._other)
+        for child in children:
+            rows.extend(child.export())
+        return rows
 
 
 class UpstreamStats:
-    """Requests sent to one endpoint of one upstream, and failures by kind.
+    """Requests sent to one endpoint of one upstream: a duration histogram by status, and
+    failures by kind. Hold one per endpoint (from :meth:`Metrics.upstream`, at config load)."""
 
-    Hold one per endpoint (from :meth:`Metrics.upstream`) and bump ``requests`` directly.
-    """
-
-    __slots__ = ("endpoint", "failures", "requests", "upstream")
+    __slots__ = ("_fast", "_series", "endpoint", "failures", "requests", "upstream")
 
     def __init__(self, upstream: str, endpoint: str) -> None:
         self.upstream = upstream
         self.endpoint = endpoint
         self.requests = 0
         self.failures: dict[str, int] = {}
+        self._fast: dict[int, _Series] = {}  # valid statuses only
+        self._series: dict[str, _Series] = {}  # status label -> series (invalid ones as _OTHER)
+
+    def observe(self, seconds: float, status: int) -> None:
+        """Count one request the endpoint answered: its duration in seconds and response status."""
+        self.requests += 1
+        series = self._fast.get(status)
+        if series is None:
+            series = self._slow_series(status)
+        series.sum += seconds
+        series.buckets[bisect_left(BUCKETS, seconds)] += 1
+
+    def _slow_series(self, status: int) -> _Series:
+        valid = 100 <= status <= 599
+        key = str(status) if valid else OTHER
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
+        if valid:
+            self._fast[status] = series
+        return series
 
     def failure(self, kind: str) -> None:
         """Count one failed attempt; ``kind`` is a short fixed word (``connect``, ``timeout``...)."""
         self.failures[kind] = self.failures.get(kind, 0) + 1
+
+    def export(self) -> list[dict[str, Any]]:
+        """The duration series as JSON-able rows (see :meth:`Metrics.snapshot`)."""
+        return [
+            {
+                "upstream": self.upstream,
+                "endpoint": self.endpoint,
+                "status": status,
+                "buckets": list(x.buckets),
+                "sum": x.sum,
+            }
+            for status, x in self._series.items()
+        ]
 
 
 class Metrics:
@@ -175,7 +289,7 @@ class Metrics:
         return stats
 
     def upstream_request(self, upstream: str, endpoint: str) -> None:
-        """Count one request sent upstream (prefer holding :meth:`upstream` and ``.requests += 1``)."""
+        """Count one request sent upstream without its duration (prefer :meth:`UpstreamStats.observe`)."""
         self.upstream(upstream, endpoint).requests += 1
 
     def upstream_failure(self, upstream: str, endpoint: str, kind: str) -> None:
@@ -199,6 +313,9 @@ class Metrics:
             {"upstream": u.upstream, "endpoint": u.endpoint, "count": u.requests}
             for u in self._upstreams.values()
         ]
+        upstream_durations: list[dict[str, Any]] = []
+        for u in self._upstreams.values():
+            upstream_durations.extend(u.export())
         upstream_failures = [
             {"upstream": u.upstream, "endpoint": u.endpoint, "kind": kind, "count": n}
             for u in self._upstreams.values()
@@ -209,6 +326,7 @@ class Metrics:
             "buckets": list(BUCKETS),
             "requests": series,
             "upstream_requests": upstream_requests,
+            "upstream_durations": upstream_durations,
             "upstream_failures": upstream_failures,
             "connections_active": self.connections_active,
             "requests_active": self.requests_active,
@@ -221,100 +339,6 @@ class Metrics:
             "process_resident_memory_bytes": resident_memory_bytes(),
             "process_start_time_seconds": self.start_time,
         }
-
-
-_SUMMED = ("connections_active", "requests_active", "streams_active", "bytes_received", "bytes_sent")
-
-
-def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
-    """Add worker snapshots into one: counters, histograms and gauges are summed.
-
-    ``config_version`` takes the highest value, ``config_last_reload_success`` the lowest (1 only if
-    every worker's last reload succeeded), ``process_start_time_seconds`` the earliest, and
-    ``process_resident_memory_bytes`` the total of the workers that reported one.
-    """
-    requests: dict[tuple[str, str, str], dict[str, Any]] = {}
-    up_requests: dict[tuple[str, str], int] = {}
-    up_failures: dict[tuple[str, str, str], int] = {}
-    out: dict[str, Any] = {"format": SNAPSHOT_FORMAT, "buckets": list(BUCKETS)}
-    for key in _SUMMED:
-        out[key] = sum(int(s.get(key, 0)) for s in snapshots)
-    out["config_reloads"] = {
-        result: sum(int(s.get("config_reloads", {}).get(result, 0)) for s in snapshots)
-        for result in ("ok", "failed")
-    }
-    out["config_version"] = max((int(s.get("config_version", 0)) for s in snapshots), default=0)
-    out["config_last_reload_success"] = min(
-        (int(s.get("config_last_reload_success", 1)) for s in snapshots), default=1
-    )
-    rss = [
-        int(s["process_resident_memory_bytes"]) for s in snapshots if s.get("process_resident_memory_bytes")
-    ]
-    out["process_resident_memory_bytes"] = sum(rss) if rss else None
-    starts = [
-        float(s["process_start_time_seconds"]) for s in snapshots if s.get("process_start_time_seconds")
-    ]
-    out["process_start_time_seconds"] = min(starts) if starts else None
-
-    for snap in snapshots:
-        if list(snap.get("buckets", BUCKETS)) != list(BUCKETS):
-            raise ValueError("cannot merge snapshots with different histogram buckets")
-        for row in snap.get("requests", ()):
-            rkey = (str(row["route"]), str(row["method"]), str(row["status"]))
-            acc = requests.get(rkey)
-            if acc is None:
-                requests[rkey] = {**row, "buckets": list(row["buckets"])}
-            else:
-                acc["sum"] += row["sum"]
-                acc["buckets"] = [a + b for a, b in zip(acc["buckets"], row["buckets"], strict=True)]
-        for row in snap.get("upstream_requests", ()):
-            ukey = (row["upstream"], row["endpoint"])
-            up_requests[ukey] = up_requests.get(ukey, 0) + int(row["count"])
-        for row in snap.get("upstream_failures", ()):
-            fkey = (row["upstream"], row["endpoint"], row["kind"])
-            up_failures[fkey] = up_failures.get(fkey, 0) + int(row["count"])
-
-    out["cache"] = merge_cache([s["cache"] for s in snapshots if s.get("cache")])
-    out["policy"] = merge_rows([s["policy"] for s in snapshots if s.get("policy")])
-    stores = [s["cache_store"] for s in snapshots if s.get("cache_store")]
-    out["cache_store"] = stores[-1] if stores else None  # one store shared by every worker
-
-    out["requests"] = list(requests.values())
-    out["upstream_requests"] = [
-        {"upstream": u, "endpoint": e, "count": n} for (u, e), n in up_requests.items()
-    ]
-    out["upstream_failures"] = [
-        {"upstream": u, "endpoint": e, "kind": k, "count": n} for (u, e, k), n in up_failures.items()
-    ]
-    return out
-
-
-def merge_rows(snapshots: list[dict[str, Any]]) -> dict[str, list[list[Any]]]:
-    """Tables of ``[label..., count]`` rows (``sidegate.filters.counters``) added together."""
-    out: dict[str, dict[tuple[Any, ...], int]] = {}
-    for snap in snapshots:
-        for table, rows in snap.items():
-            acc = out.setdefault(table, {})
-            for *labels, count in rows:
-                acc[tuple(labels)] = acc.get(tuple(labels), 0) + int(count)
-    return {table: [[*k, n] for k, n in sorted(acc.items())] for table, acc in out.items()}
-
-
-def merge_cache(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
-    """Workers' cache counters (``sidegate.cache.counters``) added together."""
-    results: dict[tuple[str, str], int] = {}
-    errors: dict[str, int] = {}
-    for snap in snapshots:
-        for route, result, count in snap.get("results", ()):
-            results[(route, result)] = results.get((route, result), 0) + int(count)
-        for reason, count in snap.get("store_errors", {}).items():
-            errors[reason] = errors.get(reason, 0) + int(count)
-    return {
-        "results": [[route, result, n] for (route, result), n in sorted(results.items())],
-        "stored": sum(int(s.get("stored", 0)) for s in snapshots),
-        "stored_bytes": sum(int(s.get("stored_bytes", 0)) for s in snapshots),
-        "store_errors": errors,
-    }
 
 
 def resident_memory_bytes() -> int | None:

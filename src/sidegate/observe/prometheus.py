@@ -1,25 +1,59 @@
-"""Prometheus text exposition (format 0.0.4) of a metrics snapshot.
+"""Prometheus text (format 0.0.4) and OpenMetrics 1.0 exposition of a metrics snapshot.
 
 Theory of operation
 -------------------
 Rendering is off the hot path: it runs once per scrape, on a snapshot (one worker's, or several
-merged with :func:`sidegate.observe.metrics.merge`). Each family is written as ``# HELP`` and
+merged with :func:`sidegate.observe.aggregate.merge`). Each family is written as ``# HELP`` and
 ``# TYPE`` lines followed by its samples, sorted by labels so scrapes are stable and diffable.
 Histogram buckets are stored per slot and made cumulative here; ``_count`` is the ``+Inf`` bucket.
 Names follow the OpenTelemetry HTTP semantic conventions in base units (seconds, bytes).
+
+The two formats differ only in framing, so one writer does both: in OpenMetrics a counter's
+family is named without its ``_total`` suffix (its samples keep it), families in seconds or bytes
+get a ``# UNIT`` line, a help text escapes double quotes, and the exposition ends with ``# EOF``.
+:func:`wants_openmetrics` reads the scraper's ``Accept`` header. The app's own families, scraped by
+:mod:`sidegate.observe.app_metrics`, are appended after Sidegate's; one whose name Sidegate
+already uses is left out and counted.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidegate.observe.metrics import BUCKETS
 
+if TYPE_CHECKING:
+    from sidegate.observe.app_metrics import AppScrape
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 _Labels = tuple[tuple[str, str], ...]
+_Row = tuple[_Labels, list[int], float]
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """True if an ``Accept`` header asks for OpenMetrics (any version) at least as much as for
+    plain text; ``*/*`` alone, or no header, means the Prometheus text format."""
+    openmetrics = text = 0.0
+    for part in accept.split(","):
+        media, *params = part.split(";")
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.strip().lower()
+        if media == "application/openmetrics-text":
+            openmetrics = max(openmetrics, q)
+        elif media == "text/plain":
+            text = max(text, q)
+    return openmetrics > 0 and openmetrics >= text
 
 
 def escape_label(value: str) -> str:
@@ -27,8 +61,10 @@ def escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+def escape_help(text: str, *, openmetrics: bool = False) -> str:
+    """Escape a help text: backslash and line feed (and double quote in OpenMetrics)."""
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return text.replace('"', '\\"') if openmetrics else text
 
 
 def format_value(value: float) -> str:
@@ -50,15 +86,29 @@ def _labels(labels: _Labels) -> str:
     return "{" + ",".join(f'{k}="{escape_label(v)}"' for k, v in labels) + "}"
 
 
+def _unit(family: str) -> str:
+    for unit in ("seconds", "bytes"):
+        if family.endswith("_" + unit):
+            return unit
+    return ""
+
+
 class _Writer:
-    def __init__(self) -> None:
+    def __init__(self, openmetrics: bool) -> None:
+        self.openmetrics = openmetrics
         self.lines: list[str] = []
+        self.names: set[str] = set()  # every family and sample name written, for app clashes
 
     def family(self, name: str, kind: str, help_text: str) -> None:
-        self.lines.append(f"# HELP {name} {_escape_help(help_text)}")
-        self.lines.append(f"# TYPE {name} {kind}")
+        family = name.removesuffix("_total") if self.openmetrics and kind == "counter" else name
+        self.names.update((name, family))
+        self.lines.append(f"# HELP {family} {escape_help(help_text, openmetrics=self.openmetrics)}")
+        self.lines.append(f"# TYPE {family} {kind}")
+        if self.openmetrics and _unit(family):
+            self.lines.append(f"# UNIT {family} {_unit(family)}")
 
     def sample(self, name: str, labels: _Labels, value: float) -> None:
+        self.names.add(name)
         self.lines.append(f"{name}{_labels(labels)} {format_value(value)}")
 
     def simple(self, name: str, kind: str, help_text: str, value: float | None) -> None:
@@ -69,6 +119,8 @@ class _Writer:
         self.sample(name, (), value)
 
     def text(self) -> bytes:
+        if self.openmetrics:
+            self.lines.append("# EOF")
         return ("\n".join(self.lines) + "\n").encode("utf-8")
 
 
@@ -107,22 +159,41 @@ _SIMPLE: tuple[tuple[str, str, str, float | None, str], ...] = (
 )
 
 
-def _request_rows(snapshot: dict[str, Any]) -> list[tuple[_Labels, list[int], float]]:
-    rows: list[tuple[_Labels, list[int], float]] = []
+def _request_rows(snapshot: dict[str, Any]) -> list[_Row]:
+    rows: list[_Row] = []
     for row in snapshot.get("requests", ()):
-        labels = (
+        labels: _Labels = (
             ("http_route", str(row["route"])),
             ("http_request_method", str(row["method"])),
             ("http_response_status_code", str(row["status"])),
         )
+        # Only requests of a known consumer carry these (absent and empty are the same to Prometheus).
+        if row.get("consumer") or row.get("tenant"):
+            labels += (("consumer", str(row.get("consumer", ""))), ("tenant", str(row.get("tenant", ""))))
         rows.append((labels, list(row["buckets"]), float(row["sum"])))
     rows.sort(key=lambda r: r[0])
     return rows
 
 
-def _histogram(w: _Writer, rows: Iterable[tuple[_Labels, list[int], float]]) -> None:
-    name = "http_server_request_duration_seconds"
-    w.family(name, "histogram", "Duration of HTTP server requests, from request head to response end.")
+def _upstream_rows(snapshot: dict[str, Any]) -> list[_Row]:
+    rows: list[_Row] = [
+        (
+            (
+                ("upstream", str(row["upstream"])),
+                ("endpoint", str(row["endpoint"])),
+                ("http_response_status_code", str(row["status"])),
+            ),
+            list(row["buckets"]),
+            float(row["sum"]),
+        )
+        for row in snapshot.get("upstream_durations", ())
+    ]
+    rows.sort(key=lambda r: r[0])
+    return rows
+
+
+def _histogram(w: _Writer, name: str, help_text: str, rows: Iterable[_Row]) -> None:
+    w.family(name, "histogram", help_text)
     for labels, buckets, total in rows:
         running = 0
         for le, n in zip(_LE, buckets, strict=True):
@@ -134,21 +205,41 @@ def _histogram(w: _Writer, rows: Iterable[tuple[_Labels, list[int], float]]) -> 
 
 def render_prometheus(snapshot: dict[str, Any]) -> bytes:
     """Render a snapshot (from :meth:`Metrics.snapshot` or :func:`merge`) as Prometheus text."""
+    return render(snapshot)
+
+
+def render_openmetrics(snapshot: dict[str, Any]) -> bytes:
+    """Render a snapshot as OpenMetrics 1.0 text (ending with ``# EOF``)."""
+    return render(snapshot, openmetrics=True)
+
+
+def render(snapshot: dict[str, Any], *, openmetrics: bool = False, app: AppScrape | None = None) -> bytes:
+    """Render a snapshot in either format, followed by the app's families when ``app`` is given."""
     if list(snapshot.get("buckets", BUCKETS)) != list(BUCKETS):
         raise ValueError("snapshot uses different histogram buckets")
-    w = _Writer()
+    w = _Writer(openmetrics)
     rows = _request_rows(snapshot)
-    _histogram(w, rows)
-
+    _histogram(
+        w,
+        "http_server_request_duration_seconds",
+        "Duration of HTTP server requests, from request head to response end.",
+        rows,
+    )
     w.family("http_server_requests_total", "counter", "HTTP server requests finished.")
     for labels, buckets, _ in rows:
         w.sample("http_server_requests_total", labels, sum(buckets))
 
+    _histogram(
+        w,
+        "http_client_request_duration_seconds",
+        "Duration of requests to upstream endpoints, from sending the request to the response end.",
+        _upstream_rows(snapshot),
+    )
     up = sorted(
         ((("upstream", str(r["upstream"])), ("endpoint", str(r["endpoint"]))), int(r["count"]))
         for r in snapshot.get("upstream_requests", ())
     )
-    w.family("sidegate_upstream_requests_total", "counter", "Requests sent to upstream endpoints.")
+    w.family("sidegate_upstream_requests_total", "counter", "Requests answered by upstream endpoints.")
     for labels, count in up:
         w.sample("sidegate_upstream_requests_total", labels, count)
     failures = sorted(
@@ -170,7 +261,27 @@ def render_prometheus(snapshot: dict[str, Any]) -> bytes:
         w.simple(name, kind, help_text, snapshot.get(key, default))
     _cache(w, snapshot.get("cache"), snapshot.get("cache_store"))
     _policy(w, snapshot.get("policy") or {})
+    if app is not None:
+        _app(w, app)
     return w.text()
+
+
+_APP_GAUGES = (
+    ("sidegate_app_metrics_scrape_success", "1 if the last scrape of the app's metrics succeeded, else 0."),
+    ("sidegate_app_metrics_scrape_duration_seconds", "Time the last scrape of the app's metrics took."),
+    ("sidegate_app_metrics_dropped_families", "App metric families left out: Sidegate uses their names."),
+)
+
+
+def _app(w: _Writer, app: AppScrape) -> None:
+    """The scrape's own gauges, then every app family whose names Sidegate does not use."""
+    ours = w.names | {name for name, _ in _APP_GAUGES}
+    kept = [f for f in app.families if ours.isdisjoint(f.names)]
+    values = (int(app.success), app.seconds, len(app.families) - len(kept))
+    for (name, help_text), value in zip(_APP_GAUGES, values, strict=True):
+        w.simple(name, "gauge", help_text, value)
+    for family in kept:
+        w.lines.extend(family.lines)
 
 
 _POLICY_FAMILIES = (
