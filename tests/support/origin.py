@@ -8,7 +8,10 @@ with ``--record``, appended to FILE as one JSON line. Bytes of a request that ne
 stay visible as *pending* while the connection is open and become a *partial* record when it
 closes, so "the app received nothing" can be checked without races. Control endpoints (never
 recorded): ``GET /__received`` (JSON: requests, pending, partial, open: peer ports of open
-connections) and ``POST /__reset``.
+connections) and ``POST /__reset``. ``GET /metrics`` is not recorded either: the app's own
+Prometheus metrics (``origin_requests_total``: requests recorded; ``origin_build_info``; and an
+``http_server_requests_total`` whose name Sidegate also uses), in OpenMetrics when the Accept
+header asks for it, else the Prometheus text format.
 
 Endpoints (any other path answers like ``/``):
 
@@ -260,6 +263,9 @@ class Origin:
                 self.partial.clear()
             await self.respond(w, req, 200, json.dumps(self.snapshot()).encode(), close=True)
             return False
+        if path == "/metrics":
+            await self.metrics(w, req)
+            return True
         self.record(conn, req)
         if path == "/echo":
             ctype = req.header("content-type") or "application/octet-stream"
@@ -402,6 +408,28 @@ class Origin:
             "peer_port": conn.peer_port,
             "conn_id": conn.conn_id,
         }
+
+    async def metrics(self, w: asyncio.StreamWriter, req: Request) -> None:
+        served = len(self.requests)
+        if "application/openmetrics-text" in (req.header("accept") or ""):
+            text = (
+                "# HELP origin_requests Requests the origin recorded.\n# TYPE origin_requests counter\n"
+                f"origin_requests_total {served}\n"
+                '# TYPE origin_build info\norigin_build_info{version="1.0"} 1\n'
+                "# TYPE http_server_requests counter\n"
+                f'http_server_requests_total{{app="origin"}} {served}\n# EOF\n'
+            )
+            ctype = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        else:
+            text = (
+                "# HELP origin_requests_total Requests the origin recorded.\n"
+                f"# TYPE origin_requests_total counter\norigin_requests_total {served}\n"
+                '# TYPE origin_build_info gauge\norigin_build_info{version="1.0"} 1\n'
+                "# TYPE http_server_requests_total counter\n"
+                f'http_server_requests_total{{app="origin"}} {served}\n'
+            )
+            ctype = "text/plain; version=0.0.4; charset=utf-8"
+        await self.respond(w, req, 200, text.encode(), [("Content-Type", ctype)])
 
     @staticmethod
     async def respond(
