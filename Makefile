@@ -29,9 +29,9 @@ pure:
 	rm -f $(VENV)/.compiled
 
 # Debian packages the tests start on loopback (nginx and wrk: the benchmark's smoke test; Redis:
-# rate limits shared across pods).
+# rate limits shared across pods; Chromium: the admin dashboard in a real, headless browser).
 system-deps:
-	@bash scripts/install-system-deps.sh nginx-light wrk redis-server
+	@bash scripts/install-system-deps.sh nginx-light wrk redis-server chromium
 
 run: install
 	@bash scripts/run-demo.sh

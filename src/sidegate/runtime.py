@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
-from sidegate.admin.app import AdminBackend
+from sidegate.admin.dashboard import dashboard_routes
 from sidegate.admin.server import start_admin_server
+from sidegate.admin.stats import StatsBackend, StatsParts, stats_routes
 from sidegate.cache.counters import COUNTERS
 from sidegate.cache_api import cache_routes
 from sidegate.config.compile import compile_checked
@@ -189,7 +190,7 @@ class ControlPlane:
     watcher and the signal handlers (SIGHUP reloads; SIGTERM and SIGINT set ``stopped``)."""
 
     def __init__(
-        self, backend: AdminBackend, path: str, stopped: asyncio.Event, cache: Callable[[], CacheSettings]
+        self, backend: StatsBackend, path: str, stopped: asyncio.Event, cache: Callable[[], CacheSettings]
     ) -> None:
         self._backend = backend
         self._cache = cache
@@ -203,7 +204,10 @@ class ControlPlane:
         loop = asyncio.get_running_loop()
         backend = self._backend
         self._admin = await start_admin_server(
-            admin.host, admin.port, backend, routes=cache_routes(self._cache)
+            admin.host,
+            admin.port,
+            backend,
+            routes={**cache_routes(self._cache), **stats_routes(backend), **dashboard_routes()},
         )
         self._watcher = background(watch_config(self._path, backend.reload, self._stop_watch))
         loop.add_signal_handler(signal.SIGHUP, lambda: background(backend.reload()))
@@ -254,6 +258,11 @@ class SingleProcess:
     def config_dump(self) -> dict[str, Any]:
         assert self.gateway is not None
         return self.state.dump(self.gateway.snapshot, self.gateway.metrics.config_version)
+
+    def stats_parts(self) -> StatsParts:
+        assert self.gateway is not None
+        metrics = merge([self.gateway.metrics_snapshot()])
+        return StatsParts(metrics, self.gateway.clusters.report(), self.config_dump())
 
     async def reload(self) -> tuple[bool, str]:
         async with self._reload_lock:

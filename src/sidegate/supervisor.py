@@ -14,6 +14,8 @@ Supervisor and worker talk over a :mod:`multiprocessing` pipe with small dict me
   normalised config (never re-reads the file, so all workers run the same config) and swaps;
 * ``{"op": "metrics"}``: the worker answers with its metrics snapshot; the supervisor merges
   them so one scrape sees the whole pod;
+* ``{"op": "stats"}``: the same snapshot and its upstream endpoints' state, for ``/stats``,
+  ``/clusters`` and the dashboard (merged with :func:`sidegate.admin.stats.merge_upstreams`);
 * ``{"op": "drain"}``: finish in-flight requests and exit 0.
 
 A worker that dies is started again; ``/ready`` is true only when every worker is serving.
@@ -33,6 +35,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from sidegate.admin.stats import StatsParts, merge_upstreams
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import Normalised, validate_file
 from sidegate.config.snapshot import Snapshot
@@ -84,6 +87,9 @@ async def _worker(path: str, checked: Normalised, channel: Connection) -> None:
         op = message.get("op")
         if op == "metrics":
             channel.send({"id": message["id"], "metrics": gateway.metrics_snapshot()})
+        elif op == "stats":
+            report = {"metrics": gateway.metrics_snapshot(), "upstreams": gateway.clusters.report()}
+            channel.send({"id": message["id"], **report})
         elif op == "reload":
             try:
                 warnings = gateway.apply(compile_checked(message["config"]))
@@ -212,6 +218,17 @@ class Supervisor:
         merged = merge([*snapshots, own])
         merged["config_version"] = self.metrics.config_version
         return render(merged, openmetrics=openmetrics, app=app)
+
+    async def stats_parts(self) -> StatsParts:
+        """Every serving worker's metrics and upstream state, merged (the supervisor's own too)."""
+        replies = await asyncio.gather(
+            *(self._ask(w, {"op": "stats"}) for w in self.workers if w.ready), return_exceptions=True
+        )
+        answers = [r for r in replies if isinstance(r, dict)]
+        metrics = merge([*(r["metrics"] for r in answers), self.metrics.snapshot()])
+        metrics["config_version"] = self.metrics.config_version
+        upstreams = merge_upstreams(r["upstreams"] for r in answers)
+        return StatsParts(metrics, upstreams, self.config_dump(), len(self.workers))
 
     def config_dump(self) -> dict[str, Any]:
         dump = self.state.dump(self.snapshot, self.metrics.config_version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 from sidegate.config.snapshot import UpstreamSpec
 from sidegate.server.timers import Sweeper
@@ -71,6 +72,18 @@ class ClusterSet:
                 old.retire()
         self.clusters = new
         return new
+
+    def report(self) -> list[dict[str, Any]]:
+        """Each upstream of the running config with its endpoints' state, for the admin API:
+        ``[{"name", "balancer", "endpoints": [EndpointPool.report(), ...]}]``."""
+        return [
+            {
+                "name": name,
+                "balancer": cluster.spec.balancer,
+                "endpoints": [pool.report() for pool in cluster.pools],
+            }
+            for name, cluster in self.clusters.items()
+        ]
 
     def close(self) -> None:
         for cluster in self.clusters.values():

@@ -122,15 +122,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.sweeper.discard(self)
         self.pool.discard(self)
         self.transport = None
-        if self.tunnel_to is not None:
-            self.tunnel_to.close()
+        tunnel = self.tunnel_to
+        if tunnel is not None:
+            tunnel.close()
             self.tunnel_to = None
         user, self.user = self.user, None
         if user is None:
             return
         if self.parser.eof():
             return  # the close ended a close-delimited body: the response is complete
-        user.upstream_failed(reset(str(self.pool.endpoint), retryable=self.reused and not self.received))
+        failure = reset(str(self.pool.endpoint), retryable=self.reused and not self.received)
+        if tunnel is None:  # the end of a tunnel is not a failure of the endpoint
+            self.pool.failed(failure)
+        user.upstream_failed(failure)
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel_to
@@ -152,7 +156,9 @@ class UpstreamConnection(asyncio.Protocol):
         except ProtocolError as error:
             self.user = None
             self.close()
-            user.upstream_failed(protocol_error(str(self.pool.endpoint), error.reason))
+            failure = protocol_error(str(self.pool.endpoint), error.reason)
+            self.pool.failed(failure)
+            user.upstream_failed(failure)
             offset = None
         finally:
             user.upstream_read_end()
@@ -182,6 +188,8 @@ class UpstreamConnection(asyncio.Protocol):
             failure = idle_timeout(endpoint, self.idle_window)
         else:
             failure = response_timeout(endpoint, self.response_window)
+        if self.tunnel_to is None:  # a quiet tunnel timing out is not a failure of the endpoint
+            self.pool.failed(failure)
         self.close()
         user.upstream_failed(failure)
 
