@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install pure run test lint typecheck unit bench system-deps clean
+.PHONY: install pure run test lint typecheck unit bench bench-observe system-deps clean
 
 # The hot path is compiled with mypyc, in place, whenever a source changed (see setup.py);
 # `make pure` removes the compiled modules to run the interpreted reference implementation.
@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 bench-cache: ; @$(MAKE) --no-print-directory bench BENCH_ARGS="--cache $(BENCH_ARGS)"
 bench-auth: ; @bash scripts/install-system-deps.sh redis-server && $(MAKE) --no-print-directory bench BENCH_ARGS="--auth $(BENCH_ARGS)"
+bench-observe: ; @$(MAKE) --no-print-directory bench BENCH_ARGS="--observe --only direct,nginx,sidegate $(BENCH_ARGS)"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results build

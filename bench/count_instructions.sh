@@ -3,17 +3,19 @@
 # noisy machine where wall-clock micro benchmarks are not. Two runs of different lengths are
 # subtracted so start-up cost cancels out.
 #   bench/count_instructions.sh            -> "N instructions per request"
+#   bench/count_instructions.sh --extra F  -> the same with F's YAML added to the config
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-$PWD}
 count() {
     local out
     out=$(mktemp)
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$ROOT/.venv/bin/python" bench/micro_proxy.py --requests "$1" \
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$ROOT/.venv/bin/python" bench/micro_proxy.py --requests "$1" "${EXTRA[@]}" \
         >/dev/null 2>&1
     awk '/^summary:/ {print $2}' "$out"
     rm -f "$out"
 }
+EXTRA=("$@")
 small=$(count 1000)
 large=$(count 6000)
 echo "$(( (large - small) / 5000 )) instructions per proxied request (Python work only)"

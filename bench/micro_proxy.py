@@ -4,7 +4,9 @@ Feeds a request to an inbound connection and the app's response to the upstream 
 fake transports, and reports microseconds per request. This isolates what Sidegate's own code
 costs per request (parsing, routing, head rebuilding, bookkeeping) from syscalls and the kernel.
 
-    .venv/bin/python bench/micro_proxy.py [--requests 200000] [--profile]
+    .venv/bin/python bench/micro_proxy.py [--requests 200000] [--profile] [--extra observe.yaml]
+
+``--extra`` appends top-level YAML to the one-route config (an ``observability:`` section, say).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import cProfile
 import pstats
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -92,10 +95,10 @@ def wire(
 _KEEP: list[Gateway] = []  # the gateways wired here live as long as the benchmark
 
 
-def build() -> Callable[[int], None]:
+def build(extra: str = "") -> Callable[[int], None]:
     """A gateway with one inbound and one pooled upstream connection over fake transports;
     returns ``cycle(n)``, which proxies ``n`` requests through them."""
-    inbound, client, upstream, server = wire(uvloop.new_event_loop(), CONFIG)
+    inbound, client, upstream, server = wire(uvloop.new_event_loop(), CONFIG + extra)
 
     def cycle(n: int) -> None:
         feed_request = inbound.data_received
@@ -113,8 +116,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--extra", type=Path, help="YAML appended to the config (top-level keys)")
     args = parser.parse_args()
-    cycle = build()
+    cycle = build(args.extra.read_text() if args.extra else "")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(cycle, args.requests)

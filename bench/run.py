@@ -1,7 +1,7 @@
 """End-to-end benchmark: the app directly, through nginx and through Sidegate, in one run.
 
     .venv/bin/python bench/run.py [--duration 5] [--repeat 1] [--only direct,nginx,sidegate]
-                                  [--cache] [--auth] [--config EXTRA.yaml]
+                                  [--cache] [--auth] [--observe] [--config EXTRA.yaml]
 
 Layout (2 CPUs): the origin ("the app", nginx returning a 13-byte body) and wrk share CPU 0; the proxy
 under test (nginx or Sidegate, one worker each) has CPU 1 to itself. For each scenario: start the proxy,
@@ -18,6 +18,10 @@ bench/results/. Only 127.0.0.1 is used; every process started is stopped on exit
 token and a rate limit kept locally (sidegate-auth) or in a redis-server of the harness's own
 (sidegate-auth-redis), both compared with the plain sidegate row (added if --only left it out). The run
 makes its own RSA key, JWKS file and token (bench/auth.py).
+
+--observe adds what observing costs (`make bench-observe`): Sidegate with metrics, the JSON access log
+and tracing (unsampled) all off (sidegate-observe-off), all on (sidegate-observe-on), and on with each
+switched off in turn, every row compared with the first.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from scenarios import (
     AUTH_SCENARIOS,
     BY_NAME,
     CACHE_SCENARIOS,
+    OBSERVE_SCENARIOS,
     SCENARIOS,
     Scenario,
     start_target,
@@ -79,6 +84,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"also run the authenticated, rate-limited scenarios ({auth_names}) after the default ones "
         f"(or the --only ones, with {AUTH_BASELINE} added if missing: they are compared with it)",
     )
+    parser.add_argument(
+        "--observe",
+        action="store_true",
+        help="also run the observability scenarios (sidegate-observe-*: metrics, access log and tracing "
+        "all off, all on, and each switched off in turn), compared with sidegate-observe-off",
+    )
     parser.add_argument("--config", type=Path, help="Sidegate config for the `sidegate` scenario")
     parser.add_argument(
         "--latency-layout",
@@ -96,7 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def select(only: str | None, cache: bool = False, auth: bool = False) -> list[Scenario]:
+def select(
+    only: str | None, cache: bool = False, auth: bool = False, observe: bool = False
+) -> list[Scenario]:
     if not only:
         chosen = [s for s in SCENARIOS if s.default]
     else:
@@ -111,6 +124,8 @@ def select(only: str | None, cache: bool = False, auth: bool = False) -> list[Sc
         if BY_NAME[AUTH_BASELINE] not in chosen:
             chosen.append(BY_NAME[AUTH_BASELINE])
         chosen += [s for s in AUTH_SCENARIOS if s not in chosen]
+    if observe:
+        chosen += [s for s in OBSERVE_SCENARIOS if s not in chosen]
     return chosen
 
 
@@ -184,7 +199,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     if shutil.which("taskset") is None:
         raise BenchError("taskset not found (Debian package util-linux)")
-    scenarios = select(args.only, args.cache, args.auth)
+    scenarios = select(args.only, args.cache, args.auth, args.observe)
     if any(s.redis for s in scenarios):
         redis_binary()  # missing: fail now, with the install hint, rather than after the other rows
     cpus = bench_cpus()

@@ -130,6 +130,29 @@ AUTH_SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
+# What observing costs (issue 5), added by `--observe`: Sidegate with metrics, a JSON access log and
+# tracing (unsampled) all off, all on, and on with each one switched off in turn. Target: all on at least
+# 0.85x all off, same run.
+OBSERVE_BASELINE = "sidegate-observe-off"
+_OBSERVE_ROWS = (
+    ("off", "metrics, access log, tracing and explain all off"),
+    ("on", "metrics + JSON access log to stdout + tracing (unsampled) + explain ring"),
+    ("no-metrics", "as `on` without request metrics"),
+    ("no-log", "as `on` without the access log"),
+    ("no-tracing", "as `on` without tracing"),
+)
+OBSERVE_SCENARIOS: tuple[Scenario, ...] = tuple(
+    Scenario(
+        f"sidegate-observe-{suffix}",
+        "sidegate",
+        f"wrk -> Sidegate (1 worker, {what}) -> app",
+        sidegate_config=CONFIGS / f"observe-{suffix}.yaml",
+        compare=Compare(baseline=OBSERVE_BASELINE, min_rps_vs_baseline=0.85 if suffix == "on" else None),
+        default=False,
+    )
+    for suffix, what in _OBSERVE_ROWS
+)
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("direct", "none", "wrk -> app"),
     Scenario("nginx", "nginx", "wrk -> nginx (1 worker, upstream keepalive) -> app"),
@@ -137,6 +160,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("floor", "floor", "wrk -> bench/floor.py (bytes copied, no HTTP: Python + uvloop floor) -> app"),
     *CACHE_SCENARIOS,
     *AUTH_SCENARIOS,
+    *OBSERVE_SCENARIOS,
 )
 
 BY_NAME = {s.name: s for s in SCENARIOS}

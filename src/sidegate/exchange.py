@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Final
 
-from sidegate.config.snapshot import Route
+from sidegate.config.snapshot import ObservabilitySpec, Route
 from sidegate.errors import UpstreamFailure
 from sidegate.filters.base import RequestContext, Wait
 from sidegate.http.messages import LocalResponse, ReadyResponse
@@ -25,6 +25,7 @@ from sidegate.http.writer import (
     header_block,
     status_line,
 )
+from sidegate.observe.trace_context import TraceContext
 from sidegate.server.inbound import Exchange as InboundExchange
 from sidegate.upstream.connection import UpstreamUser
 from sidegate.upstream.pool import ConnectFailedError, EndpointPool
@@ -32,7 +33,7 @@ from sidegate.upstream.pool import ConnectFailedError, EndpointPool
 if TYPE_CHECKING:
     from sidegate.http.request_parser import ParsedRequest
     from sidegate.http.response_parser import ParsedResponse
-    from sidegate.observe.metrics import RouteStats
+    from sidegate.observe.metrics import RouteStats, UpstreamStats
     from sidegate.proxy import Proxy
     from sidegate.server.inbound import InboundConnection
     from sidegate.upstream.cluster import Cluster
@@ -51,7 +52,14 @@ class RoutePlan:
     pool when it has one, and its metric child already resolved.
     """
 
-    def __init__(self, route: Route, cluster: Cluster, stats: RouteStats) -> None:
+    def __init__(
+        self,
+        route: Route,
+        cluster: Cluster,
+        stats: RouteStats,
+        endpoint_stats: dict[EndpointPool, UpstreamStats],
+        observability: ObservabilitySpec,
+    ) -> None:
         self.route = route
         self.name = route.name
         self.upstream = route.upstream
@@ -59,6 +67,8 @@ class RoutePlan:
         pools = cluster.pools
         self.single_pool: EndpointPool | None = pools[0] if len(pools) == 1 else None
         self.stats = stats
+        self.metrics = observability.metrics  # False: no per-request metrics (to measure their cost)
+        self.endpoint_stats = endpoint_stats  # each pool of the cluster -> its upstream metrics
         self.max_body = route.max_body
         self.filters = bool(route.filters)
         self.on_request = route.on_request
@@ -67,6 +77,8 @@ class RoutePlan:
         self.on_response_end = route.on_response_end
         self.on_upstream_failure = route.on_upstream_failure
         self.on_log = route.on_log
+        # The cache filter, whose result the access log reports (None when the route has none).
+        self.cache_filter = next((f for f in route.filters if f.name == "cache"), None)
         self.rewrite = route.rewrite
         self.request_headers = route.request_headers
         self.response_headers = route.response_headers
@@ -80,12 +92,17 @@ class Exchange(UpstreamUser, InboundExchange):
     """One request and its response; implements both the inbound and the upstream callbacks."""
 
     __slots__ = (
+        "answered_by",
         "body_seen",
+        "bytes_in",
+        "bytes_out",
         "chunk_out",
         "conn",
         "ctx",
         "deferred",
+        "ended_at",
         "finished",
+        "flag",
         "head",
         "outbox",
         "pending",
@@ -95,13 +112,17 @@ class Exchange(UpstreamUser, InboundExchange):
         "request_done",
         "request_id",
         "request_id_line",
+        "response_at",
         "retried",
         "route",
         "sent_up",
         "started_at",
         "status",
+        "trace",
+        "tries",
         "tunnel",
         "upstream",
+        "upstream_at",
         "upstream_head",
         "upstream_keep_alive",
         "view",
@@ -135,6 +156,17 @@ class Exchange(UpstreamUser, InboundExchange):
         self.upstream_keep_alive = False  # the response allows reusing the upstream connection
         self.status = 0
         self.body_seen = 0
+        # What the access log, traces and explain read once the exchange is over.
+        self.flag = ""  # why it ended as it did, when not simply answered by the app
+        self.answered_by = -1  # index in the route's on_request chain of the filter that answered
+        self.tries: list[tuple[str, str]] | None = None  # failed upstream attempts: (endpoint, why)
+        self.bytes_in = 0  # request body bytes from the client
+        self.bytes_out = 0  # response body bytes to the client
+        self.upstream_at = 0.0  # when the upstream request was started (0: never)
+        self.response_at = 0.0  # when the upstream response head arrived
+        self.ended_at = 0.0
+        self.trace: TraceContext | None = proxy.sampler.start(head.traceparent) if proxy.sampler else None
+        proxy.metrics.requests_active += 1
 
     # -- inbound side --------------------------------------------------------------------------
 
@@ -143,10 +175,12 @@ class Exchange(UpstreamUser, InboundExchange):
         head = self.head
         matched = self.view.router.match(head)
         if matched is None:
+            self.flag = "no_route"
             self._answer(error_response(404, "no_route", f"no route for {_describe(head)}"))
             return
         self.route = route = self.view.plans[matched]
         if head.content_length is not None and head.content_length > route.max_body:
+            self.flag = "body_too_large"
             self._answer(
                 error_response(413, "body_too_large", f"body over {route.max_body} bytes", close=True)
             )
@@ -170,6 +204,7 @@ class Exchange(UpstreamUser, InboundExchange):
             if isinstance(answer, Wait):
                 self.proxy.spawn(self._wait(answer, index))
             else:
+                self.answered_by = index
                 self._answer(answer)
             return
         self._forward()
@@ -187,6 +222,7 @@ class Exchange(UpstreamUser, InboundExchange):
         route = self.route
         assert route is not None
         self.upstream_head = self._build_upstream_head(head, route)
+        self.upstream_at = self.proxy.clock()
         self.pool = pool = route.single_pool or route.cluster.pick()
         upstream = pool.acquire()
         if upstream is not None:
@@ -199,10 +235,12 @@ class Exchange(UpstreamUser, InboundExchange):
         if self.finished or self.deferred is not None:
             return
         head = self.head
+        self.bytes_in += len(data)
         if head.chunked:
             self.body_seen += len(data)
             route = self.route
             if route is not None and self.body_seen > route.max_body:
+                self.flag = "body_too_large"
                 self._fail_local(
                     error_response(413, "body_too_large", f"body over {route.max_body} bytes", close=True)
                 )
@@ -267,6 +305,7 @@ class Exchange(UpstreamUser, InboundExchange):
                 self.pool.release(upstream)  # nothing was written on it: still clean
             else:
                 upstream.close()
+        self.flag = "client_closed"
         self._complete(499, keep_alive=False, notify=False)
 
     def client_writable(self, writable: bool) -> None:
@@ -329,8 +368,11 @@ class Exchange(UpstreamUser, InboundExchange):
         if self.finished:
             return
         upstream = self.upstream
-        if upstream is not None:  # from now on only the idle window applies
-            upstream.deadline = self.proxy.clock() + upstream.idle_window if upstream.idle_window else 0.0
+        self.response_at = self.proxy.clock()
+        if upstream is not None and upstream.idle_window:  # from now on only the idle window applies
+            upstream.deadline = self.proxy.loop_time() + upstream.idle_window
+        elif upstream is not None:
+            upstream.deadline = 0.0
         route = self.route
         assert route is not None
         if head.switching:
@@ -385,6 +427,7 @@ class Exchange(UpstreamUser, InboundExchange):
     def on_response_body(self, data: bytes) -> None:
         if self.finished or self.replacement is not None:
             return
+        self.bytes_out += len(data)
         self.conn.send(chunk(data) if self.chunk_out else data)
         route = self.route
         if route is not None and route.on_response_body:
@@ -423,9 +466,12 @@ class Exchange(UpstreamUser, InboundExchange):
             return
         self.upstream = None
         pool = self.pool
-        self.proxy.metrics.upstream_failure(
-            self.route.upstream if self.route else "", str(pool.endpoint) if pool else "", failure.kind
-        )
+        endpoint = str(pool.endpoint) if pool else ""
+        self.proxy.metrics.upstream_failure(self.route.upstream if self.route else "", endpoint, failure.kind)
+        if self.tries is None:
+            self.tries = []
+        self.tries.append((endpoint, f"{failure.kind}: {failure.detail}"))
+        self.flag = "upstream_" + failure.kind
         if self.tunnel:
             self.conn.close()
             self._complete(101, keep_alive=False)
@@ -436,6 +482,7 @@ class Exchange(UpstreamUser, InboundExchange):
             self._send_local(replacement)
             return
         if self.status:  # part of the response is out: the client sees a cut connection
+            self.flag += "_mid_response"
             self.conn.close()
             self._complete(self.status, keep_alive=False, notify=False)
             return
@@ -448,6 +495,7 @@ class Exchange(UpstreamUser, InboundExchange):
             and pool is not None
         ):
             self.retried = True  # a pooled connection the app had closed: once more on a new one
+            self.flag = ""
             self.pending = []
             self.proxy.spawn(self._connect(pool))
             return
@@ -532,21 +580,36 @@ class Exchange(UpstreamUser, InboundExchange):
 
     def _complete(self, status: int, *, keep_alive: bool, notify: bool = True) -> None:
         self.finished = True
+        self.status = status
         route = self.route
-        view = self.view
-        seconds = self.proxy.clock() - self.started_at
+        proxy = self.proxy
+        self.ended_at = now = proxy.clock()
+        seconds = now - self.started_at
         if route is None:
-            view.no_route_stats.observe(self.head.method, status, seconds)
+            self.view.no_route_stats.observe(self.head.method, status, seconds)
         else:
-            route.stats.observe(self.head.method, status, seconds)
+            ctx = self.ctx
+            if route.metrics:
+                if ctx is not None and ctx.consumer:
+                    stats = route.stats.for_consumer(ctx.consumer, ctx.tenant)
+                    stats.observe(self.head.method, status, seconds)
+                else:
+                    route.stats.observe(self.head.method, status, seconds)
+                pool = self.pool
+                if pool is not None and self.upstream_at:
+                    route.endpoint_stats[pool].observe(now - self.upstream_at, status)
             if route.on_log:
-                ctx = self.ctx
                 assert ctx is not None
                 ctx.status = status
                 for flt in route.on_log:
                     flt.on_log(self.head, ctx)
+        metrics = proxy.metrics
+        metrics.requests_active -= 1
+        metrics.bytes_received += self.bytes_in
+        metrics.bytes_sent += self.bytes_out
         if self.tunnel:
-            self.proxy.metrics.streams_active -= 1
+            metrics.streams_active -= 1
+        proxy.record(self)
         if notify:
             self.conn.finish(keep_alive and self.request_done)
 
@@ -568,6 +631,11 @@ class Exchange(UpstreamUser, InboundExchange):
         if ctx is not None and ctx.upstream_lines:
             parts.append(ctx.upstream_lines)  # identity headers of an authenticated consumer
         parts.append(self.request_id_line)
+        trace = self.trace
+        if trace is not None:
+            parts.append(trace.header_line())
+        elif head.traceparent:  # tracing is off: the caller's trace context goes on as it came
+            parts += (b"traceparent: ", head.traceparent, b"\r\n")
         if head.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         elif head.content_length is not None:

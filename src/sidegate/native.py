@@ -17,6 +17,8 @@ HOT_MODULES = (
     "sidegate.exchange",
     "sidegate.forwarding",
     "sidegate.proxy",
+    "sidegate.outcome",
+    "sidegate.observe.trace_context",
     "sidegate.http.errors",
     "sidegate.http.messages",
     "sidegate.http.request_parser",

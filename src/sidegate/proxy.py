@@ -24,18 +24,25 @@ closed client connection when part of the response was already sent.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from sidegate.config.snapshot import Route, Snapshot
+from sidegate.config.snapshot import ObservabilitySpec, Snapshot
 from sidegate.exchange import Exchange, RoutePlan
 from sidegate.forwarding import ForwardingCache
+from sidegate.observe.access_log import AccessLogWriter
+from sidegate.observe.otlp import OtlpExporter, settings_from_env
+from sidegate.observe.trace_context import Sampler, sampler_from_env
+from sidegate.observe.tracing import Tracer
+from sidegate.outcome import access_line, span_of
 from sidegate.server.inbound import RequestHandler
 
 if TYPE_CHECKING:
     from sidegate.http.request_parser import ParsedRequest
-    from sidegate.observe.metrics import Metrics, RouteStats
+    from sidegate.observe.metrics import Metrics
     from sidegate.server.inbound import InboundConnection
     from sidegate.upstream.cluster import Cluster
 
@@ -58,19 +65,33 @@ class View:
         self,
         snapshot: Snapshot,
         clusters: dict[str, Cluster],
-        route_stats: dict[Route, RouteStats],
-        no_route_stats: RouteStats,
+        metrics: Metrics,
     ) -> None:
         self.snapshot = snapshot
         self.router = snapshot.router
         self.clusters = clusters
-        self.no_route_stats = no_route_stats
+        self.no_route_stats = metrics.route("(none)")
+        endpoint_stats = {
+            pool: metrics.upstream(name, str(pool.endpoint))
+            for name, cluster in clusters.items()
+            for pool in cluster.pools
+        }
         self.plans = {
-            route: RoutePlan(route, clusters[route.upstream], route_stats[route]) for route in route_stats
+            route: RoutePlan(
+                route,
+                clusters[route.upstream],
+                metrics.route(route.name),
+                endpoint_stats,
+                snapshot.observability,
+            )
+            for route in snapshot.routes
         }
         self.forwarding = ForwardingCache(snapshot.forwarded)
         self.via = via = snapshot.forwarded.via
         self.via_line = b"Via: " + via + b"\r\n" if via else b""
+
+
+log = logging.getLogger("sidegate.proxy")
 
 
 class Proxy(RequestHandler):
@@ -80,15 +101,105 @@ class Proxy(RequestHandler):
         self.loop = loop
         self.metrics = metrics
         self.view = view
-        self.clock = loop.time
+        # Request timings: uvloop's loop.time() only moves in whole milliseconds, too coarse for
+        # a sub-millisecond hop. Deadlines (timers) stay on loop.time().
+        self.clock = time.perf_counter
+        self.loop_time = loop.time
+        self.wall_offset = time.time() - time.perf_counter()  # clock() + this = Unix time
         self.rid_prefix = os.urandom(4).hex().encode()  # request ids: per-process prefix + counter
         self.rid_count = 0
         self._tasks: set[asyncio.Task[None]] = set()  # connects in progress (kept from the GC)
+        # What finished requests are told to (see configure()).
+        self.sampler: Sampler | None = None  # tracing on: each request gets a trace context
+        self.tracer: Tracer | None = None
+        self.access_log: AccessLogWriter | None = None
+        self.log_lines: list[bytes] | None = None  # the access log's queue, when there is one
+        self.log_max = 0
+        self.log_dropped = 0  # lines dropped because the queue was full
+        self.recent: list[Exchange | None] = []  # a ring of finished exchanges, for explain
+        self.recent_next = 0
+        self.observability = ObservabilitySpec()  # what configure() last applied
+        self.configure(view.snapshot.observability, first=True)
 
     def begin(self, conn: InboundConnection, head: ParsedRequest) -> Exchange:
         exchange = Exchange(self, conn, head)
         exchange.start()
         return exchange
+
+    def configure(self, spec: ObservabilitySpec, *, first: bool = False) -> None:
+        """Apply the ``observability`` section (at start and on every reload): only what changed
+        is rebuilt, so a reload keeps the access log's queue and the recent traces."""
+        old, self.observability = self.observability, spec
+        if spec.recent_requests != len(self.recent):
+            kept = [e for e in self.recent[self.recent_next :] + self.recent[: self.recent_next] if e]
+            kept = kept[-spec.recent_requests :] if spec.recent_requests else []
+            self.recent = kept + [None] * (spec.recent_requests - len(kept))
+            self.recent_next = len(kept) % spec.recent_requests if spec.recent_requests else 0
+        log_changed = (spec.access_log, spec.access_log_path) != (old.access_log, old.access_log_path)
+        if log_changed or spec.access_log_buffer != old.access_log_buffer:
+            if self.access_log is not None:
+                self.access_log.close()
+                self.access_log = self.log_lines = None
+            if spec.access_log:
+                try:
+                    self.access_log = AccessLogWriter(spec.access_log_path, spec.access_log_buffer)
+                except OSError as exc:
+                    log.error("access log: cannot open %s: %s; no access log", spec.access_log_path, exc)
+                else:
+                    self.log_lines = self.access_log.lines
+                    self.log_max = self.access_log.max_lines
+        tracing = (spec.tracing, spec.sample_ratio, spec.recent_traces)
+        if first or tracing != (old.tracing, old.sample_ratio, old.recent_traces):
+            if self.tracer is not None:
+                self.tracer.close()
+            self.sampler = self.tracer = None
+            if spec.tracing:
+                sampler, problem = sampler_from_env(spec.sample_ratio)
+                settings, problems = settings_from_env()
+                for text in [problem, *problems]:
+                    if text:
+                        log.warning("tracing: %s", text)
+                self.sampler = sampler
+                self.tracer = Tracer(spec.recent_traces, OtlpExporter(settings) if settings else None)
+
+    def record(self, exchange: Exchange) -> None:
+        """A request is over: remember it for explain, log it, finish its span."""
+        recent = self.recent
+        if recent:
+            index = self.recent_next
+            recent[index] = exchange
+            index += 1
+            self.recent_next = index if index < len(recent) else 0
+        log_lines = self.log_lines
+        if log_lines is not None:  # the access log's queue (see AccessLogWriter), inline
+            if len(log_lines) < self.log_max:
+                log_lines.append(access_line(exchange, self.wall_offset))
+            else:
+                self.log_dropped += 1
+        trace = exchange.trace
+        if trace is not None and trace.sampled:
+            tracer = self.tracer
+            if tracer is not None:
+                tracer.finish(span_of(exchange, self.wall_offset))
+
+    def find(self, request_id: bytes) -> Exchange | None:
+        """The most recent finished exchange with this request id, if still remembered."""
+        recent = self.recent
+        for offset in range(1, len(recent) + 1):
+            exchange = recent[self.recent_next - offset]  # newest first (negative indexes wrap)
+            if exchange is None:
+                return None
+            if exchange.request_id == request_id:
+                return exchange
+        return None
+
+    def close(self) -> None:
+        """Flush the access log and the span exporter (at exit)."""
+        if self.access_log is not None:
+            self.access_log.close()
+            self.access_log = self.log_lines = None
+        if self.tracer is not None:
+            self.tracer.close()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)

@@ -28,12 +28,14 @@ from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import validate_file, validate_text
 from sidegate.config.snapshot import CacheSettings, ListenerSpec, Snapshot
 from sidegate.errors import ConfigError
+from sidegate.explain_api import Explain, Traces, explain_routes
 from sidegate.filters.counters import POLICY
 from sidegate.native import describe
 from sidegate.observe.aggregate import merge
 from sidegate.observe.app_metrics import scrape_app
 from sidegate.observe.metrics import Metrics
 from sidegate.observe.prometheus import render
+from sidegate.outcome import explain
 from sidegate.proxy import Proxy, View
 from sidegate.ratelimit.pod import remove_table
 from sidegate.server.context import ServerContext
@@ -91,9 +93,7 @@ class Gateway:
         self.metrics.config_version = 1
 
     def _view(self, snapshot: Snapshot) -> View:
-        clusters = self.clusters.update(snapshot.upstreams)
-        stats = {route: self.metrics.route(route.name) for route in snapshot.routes}
-        return View(snapshot, clusters, stats, self.metrics.route("(none)"))
+        return View(snapshot, self.clusters.update(snapshot.upstreams), self.metrics)
 
     async def start(self) -> None:
         spec = self.snapshot.inbound
@@ -119,6 +119,7 @@ class Gateway:
         if snapshot.workers != old.workers:
             warnings.append(f"workers stays {old.workers} until restart")
         self.proxy.view = self._view(snapshot)
+        self.proxy.configure(snapshot.observability)
         self.ctx.limits = snapshot.limits
         self.snapshot = snapshot
         self.metrics.config_version += 1
@@ -149,6 +150,29 @@ class Gateway:
             conn.close()
         self.clusters.close()
         self.sweeper.stop()
+        self.proxy.close()  # what the access log and the span exporter still hold goes out
+
+    def explain(self, request_id: str) -> dict[str, Any] | None:
+        """The decision record of a recent request of this process, or None."""
+        exchange = self.proxy.find(request_id.encode("latin-1", "replace"))
+        return None if exchange is None else explain(exchange, self.proxy.wall_offset)
+
+    def traces(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
+        """This process's recent sampled spans, newest first."""
+        tracer = self.proxy.tracer
+        return [] if tracer is None else tracer.recent(trace_id, limit)
+
+    def observability_stats(self) -> dict[str, Any]:
+        """Access log and tracing counters (lines written and dropped, spans exported...)."""
+        proxy = self.proxy
+        return {
+            "access_log": (
+                {**proxy.access_log.stats(), "dropped": proxy.access_log.dropped + proxy.log_dropped}
+                if proxy.access_log is not None
+                else None
+            ),
+            "tracing": proxy.tracer.stats() if proxy.tracer is not None else None,
+        }
 
 
 class ConfigState:
@@ -190,9 +214,15 @@ class ControlPlane:
     watcher and the signal handlers (SIGHUP reloads; SIGTERM and SIGINT set ``stopped``)."""
 
     def __init__(
-        self, backend: StatsBackend, path: str, stopped: asyncio.Event, cache: Callable[[], CacheSettings]
+        self,
+        backend: StatsBackend,
+        path: str,
+        stopped: asyncio.Event,
+        cache: Callable[[], CacheSettings],
+        history: tuple[Explain, Traces],
     ) -> None:
         self._backend = backend
+        self._history = history
         self._cache = cache
         self._path = path
         self._stopped = stopped
@@ -207,7 +237,12 @@ class ControlPlane:
             admin.host,
             admin.port,
             backend,
-            routes={**cache_routes(self._cache), **stats_routes(backend), **dashboard_routes()},
+            routes={
+                **cache_routes(self._cache),
+                **stats_routes(backend),
+                **dashboard_routes(),
+                **explain_routes(*self._history),
+            },
         )
         self._watcher = background(watch_config(self._path, backend.reload, self._stop_watch))
         loop.add_signal_handler(signal.SIGHUP, lambda: background(backend.reload()))
@@ -259,6 +294,14 @@ class SingleProcess:
         assert self.gateway is not None
         return self.state.dump(self.gateway.snapshot, self.gateway.metrics.config_version)
 
+    async def explain(self, request_id: str) -> dict[str, Any] | None:
+        assert self.gateway is not None
+        return self.gateway.explain(request_id)
+
+    async def traces(self, trace_id: str, limit: int) -> dict[str, Any]:
+        assert self.gateway is not None
+        return {"spans": self.gateway.traces(trace_id, limit), **self.gateway.observability_stats()}
+
     def stats_parts(self) -> StatsParts:
         assert self.gateway is not None
         metrics = merge([self.gateway.metrics_snapshot()])
@@ -300,7 +343,9 @@ class SingleProcess:
         loop = asyncio.get_running_loop()
         gateway = self.gateway = Gateway(loop, self.snapshot)
         await gateway.start()
-        control = ControlPlane(self, self.path, self.stopped, lambda: gateway.snapshot.cache)
+        control = ControlPlane(
+            self, self.path, self.stopped, lambda: gateway.snapshot.cache, (self.explain, self.traces)
+        )
         await control.start(self.snapshot.admin)
         self.ready = True
         log.info(

@@ -87,6 +87,11 @@ async def _worker(path: str, checked: Normalised, channel: Connection) -> None:
         op = message.get("op")
         if op == "metrics":
             channel.send({"id": message["id"], "metrics": gateway.metrics_snapshot()})
+        elif op == "explain":
+            channel.send({"id": message["id"], "record": gateway.explain(message["request_id"])})
+        elif op == "traces":
+            spans = gateway.traces(message["trace_id"], message["limit"])
+            channel.send({"id": message["id"], "spans": spans, **gateway.observability_stats()})
         elif op == "stats":
             report = {"metrics": gateway.metrics_snapshot(), "upstreams": gateway.clusters.report()}
             channel.send({"id": message["id"], **report})
@@ -219,6 +224,31 @@ class Supervisor:
         merged["config_version"] = self.metrics.config_version
         return render(merged, openmetrics=openmetrics, app=app)
 
+    async def explain(self, request_id: str) -> dict[str, Any] | None:
+        """The record from whichever worker served the request (each keeps its own ring)."""
+        replies = await self._ask_all({"op": "explain", "request_id": request_id})
+        for index, reply in replies:
+            if reply.get("record") is not None:
+                return {**reply["record"], "worker": index}
+        return None
+
+    async def traces(self, trace_id: str, limit: int) -> dict[str, Any]:
+        """Every worker's recent spans, newest first, and their counters."""
+        replies = await self._ask_all({"op": "traces", "trace_id": trace_id, "limit": limit})
+        spans = sorted((s for _, r in replies for s in r["spans"]), key=lambda s: s["start"], reverse=True)
+        return {
+            "spans": spans[:limit],
+            "workers": [
+                {"worker": index, "access_log": r["access_log"], "tracing": r["tracing"]}
+                for index, r in replies
+            ],
+        }
+
+    async def _ask_all(self, message: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+        serving = [w for w in self.workers if w.ready]
+        replies = await asyncio.gather(*(self._ask(w, message) for w in serving), return_exceptions=True)
+        return [(w.index, r) for w, r in zip(serving, replies, strict=True) if isinstance(r, dict)]
+
     async def stats_parts(self) -> StatsParts:
         """Every serving worker's metrics and upstream state, merged (the supervisor's own too)."""
         replies = await asyncio.gather(
@@ -283,7 +313,9 @@ class Supervisor:
     async def _serve(self) -> int:
         for worker in self.workers:
             self._spawn(worker)
-        control = ControlPlane(self, self.path, self.stopped, lambda: self.snapshot.cache)
+        control = ControlPlane(
+            self, self.path, self.stopped, lambda: self.snapshot.cache, (self.explain, self.traces)
+        )
         await control.start(self.snapshot.admin)
         log.info(
             "sidegate supervisor: %d workers on http://%s, admin http://%s",

@@ -112,13 +112,24 @@ class AdminApp:
     def endpoints(self) -> list[str]:
         return sorted(f"{m} {p}" for m, p in self.routes)
 
+    def _template(self, path: str) -> str:
+        """The route key of ``path``: itself, or ``/a/*`` when only a ``/a/*`` route (one that
+        takes the rest of the path, like ``/explain/{request-id}``) serves it."""
+        if any(p == path for _, p in self.routes):
+            return path
+        head, sep, rest = path.rpartition("/")
+        if sep and rest and any(p == head + "/*" for _, p in self.routes):
+            return head + "/*"
+        return path
+
     async def handle(self, request: AdminRequest) -> AdminResponse:
         """Answer one request; never raises."""
-        handler = self.routes.get((request.method, request.path))
+        path = self._template(request.path)
+        handler = self.routes.get((request.method, path))
         if handler is None and request.method == "HEAD":
-            handler = self.routes.get(("GET", request.path))
+            handler = self.routes.get(("GET", path))
         if handler is None:
-            allowed = {m for m, p in self.routes if p == request.path}
+            allowed = {m for m, p in self.routes if p == path}
             if not allowed:
                 return error_response(404, f"no admin endpoint {request.path}", endpoints=self.endpoints())
             if "GET" in allowed:

@@ -129,6 +129,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         raise ConfigError(issues, source)
     inbound = config["listeners"]["inbound"]
     limits, forwarded = inbound["limits"], inbound["forwarded"]
+    observability = compile_observability(config.get("observability") or {})
     return Snapshot(
         router=Router(entries),
         upstreams=upstreams,
@@ -157,7 +158,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         consumers=consumers,
         identity=identity,
         redis=redis,
-        observability=compile_observability(config.get("observability") or {}),
+        observability=observability,
         dump=config_dump(config),
         source=source,
     )
@@ -168,6 +169,7 @@ def compile_observability(config: Plain) -> ObservabilitySpec:
     tracing = config.get("tracing") or {}
     app_metrics = config.get("app_metrics") or {}
     return ObservabilitySpec(
+        metrics=(config.get("metrics") or {}).get("enabled", True),
         access_log=access_log.get("enabled", False),
         access_log_path=access_log.get("path", "-"),
         access_log_buffer=access_log.get("buffer_lines", 10_000),

@@ -19,6 +19,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RequestMetrics(_Model):
+    """Per-request metrics (request counts and durations, upstream durations)."""
+
+    enabled: bool = Field(
+        default=True, description="record request metrics (off: only to measure what they cost)"
+    )
+
+
 class AccessLog(_Model):
     """One JSON line per request, written by a background thread; never blocks a request."""
 
@@ -45,7 +53,7 @@ class Tracing(_Model):
         default=0.01,
         ge=0.0,
         le=1.0,
-        description="share of new traces (no traceparent) that are sampled; OTEL_TRACES_SAMPLER_ARG overrides",
+        description="share of new traces (no traceparent) sampled; OTEL_TRACES_SAMPLER_ARG overrides",
     )
     recent: int = Field(
         default=256, ge=0, le=100_000, description="sampled spans kept for GET /traces on admin"
@@ -85,6 +93,7 @@ class AppMetrics(_Model):
 class Observability(_Model):
     """What Sidegate tells about the requests it sees."""
 
+    metrics: RequestMetrics = Field(default_factory=RequestMetrics, description="request metrics")
     access_log: AccessLog = Field(default_factory=AccessLog, description="JSON access log")
     tracing: Tracing = Field(default_factory=Tracing, description="distributed tracing (W3C, OTLP)")
     explain: Explain = Field(default_factory=Explain, description="recent decision records")

@@ -198,6 +198,7 @@ class RedisSpec:
 class ObservabilitySpec:
     """Access log, tracing, explain and app metrics (top-level ``observability:``)."""
 
+    metrics: bool = True  # per-request metrics (off only to measure their cost)
     access_log: bool = False
     access_log_path: str = "-"  # "-": standard output
     access_log_buffer: int = 10_000  # lines held while the sink is slow; more are dropped

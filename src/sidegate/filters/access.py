@@ -52,6 +52,7 @@ def _networks(values: tuple[str, ...], what: str) -> tuple[Network, ...]:
 @register
 class Access(Filter):
     name = "access"
+    answer_flags = {403: "access_denied"}
     config_model = AccessConfig
 
     def __init__(self, config: AccessConfig) -> None:

@@ -51,6 +51,7 @@ class ApiKeyConfig(FilterConfig):
 @register
 class ApiKey(Filter):
     name = "api_key"
+    answer_flags = {401: "auth_failed", 403: "auth_forbidden"}
     config_model = ApiKeyConfig
 
     def __init__(self, config: ApiKeyConfig) -> None:

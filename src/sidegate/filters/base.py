@@ -152,6 +152,9 @@ class Filter:
 
     name: ClassVar[str] = ""
     config_model: ClassVar[type[FilterConfig]] = FilterConfig
+    #: The response flag (access log, explain) of an answer this filter gave, by status; a status
+    #: not listed is flagged with the filter's name.
+    answer_flags: ClassVar[Mapping[int, str]] = {}
 
     def __init__(self, config: FilterConfig) -> None:
         self.config = config
@@ -192,6 +195,16 @@ class Filter:
 
     def on_log(self, request: RequestHead, ctx: RequestContext) -> None:
         """Called once the exchange is over (completed, answered locally, or failed)."""
+
+    def response_flag(self, status: int) -> str:
+        """Why a request this filter answered ended as it did (read only when logged or explained)."""
+        flag = self.answer_flags.get(status)
+        return self.name if flag is None else flag
+
+    def explain(self, ctx: RequestContext) -> str:
+        """What this filter decided for a finished request, for ``GET /explain`` ("" = nothing to
+        add). Read long after the request: only ``ctx`` is left."""
+        return ""
 
     @classmethod
     def implements(cls, hook: str) -> bool:

@@ -86,6 +86,7 @@ class CacheConfig(FilterConfig):
 @register
 class Cache(Filter):
     name = "cache"
+    answer_flags = {200: "", 206: "", 304: "", 504: "cache_only_if_cached"}
     config_model = CacheConfig
 
     def __init__(self, config: CacheConfig) -> None:
@@ -308,6 +309,15 @@ class Cache(Filter):
         session.consider(response, self.cfg.default_ttl)
         response.headers += self.status.fields("MISS")
         return None
+
+    def explain(self, ctx: RequestContext) -> str:
+        """The cache status of the request: HIT, MISS, STALE, REVALIDATED, BYPASS..."""
+        state = ctx.vars.get(_STATE)
+        if state is None:
+            return ""
+        if type(state) is CacheSession:
+            return "INVALIDATE" if state.unsafe else (state.result or "MISS")
+        return str(state)
 
     def on_response_body(self, data: bytes, ctx: RequestContext) -> None:
         session = _session_of(ctx)

@@ -46,6 +46,7 @@ class CorsConfig(FilterConfig):
 @register
 class Cors(Filter):
     name = "cors"
+    answer_flags = {204: "cors_preflight", 403: "cors_denied"}
     config_model = CorsConfig
 
     def __init__(self, config: CorsConfig) -> None:

@@ -78,6 +78,7 @@ class JwtConfig(FilterConfig):
 @register
 class Jwt(Filter):
     name = "jwt"
+    answer_flags = {401: "auth_failed", 403: "auth_forbidden", 503: "auth_unavailable"}
     config_model = JwtConfig
 
     def __init__(self, config: JwtConfig) -> None:

@@ -117,6 +117,7 @@ class _Limit:
 @register
 class RateLimit(Filter):
     name = "rate_limit"
+    answer_flags = {429: "rate_limited", 503: "rate_limit_unavailable"}
     config_model = RateLimitConfig
 
     def __init__(self, config: RateLimitConfig) -> None:

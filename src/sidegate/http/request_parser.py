@@ -55,6 +55,7 @@ _FWD: Final = 9
 _VIA: Final = 10
 _RID: Final = 11
 _EXPECT: Final = 12
+_TRACE: Final = 13
 _SPECIAL: Final[dict[bytes, int]] = {
     b"host": _HOST,
     b"content-length": _CL,
@@ -73,6 +74,8 @@ _SPECIAL: Final[dict[bytes, int]] = {
     b"via": _VIA,
     b"x-request-id": _RID,
     b"expect": _EXPECT,
+    # Kept apart so that, with tracing on, Sidegate sends its own (naming its span) instead.
+    b"traceparent": _TRACE,
 }
 
 _SPECIAL_WITH: dict[frozenset[bytes], dict[bytes, int]] = {}
@@ -123,6 +126,7 @@ class ParsedRequest(RequestHead):
     # True when none of the forwarding headers above came in (the common case, cached bytes).
     plain_forwarding: bool = True
     expect_continue: bool = False  # the client waits for "100 Continue" before sending the body
+    traceparent: bytes = b""  # W3C trace context as sent
 
 
 class RequestParser:
@@ -259,6 +263,9 @@ class RequestParser:
             head.expect_continue = value.lower() == b"100-continue"
         elif kind == _RID:
             head.request_id = value if valid_request_id(value) else b""
+        elif kind == _TRACE:
+            # Two are invalid (a new trace starts); joined, they are forwarded as received.
+            head.traceparent = head.traceparent + b", " + value if head.traceparent else value
         # _HOP: dropped
 
     def on_headers_complete(self) -> None:

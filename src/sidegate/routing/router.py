@@ -56,6 +56,7 @@ FIELD_HEADERS: dict[bytes, str] = {
     b"x-forwarded-host": "xfh",
     b"forwarded": "forwarded",
     b"via": "via",
+    b"traceparent": "traceparent",
 }
 # Headers a route cannot match on: framing and hop-by-hop ones the parser consumes, and Host
 # (use ``hosts``, which compares the name without its port).

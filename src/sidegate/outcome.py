@@ -1,0 +1,267 @@
+"""L4: what became of a finished request, told three ways: a JSON access log line, a trace span,
+and the decision record that ``GET /explain/{request-id}`` returns.
+
+All three read the finished :class:`~sidegate.exchange.Exchange`, which keeps what they need in
+plain slots (flag, answering filter, failed tries, timings, byte counts). The access line and the
+span are made when a request ends, only when their feature is on; the explain record is made on
+demand from the exchanges the proxy remembers (a ring), so remembering costs one list store.
+
+Response flags (the ``flags`` field) say why a request ended as it did; empty when the app
+answered normally: ``no_route``, ``body_too_large``, ``client_closed``, ``upstream_<kind>`` (kind:
+``connect_refused``, ``connect_timeout``, ``connect_error``, ``response_timeout``,
+``idle_timeout``, ``reset``, ``protocol_error``; ``..._mid_response`` when the response was cut),
+and for answers a filter gave: ``auth_failed``, ``auth_forbidden``, ``access_denied``,
+``rate_limited``, ``rate_limit_unavailable``, ``cors_preflight``, ``cors_denied``,
+``direct_response``...
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from sidegate.observe.tracing import Span
+
+if TYPE_CHECKING:
+    from sidegate.exchange import Exchange
+
+_stamp_second = -1
+_stamp_prefix = ""
+_MILLIS: Final = tuple(f".{n:03d}Z" for n in range(1000))
+# Bytes that JSON takes inside a string as they are: printable ASCII but the quote and backslash.
+_PLAIN: Final = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
+# Values that repeat (methods, hosts, names) -> their JSON string; bounded, then no longer grown.
+_SEEN: Final[dict[bytes, str]] = {}
+_SEEN_NAMES: Final[dict[str, str]] = {}
+_SEEN_MAX: Final = 512
+
+
+def _timestamp(wall: float) -> str:
+    """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
+    global _stamp_second, _stamp_prefix
+    second = int(wall)
+    if second != _stamp_second:
+        _stamp_second = second
+        _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return _stamp_prefix + _MILLIS[min(int((wall - second) * 1000), 999)]
+
+
+def _b(raw: bytes) -> str:
+    """Bytes from the wire as a JSON string: as they are when every byte is plain (one C call
+    tells), else escaped, undecodable bytes replaced."""
+    if not raw.translate(None, _PLAIN):
+        return '"' + raw.decode("ascii") + '"'
+    return json.dumps(raw.decode("utf-8", "replace"))
+
+
+def _common(raw: bytes) -> str:
+    """:func:`_b` of a value that repeats (method, host), remembered."""
+    text = _SEEN.get(raw)
+    if text is None:
+        text = _b(raw)
+        if len(_SEEN) < _SEEN_MAX:
+            _SEEN[raw] = text
+    return text
+
+
+def _name(text: str) -> str:
+    """A name (route, consumer, tenant) as a JSON string, remembered."""
+    quoted = _SEEN_NAMES.get(text)
+    if quoted is None:
+        quoted = json.dumps(text)
+        if len(_SEEN_NAMES) < _SEEN_MAX:
+            _SEEN_NAMES[text] = quoted
+    return quoted
+
+
+def response_flag(exchange: Exchange) -> str:
+    """Why the request ended as it did ("" when the app answered, or a filter passed it on)."""
+    if exchange.flag:
+        return exchange.flag
+    index = exchange.answered_by
+    route = exchange.route
+    if index >= 0 and route is not None:
+        return route.on_request[index].response_flag(exchange.status)
+    return ""
+
+
+def endpoint_of(exchange: Exchange) -> str:
+    """The endpoint ("host:port") the request went to, "" when it went to none."""
+    pool, route = exchange.pool, exchange.route
+    if pool is None or route is None or not exchange.upstream_at:
+        return ""
+    return route.endpoint_stats[pool].endpoint  # made once per endpoint, not per request
+
+
+def cache_status(exchange: Exchange) -> str:
+    """HIT, MISS, STALE... when the route caches, else ""."""
+    route, ctx = exchange.route, exchange.ctx
+    if route is None or route.cache_filter is None or ctx is None:
+        return ""
+    return route.cache_filter.explain(ctx)
+
+
+def access_line(exchange: Exchange, wall_offset: float) -> bytes:
+    """The request's access log line: one JSON object and its newline. Never holds credentials:
+    no headers, no query string (API keys may travel there). Durations in microseconds."""
+    head = exchange.head
+    route = exchange.route
+    ctx = exchange.ctx
+    trace = exchange.trace
+    trace_id = '"' + trace.trace_id.decode() + '"' if trace is not None else "null"
+    upstream_us = (
+        str(int((exchange.ended_at - exchange.upstream_at) * 1e6)) if exchange.upstream_at else "null"
+    )
+    consumer = tenant = ""
+    if ctx is not None:
+        consumer, tenant = ctx.consumer, ctx.tenant
+    line = (
+        f'{{"time":"{_timestamp(wall_offset + exchange.started_at)}",'
+        f'"request_id":{_b(exchange.request_id)},"trace_id":{trace_id},"client":"{head.client_ip}",'
+        f'"method":{_common(head.method)},"host":{_common(head.host)},"path":{_b(head.path)},'
+        f'"protocol":"HTTP/{head.version.decode()}",'
+        f'"route":{_name(route.name) if route is not None else "null"},"status":{exchange.status},'
+        f'"flags":"{response_flag(exchange)}","bytes_received":{exchange.bytes_in},'
+        f'"bytes_sent":{exchange.bytes_out},'
+        f'"duration_us":{int((exchange.ended_at - exchange.started_at) * 1e6)},'
+        f'"upstream_us":{upstream_us},"upstream":"{endpoint_of(exchange)}",'
+        f'"consumer":{_name(consumer)},"tenant":{_name(tenant)},"cache":"{cache_status(exchange)}"}}\n'
+    )
+    return line.encode("utf-8", "replace")
+
+
+def span_of(exchange: Exchange, wall_offset: float) -> Span:
+    """The server span of a sampled request (OpenTelemetry HTTP semantic conventions)."""
+    trace = exchange.trace
+    assert trace is not None
+    head = exchange.head
+    route = exchange.route
+    method = head.method.decode("latin-1")
+    attributes: dict[str, str | int | float] = {
+        "http.request.method": method,
+        "url.path": head.path.decode("utf-8", "replace"),
+        "url.scheme": "http",
+        "server.address": head.host.decode("latin-1"),
+        "client.address": head.client_ip,
+        "network.protocol.version": head.version.decode("latin-1"),
+        "http.response.status_code": exchange.status,
+        "sidegate.request_id": exchange.request_id.decode("latin-1"),
+    }
+    if route is not None:
+        attributes["http.route"] = route.name
+    endpoint = endpoint_of(exchange)
+    if endpoint:
+        attributes["sidegate.upstream.endpoint"] = endpoint
+    flag = response_flag(exchange)
+    if flag:
+        attributes["sidegate.response_flags"] = flag
+    ctx = exchange.ctx
+    if ctx is not None and ctx.consumer:
+        attributes["sidegate.consumer"] = ctx.consumer
+        attributes["sidegate.tenant"] = ctx.tenant
+    return Span(
+        trace_id=trace.trace_id.decode(),
+        span_id=trace.span_id.decode(),
+        parent_span_id=trace.parent_span_id.decode(),
+        name=f"{method} {route.name}" if route is not None else method,
+        start=wall_offset + exchange.started_at,
+        end=wall_offset + exchange.ended_at,
+        error=exchange.status >= 500 or exchange.status == 0,
+        attributes=attributes,
+    )
+
+
+def explain(exchange: Exchange, wall_offset: float) -> dict[str, Any]:
+    """The decision record of a finished request: route, filters, upstream tries, timings, flag."""
+    head = exchange.head
+    route = exchange.route
+    ctx = exchange.ctx
+    flag = response_flag(exchange)
+    record: dict[str, Any] = {
+        "request_id": exchange.request_id.decode("latin-1"),
+        "time": _timestamp(wall_offset + exchange.started_at),
+        "request": {
+            "method": head.method.decode("latin-1"),
+            "host": head.host.decode("latin-1"),
+            "path": head.path.decode("utf-8", "replace"),
+            "client": head.client_ip,
+        },
+        "status": exchange.status,
+        "response_flags": flag,
+        "summary": _summary(exchange, flag),
+    }
+    if route is None:
+        record["route"] = None
+        record["routing"] = [
+            {"route": name, "result": reason} for name, reason in exchange.view.router.explain(head)
+        ]
+    else:
+        record["route"] = route.name
+        record["filters"] = _filter_decisions(exchange)
+        if ctx is not None and ctx.consumer:
+            record["consumer"] = ctx.consumer
+            record["tenant"] = ctx.tenant
+        tries = [{"endpoint": ep, "result": why} for ep, why in exchange.tries or ()]
+        if exchange.response_at:
+            tries.append({"endpoint": endpoint_of(exchange), "result": f"responded {exchange.status}"})
+        record["upstream"] = {"cluster": route.upstream, "tries": tries} if exchange.upstream_at else None
+    record["timings_ms"] = _timings(exchange)
+    trace = exchange.trace
+    if trace is not None:
+        record["trace"] = {
+            "trace_id": trace.trace_id.decode(),
+            "span_id": trace.span_id.decode(),
+            "sampled": trace.sampled,
+        }
+    return record
+
+
+def _summary(exchange: Exchange, flag: str) -> str:
+    route = exchange.route
+    if route is None:
+        return "no route matched the request; see routing for why each route did not"
+    if exchange.answered_by >= 0:
+        name = route.on_request[exchange.answered_by].name
+        return f"route {route.name!r}: filter {name} answered {exchange.status} ({flag or 'served'})"
+    if exchange.tries and flag.startswith("upstream_"):
+        endpoint, why = exchange.tries[-1]
+        return f"route {route.name!r}: upstream {route.upstream} endpoint {endpoint} failed: {why}"
+    if flag:
+        return f"route {route.name!r}: ended {exchange.status} ({flag})"
+    return f"route {route.name!r}: the app answered {exchange.status}"
+
+
+def _filter_decisions(exchange: Exchange) -> list[dict[str, str]]:
+    route, ctx = exchange.route, exchange.ctx
+    assert route is not None
+    answered = exchange.answered_by
+    on_request = route.on_request
+    out = []
+    for flt in route.route.filters:
+        if flt in on_request:
+            index = on_request.index(flt)
+            if answered < 0 or index < answered:
+                decision = "passed"
+            elif index == answered:
+                decision = f"answered {exchange.status}"
+            else:
+                decision = "not run"
+        else:
+            decision = "no request phase"
+        detail = flt.explain(ctx) if ctx is not None else ""
+        out.append({"filter": flt.name, "decision": decision + (f": {detail}" if detail else "")})
+    return out
+
+
+def _timings(exchange: Exchange) -> dict[str, float]:
+    start, end = exchange.started_at, exchange.ended_at
+    out = {"total": round((end - start) * 1000, 3)}
+    if exchange.upstream_at:
+        out["before_upstream"] = round((exchange.upstream_at - start) * 1000, 3)
+        if exchange.response_at:
+            out["upstream_first_byte"] = round((exchange.response_at - exchange.upstream_at) * 1000, 3)
+            out["response_body"] = round((end - exchange.response_at) * 1000, 3)
+        else:
+            out["upstream"] = round((end - exchange.upstream_at) * 1000, 3)
+    return out
