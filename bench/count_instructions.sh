@@ -4,6 +4,7 @@
 # subtracted so start-up cost cancels out.
 #   bench/count_instructions.sh            -> "N instructions per request"
 #   bench/count_instructions.sh --extra F  -> the same with F's YAML added to the config
+#   bench/count_instructions.sh --auth     -> the jwt + rate_limit route of bench/configs/auth.yaml
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-$PWD}
@@ -16,6 +17,13 @@ count() {
     rm -f "$out"
 }
 EXTRA=("$@")
+if [[ " $* " == *" --auth "* ]]; then
+    # One RSA key for both runs: making one costs a random number of instructions.
+    keys=$(mktemp -d)
+    trap 'rm -rf "$keys"' EXIT
+    EXTRA+=(--auth-dir "$keys")
+    "$ROOT/.venv/bin/python" bench/micro_proxy.py --requests 1 "${EXTRA[@]}" >/dev/null  # makes them
+fi
 small=$(count 1000)
 large=$(count 6000)
 echo "$(( (large - small) / 5000 )) instructions per proxied request (Python work only)"

@@ -165,7 +165,10 @@ class Exchange(UpstreamUser, InboundExchange):
         self.upstream_at = 0.0  # when the upstream request was started (0: never)
         self.response_at = 0.0  # when the upstream response head arrived
         self.ended_at = 0.0
-        self.trace: TraceContext | None = proxy.sampler.start(head.traceparent) if proxy.sampler else None
+        sampler = proxy.sampler
+        self.trace: TraceContext | None = None
+        if sampler is not None:  # our own request id doubles as the span id (see new_ids)
+            self.trace = sampler.start(head.traceparent, b"" if head.request_id else request_id)
         proxy.metrics.requests_active += 1
 
     # -- inbound side --------------------------------------------------------------------------

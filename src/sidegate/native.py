@@ -35,6 +35,8 @@ HOT_MODULES = (
     "sidegate.cache.keys",
     "sidegate.cache.store",
     "sidegate.cache.urlkey",
+    "sidegate.filters.context",
+    "sidegate.filters.fastpath",
     "sidegate.policy.gcra",
     "sidegate.ratelimit.local",
     "sidegate.ratelimit.shared",

@@ -17,8 +17,8 @@ and for answers a filter gave: ``auth_failed``, ``auth_forbidden``, ``access_den
 
 from __future__ import annotations
 
-import json
 import time
+from json.encoder import encode_basestring_ascii as quote_ascii
 from typing import TYPE_CHECKING, Any, Final
 
 from sidegate.observe.tracing import Span
@@ -29,11 +29,9 @@ if TYPE_CHECKING:
 _stamp_second = -1
 _stamp_prefix = ""
 _MILLIS: Final = tuple(f".{n:03d}Z" for n in range(1000))
-# Bytes that JSON takes inside a string as they are: printable ASCII but the quote and backslash.
-_PLAIN: Final = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
-# Values that repeat (methods, hosts, names) -> their JSON string; bounded, then no longer grown.
+# Values that repeat (methods, hosts, names, flags) -> their JSON string; bounded, then not grown.
 _SEEN: Final[dict[bytes, str]] = {}
-_SEEN_NAMES: Final[dict[str, str]] = {}
+_SEEN_TEXT: Final[dict[str, str]] = {}
 _SEEN_MAX: Final = 512
 
 
@@ -47,31 +45,29 @@ def _timestamp(wall: float) -> str:
     return _stamp_prefix + _MILLIS[min(int((wall - second) * 1000), 999)]
 
 
-def _b(raw: bytes) -> str:
-    """Bytes from the wire as a JSON string: as they are when every byte is plain (one C call
-    tells), else escaped, undecodable bytes replaced."""
-    if not raw.translate(None, _PLAIN):
-        return '"' + raw.decode("ascii") + '"'
-    return json.dumps(raw.decode("utf-8", "replace"))
+def _wire(raw: bytes) -> str:
+    """Bytes from the wire as a JSON string, escaped to ASCII by the json module's C encoder (one
+    call); undecodable bytes replaced."""
+    return quote_ascii(raw.decode("utf-8", "replace"))
 
 
 def _common(raw: bytes) -> str:
-    """:func:`_b` of a value that repeats (method, host), remembered."""
-    text = _SEEN.get(raw)
-    if text is None:
-        text = _b(raw)
-        if len(_SEEN) < _SEEN_MAX:
-            _SEEN[raw] = text
-    return text
-
-
-def _name(text: str) -> str:
-    """A name (route, consumer, tenant) as a JSON string, remembered."""
-    quoted = _SEEN_NAMES.get(text)
+    """:func:`_wire` of a value that repeats (method, host), remembered."""
+    quoted = _SEEN.get(raw)
     if quoted is None:
-        quoted = json.dumps(text)
-        if len(_SEEN_NAMES) < _SEEN_MAX:
-            _SEEN_NAMES[text] = quoted
+        quoted = _wire(raw)
+        if len(_SEEN) < _SEEN_MAX:
+            _SEEN[raw] = quoted
+    return quoted
+
+
+def _text(text: str) -> str:
+    """A name (route, consumer, tenant, flag, address) as a JSON string, remembered."""
+    quoted = _SEEN_TEXT.get(text)
+    if quoted is None:
+        quoted = quote_ascii(text)
+        if len(_SEEN_TEXT) < _SEEN_MAX:
+            _SEEN_TEXT[text] = quoted
     return quoted
 
 
@@ -104,31 +100,37 @@ def cache_status(exchange: Exchange) -> str:
 
 def access_line(exchange: Exchange, wall_offset: float) -> bytes:
     """The request's access log line: one JSON object and its newline. Never holds credentials:
-    no headers, no query string (API keys may travel there). Durations in microseconds."""
+    no headers, no query string (API keys may travel there). Durations in microseconds.
+
+    Every string goes through the json module's C encoder (ASCII out), repeated ones (method,
+    host, names) once; the line is then ASCII and encodes with a copy."""
     head = exchange.head
     route = exchange.route
     ctx = exchange.ctx
     trace = exchange.trace
+    request_id = exchange.request_id
+    consumer = tenant = '""'
+    if ctx is not None and ctx.consumer:
+        consumer, tenant = _text(ctx.consumer), _text(ctx.tenant)
+    ended = exchange.ended_at
+    upstream_at = exchange.upstream_at
+    upstream_us = str(int((ended - upstream_at) * 1e6)) if upstream_at else "null"
+    # Sidegate's own request ids are hex; a client's is escaped.
+    rid = _wire(request_id) if head.request_id else '"' + request_id.decode() + '"'
     trace_id = '"' + trace.trace_id.decode() + '"' if trace is not None else "null"
-    upstream_us = (
-        str(int((exchange.ended_at - exchange.upstream_at) * 1e6)) if exchange.upstream_at else "null"
-    )
-    consumer = tenant = ""
-    if ctx is not None:
-        consumer, tenant = ctx.consumer, ctx.tenant
     line = (
         f'{{"time":"{_timestamp(wall_offset + exchange.started_at)}",'
-        f'"request_id":{_b(exchange.request_id)},"trace_id":{trace_id},"client":"{head.client_ip}",'
-        f'"method":{_common(head.method)},"host":{_common(head.host)},"path":{_b(head.path)},'
+        f'"request_id":{rid},"trace_id":{trace_id},'
+        f'"client":{_text(head.client_ip)},"method":{_common(head.method)},'
+        f'"host":{_common(head.host)},"path":{_wire(head.path)},'
         f'"protocol":"HTTP/{head.version.decode()}",'
-        f'"route":{_name(route.name) if route is not None else "null"},"status":{exchange.status},'
-        f'"flags":"{response_flag(exchange)}","bytes_received":{exchange.bytes_in},'
-        f'"bytes_sent":{exchange.bytes_out},'
-        f'"duration_us":{int((exchange.ended_at - exchange.started_at) * 1e6)},'
-        f'"upstream_us":{upstream_us},"upstream":"{endpoint_of(exchange)}",'
-        f'"consumer":{_name(consumer)},"tenant":{_name(tenant)},"cache":"{cache_status(exchange)}"}}\n'
+        f'"route":{_text(route.name) if route is not None else "null"},"status":{exchange.status},'
+        f'"flags":{_text(response_flag(exchange))},"bytes_received":{exchange.bytes_in},'
+        f'"bytes_sent":{exchange.bytes_out},"duration_us":{int((ended - exchange.started_at) * 1e6)},'
+        f'"upstream_us":{upstream_us},"upstream":{_text(endpoint_of(exchange))},'
+        f'"consumer":{consumer},"tenant":{tenant},"cache":{_text(cache_status(exchange))}}}\n'
     )
-    return line.encode("utf-8", "replace")
+    return line.encode()
 
 
 def span_of(exchange: Exchange, wall_offset: float) -> Span:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Self, TypeVar
@@ -49,7 +49,10 @@ from sidegate.config.snapshot import (
     Rewrite,
     UpstreamSpec,
 )
+from sidegate.filters.context import RequestContext
 from sidegate.http.messages import LocalResponse, ReadyResponse, RequestHead, ResponseHead
+
+__all__ = ["Answer", "Filter", "FilterConfig", "RequestContext", "RouteEnvironment", "Wait"]
 
 T = TypeVar("T")
 
@@ -132,21 +135,6 @@ class RouteEnvironment:
     redis: RedisSpec = field(default_factory=RedisSpec)
 
 
-class RequestContext:
-    """Per-request state that filters share; one per request, created by the proxy."""
-
-    __slots__ = ("consumer", "host", "route_name", "status", "tenant", "upstream_lines", "vars")
-
-    def __init__(self, route_name: str, host: bytes = b"") -> None:
-        self.route_name = route_name
-        self.host = host  # the Host header as the client sent it (port included)
-        self.status = 0
-        self.consumer = ""  # set by an authentication filter: who called...
-        self.tenant = ""  # ...and for which tenant
-        self.upstream_lines = b""  # header lines a filter adds to the upstream request
-        self.vars: dict[str, Any] = {}
-
-
 class Filter:
     """Base class of filters. Subclasses set ``name`` and ``config_model`` and override hooks."""
 
@@ -205,6 +193,18 @@ class Filter:
         """What this filter decided for a finished request, for ``GET /explain`` ("" = nothing to
         add). Read long after the request: only ``ctx`` is left."""
         return ""
+
+    def delegate(self, hook: str, fast: Callable[..., object]) -> None:
+        """Have the chain call ``fast`` for ``hook`` on this instance (from :meth:`bind`).
+
+        For a compiled fast path (:mod:`sidegate.filters.fastpath`): an instance attribute shadows
+        the class's method, so the compiled exchange calls ``fast`` with no interpreted frame in
+        between. ``fast`` must decide as the class's method would, handing it every case it does
+        not cover; the chain still lists the filter for ``hook`` only if its class implements it.
+        """
+        if not type(self).implements(hook):
+            raise ValueError(f"{type(self).__name__} does not implement {hook}")
+        setattr(self, hook, fast)
 
     @classmethod
     def implements(cls, hook: str) -> bool:

@@ -17,7 +17,9 @@ error="invalid_token", error_description="..."``. A valid token without a requir
 value is a 403 (``error="insufficient_scope"``). Keys are refreshed without a restart
 (:mod:`sidegate.auth.jwks`): a file when it changes, a URL every ``refresh`` seconds and when a
 token names a key not seen yet (at most every 10 s). A verified token is remembered, so a
-client that sends the same token again costs a dictionary look-up and two comparisons.
+client that sends the same token again costs a dictionary look-up and two comparisons; and once
+the filter accepted a token, its compiled fast path (:class:`~sidegate.filters.fastpath.TokenHits`)
+accepts it again, with the consumer, tenant and metric row it was given, while it is valid.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from annotated_types import Ge, Gt
 from sidegate.auth.jwks import JwksSource
 from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
 from sidegate.filters.counters import POLICY
+from sidegate.filters.fastpath import TokenHit, TokenHits
 from sidegate.filters.identity import OTHER, Caller, by_name, caller, credential, deny, mark
 from sidegate.filters.registry import register
 from sidegate.http.messages import RequestHead
@@ -40,6 +43,7 @@ from sidegate.policy.jwt import SUPPORTED, JwtError, UnknownKeyError, Verifier
 _WAITED: Final = "jwt_waited"
 _KEY_FETCH_WAIT: Final = 5.0  # seconds a request may wait for the first key set of a URL
 _CALLERS_KEPT: Final = 4096  # consumers from tokens whose header lines are kept ready
+_TOKENS_KEPT: Final = 4096  # accepted tokens the fast path remembers
 _LOOK_EVERY: Final = 1.0  # seconds between looks at the key source (a file's mtime, a URL's refresh)
 
 
@@ -108,8 +112,17 @@ class Jwt(Filter):
         self.seen: dict[str, Caller] = {}
         self._version = -1
         self._verifier: Verifier | None = None
-        self._next_look = 0.0
         self.ok_key = ("", self.name, "ok")
+        # The compiled fast path, and where the time of the next look at the key source is kept.
+        self.hits = TokenHits(
+            self.header,
+            self.bearer,
+            self._check,
+            decisions=POLICY.decisions,
+            consumers=POLICY.consumers,
+            ok_key=self.ok_key,
+            size=_TOKENS_KEPT,
+        )
         self.consumer_keys: dict[Caller, tuple[str, str, str]] = {}
         realm = b'Bearer realm="sidegate"'
         self.challenge = realm
@@ -120,8 +133,18 @@ class Jwt(Filter):
         self.ok_key = (env.route, self.name, "ok")
         self.callers = by_name(env.consumers, env.identity)
         self.identity = env.identity
+        self.hits.ok_key = self.ok_key
+        self.hits.clear()
+        if self.cfg.forward_token:  # else the general path edits the headers of every request
+            self.delegate("on_request", self.hits.on_request)
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
+        """Bound to a route, the filter answers through ``self.hits`` first (see :meth:`bind`),
+        which comes here for every token it has not accepted before."""
+        return self._check(request, ctx)
+
+    def _check(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
+        """The general path: every case, and the one reference for what the filter decides."""
         token = self._find(request)
         if token is None:
             return self._refuse("missing", 401, "a bearer token is required", b"")
@@ -129,8 +152,8 @@ class Jwt(Filter):
         source = self.source
         pending = None
         verifier = self._verifier
-        if now >= self._next_look or verifier is None:  # the key source is looked at once a second
-            self._next_look = now + _LOOK_EVERY
+        if now >= self.hits.next_look or verifier is None:  # the key source is looked at once a second
+            self.hits.next_look = now + _LOOK_EVERY
             pending = source.maybe_refresh(now)  # a URL refresh runs as a task; waited for only with no keys
             verifier = self._current()
         if verifier is None:
@@ -141,12 +164,14 @@ class Jwt(Filter):
         try:
             claims = verifier.verify(token, now)
         except UnknownKeyError as exc:
+            self.hits.forget(token)
             refetch = source.maybe_refresh(now, unknown_kid=True)
             if refetch is not None and not ctx.vars.get(_WAITED):
                 ctx.vars[_WAITED] = True
                 return Wait(refetch, _KEY_FETCH_WAIT)
             return self._invalid(exc)
         except JwtError as exc:
+            self.hits.forget(token)
             return self._invalid(exc)
         refusal = self._lacking(claims)
         if refusal is not None:
@@ -155,9 +180,16 @@ class Jwt(Filter):
         mark(ctx, who)
         ctx.vars["claims"] = claims
         POLICY.decisions[self.ok_key] += 1
-        POLICY.consumers[self._consumer_key(who)] += 1
+        row = self._consumer_key(who)
+        POLICY.consumers[row] += 1
         if not self.cfg.forward_token and self.header:
             request.headers = [(n, v) for n, v in request.headers if n.lower() != self.header]
+        window = verifier.validity(token)
+        if window is not None:  # all of the above holds for this token until it expires
+            hit = TokenHit(
+                claims, *window, consumer=who.consumer, tenant=who.tenant, lines=who.lines, consumer_key=row
+            )
+            self.hits.remember(token, hit)
         return None
 
     def _consumer_key(self, who: Caller) -> tuple[str, str, str]:
@@ -183,6 +215,7 @@ class Jwt(Filter):
                 else None
             )
             self._version = version
+            self.hits.clear()  # tokens accepted with the old keys are checked again
         return self._verifier
 
     def _find(self, request: RequestHead) -> bytes | None:

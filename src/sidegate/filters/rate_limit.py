@@ -20,6 +20,9 @@ when Redis is slow or down the route falls back as ``on_redis_failure`` says, an
 
 A refused request gets 429 with ``Retry-After`` and ``RateLimit-Policy``/``RateLimit`` headers
 (draft-ietf-httpapi-ratelimit-headers); allowed responses carry the tightest limit's headers too.
+
+When every limit of a route is local (the common case), the filter's hooks are those of a compiled
+:class:`~sidegate.filters.fastpath.LimitPath`, which comes back here only to build a refusal.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from annotated_types import Ge
 from sidegate.config.snapshot import RedisSpec
 from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
 from sidegate.filters.counters import POLICY
+from sidegate.filters.fastpath import LimitPath
 from sidegate.filters.identity import OTHER
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
@@ -143,6 +147,16 @@ class RateLimit(Filter):
         )
         self.local: LocalLimits | None = None  # made on first use: every limit local -> one compiled call
         self.all_local = not any(limit.redis for limit in self.limits)
+        if self.all_local:
+            fast = LimitPath(
+                self._local,
+                self._refused_at,
+                [limit.name for limit in self.limits],
+                [limit.policy for limit in self.limits],
+                headers=self.cfg.headers,
+            )
+            self.delegate("on_request", fast.on_request)
+            self.delegate("on_response", fast.on_response)
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
         if self.all_local:
@@ -222,6 +236,9 @@ class RateLimit(Filter):
         if mode == "closed":
             return None
         return _table().gcra(key, limit.gcra, now)
+
+    def _refused_at(self, index: int, decision: Decision) -> LocalResponse:
+        return self._refused(self.limits[index], decision)
 
     def _refused(self, limit: _Limit, decision: Decision) -> LocalResponse:
         retry = max(1, math.ceil(decision.retry_after))

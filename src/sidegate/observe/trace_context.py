@@ -35,8 +35,8 @@ class TraceContext:
 
     def header_line(self) -> bytes:
         """The ``traceparent`` line for the upstream request: our span is the app's parent."""
-        flags = b"01" if self.sampled else b"00"
-        return b"traceparent: 00-" + self.trace_id + b"-" + self.span_id + b"-" + flags + b"\r\n"
+        tail = b"-01\r\n" if self.sampled else b"-00\r\n"
+        return b"traceparent: 00-" + self.trace_id + b"-" + self.span_id + tail
 
 
 def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bool] | None:
@@ -66,12 +66,12 @@ def _is_hex(value: bytes) -> bool:
     return all(byte in _HEX for byte in value)
 
 
-# Ids are this process's random prefix and a counter: unique, and about ten times cheaper per
-# request than formatting fresh random numbers. (The counter is 64 bits in a trace id: it never
-# wraps; 32 bits in a span id, under a 32-bit random prefix, the 8 bytes of a span id.)
+# Ids: this process's random prefix and a counter, unique and cheap. The proxy passes its own
+# request id (16 hex digits: a random per-process prefix and a counter) when it made one, which
+# then serves as the span id and the second half of a new trace id at no formatting cost.
 _HEXPAIRS: Final = tuple(b"%02x" % i for i in range(256))
-_TRACE_PREFIX: Final = b"%016x" % _rng.getrandbits(64)
-_SPAN_PREFIX: Final = b"%08x" % _rng.getrandbits(32)
+_TRACE_PREFIX: Final = b"%016x" % (_rng.getrandbits(64) or 1)
+_SPAN_PREFIX: Final = b"%08x" % (_rng.getrandbits(32) or 1)
 _count = 0
 
 
@@ -80,17 +80,20 @@ def _hex32(n: int) -> bytes:
     return b"".join((pairs[(n >> 24) & 255], pairs[(n >> 16) & 255], pairs[(n >> 8) & 255], pairs[n & 255]))
 
 
-def new_ids() -> tuple[bytes, bytes]:
-    """A new trace id and a new span id."""
+def new_ids(unique: bytes = b"") -> tuple[bytes, bytes]:
+    """A new trace id and a new span id; ``unique``, 16 hex digits never used before in this
+    process (the proxy's own request id), saves making them."""
+    if len(unique) == 16:
+        return _TRACE_PREFIX + unique, unique
     global _count
     _count = n = _count + 1
     low = _hex32(n & 0xFFFFFFFF)
     return _TRACE_PREFIX + _hex32(n >> 32) + low, _SPAN_PREFIX + low
 
 
-def new_span_id() -> bytes:
+def new_span_id(unique: bytes = b"") -> bytes:
     """A new span id (in a trace that started elsewhere)."""
-    return new_ids()[1]
+    return unique if len(unique) == 16 else new_ids()[1]
 
 
 class Sampler:
@@ -106,16 +109,17 @@ class Sampler:
         self.ratio = ratio
         self.follow_parent = follow_parent
 
-    def start(self, traceparent: bytes) -> TraceContext:
-        """The trace context of a request that came with ``traceparent`` (b"" when none)."""
+    def start(self, traceparent: bytes, unique: bytes = b"") -> TraceContext:
+        """The trace context of a request that came with ``traceparent`` (b"" when none);
+        ``unique``: see :func:`new_ids`."""
         parent = parse_traceparent(traceparent) if traceparent else None
         if parent is None:
-            trace_id, span_id = new_ids()
+            trace_id, span_id = new_ids(unique)
             return TraceContext(trace_id, span_id, b"", self._roll())
         trace_id, parent_span, sampled = parent
         if not self.follow_parent:
             sampled = self._roll()
-        return TraceContext(trace_id, new_span_id(), parent_span, sampled)
+        return TraceContext(trace_id, new_span_id(unique), parent_span, sampled)
 
     def _roll(self) -> bool:
         ratio = self.ratio

@@ -128,6 +128,14 @@ class Verifier:
         """How many verified tokens are cached (for metrics and tests)."""
         return len(self._cache)
 
+    def validity(self, token: bytes) -> tuple[float, float] | None:
+        """The times a cached token is valid between (leeway included), None when it is not cached.
+
+        Lets a caller that remembers what it made of a token's claims check the token's expiry on
+        its own, exactly as :meth:`verify` would on a cache hit."""
+        entry = self._cache.get(token)
+        return None if entry is None else (entry[1], entry[2])
+
     def _verify_new(self, token: bytes, now: float) -> Mapping[str, Any]:
         if not isinstance(token, bytes):
             raise JwtError("malformed token")

@@ -3,7 +3,9 @@
 The ``rate_limit`` filter keeps its general loop for routes that mix local and Redis limits;
 when every limit of a route is local (the common case) it hands the request to
 :meth:`LocalLimits.decide`, which derives each limit's key, asks the pod's table and counts the
-outcome, with no interpreted code per limit.
+outcome, with no interpreted code per limit. A limit keyed by client address, consumer or tenant
+remembers the keys it made (a caller sends many requests in a row): one look-up on a string whose
+hash is already known, instead of encoding and concatenating a new key and hashing it again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ KEY_TENANT: Final = 2
 KEY_ROUTE: Final = 3
 KEY_HEADER: Final = 4
 _KINDS: Final = {"ip": KEY_IP, "consumer": KEY_CONSUMER, "tenant": KEY_TENANT, "route": KEY_ROUTE}
+_KEYS_KEPT: Final = 4096  # keys each limit remembers, per kind of name (emptied when full)
 
 
 class LocalLimit:
@@ -34,22 +37,37 @@ class LocalLimit:
         else:
             self.kind = _KINDS[key]
         self.quota_name = quota_name  # non-empty: tenant-keyed, counted per tenant
+        self.by_name: dict[str, bytes] = {}  # consumer or tenant -> its key
+        self.by_ip: dict[str, bytes] = {}  # client address -> its key
 
     def key(self, client_ip: str, consumer: str, tenant: str, headers: list[tuple[bytes, bytes]]) -> bytes:
         kind = self.kind
+        if kind in (KEY_CONSUMER, KEY_TENANT):
+            name = consumer if kind == KEY_CONSUMER else tenant
+            if not name:  # counted under the client address
+                found = self.by_ip.get(client_ip)
+                return found if found is not None else self._made(self.by_ip, client_ip, b"ip:")
+            found = self.by_name.get(name)
+            if found is not None:
+                return found
+            return self._made(self.by_name, name, b"c:" if kind == KEY_CONSUMER else b"t:")
         if kind == KEY_IP:
-            return self.prefix + client_ip.encode()
-        if kind == KEY_CONSUMER:
-            return self.prefix + (b"c:" + consumer.encode() if consumer else b"ip:" + client_ip.encode())
-        if kind == KEY_TENANT:
-            return self.prefix + (b"t:" + tenant.encode() if tenant else b"ip:" + client_ip.encode())
+            found = self.by_ip.get(client_ip)
+            return found if found is not None else self._made(self.by_ip, client_ip, b"")
         if kind == KEY_ROUTE:
             return self.prefix
         wanted = self.header
-        for name, value in headers:
-            if name.lower() == wanted:
+        for name_, value in headers:
+            if name_.lower() == wanted:
                 return self.prefix + value
         return self.prefix + b"-"
+
+    def _made(self, kept: dict[str, bytes], name: str, tag: bytes) -> bytes:
+        key = self.prefix + tag + name.encode()
+        if len(kept) >= _KEYS_KEPT:
+            kept.clear()
+        kept[name] = key
+        return key
 
 
 class LocalLimits:
