@@ -34,7 +34,6 @@ from sidegate.config.snapshot import ObservabilitySpec, Snapshot
 from sidegate.exchange import Exchange, RoutePlan
 from sidegate.forwarding import ForwardingCache
 from sidegate.observe.access_log import AccessLogWriter
-from sidegate.observe.otlp import OtlpExporter, settings_from_env
 from sidegate.observe.trace_context import Sampler, sampler_from_env
 from sidegate.observe.tracing import Tracer
 from sidegate.outcome import access_line, span_of
@@ -154,6 +153,8 @@ class Proxy(RequestHandler):
                 self.tracer.close()
             self.sampler = self.tracer = None
             if spec.tracing:
+                from sidegate.observe.otlp import OtlpExporter, settings_from_env  # http.client: only now
+
                 sampler, problem = sampler_from_env(spec.sample_ratio)
                 settings, problems = settings_from_env()
                 for text in [problem, *problems]:

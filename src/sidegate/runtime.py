@@ -129,6 +129,7 @@ class Gateway:
         self.metrics.connections_active = self.ctx.stats.connections_active
         snapshot = self.metrics.snapshot()
         snapshot["policy"] = POLICY.snapshot()
+        snapshot["telemetry"] = self.telemetry_counters()
         if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
             snapshot["cache"] = COUNTERS.snapshot()
             from sidegate.cache.admin import store_stats  # LMDB: only when a route caches
@@ -161,6 +162,21 @@ class Gateway:
         """This process's recent sampled spans, newest first."""
         tracer = self.proxy.tracer
         return [] if tracer is None else tracer.recent(trace_id, limit)
+
+    def telemetry_counters(self) -> dict[str, list[list[Any]]]:
+        """Access log lines and spans as ``[result, count]`` tables (rendered as metrics)."""
+        tables: dict[str, list[list[Any]]] = {}
+        stats = self.observability_stats()
+        if stats["access_log"] is not None:
+            tables["access_log"] = [[k, stats["access_log"][k]] for k in ("written", "dropped")]
+        tracing = stats["tracing"]
+        if tracing is not None:
+            export = tracing.get("export") or {}
+            tables["spans"] = [
+                ["recorded", tracing["finished"]],
+                *([k, export[k]] for k in ("exported", "dropped", "failed") if k in export),
+            ]
+        return tables
 
     def observability_stats(self) -> dict[str, Any]:
         """Access log and tracing counters (lines written and dropped, spans exported...)."""

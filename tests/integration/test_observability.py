@@ -102,6 +102,8 @@ def test_every_request_gets_one_json_line_that_says_how_it_ended(
     assert (posted["bytes_received"], posted["bytes_sent"]) == (1000, 1000)
     text = log.read_text()
     assert "s3cr3t" not in text and KEY not in text and "wrong-key" not in text  # no credentials
+    assert gw.metric("sidegate_access_log_lines_total", result="written") == len(sent)
+    assert gw.metric("sidegate_access_log_lines_total", result="dropped") == 0
 
 
 def test_a_key_in_the_query_never_reaches_the_log(gateway: GatewayFactory, tmp_path: Path) -> None:
@@ -157,6 +159,7 @@ def test_a_traced_request_has_one_trace_id_in_the_app_the_log_and_the_trace_buff
     assert (span["span_id"], span["parent_span_id"], span["name"]) == (our_span, CALLER_SPAN, "GET app")
     assert span["attributes"]["http.response.status_code"] == 200
     assert span["attributes"]["sidegate.request_id"] == response.headers.get("X-Request-Id")
+    assert gw.metric("sidegate_trace_spans_total", result="recorded") == 1
 
 
 def test_unsampled_callers_are_propagated_but_not_recorded(gateway: GatewayFactory) -> None:

@@ -3,12 +3,12 @@
 Three files ship inside the package (``sidegate/admin/static``): the page, its script and its
 style sheet. No build step and nothing from elsewhere: the Content-Security-Policy lets the page
 load scripts, styles and data only from the admin server itself, and run no inline script.
-The files are read once, when the routes are made.
+Each file is read on its first request and kept: a pod nobody looks at holds none of them.
 """
 
 from __future__ import annotations
 
-from importlib import resources
+from pathlib import Path
 
 from sidegate.admin.app import AdminRequest, AdminResponse, Handler
 
@@ -32,15 +32,24 @@ _HEADERS = (
 )
 
 
+STATIC = Path(__file__).resolve().parent / "static"
+
+
 def dashboard_routes() -> dict[tuple[str, str], Handler]:
     """Admin routes serving the dashboard's files."""
-    static = resources.files("sidegate.admin") / "static"
     routes: dict[tuple[str, str], Handler] = {}
     for path, (name, content_type) in FILES.items():
-        response = AdminResponse(200, (static / name).read_bytes(), content_type, _HEADERS)
+        loaded: list[AdminResponse] = []
 
-        def serve(_: AdminRequest, response: AdminResponse = response) -> AdminResponse:
-            return response
+        def serve(
+            _: AdminRequest,
+            name: str = name,
+            content_type: str = content_type,
+            loaded: list[AdminResponse] = loaded,
+        ) -> AdminResponse:
+            if not loaded:
+                loaded.append(AdminResponse(200, (STATIC / name).read_bytes(), content_type, _HEADERS))
+            return loaded[0]
 
         routes[("GET", path)] = serve
     return routes

@@ -261,6 +261,7 @@ def render(snapshot: dict[str, Any], *, openmetrics: bool = False, app: AppScrap
         w.simple(name, kind, help_text, snapshot.get(key, default))
     _cache(w, snapshot.get("cache"), snapshot.get("cache_store"))
     _policy(w, snapshot.get("policy") or {})
+    _telemetry(w, snapshot.get("telemetry") or {})
     if app is not None:
         _app(w, app)
     return w.text()
@@ -292,6 +293,22 @@ _POLICY_FAMILIES = (
     ("quotas", "sidegate_quota_requests_total", ("http_route", "limit", "tenant", "result"),
      "Requests under tenant-keyed limits (quotas), by tenant and result."),
 )  # fmt: skip
+
+
+_TELEMETRY = (
+    ("access_log", "sidegate_access_log_lines_total", "Access log lines, written or dropped."),
+    ("spans", "sidegate_trace_spans_total", "Sampled spans recorded, and exported or lost on the way out."),
+)
+
+
+def _telemetry(w: _Writer, tables: dict[str, Any]) -> None:
+    """Access log and span counters, present while the feature is on."""
+    for table, name, help_text in _TELEMETRY:
+        rows = tables.get(table)
+        if rows:
+            w.family(name, "counter", help_text)
+            for result, count in rows:
+                w.sample(name, (("result", str(result)),), int(count))
 
 
 def _policy(w: _Writer, tables: dict[str, Any]) -> None:

@@ -9,9 +9,10 @@ the standard ``OTEL_EXPORTER_OTLP_*`` variables name a collector, spans also go 
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sidegate.observe.otlp import OtlpExporter
+if TYPE_CHECKING:
+    from sidegate.observe.otlp import OtlpExporter
 
 
 class Span:

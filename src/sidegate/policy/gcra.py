@@ -30,7 +30,6 @@ admits exactly ``burst`` requests and a long run at the limit exactly ``requests
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 __all__ = ["TICK", "Decision", "Gcra"]
 
@@ -38,7 +37,6 @@ TICK = 2.0**-22  # seconds: the time grid (see the module docstring)
 _TICKS_PER_SECOND = 2.0**22
 
 
-@dataclass(slots=True)  # not frozen: one is made per decision, and a frozen __init__ costs 4x
 class Decision:
     """The answer to one request against one limit, with what the rate-limit headers need.
 
@@ -47,13 +45,39 @@ class Decision:
     available again); ``retry_after`` the seconds until this request would be admitted (0.0 when it
     was). A request whose cost exceeds the burst can never be admitted (its ``retry_after`` would not
     come true): a caller that lets costs vary should keep them within the burst.
+
+    A plain class with the value semantics of a dataclass (equality, repr) written out: one is made
+    per decision, and ``@dataclass(slots=True)`` would build a new, interpreted class at import
+    whose generated ``__init__`` costs an interpreted call each time, where this one compiles to a
+    native constructor.
     """
 
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_after: float
-    retry_after: float
+    __slots__ = ("allowed", "limit", "remaining", "reset_after", "retry_after")
+
+    def __init__(
+        self, allowed: bool, limit: int, remaining: int, reset_after: float, retry_after: float
+    ) -> None:
+        self.allowed = allowed
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_after = reset_after
+        self.retry_after = retry_after
+
+    def _values(self) -> tuple[bool, int, int, float, float]:
+        return (self.allowed, self.limit, self.remaining, self.reset_after, self.retry_after)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value: unhashable like the dataclass
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(allowed={self.allowed!r}, limit={self.limit!r}, remaining={self.remaining!r}, "
+            f"reset_after={self.reset_after!r}, retry_after={self.retry_after!r})"
+        )
 
 
 class Gcra:
