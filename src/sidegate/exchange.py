@@ -566,6 +566,7 @@ class Exchange(UpstreamUser, InboundExchange):
 
     def _send_local(self, response: LocalResponse | ReadyResponse) -> None:
         self.status = response.status
+        self.bytes_out = 0 if self.head.method == b"HEAD" else len(response.body)
         keep = self.head.keep_alive and self.request_done and not response.close
         head_only = self.head.method == b"HEAD"
         if isinstance(response, ReadyResponse):

@@ -97,6 +97,7 @@ def test_every_request_gets_one_json_line_that_says_how_it_ended(
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ok["time"])
     assert (keyed["consumer"], keyed["tenant"], keyed["status"]) == ("billing", "acme", 200)
     assert (refused["status"], refused["flags"], refused["upstream"]) == (401, "auth_failed", "")
+    assert refused["bytes_sent"] == len(sent[2].body) > 0  # Sidegate's own answer counts too
     assert (dead["status"], dead["flags"], dead["route"]) == (503, "upstream_connect_refused", "dead")
     assert (unrouted["status"], unrouted["flags"], unrouted["route"]) == (404, "no_route", None)
     assert (posted["bytes_received"], posted["bytes_sent"]) == (1000, 1000)
