@@ -26,23 +26,43 @@ from sidegate.observe.tracing import Span
 if TYPE_CHECKING:
     from sidegate.exchange import Exchange
 
-_stamp_second = -1
-_stamp_prefix = ""
 _MILLIS: Final = tuple(f".{n:03d}Z" for n in range(1000))
 # Values that repeat (methods, hosts, names, flags) -> their JSON string; bounded, then not grown.
 _SEEN: Final[dict[bytes, str]] = {}
 _SEEN_TEXT: Final[dict[str, str]] = {}
 _SEEN_MAX: Final = 512
+_PROTOCOLS: Final = {b"1.1": '"HTTP/1.1"', b"1.0": '"HTTP/1.0"'}
+
+
+class _Stamps:
+    """ISO 8601 UTC timestamps with milliseconds: one made per millisecond (requests under load
+    share it), its seconds part once per second. (Instance attributes: a compiled module's
+    globals are dict entries, an object's slots are not.)"""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+        self.milli = -1
+        self.stamp = ""
+
+    def at(self, wall: float) -> str:
+        milli = int(wall * 1000)
+        if milli == self.milli:
+            return self.stamp
+        second = milli // 1000
+        if second != self.second:
+            self.second = second
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        self.milli = milli
+        self.stamp = stamp = self.prefix + _MILLIS[milli - second * 1000]
+        return stamp
+
+
+_STAMPS: Final = _Stamps()
 
 
 def _timestamp(wall: float) -> str:
-    """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
-    global _stamp_second, _stamp_prefix
-    second = int(wall)
-    if second != _stamp_second:
-        _stamp_second = second
-        _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return _stamp_prefix + _MILLIS[min(int((wall - second) * 1000), 999)]
+    return _STAMPS.at(wall)
 
 
 def _wire(raw: bytes) -> str:
@@ -52,7 +72,7 @@ def _wire(raw: bytes) -> str:
 
 
 def _common(raw: bytes) -> str:
-    """:func:`_wire` of a value that repeats (method, host), remembered."""
+    """:func:`_wire` of a value that repeats (method, host, path), remembered."""
     quoted = _SEEN.get(raw)
     if quoted is None:
         quoted = _wire(raw)
@@ -122,8 +142,8 @@ def access_line(exchange: Exchange, wall_offset: float) -> bytes:
         f'{{"time":"{_timestamp(wall_offset + exchange.started_at)}",'
         f'"request_id":{rid},"trace_id":{trace_id},'
         f'"client":{_text(head.client_ip)},"method":{_common(head.method)},'
-        f'"host":{_common(head.host)},"path":{_wire(head.path)},'
-        f'"protocol":"HTTP/{head.version.decode()}",'
+        f'"host":{_common(head.host)},"path":{_common(head.path)},'
+        f'"protocol":{_PROTOCOLS.get(head.version) or _wire(b"HTTP/" + head.version)},'
         f'"route":{_text(route.name) if route is not None else "null"},"status":{exchange.status},'
         f'"flags":{_text(response_flag(exchange))},"bytes_received":{exchange.bytes_in},'
         f'"bytes_sent":{exchange.bytes_out},"duration_us":{int((ended - exchange.started_at) * 1e6)},'

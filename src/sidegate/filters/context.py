@@ -24,3 +24,7 @@ class RequestContext:
         self.tenant = ""  # ...and for which tenant
         self.upstream_lines = b""  # header lines a filter adds to the upstream request
         self.vars: dict[str, Any] = {}
+        # The compiled rate_limit path's tightest limit and decision (for its response headers):
+        # fields, not ``vars`` entries, since they are written and read on every request.
+        self.limit: object = None
+        self.limit_index = 0

@@ -15,20 +15,23 @@ reference for what the filter decides: these objects only remember what it decid
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
+from time import monotonic as _monotonic
+from time import time as _now
 from typing import Any, Final
 
 from sidegate.filters.context import RequestContext
 from sidegate.http.messages import RequestHead, ResponseHead
 from sidegate.policy.gcra import Decision
-from sidegate.ratelimit.local import LocalLimits
+from sidegate.ratelimit.local import LocalLimits, counter_row
 
 #: A filter's own ``on_request`` (its general path): ``None``, an answer or a ``Wait``.
 General = Callable[[RequestHead, RequestContext], object]
-Counter = tuple[str, str, str]
 
-LIMIT_STATE: Final = "rate_limit"  # the ctx.vars key of the rate_limit filter
+# Metric rows (tuples of str) are typed ``object`` here and kept boxed: mypyc keeps a tuple[str, ...]
+# attribute unboxed and would box a new tuple at every use, which the counter dict then hashes and
+# compares item by item instead of finding the key object it holds.
+_TAIL: Final = 32  # bytes at the end of a token's header value that key the accepted tokens
 _BEARER: Final = b"bearer "
 
 
@@ -44,7 +47,7 @@ class TokenHit:
         consumer: str,
         tenant: str,
         lines: bytes,
-        consumer_key: Counter,
+        consumer_key: object,
     ) -> None:
         self.claims = claims
         self.valid_from = valid_from  # leeway included, as the verifier's cache keeps them
@@ -53,17 +56,23 @@ class TokenHit:
         self.tenant = tenant
         self.lines = lines  # the identity header lines the app gets
         self.consumer_key = consumer_key  # the consumer's metric row
+        self.value = b""  # the header value the token came in, exactly as sent
 
 
 class TokenHits:
-    """One ``jwt`` filter's accepted tokens, answered without interpreted code.
+    """One ``jwt`` filter's accepted tokens, accepted again without interpreted code.
 
     A token is remembered once the filter's general path accepted it (signature, claims, scopes,
-    required claims: all decided by then, and all fixed for a given token and key set) and
-    forgotten when the key set changes or the token is refused. A remembered token is accepted while
-    the time is within its validity window, exactly as the verifier's cache would accept it; the
-    key source is still looked at every ``next_look`` (the general path sets it), since it runs
-    whenever that time has come.
+    required claims: all decided by then, and all fixed for a given token and key set), under the
+    header value it came in, and forgotten when the key set changes or the token is refused. A
+    request whose header value is exactly one remembered (so is its token) is accepted while the
+    time is within the token's validity window, as the verifier's cache would accept it. The key
+    source is still looked at every second: when ``next_look`` (set by the general path) has come,
+    the request goes the general path.
+
+    Look-ups are keyed by the last bytes of the header value, then the whole value is compared:
+    hashing a whole token (hundreds of bytes, a new object per request) would cost more than the
+    rest of the check. Two values with the same tail only take each other's place.
     """
 
     def __init__(
@@ -72,64 +81,86 @@ class TokenHits:
         bearer: bool,
         general: General,
         *,
-        decisions: dict[Counter, int],
-        consumers: dict[Counter, int],
-        ok_key: Counter,
+        decisions: dict[Any, int],
+        consumers: dict[Any, int],
+        ok_key: object,
         size: int,
     ) -> None:
         self.header = header  # lower-case; b"": tokens come in the query only (never remembered here)
+        self.title = header.title()  # as most clients spell it (compared before lower-casing)
         self.bearer = bearer  # the header's value is "Bearer TOKEN", not the bare token
         self.general = general
         self.decisions = decisions
         self.consumers = consumers
-        self.ok_key = ok_key
+        self.ok_key = counter_row(decisions, ok_key)
         self.size = size
         self.next_look = 0.0  # time.time() at which the general path looks at the key source again
         self.hits: dict[bytes, TokenHit] = {}
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> object:
-        now = time.time()
+        now = _now()
         if now < self.next_look:
-            hit = self.hits.get(self.token(request.headers))
-            if hit is not None and hit.valid_from <= now < hit.valid_until:
+            value = self.value(request.headers)
+            hit = self.hits.get(value[-_TAIL:])
+            if hit is not None and hit.value == value and hit.valid_from <= now < hit.valid_until:
                 ctx.consumer = hit.consumer
                 ctx.tenant = hit.tenant
                 ctx.upstream_lines = hit.lines
                 ctx.vars["claims"] = hit.claims
                 decisions = self.decisions
-                key = self.ok_key
-                decisions[key] = decisions.get(key, 0) + 1
+                row = self.ok_key
+                decisions[row] = decisions.get(row, 0) + 1
                 consumers = self.consumers
                 row = hit.consumer_key
                 consumers[row] = consumers.get(row, 0) + 1
                 return None
         return self.general(request, ctx)
 
-    def token(self, headers: list[tuple[bytes, bytes]]) -> bytes:
-        """The token in the filter's header as its general path finds it, or b"" when that header
-        is absent, empty or of another scheme (the general path then decides, query included)."""
+    def value(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """The value of the first field named as the filter's header (where the general path looks
+        first), or b"" when there is none."""
         wanted = self.header
+        title = self.title
         size = len(wanted)
         for name, value in headers:
-            if len(name) == size and name.lower() == wanted:
-                found = value.strip()
-                if not self.bearer:
-                    return found
-                # The same as partitioning at the first space and comparing the scheme: "bearer"
-                # holds no space, so its scheme is exactly the first six bytes.
-                if found[:7].lower() == _BEARER:
-                    return found[7:].strip()
-                return b""
+            if len(name) == size and (name == title or name.lower() == wanted):
+                return value
         return b""
 
-    def remember(self, token: bytes, hit: TokenHit) -> None:
-        hits = self.hits
-        if token not in hits and len(hits) >= self.size:
-            del hits[next(iter(hits))]  # the oldest remembered: it goes the general path again
-        hits[token] = hit
+    def token_in(self, value: bytes) -> bytes:
+        """The token the general path finds in header value ``value`` (b"": none)."""
+        found = value.strip()
+        if not self.bearer:
+            return found
+        # The same as partitioning at the first space and comparing the scheme: "bearer" holds no
+        # space, so its scheme is exactly the first six bytes.
+        return found[7:].strip() if found[:7].lower() == _BEARER else b""
 
-    def forget(self, token: bytes) -> None:
-        self.hits.pop(token, None)
+    def remember(self, headers: list[tuple[bytes, bytes]], token: bytes, hit: TokenHit) -> None:
+        """After the general path accepted ``token`` in a request with ``headers``: remember it, if
+        it came in the filter's header (not in the query)."""
+        value = self.value(headers)
+        if not value or self.token_in(value) != token:
+            return
+        hit.value = value
+        hit.consumer_key = counter_row(self.consumers, hit.consumer_key)
+        hits = self.hits
+        key = value[-_TAIL:]
+        if key not in hits and len(hits) >= self.size:
+            del hits[next(iter(hits))]  # the oldest remembered: it goes the general path again
+        hits[key] = hit
+
+    def forget(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """The token in these headers was refused: do not remember it any longer."""
+        value = self.value(headers)
+        key = value[-_TAIL:]
+        hit = self.hits.get(key)
+        if hit is not None and hit.value == value:
+            del self.hits[key]
+
+    def count_as(self, ok_key: object) -> None:
+        """Count accepted requests in metric row ``ok_key`` (once the route is known)."""
+        self.ok_key = counter_row(self.decisions, ok_key)
 
     def clear(self) -> None:
         self.hits.clear()
@@ -138,7 +169,11 @@ class TokenHits:
 class LimitPath:
     """A ``rate_limit`` filter whose limits are all local: decided by one compiled call, with the
     ``RateLimit`` headers of the tightest limit on the response. A refusal goes back to the filter
-    (``refuse(index, decision)``), which builds the 429."""
+    (``refuse(index, decision)``), which builds the 429.
+
+    The ``RateLimit`` field is remembered for the last (limit, remaining, reset) it was made for: a
+    caller well under its limit gets the same values request after request.
+    """
 
     def __init__(
         self,
@@ -156,32 +191,45 @@ class LimitPath:
         # Per limit, made once: the RateLimit-Policy field and the start of the RateLimit value.
         self.policy_fields = [(b"RateLimit-Policy", policy) for policy in policies]
         self.rate_prefixes = [b'"' + name.encode() + b'";r=' for name in names]
+        self.last_index = -1
+        self.last_remaining = 0
+        self.last_reset = 0
+        self.last_field: tuple[bytes, bytes] | None = None
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> object:
         local = self.local
         if local is None:
             local = self.local = self.make_local()
         refused, tightest, decision = local.decide(
-            request.client_ip, ctx.consumer, ctx.tenant, request.headers, time.monotonic()
+            request.client_ip, ctx.consumer, ctx.tenant, request.headers, _monotonic()
         )
         if refused >= 0:
             return self.refuse(refused, decision)
         if self.headers:
-            ctx.vars[LIMIT_STATE] = (tightest, decision)
+            ctx.limit_index = tightest
+            ctx.limit = decision
         return None
 
     def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> object:
-        if not self.headers:
+        decision = ctx.limit
+        if not isinstance(decision, Decision):  # None: no decision (headers off, or answered here)
             return None
-        state = ctx.vars.get(LIMIT_STATE)
-        if state is None:
-            return None
-        tightest: tuple[int, Decision] = state
-        index, decision = tightest
+        index = ctx.limit_index
         remaining = decision.remaining if decision.remaining > 0 else 0
-        value = self.rate_prefixes[index] + str(remaining).encode() + b";t="
-        value += str(math.ceil(decision.reset_after)).encode()
+        reset = math.ceil(decision.reset_after)
+        rate = self.last_field
+        if (
+            rate is None
+            or index != self.last_index
+            or remaining != self.last_remaining
+            or reset != self.last_reset
+        ):
+            value = self.rate_prefixes[index] + str(remaining).encode() + b";t=" + str(reset).encode()
+            rate = self.last_field = (b"RateLimit", value)
+            self.last_index = index
+            self.last_remaining = remaining
+            self.last_reset = reset
         headers = response.headers
         headers.append(self.policy_fields[index])
-        headers.append((b"RateLimit", value))
+        headers.append(rate)
         return None

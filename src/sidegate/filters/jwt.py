@@ -133,7 +133,7 @@ class Jwt(Filter):
         self.ok_key = (env.route, self.name, "ok")
         self.callers = by_name(env.consumers, env.identity)
         self.identity = env.identity
-        self.hits.ok_key = self.ok_key
+        self.hits.count_as(self.ok_key)
         self.hits.clear()
         if self.cfg.forward_token:  # else the general path edits the headers of every request
             self.delegate("on_request", self.hits.on_request)
@@ -164,14 +164,14 @@ class Jwt(Filter):
         try:
             claims = verifier.verify(token, now)
         except UnknownKeyError as exc:
-            self.hits.forget(token)
+            self.hits.forget(request.headers)
             refetch = source.maybe_refresh(now, unknown_kid=True)
             if refetch is not None and not ctx.vars.get(_WAITED):
                 ctx.vars[_WAITED] = True
                 return Wait(refetch, _KEY_FETCH_WAIT)
             return self._invalid(exc)
         except JwtError as exc:
-            self.hits.forget(token)
+            self.hits.forget(request.headers)
             return self._invalid(exc)
         refusal = self._lacking(claims)
         if refusal is not None:
@@ -189,7 +189,7 @@ class Jwt(Filter):
             hit = TokenHit(
                 claims, *window, consumer=who.consumer, tenant=who.tenant, lines=who.lines, consumer_key=row
             )
-            self.hits.remember(token, hit)
+            self.hits.remember(request.headers, token, hit)
         return None
 
     def _consumer_key(self, who: Caller) -> tuple[str, str, str]:

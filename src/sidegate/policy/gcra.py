@@ -30,11 +30,12 @@ admits exactly ``burst`` requests and a long run at the limit exactly ``requests
 from __future__ import annotations
 
 import math
+from typing import Final
 
 __all__ = ["TICK", "Decision", "Gcra"]
 
-TICK = 2.0**-22  # seconds: the time grid (see the module docstring)
-_TICKS_PER_SECOND = 2.0**22
+TICK: Final = 2.0**-22  # seconds: the time grid (see the module docstring)
+_TICKS_PER_SECOND: Final = 2.0**22
 
 
 class Decision:
@@ -113,7 +114,9 @@ class Gcra:
         clock for every caller sharing the state (``time.monotonic()`` is one clock for every process
         of a host); ``cost`` is at least 0 (0 asks without spending).
         """
-        now -= math.fmod(now, TICK)  # onto the grid; exact (fmod is exact, the difference representable)
+        # Onto the grid, exactly (fmod is exact, the difference representable). For a time >= 0,
+        # float % is fmod, and compiled it is a C call where math.fmod is a call through the module.
+        now -= now % TICK if now >= 0.0 else math.fmod(now, TICK)
         interval = self.interval
         tolerance = self.tolerance
         base = tat if tat > now else now

@@ -10,7 +10,7 @@ hash is already known, instead of encoding and concatenating a new key and hashi
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from sidegate.policy.gcra import Decision, Gcra
 from sidegate.ratelimit.shared import SharedTable
@@ -84,9 +84,11 @@ class LocalLimits:
         self.table = table
         self.limits = limits
         self.route = route
-        self.allowed_key = (route, "rate_limit", "allowed")
-        self.limited_key = (route, "rate_limit", "limited")
-        self.decisions = decisions
+        # Metric rows typed as objects: mypyc keeps a tuple[str, str, str] attribute unboxed and
+        # boxes a new tuple at every use, which then hashes and compares item by item in the dict.
+        self.allowed_key: object = counter_row(decisions, (route, "rate_limit", "allowed"))
+        self.limited_key: object = counter_row(decisions, (route, "rate_limit", "limited"))
+        self.decisions: dict[Any, int] = decisions
         self.quotas = quotas
 
     def decide(
@@ -118,3 +120,12 @@ class LocalLimits:
                 tightest = index
         assert best is not None  # a filter has at least one limit
         return -1, tightest, best
+
+
+def counter_row(counter: dict[Any, int], row: object) -> object:
+    """``row``, or the equal key ``counter`` already holds (say, from before a reload): a look-up with
+    the very key object finds it by identity, with no comparison of the tuples item by item."""
+    for key in counter:
+        if key == row:
+            return key
+    return row

@@ -154,15 +154,18 @@ class SharedTable:
         try:
             q = self._q
             d = self._d
-            if q[word] == h:  # the common case: the key owns the first slot of its bucket
+            owned = q[word] == h
+            if owned:  # the common case: the key owns the first slot of its bucket
                 slot = word
                 tat = d[word + 1]
             else:
                 slot = self._probe(word, h)
-                tat = d[slot + 1] if q[slot] == h else 0.0
+                owned = q[slot] == h
+                tat = d[slot + 1] if owned else 0.0
             decision, new_tat = gcra.decide(tat, now, cost)
             if new_tat != tat:  # a refused request changes nothing, not even which key owns the slot
-                q[slot] = h
+                if not owned:
+                    q[slot] = h
                 d[slot + 1] = new_tat
         finally:
             if locking:
