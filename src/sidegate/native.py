@@ -38,6 +38,7 @@ HOT_MODULES = (
     "sidegate.filters.context",
     "sidegate.filters.fastpath",
     "sidegate.policy.gcra",
+    "sidegate.policy.tally",
     "sidegate.ratelimit.local",
     "sidegate.ratelimit.shared",
 )

@@ -23,14 +23,12 @@ from typing import Any, Final
 from sidegate.filters.context import RequestContext
 from sidegate.http.messages import RequestHead, ResponseHead
 from sidegate.policy.gcra import Decision
-from sidegate.ratelimit.local import LocalLimits, counter_row
+from sidegate.policy.tally import Tally, tally
+from sidegate.ratelimit.local import LocalLimits
 
 #: A filter's own ``on_request`` (its general path): ``None``, an answer or a ``Wait``.
 General = Callable[[RequestHead, RequestContext], object]
 
-# Metric rows (tuples of str) are typed ``object`` here and kept boxed: mypyc keeps a tuple[str, ...]
-# attribute unboxed and would box a new tuple at every use, which the counter dict then hashes and
-# compares item by item instead of finding the key object it holds.
 _TAIL: Final = 32  # bytes at the end of a token's header value that key the accepted tokens
 _BEARER: Final = b"bearer "
 
@@ -55,7 +53,8 @@ class TokenHit:
         self.consumer = consumer
         self.tenant = tenant
         self.lines = lines  # the identity header lines the app gets
-        self.consumer_key = consumer_key  # the consumer's metric row
+        self.consumer_key = consumer_key  # the consumer's metric row...
+        self.counted: Tally | None = None  # ...and its tally (set when remembered)
         self.value = b""  # the header value the token came in, exactly as sent
 
 
@@ -81,8 +80,8 @@ class TokenHits:
         bearer: bool,
         general: General,
         *,
-        decisions: dict[Any, int],
-        consumers: dict[Any, int],
+        decision_tallies: dict[Any, Tally],
+        consumer_tallies: dict[Any, Tally],
         ok_key: object,
         size: int,
     ) -> None:
@@ -90,9 +89,9 @@ class TokenHits:
         self.title = header.title()  # as most clients spell it (compared before lower-casing)
         self.bearer = bearer  # the header's value is "Bearer TOKEN", not the bare token
         self.general = general
-        self.decisions = decisions
-        self.consumers = consumers
-        self.ok_key = counter_row(decisions, ok_key)
+        self.decision_tallies = decision_tallies
+        self.consumer_tallies = consumer_tallies
+        self.ok = tally(decision_tallies, ok_key)
         self.size = size
         self.next_look = 0.0  # time.time() at which the general path looks at the key source again
         self.hits: dict[bytes, TokenHit] = {}
@@ -103,17 +102,15 @@ class TokenHits:
             value = self.value(request.headers)
             hit = self.hits.get(value[-_TAIL:])
             if hit is not None and hit.value == value and hit.valid_from <= now < hit.valid_until:
-                ctx.consumer = hit.consumer
-                ctx.tenant = hit.tenant
-                ctx.upstream_lines = hit.lines
-                ctx.vars["claims"] = hit.claims
-                decisions = self.decisions
-                row = self.ok_key
-                decisions[row] = decisions.get(row, 0) + 1
-                consumers = self.consumers
-                row = hit.consumer_key
-                consumers[row] = consumers.get(row, 0) + 1
-                return None
+                counted = hit.counted
+                if counted is not None:
+                    ctx.consumer = hit.consumer
+                    ctx.tenant = hit.tenant
+                    ctx.upstream_lines = hit.lines
+                    ctx.vars["claims"] = hit.claims
+                    self.ok.count += 1
+                    counted.count += 1
+                    return None
         return self.general(request, ctx)
 
     def value(self, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -143,7 +140,7 @@ class TokenHits:
         if not value or self.token_in(value) != token:
             return
         hit.value = value
-        hit.consumer_key = counter_row(self.consumers, hit.consumer_key)
+        hit.counted = tally(self.consumer_tallies, hit.consumer_key)
         hits = self.hits
         key = value[-_TAIL:]
         if key not in hits and len(hits) >= self.size:
@@ -160,7 +157,7 @@ class TokenHits:
 
     def count_as(self, ok_key: object) -> None:
         """Count accepted requests in metric row ``ok_key`` (once the route is known)."""
-        self.ok_key = counter_row(self.decisions, ok_key)
+        self.ok = tally(self.decision_tallies, ok_key)
 
     def clear(self) -> None:
         self.hits.clear()

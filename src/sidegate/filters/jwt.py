@@ -118,8 +118,8 @@ class Jwt(Filter):
             self.header,
             self.bearer,
             self._check,
-            decisions=POLICY.decisions,
-            consumers=POLICY.consumers,
+            decision_tallies=POLICY.decision_tallies,
+            consumer_tallies=POLICY.consumer_tallies,
             ok_key=self.ok_key,
             size=_TOKENS_KEPT,
         )

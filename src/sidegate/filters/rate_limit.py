@@ -178,6 +178,7 @@ class RateLimit(Filter):
             self.route,
             POLICY.decisions,
             POLICY.quotas,
+            tallies=POLICY.decision_tallies,
         )
         return self.local
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sidegate.policy.gcra import Decision, Gcra
+from sidegate.policy.tally import Tally, tally
 from sidegate.ratelimit.shared import SharedTable
 
 KEY_IP: Final = 0
@@ -80,13 +81,15 @@ class LocalLimits:
         route: str,
         decisions: dict[tuple[str, str, str], int],
         quotas: dict[tuple[str, str, str, str], int],
+        *,
+        tallies: dict[Any, Tally],
     ) -> None:
         self.table = table
         self.limits = limits
         self.route = route
-        # Metric rows typed as objects: mypyc keeps a tuple[str, str, str] attribute unboxed and
+        self.allowed = tally(tallies, (route, "rate_limit", "allowed"))  # the steady row: a native cell
+        # A metric row typed as an object: mypyc keeps a tuple[str, str, str] attribute unboxed and
         # boxes a new tuple at every use, which then hashes and compares item by item in the dict.
-        self.allowed_key: object = counter_row(decisions, (route, "rate_limit", "allowed"))
         self.limited_key: object = counter_row(decisions, (route, "rate_limit", "limited"))
         self.decisions: dict[Any, int] = decisions
         self.quotas = quotas
@@ -103,8 +106,10 @@ class LocalLimits:
         for index, limit in enumerate(self.limits):
             decision = table.gcra(limit.key(client_ip, consumer, tenant, headers), limit.gcra, now)
             allowed = decision.allowed
-            counter = self.allowed_key if allowed else self.limited_key
-            self.decisions[counter] = self.decisions.get(counter, 0) + 1
+            if allowed:
+                self.allowed.count += 1
+            else:
+                self.decisions[self.limited_key] = self.decisions.get(self.limited_key, 0) + 1
             if limit.quota_name:
                 quota = (
                     self.route,
