@@ -40,6 +40,13 @@ cat <<'TXT'
     curl http://127.0.0.1:9901/config_dump
     curl -X POST http://127.0.0.1:9901/reload            # or edit examples/sidegate.yaml: it reloads itself
 
+    http://127.0.0.1:9901/                               # the dashboard (open it in a browser)
+    curl http://127.0.0.1:9901/explain/ID                # ID: the X-Request-Id of any response above
+    curl http://127.0.0.1:9901/traces                    # recent spans (W3C traceparent sent to the app)
+    curl http://127.0.0.1:9901/stats                     # JSON: routes, clusters, stats
+
+  Each request prints one JSON access log line below.
+
   Ctrl-C stops both.
 TXT
 wait $gateway

@@ -74,20 +74,18 @@ def _wire(raw: bytes) -> str:
 def _common(raw: bytes) -> str:
     """:func:`_wire` of a value that repeats (method, host, path), remembered."""
     quoted = _SEEN.get(raw)
-    if quoted is None:
-        quoted = _wire(raw)
-        if len(_SEEN) < _SEEN_MAX:
-            _SEEN[raw] = quoted
-    return quoted
+    return quoted if quoted is not None else _remember(_SEEN, raw, _wire(raw))
 
 
 def _text(text: str) -> str:
     """A name (route, consumer, tenant, flag, address) as a JSON string, remembered."""
     quoted = _SEEN_TEXT.get(text)
-    if quoted is None:
-        quoted = quote_ascii(text)
-        if len(_SEEN_TEXT) < _SEEN_MAX:
-            _SEEN_TEXT[text] = quoted
+    return quoted if quoted is not None else _remember(_SEEN_TEXT, text, quote_ascii(text))
+
+
+def _remember(table: dict[Any, str], key: object, quoted: str) -> str:
+    if len(table) < _SEEN_MAX:  # bounded: past it, values are quoted each time
+        table[key] = quoted
     return quoted
 
 
@@ -149,6 +147,21 @@ def access_line(exchange: Exchange, wall_offset: float) -> bytes:
         f'"bytes_sent":{exchange.bytes_out},"duration_us":{int((ended - exchange.started_at) * 1e6)},'
         f'"upstream_us":{upstream_us},"upstream":{_text(endpoint_of(exchange))},'
         f'"consumer":{consumer},"tenant":{tenant},"cache":{_text(cache_status(exchange))}}}\n'
+    )
+    return line.encode()
+
+
+def rejected_line(request_id: bytes, client: str, status: int, reason: str, wall: float) -> bytes:
+    """The access log line of a request the connection refused before it could be read (bad
+    framing, a head too large or too slow): what little is known, flagged ``protocol_error`` (or
+    ``request_timeout``), with the reason the client was told."""
+    flag = "request_timeout" if status == 408 else "protocol_error"
+    line = (
+        f'{{"time":"{_timestamp(wall)}","request_id":"{request_id.decode()}","trace_id":null,'
+        f'"client":{_text(client)},"method":null,"host":null,"path":null,"protocol":null,'
+        f'"route":null,"status":{status},"flags":"{flag}","reason":{quote_ascii(reason)},'
+        f'"bytes_received":0,"bytes_sent":0,"duration_us":null,"upstream_us":null,"upstream":"",'
+        f'"consumer":"","tenant":"","cache":""}}\n'
     )
     return line.encode()
 

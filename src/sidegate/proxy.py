@@ -36,7 +36,7 @@ from sidegate.forwarding import ForwardingCache
 from sidegate.observe.access_log import AccessLogWriter
 from sidegate.observe.trace_context import Sampler, sampler_from_env
 from sidegate.observe.tracing import Tracer
-from sidegate.outcome import access_line, span_of
+from sidegate.outcome import access_line, rejected_line, span_of
 from sidegate.server.inbound import RequestHandler
 
 if TYPE_CHECKING:
@@ -85,6 +85,11 @@ class View:
             )
             for route in snapshot.routes
         }
+        for route in snapshot.routes:  # the configured consumers' label children, made now
+            if route.filters:
+                stats = metrics.route(route.name)
+                for consumer in snapshot.consumers:
+                    stats.for_consumer(consumer.name, consumer.tenant)
         self.forwarding = ForwardingCache(snapshot.forwarded)
         self.via = via = snapshot.forwarded.via
         self.via_line = b"Via: " + via + b"\r\n" if via else b""
@@ -182,6 +187,12 @@ class Proxy(RequestHandler):
             tracer = self.tracer
             if tracer is not None:
                 tracer.finish(span_of(exchange, self.wall_offset))
+
+    def rejected(self, conn: InboundConnection, status: int, reason: str, request_id: bytes) -> None:
+        log_lines = self.log_lines
+        if log_lines is not None and len(log_lines) < self.log_max:
+            now = self.wall_offset + self.clock()
+            log_lines.append(rejected_line(request_id, conn.client_ip, status, reason, now))
 
     def find(self, request_id: bytes) -> Exchange | None:
         """The most recent finished exchange with this request id, if still remembered."""

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from support.cache import fetch
-from support.gateway import HOST, GatewayFactory, GatewayProcess, free_port, http_get
+from support.gateway import HOST, GatewayFactory, GatewayProcess, free_port, http_get, send_raw
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,6 +122,20 @@ def test_the_log_goes_to_standard_output_by_default(gateway: GatewayFactory) -> 
     lines = log_lines(gw.log_path, 1)
     assert [line["request_id"] for line in lines] == [response.headers.get("X-Request-Id")]
     assert lines[0]["path"] == '/quote"and\\slash'  # escaped into valid JSON
+
+
+def test_a_request_refused_before_it_was_read_gets_a_line_too(
+    gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    gw = start(gateway, {"access_log": {"enabled": True, "path": str(log)}})
+    answer = send_raw(gw.port, b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    request_id = re.search(rb"X-Request-Id: (\S+)", answer, re.IGNORECASE)
+    assert request_id is not None
+    (line,) = log_lines(log, 1)
+    assert (line["status"], line["flags"], line["path"]) == (400, "protocol_error", None)
+    assert line["request_id"] == request_id.group(1).decode() and line["reason"]
 
 
 def test_the_log_can_be_switched_on_by_a_reload(gateway: GatewayFactory, tmp_path: Path) -> None:

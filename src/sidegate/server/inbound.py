@@ -104,6 +104,9 @@ class RequestHandler:
         """Start answering ``head``; the exchange may already be finished when this returns."""
         raise NotImplementedError
 
+    def rejected(self, conn: InboundConnection, status: int, reason: str, request_id: bytes) -> None:
+        """The connection answered a request it could not read (400, 408, 413, 431...) itself."""
+
 
 class _Queued(Exchange):
     """A pipelined request waiting for the ones before it to be answered."""
@@ -426,6 +429,7 @@ class InboundConnection(RequestSink):
         if self.transport is not None and not self.transport.is_closing():
             request_id = self._ctx.handler.request_id()
             self.send(render_local(response, request_id, keep_alive=False))  # after what is corked
+            self._ctx.handler.rejected(self, error.status, error.reason, request_id)
         self._ctx.stats.protocol_errors += 1
         self._close_soon()
 
