@@ -8,7 +8,7 @@ one callback at a time) and no per-request allocation once a series exists.
 
 * Per-route request stats live in a :class:`RouteStats`, created when a config is loaded
   (:meth:`Metrics.route`) and kept across reloads, so counters never reset. Its
-  :meth:`RouteStats.observe` does two dict look-ups (method, then status), one ``bisect`` over a
+  :meth:`RouteStats.observe` does two dict look-ups (method, then status), a short scan over a
   precomputed tuple of bucket bounds and two in-place increments (about 0.2 us on CPython 3.11).
   The request count is not stored: it is the sum of the bucket slots, computed at render time,
   as are the cumulative bucket values Prometheus wants.
@@ -32,7 +32,6 @@ worker; :func:`sidegate.observe.aggregate.merge` adds snapshots together and
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from typing import Any
 
 #: Upper bounds (seconds) of the request duration histogram; a final +Inf bucket is implied.
@@ -67,6 +66,18 @@ MAX_CONSUMERS = 100
 _FAST_CONSUMERS = 1000  # consumer names remembered for the one-look-up path (memory bound)
 
 SNAPSHOT_FORMAT = 1
+
+
+def bucket_of(seconds: float) -> int:
+    """The histogram slot of ``seconds``: the first bound at or above it (``bisect_left``), found by
+    a scan from the smallest bound. Compiled, this is a few native comparisons for the sub-
+    millisecond durations a sidecar mostly sees, where a call to ``bisect`` boxes the float."""
+    index = 0
+    bounds = BUCKETS
+    last = len(bounds)
+    while index < last and bounds[index] < seconds:
+        index += 1
+    return index
 
 
 class _Series:
@@ -122,7 +133,7 @@ class RouteStats:
         except KeyError:
             series = self._slow_series(method, status)
         series.sum += seconds
-        series.buckets[bisect_left(BUCKETS, seconds)] += 1
+        series.buckets[bucket_of(seconds)] += 1
 
     def for_consumer(self, consumer: str, tenant: str) -> RouteStats:
         """The stats that count this consumer's requests on this route (call ``observe`` on them).
@@ -211,7 +222,7 @@ class UpstreamStats:
         if series is None:
             series = self._slow_series(status)
         series.sum += seconds
-        series.buckets[bisect_left(BUCKETS, seconds)] += 1
+        series.buckets[bucket_of(seconds)] += 1
 
     def _slow_series(self, status: int) -> _Series:
         valid = 100 <= status <= 599
