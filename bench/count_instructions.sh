@@ -5,6 +5,7 @@
 #   bench/count_instructions.sh            -> "N instructions per request"
 #   bench/count_instructions.sh --extra F  -> the same with F's YAML added to the config
 #   bench/count_instructions.sh --auth     -> the jwt + rate_limit route of bench/configs/auth.yaml
+#   bench/count_instructions.sh --token-only -> the plain route, sent the same bearer token
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-$PWD}
@@ -17,7 +18,7 @@ count() {
     rm -f "$out"
 }
 EXTRA=("$@")
-if [[ " $* " == *" --auth "* ]]; then
+if [[ " $* " == *" --auth "* || " $* " == *" --token-only "* ]]; then
     # One RSA key for both runs: making one costs a random number of instructions.
     keys=$(mktemp -d)
     trap 'rm -rf "$keys"' EXIT

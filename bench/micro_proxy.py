@@ -4,7 +4,7 @@ Feeds a request to an inbound connection and the app's response to the upstream 
 fake transports, and reports microseconds per request. This isolates what Sidegate's own code
 costs per request (parsing, routing, head rebuilding, bookkeeping) from syscalls and the kernel.
 
-    .venv/bin/python bench/micro_proxy.py [--requests 200000] [--profile] [--auth] [--extra observe.yaml]
+    .venv/bin/python bench/micro_proxy.py [--requests 200000] [--profile] [--auth | --token-only] [--extra F]
 
 ``--extra`` appends top-level YAML to the one-route config (an ``observability:`` section, say).
 ``--auth`` runs the route of ``bench/configs/auth.yaml`` (``make bench-auth``'s sidegate-auth row): a
@@ -12,7 +12,9 @@ costs per request (parsing, routing, head rebuilding, bookkeeping) from syscalls
 ``bench/auth.py`` makes them for a run, sent as ``Authorization: Bearer`` on every request. So it is
 the steady state of the verified-token cache, as in the real benchmark. ``--auth-dir DIR`` keeps the
 key and token in ``DIR`` and reuses them while the token is fresh: generating an RSA key costs a
-random number of instructions, which ``count_instructions.sh`` must not count.
+random number of instructions, which ``count_instructions.sh`` must not count. ``--token-only`` sends
+the same request on the plain route: what carrying the token costs when nothing checks it (the
+request parser reads a header of several hundred bytes).
 """
 
 from __future__ import annotations
@@ -140,11 +142,16 @@ def wire(
 _KEEP: list[Gateway] = []  # the gateways wired here live as long as the benchmark
 
 
-def build(extra: str = "", *, auth: bool = False, auth_dir: Path | None = None) -> Callable[[int], None]:
+def build(
+    extra: str = "", *, auth: bool = False, auth_dir: Path | None = None, token_only: bool = False
+) -> Callable[[int], None]:
     """A gateway with one inbound and one pooled upstream connection over fake transports;
     returns ``cycle(n)``, which proxies ``n`` requests through them (with ``auth``: the route
-    of ``configs/auth.yaml``, each request carrying the token)."""
-    config, request = auth_setup(auth_dir) if auth else (CONFIG, REQUEST)
+    of ``configs/auth.yaml``, each request carrying the token; with ``token_only``: the plain
+    route, each request carrying the token all the same)."""
+    config, request = auth_setup(auth_dir) if auth or token_only else (CONFIG, REQUEST)
+    if token_only:
+        config = CONFIG
     inbound, client, upstream, server = wire(uvloop.new_event_loop(), config + extra)
 
     def cycle(n: int) -> None:
@@ -165,9 +172,11 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--extra", type=Path, help="YAML appended to the config (top-level keys)")
     parser.add_argument("--auth", action="store_true", help="the jwt + rate_limit route of configs/auth.yaml")
-    parser.add_argument("--auth-dir", type=Path, help="with --auth: keep (and reuse) the key and token here")
+    parser.add_argument("--token-only", action="store_true", help="the plain route, sent the token of --auth")
+    parser.add_argument("--auth-dir", type=Path, help="keep (and reuse) the key and token of --auth here")
     args = parser.parse_args()
-    cycle = build(args.extra.read_text() if args.extra else "", auth=args.auth, auth_dir=args.auth_dir)
+    extra = args.extra.read_text() if args.extra else ""
+    cycle = build(extra, auth=args.auth, auth_dir=args.auth_dir, token_only=args.token_only)
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(cycle, args.requests)

@@ -38,7 +38,9 @@ TICK: Final = 2.0**-22  # seconds: the time grid (see the module docstring)
 _TICKS_PER_SECOND: Final = 2.0**22
 
 
-class Decision:
+# Unhashable, as the dataclass was: __eq__ without __hash__ (mypyc would compile `__hash__ = None`
+# into a field set on every instance).
+class Decision:  # noqa: PLW1641
     """The answer to one request against one limit, with what the rate-limit headers need.
 
     ``limit`` is the burst (the most requests a client may send at once); ``remaining`` how many more
@@ -71,8 +73,6 @@ class Decision:
         if not isinstance(other, Decision):
             return NotImplemented
         return self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value: unhashable like the dataclass
 
     def __repr__(self) -> str:
         return (
@@ -114,9 +114,10 @@ class Gcra:
         clock for every caller sharing the state (``time.monotonic()`` is one clock for every process
         of a host); ``cost`` is at least 0 (0 asks without spending).
         """
-        # Onto the grid, exactly (fmod is exact, the difference representable). For a time >= 0,
-        # float % is fmod, and compiled it is a C call where math.fmod is a call through the module.
-        now -= now % TICK if now >= 0.0 else math.fmod(now, TICK)
+        # Onto the grid, exactly. TICK is a power of two: scaling by it is exact, and so is the floor
+        # (for a time >= 0, the same as subtracting fmod(now, TICK), at a tenth of the cost of fmod
+        # at these magnitudes). A negative time is truncated toward zero with fmod, as ever.
+        now = math.floor(now * _TICKS_PER_SECOND) * TICK if now >= 0.0 else now - math.fmod(now, TICK)
         interval = self.interval
         tolerance = self.tolerance
         base = tat if tat > now else now
