@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from time import monotonic as _monotonic
-from time import time as _now
+from time import monotonic, time
 from typing import Any, Final
 
 from sidegate.filters.context import RequestContext
@@ -94,10 +93,11 @@ class TokenHits:
         self.ok = tally(decision_tallies, ok_key)
         self.size = size
         self.next_look = 0.0  # time.time() at which the general path looks at the key source again
+        self.clock = time  # an attribute: a module global is a dict look-up per call when compiled
         self.hits: dict[bytes, TokenHit] = {}
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> object:
-        now = _now()
+        now = self.clock()
         if now < self.next_look:
             value = self.value(request.headers)
             hit = self.hits.get(value[-_TAIL:])
@@ -182,6 +182,7 @@ class LimitPath:
         headers: bool,
     ) -> None:
         self.make_local = make_local  # the pod's table is opened on first use, not at config load
+        self.clock = monotonic  # one clock for every process of the host (see SharedTable)
         self.local: LocalLimits | None = None
         self.refuse = refuse
         self.headers = headers
@@ -198,7 +199,7 @@ class LimitPath:
         if local is None:
             local = self.local = self.make_local()
         refused, tightest, decision = local.decide(
-            request.client_ip, ctx.consumer, ctx.tenant, request.headers, _monotonic()
+            request.client_ip, ctx.consumer, ctx.tenant, request.headers, self.clock()
         )
         if refused >= 0:
             return self.refuse(refused, decision)

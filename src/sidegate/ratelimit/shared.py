@@ -41,6 +41,7 @@ import mmap
 import os
 import sys
 from types import TracebackType
+from typing import SupportsIndex
 
 from sidegate.policy.gcra import Decision, Gcra
 
@@ -84,7 +85,7 @@ class SharedTable:
         self._q = view.cast("Q")
         self._d = view.cast("d")
         view.release()
-        self._where: dict[bytes, tuple[int, int, int]] = {}  # key -> (hash, bucket offset, first word)
+        self._where: dict[bytes, _Where] = {}  # key -> its hash and bucket
 
     @classmethod
     def create(cls, path: str, slots: int = 65536) -> SharedTable:
@@ -146,7 +147,9 @@ class SharedTable:
         where = self._where.get(key)
         if where is None:
             where = self._locate(key)
-        h, offset, word = where
+        h = where.h
+        offset = where.offset
+        word = where.word
         fd = self._fd
         locking = self.locking
         if locking:
@@ -154,10 +157,10 @@ class SharedTable:
         try:
             q = self._q
             d = self._d
-            owned = q[word] == h
+            owned = q[where.hash_at] == h
             if owned:  # the common case: the key owns the first slot of its bucket
                 slot = word
-                tat = d[word + 1]
+                tat = d[where.tat_at]
             else:
                 slot = self._probe(word, h)
                 owned = q[slot] == h
@@ -166,17 +169,19 @@ class SharedTable:
             if new_tat != tat:  # a refused request changes nothing, not even which key owns the slot
                 if not owned:
                     q[slot] = h
-                d[slot + 1] = new_tat
+                if slot == word:
+                    d[where.tat_at] = new_tat
+                else:
+                    d[slot + 1] = new_tat
         finally:
             if locking:
                 _lockf(fd, _LOCK_UN, BUCKET_BYTES, offset)
         return decision
 
-    def _locate(self, key: bytes) -> tuple[int, int, int]:
-        """The key's hash, its bucket's byte offset and first word index, remembered for the next time."""
+    def _locate(self, key: bytes) -> _Where:
+        """The key's hash and bucket, remembered for the next time."""
         h = key_hash(key)
-        offset = HEADER_BYTES + (h % self._buckets) * BUCKET_BYTES
-        where = (h, offset, offset >> 3)
+        where = _Where(h, HEADER_BYTES + (h % self._buckets) * BUCKET_BYTES)
         if len(self._where) >= _HASH_MEMO:
             self._where.clear()
         self._where[key] = where
@@ -219,6 +224,21 @@ class SharedTable:
 
     def __repr__(self) -> str:
         return f"SharedTable({self.path!r}, slots={self.slots})"
+
+
+class _Where:
+    """Where a key lives: its hash, its bucket's byte offset and first word index.
+
+    The indexes of the first slot's hash and TAT words are also kept as ready Python ints: the
+    memoryviews take objects, and compiled code would box a new int at every use of a native one.
+    """
+
+    def __init__(self, h: int, offset: int) -> None:
+        self.h = h
+        self.offset = offset
+        self.word = offset >> 3
+        self.hash_at: SupportsIndex = self.word
+        self.tat_at: SupportsIndex = self.word + 1
 
 
 def _new_file(path: str, slots: int) -> str:
