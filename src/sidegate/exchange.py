@@ -585,6 +585,8 @@ class Exchange(UpstreamUser, InboundExchange):
     def _complete(self, status: int, *, keep_alive: bool, notify: bool = True) -> None:
         self.finished = True
         self.status = status
+        # The proxy remembers finished exchanges (explain): nothing bulky stays with them.
+        self.pending = self.outbox = None
         route = self.route
         proxy = self.proxy
         self.ended_at = now = proxy.clock()

@@ -346,6 +346,7 @@ class Cache(Filter):
             flight, state.flight = state.flight, None
             if flight is not None:
                 self.flights.land(flight)
+            state.body = None  # a capture the response never finished: not kept with the request
             state = state.result
         if state:
             self.counts[state] += 1
