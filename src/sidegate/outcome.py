@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any, Final
 from sidegate.observe.tracing import Span
 
 if TYPE_CHECKING:
-    from sidegate.exchange import Exchange
+    from sidegate.exchange import Exchange, RoutePlan
 
 _MILLIS: Final = tuple(f".{n:03d}Z" for n in range(1000))
-# Values that repeat (methods, hosts, names, flags) -> their JSON string; bounded, then not grown.
-_SEEN: Final[dict[bytes, str]] = {}
+# Values that repeat (names, flags, request shapes) -> their JSON; bounded, then not grown.
 _SEEN_TEXT: Final[dict[str, str]] = {}
+_SEEN_SHAPES: Final[dict[tuple[bytes, bytes, bytes, bytes, RoutePlan | None], str]] = {}
 _SEEN_MAX: Final = 512
-_PROTOCOLS: Final = {b"1.1": '"HTTP/1.1"', b"1.0": '"HTTP/1.0"'}
 
 
 class _Stamps:
@@ -71,16 +70,25 @@ def _wire(raw: bytes) -> str:
     return quote_ascii(raw.decode("utf-8", "replace"))
 
 
-def _common(raw: bytes) -> str:
-    """:func:`_wire` of a value that repeats (method, host, path), remembered."""
-    quoted = _SEEN.get(raw)
-    return quoted if quoted is not None else _remember(_SEEN, raw, _wire(raw))
-
-
 def _text(text: str) -> str:
     """A name (route, consumer, tenant, flag, address) as a JSON string, remembered."""
     quoted = _SEEN_TEXT.get(text)
     return quoted if quoted is not None else _remember(_SEEN_TEXT, text, quote_ascii(text))
+
+
+def _request_fields(method: bytes, host: bytes, path: bytes, version: bytes, route: RoutePlan | None) -> str:
+    """The ``method``, ``host``, ``path``, ``protocol`` and ``route`` fields as one piece of JSON,
+    remembered for a request shape that repeats (the same endpoint called again and again)."""
+    key = (method, host, path, version, route)
+    fields = _SEEN_SHAPES.get(key)
+    if fields is None:
+        fields = (
+            f'"method":{_wire(method)},"host":{_wire(host)},"path":{_wire(path)},'
+            f'"protocol":{_wire(b"HTTP/" + version)},'
+            f'"route":{quote_ascii(route.name) if route is not None else "null"}'
+        )
+        _remember(_SEEN_SHAPES, key, fields)
+    return fields
 
 
 def _remember(table: dict[Any, str], key: object, quoted: str) -> str:
@@ -138,11 +146,9 @@ def access_line(exchange: Exchange, wall_offset: float) -> bytes:
     trace_id = '"' + trace.trace_id.decode() + '"' if trace is not None else "null"
     line = (
         f'{{"time":"{_timestamp(wall_offset + exchange.started_at)}",'
-        f'"request_id":{rid},"trace_id":{trace_id},'
-        f'"client":{_text(head.client_ip)},"method":{_common(head.method)},'
-        f'"host":{_common(head.host)},"path":{_common(head.path)},'
-        f'"protocol":{_PROTOCOLS.get(head.version) or _wire(b"HTTP/" + head.version)},'
-        f'"route":{_text(route.name) if route is not None else "null"},"status":{exchange.status},'
+        f'"request_id":{rid},"trace_id":{trace_id},"client":{_text(head.client_ip)},'
+        f"{_request_fields(head.method, head.host, head.path, head.version, route)},"
+        f'"status":{exchange.status},'
         f'"flags":{_text(response_flag(exchange))},"bytes_received":{exchange.bytes_in},'
         f'"bytes_sent":{exchange.bytes_out},"duration_us":{int((ended - exchange.started_at) * 1e6)},'
         f'"upstream_us":{upstream_us},"upstream":{_text(endpoint_of(exchange))},'
