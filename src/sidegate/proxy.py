@@ -85,11 +85,10 @@ class View:
             )
             for route in snapshot.routes
         }
-        for route in snapshot.routes:  # the configured consumers' label children, made now
-            if route.filters:
-                stats = metrics.route(route.name)
+        for plan in self.plans.values():  # the configured consumers' label children, made now
+            if plan.filters:
                 for consumer in snapshot.consumers:
-                    stats.for_consumer(consumer.name, consumer.tenant)
+                    plan.stats.for_consumer(consumer.name, consumer.tenant)
         self.forwarding = ForwardingCache(snapshot.forwarded)
         self.via = via = snapshot.forwarded.via
         self.via_line = b"Via: " + via + b"\r\n" if via else b""

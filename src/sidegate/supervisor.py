@@ -251,10 +251,7 @@ class Supervisor:
 
     async def stats_parts(self) -> StatsParts:
         """Every serving worker's metrics and upstream state, merged (the supervisor's own too)."""
-        replies = await asyncio.gather(
-            *(self._ask(w, {"op": "stats"}) for w in self.workers if w.ready), return_exceptions=True
-        )
-        answers = [r for r in replies if isinstance(r, dict)]
+        answers = [reply for _, reply in await self._ask_all({"op": "stats"})]
         metrics = merge([*(r["metrics"] for r in answers), self.metrics.snapshot()])
         metrics["config_version"] = self.metrics.config_version
         upstreams = merge_upstreams(r["upstreams"] for r in answers)
