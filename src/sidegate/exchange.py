@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Final
 
-from sidegate.config.snapshot import ObservabilitySpec, Route
 from sidegate.errors import UpstreamFailure
 from sidegate.filters.base import RequestContext, Wait
 from sidegate.http.messages import LocalResponse, ReadyResponse
@@ -33,59 +32,14 @@ from sidegate.upstream.pool import ConnectFailedError, EndpointPool
 if TYPE_CHECKING:
     from sidegate.http.request_parser import ParsedRequest
     from sidegate.http.response_parser import ParsedResponse
-    from sidegate.observe.metrics import RouteStats, UpstreamStats
+    from sidegate.plan import RoutePlan
     from sidegate.proxy import Proxy
     from sidegate.server.inbound import InboundConnection
-    from sidegate.upstream.cluster import Cluster
     from sidegate.upstream.connection import UpstreamConnection
 
 _RETRY_SAFE: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _DISCARD_LIMIT: Final = 64 * 1024
 _STATUS_LINES: Final = STATUS_LINES
-
-
-class RoutePlan:
-    """A route's hot fields, copied once per snapshot into a compiled object.
-
-    ``Route`` is an interpreted dataclass: compiled code reading its attributes pays a generic
-    look-up each time. The view builds one plan per route, with the route's cluster, its single
-    pool when it has one, and its metric child already resolved.
-    """
-
-    def __init__(
-        self,
-        route: Route,
-        cluster: Cluster,
-        stats: RouteStats,
-        endpoint_stats: dict[EndpointPool, UpstreamStats],
-        observability: ObservabilitySpec,
-    ) -> None:
-        self.route = route
-        self.name = route.name
-        self.upstream = route.upstream
-        self.cluster = cluster
-        pools = cluster.pools
-        self.single_pool: EndpointPool | None = pools[0] if len(pools) == 1 else None
-        self.stats = stats
-        self.metrics = observability.metrics  # False: no per-request metrics (to measure their cost)
-        self.endpoint_stats = endpoint_stats  # each pool of the cluster -> its upstream metrics
-        self.max_body = route.max_body
-        self.filters = bool(route.filters)
-        self.on_request = route.on_request
-        self.on_response = route.on_response
-        self.on_response_body = route.on_response_body
-        self.on_response_end = route.on_response_end
-        self.on_upstream_failure = route.on_upstream_failure
-        self.on_log = route.on_log
-        # The cache filter, whose result the access log reports (None when the route has none).
-        self.cache_filter = next((f for f in route.filters if f.name == "cache"), None)
-        self.rewrite = route.rewrite
-        self.request_headers = route.request_headers
-        self.response_headers = route.response_headers
-        timeouts = route.timeouts
-        self.connect_timeout = timeouts.connect
-        self.response_timeout = timeouts.response
-        self.idle_timeout = timeouts.idle
 
 
 class Exchange(UpstreamUser, InboundExchange):

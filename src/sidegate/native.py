@@ -18,6 +18,7 @@ HOT_MODULES = (
     "sidegate.forwarding",
     "sidegate.proxy",
     "sidegate.outcome",
+    "sidegate.plan",
     "sidegate.observe.trace_context",
     "sidegate.http.errors",
     "sidegate.http.messages",

@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any, Final
 from sidegate.observe.tracing import Span
 
 if TYPE_CHECKING:
-    from sidegate.exchange import Exchange, RoutePlan
+    from sidegate.exchange import Exchange
 
 _MILLIS: Final = tuple(f".{n:03d}Z" for n in range(1000))
-# Values that repeat (names, flags, request shapes) -> their JSON; bounded, then not grown.
+# Values that repeat (names, flags, addresses) -> their JSON; bounded, then not grown.
 _SEEN_TEXT: Final[dict[str, str]] = {}
-_SEEN_SHAPES: Final[dict[tuple[bytes, bytes, bytes, bytes, RoutePlan | None], str]] = {}
 _SEEN_MAX: Final = 512
 
 
@@ -76,21 +75,6 @@ def _text(text: str) -> str:
     return quoted if quoted is not None else _remember(_SEEN_TEXT, text, quote_ascii(text))
 
 
-def _request_fields(method: bytes, host: bytes, path: bytes, version: bytes, route: RoutePlan | None) -> str:
-    """The ``method``, ``host``, ``path``, ``protocol`` and ``route`` fields as one piece of JSON,
-    remembered for a request shape that repeats (the same endpoint called again and again)."""
-    key = (method, host, path, version, route)
-    fields = _SEEN_SHAPES.get(key)
-    if fields is None:
-        fields = (
-            f'"method":{_wire(method)},"host":{_wire(host)},"path":{_wire(path)},'
-            f'"protocol":{_wire(b"HTTP/" + version)},'
-            f'"route":{quote_ascii(route.name) if route is not None else "null"}'
-        )
-        _remember(_SEEN_SHAPES, key, fields)
-    return fields
-
-
 def _remember(table: dict[Any, str], key: object, quoted: str) -> str:
     if len(table) < _SEEN_MAX:  # bounded: past it, values are quoted each time
         table[key] = quoted
@@ -124,36 +108,112 @@ def cache_status(exchange: Exchange) -> str:
     return route.cache_filter.explain(ctx)
 
 
+class LineMemo:
+    """A route's last access line after its time, ids and durations, and what that text was made
+    of. A route called the same way again (same client, method, host, path, status, sizes,
+    endpoint, consumer...: a polling client, a health check, a busy endpoint) reuses the text.
+    Comparing the fields costs less than hashing the request's fresh bytes to look a text up."""
+
+    def __init__(self, route: str) -> None:
+        self.route = quote_ascii(route) if route else "null"
+        self.client = ""
+        self.method = b""
+        self.host = b""
+        self.path = b""
+        self.version = b""
+        self.status = -1
+        self.flag = ""
+        self.bytes_in = -1
+        self.bytes_out = -1
+        self.endpoint = ""
+        self.consumer = ""
+        self.tenant = ""
+        self.cache = ""
+        self.text = ""
+
+    def same(
+        self, exchange: Exchange, *, flag: str, endpoint: str, consumer: str, tenant: str, cache: str
+    ) -> bool:
+        head = exchange.head
+        return (
+            self.status == exchange.status
+            and self.bytes_out == exchange.bytes_out
+            and self.bytes_in == exchange.bytes_in
+            and self.path == head.path
+            and self.host == head.host
+            and self.method == head.method
+            and self.client == head.client_ip
+            and self.version == head.version
+            and self.flag == flag
+            and self.endpoint == endpoint
+            and self.consumer == consumer
+            and self.tenant == tenant
+            and self.cache == cache
+        )
+
+    def remember(
+        self, exchange: Exchange, *, flag: str, endpoint: str, consumer: str, tenant: str, cache: str
+    ) -> str:
+        head = exchange.head
+        self.client, self.method, self.host = head.client_ip, head.method, head.host
+        self.path, self.version, self.status = head.path, head.version, exchange.status
+        self.bytes_in, self.bytes_out, self.flag = exchange.bytes_in, exchange.bytes_out, flag
+        self.endpoint, self.consumer, self.tenant, self.cache = endpoint, consumer, tenant, cache
+        self.text = text = (
+            f'"client":{_text(head.client_ip)},"method":{_wire(head.method)},"host":{_wire(head.host)},'
+            f'"path":{_wire(head.path)},"protocol":{_wire(b"HTTP/" + head.version)},"route":{self.route},'
+            f'"status":{exchange.status},"flags":{_text(flag)},"bytes_received":{exchange.bytes_in},'
+            f'"bytes_sent":{exchange.bytes_out},"upstream":{_text(endpoint)},"consumer":{_text(consumer)},'
+            f'"tenant":{_text(tenant)},"cache":{_text(cache)}}}\n'
+        )
+        return text
+
+
+_NO_ROUTE: Final = LineMemo("")  # requests no route matched
+
+
 def access_line(exchange: Exchange, wall_offset: float) -> bytes:
     """The request's access log line: one JSON object and its newline. Never holds credentials:
     no headers, no query string (API keys may travel there). Durations in microseconds.
 
-    Every string goes through the json module's C encoder (ASCII out), repeated ones (method,
-    host, names) once; the line is then ASCII and encodes with a copy."""
-    head = exchange.head
+    What changes with every request (time, ids, durations) comes first; the rest is the route's
+    :class:`LineMemo` text when the request looks like the route's previous one, else made anew.
+    Strings from the wire go through the json module's C encoder (ASCII out), so the line is
+    ASCII and encodes with a copy."""
     route = exchange.route
     ctx = exchange.ctx
-    trace = exchange.trace
-    request_id = exchange.request_id
-    consumer = tenant = '""'
+    consumer = tenant = ""
     if ctx is not None and ctx.consumer:
-        consumer, tenant = _text(ctx.consumer), _text(ctx.tenant)
+        consumer, tenant = ctx.consumer, ctx.tenant
+    flag = response_flag(exchange)
+    endpoint = endpoint_of(exchange)
+    cache = cache_status(exchange)
+    memo = route.log_memo if route is not None else _NO_ROUTE
+    if memo.same(exchange, flag=flag, endpoint=endpoint, consumer=consumer, tenant=tenant, cache=cache):
+        rest = memo.text
+    else:
+        rest = memo.remember(
+            exchange, flag=flag, endpoint=endpoint, consumer=consumer, tenant=tenant, cache=cache
+        )
+    started = exchange.started_at
     ended = exchange.ended_at
     upstream_at = exchange.upstream_at
     upstream_us = str(int((ended - upstream_at) * 1e6)) if upstream_at else "null"
+    request_id = exchange.request_id
     # Sidegate's own request ids are hex; a client's is escaped.
-    rid = _wire(request_id) if head.request_id else '"' + request_id.decode() + '"'
-    trace_id = '"' + trace.trace_id.decode() + '"' if trace is not None else "null"
-    line = (
-        f'{{"time":"{_timestamp(wall_offset + exchange.started_at)}",'
-        f'"request_id":{rid},"trace_id":{trace_id},"client":{_text(head.client_ip)},'
-        f"{_request_fields(head.method, head.host, head.path, head.version, route)},"
-        f'"status":{exchange.status},'
-        f'"flags":{_text(response_flag(exchange))},"bytes_received":{exchange.bytes_in},'
-        f'"bytes_sent":{exchange.bytes_out},"duration_us":{int((ended - exchange.started_at) * 1e6)},'
-        f'"upstream_us":{upstream_us},"upstream":{_text(endpoint_of(exchange))},'
-        f'"consumer":{consumer},"tenant":{tenant},"cache":{_text(cache_status(exchange))}}}\n'
-    )
+    rid = _wire(request_id)[1:-1] if exchange.head.request_id else request_id.decode()
+    trace = exchange.trace
+    if trace is None:
+        line = (
+            f'{{"time":"{_STAMPS.at(wall_offset + started)}","request_id":"{rid}","trace_id":null,'
+            f'"duration_us":{int((ended - started) * 1e6)},"upstream_us":{upstream_us},{rest}'
+        )
+    else:
+        line = (
+            f'{{"time":"{_STAMPS.at(wall_offset + started)}","request_id":"{rid}",'
+            f'"trace_id":"{trace.trace_id.decode()}","duration_us":{int((ended - started) * 1e6)},'
+            f'"upstream_us":{upstream_us},{rest}'
+        )
     return line.encode()
 
 

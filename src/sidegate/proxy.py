@@ -31,12 +31,13 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from sidegate.config.snapshot import ObservabilitySpec, Snapshot
-from sidegate.exchange import Exchange, RoutePlan
+from sidegate.exchange import Exchange
 from sidegate.forwarding import ForwardingCache
 from sidegate.observe.access_log import AccessLogWriter
 from sidegate.observe.trace_context import Sampler, sampler_from_env
 from sidegate.observe.tracing import Tracer
 from sidegate.outcome import access_line, rejected_line, span_of
+from sidegate.plan import RoutePlan
 from sidegate.server.inbound import RequestHandler
 
 if TYPE_CHECKING:

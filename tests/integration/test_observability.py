@@ -107,6 +107,45 @@ def test_every_request_gets_one_json_line_that_says_how_it_ended(
     assert gw.metric("sidegate_access_log_lines_total", result="dropped") == 0
 
 
+def test_lines_of_repeated_and_changing_requests_on_one_route_each_tell_their_own(
+    gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    # A route reuses the text of its previous line when a request looks the same: every field
+    # that can differ must still come out as this request's.
+    log = tmp_path / "access.log"
+    gw = start(gateway, {"access_log": {"enabled": True, "path": str(log)}})
+    # One field changes at a time: the status (the query is not logged), the method, the body size, the path.
+    sent = [
+        ("GET", "/cache?status=200", b"", 200),
+        ("GET", "/cache?status=200", b"", 200),
+        ("GET", "/cache?status=404", b"", 404),
+        ("POST", "/cache?status=404", b"", 404),
+        ("POST", "/cache?status=404", b"x" * 10, 404),
+        ("POST", "/cache/b?status=404", b"x" * 10, 404),
+    ]
+    ids = [
+        fetch(gw, path, method=method, body=body).headers.get("X-Request-Id")
+        for method, path, body, _ in sent
+    ]
+    by_id = {line["request_id"]: line for line in log_lines(log, len(sent))}
+    told = [
+        (by_id[i]["method"], by_id[i]["path"], by_id[i]["status"], by_id[i]["bytes_received"]) for i in ids
+    ]
+    assert told == [(m, p.partition("?")[0], status, len(b)) for m, p, b, status in sent]
+    assert {by_id[i]["route"] for i in ids} == {"app"}
+    keyed = [
+        fetch(gw, "/keyed/a", {"X-API-Key": KEY}),
+        fetch(gw, "/keyed/a"),
+        fetch(gw, "/keyed/a", {"X-API-Key": KEY}),
+    ]
+    lines = {line["request_id"]: line for line in log_lines(log, len(sent) + 3)}
+    got = [
+        (lines[r.headers.get("X-Request-Id")]["consumer"], lines[r.headers.get("X-Request-Id")]["flags"])
+        for r in keyed
+    ]
+    assert got == [("billing", ""), ("", "auth_failed"), ("billing", "")]
+
+
 def test_a_key_in_the_query_never_reaches_the_log(gateway: GatewayFactory, tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     gw = start(gateway, {"access_log": {"enabled": True, "path": str(log)}})
