@@ -358,6 +358,19 @@ def test_repeated_x_forwarded_for_lines_joined(gw: GatewayProcess, origin: Origi
     assert header_values(info, "x-forwarded-for") == ["1.1.1.1, 2.2.2.2, 127.0.0.1"]
 
 
+def test_header_names_are_classified_whatever_their_case(gw: GatewayProcess, origin: OriginProcess) -> None:
+    # Names as sent are remembered per spelling: every spelling, first seen or repeated, must still
+    # be treated as the header it names (hop-by-hop dropped, X-Forwarded-For appended to).
+    forwarded = ("x-forwarded-for", "X-FORWARDED-FOR", "X-Forwarded-For", "x-FoRwArDeD-fOr")
+    hop_by_hop = ("keep-alive", "KEEP-ALIVE", "Keep-Alive", "kEeP-aLiVe")
+    with RawClient(gw.port) as client:
+        for spelling, hop in list(zip(forwarded, hop_by_hop, strict=True)) * 2:
+            data = f"GET /xf HTTP/1.1\r\nHost: e\r\n{spelling}: 9.9.9.9\r\n{hop}: timeout=5\r\n\r\n"
+            info = seen(client.request(data.encode()).body)
+            assert header_values(info, "x-forwarded-for") == ["9.9.9.9, 127.0.0.1"], spelling
+            assert header_values(info, "keep-alive") == [], hop
+
+
 def test_via_both_ways(gw: GatewayProcess, origin: OriginProcess) -> None:
     with RawClient(gw.port) as client:
         response = client.request(get("/via", headers={"Via": "1.0 fred"}))

@@ -30,8 +30,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "observe": ("observe", "errors"),
     "admin": ("admin", "observe", "http", "errors"),
     "forwarding": ("forwarding", "config.snapshot", "http"),
+    "plan": ("plan", "outcome", "observe", "upstream", "config.snapshot"),
     "exchange": (
         "exchange",
+        "plan",
         "proxy",
         "filters",
         "http",
@@ -44,6 +46,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "proxy": (
         "proxy",
         "exchange",
+        "plan",
         "forwarding",
         "filters",
         "http",

@@ -34,6 +34,8 @@ from mypy_extensions import mypyc_attr
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import RequestHead
 from sidegate.http.syntax import (
+    PLAIN_FIELD,
+    FieldKinds,
     connection_tokens,
     nominated_headers,
     normalize_path,
@@ -78,18 +80,19 @@ _SPECIAL: Final[dict[bytes, int]] = {
     b"traceparent": _TRACE,
 }
 
-_SPECIAL_WITH: dict[frozenset[bytes], dict[bytes, int]] = {}
+_FIELDS: Final = FieldKinds(_SPECIAL)
+_FIELDS_WITH: dict[frozenset[bytes], FieldKinds] = {}
 
 
-def special_fields(drop: frozenset[bytes]) -> dict[bytes, int]:
+def special_fields(drop: frozenset[bytes]) -> FieldKinds:
     """The field table with ``drop`` (lower-case names) also removed from every request: the
     identity headers Sidegate sets itself. One table per set, shared by every connection."""
-    table = _SPECIAL_WITH.get(drop)
+    table = _FIELDS_WITH.get(drop)
     if table is None:
-        table = dict(_SPECIAL)
+        special = dict(_SPECIAL)
         for name in drop:
-            table.setdefault(name, _HOP)
-        _SPECIAL_WITH[drop] = table
+            special.setdefault(name, _HOP)
+        _FIELDS_WITH[drop] = table = FieldKinds(special)
     return table
 
 
@@ -133,6 +136,7 @@ class RequestParser:
     """Feeds bytes to llhttp; validates; reports heads, body chunks and ends to a sink."""
 
     __slots__ = (
+        "_fields",
         "_head",
         "_head_bytes",
         "_in_head",
@@ -141,8 +145,8 @@ class RequestParser:
         "_parser",
         "_sink",
         "_special_count",
-        "_special_map",
         "_special_size",
+        "_spellings",
         "_te_values",
         "_url",
         "in_body",
@@ -153,10 +157,11 @@ class RequestParser:
         sink: RequestSink,
         max_head_size: int,
         max_header_count: int,
-        special: dict[bytes, int] | None = None,
+        fields: FieldKinds | None = None,
     ) -> None:
         self._sink = sink
-        self._special_map = _SPECIAL if special is None else special  # see special_fields()
+        self._fields = _FIELDS if fields is None else fields  # see special_fields()
+        self._spellings = self._fields.spellings
         self._max_size = max_head_size
         self._max_count = max_header_count
         self._parser = httptools.HttpRequestParser(self)
@@ -211,8 +216,10 @@ class RequestParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         # The common header costs one lookup and one append; limits are checked per head (see
         # on_headers_complete), and a head that never ends is cut by feed()'s byte count.
-        kind = self._special_map.get(name.lower())
+        kind = self._spellings.get(name)
         if kind is None:
+            kind = self._fields.kind(name)
+        if kind == PLAIN_FIELD:
             self._head.headers.append((name, value))
         elif (
             kind == _HOST and value and value.find(b",") < 0 and not (self.in_body or self._head.host_header)

@@ -16,7 +16,7 @@ import httptools
 
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import ResponseHead
-from sidegate.http.syntax import connection_tokens, nominated_headers
+from sidegate.http.syntax import PLAIN_FIELD, FieldKinds, connection_tokens, nominated_headers
 
 _CL: Final = 0
 _TE: Final = 1
@@ -36,6 +36,7 @@ _SPECIAL: Final[dict[bytes, int]] = {
     b"via": _VIA,
     b"x-request-id": _HOP,  # the proxy sets the request's own id on the response
 }
+_FIELDS: Final = FieldKinds(_SPECIAL)
 MAX_RESPONSE_HEAD: Final = 64 * 1024
 
 
@@ -135,8 +136,10 @@ class ResponseParser:
     # standard one for the code, which saves a callback per response.
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        kind = _SPECIAL.get(name.lower())
+        kind = _FIELDS.spellings.get(name)
         if kind is None:
+            kind = _FIELDS.kind(name)
+        if kind == PLAIN_FIELD:
             self._head.headers.append((name, value))
         elif kind == _CL and not self.in_body:  # the most common special one, inline
             head = self._head

@@ -9,6 +9,28 @@ _REG_NAME_PORT = re.compile(rb"([A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]*))?")
 _IPV6_PORT = re.compile(rb"\[([0-9A-Fa-f:.]+)\](?::([0-9]*))?")
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
 
+PLAIN_FIELD = -1  # FieldKinds: a field forwarded as it is
+_SPELLINGS_MAX = 1024
+
+
+class FieldKinds:
+    """Header field names -> the kind a parser gives them (its own small ints, PLAIN_FIELD for the
+    fields it forwards as they are). Names are case-insensitive; the names as sent are remembered
+    too (bounded: past the bound, new spellings are lower-cased each time), so the fields a pod sees
+    again and again cost one dict look-up each and no lower-casing. One table is shared by every
+    connection that parses with it."""
+
+    def __init__(self, special: dict[bytes, int]) -> None:
+        self.special = special  # lower-case name -> kind
+        self.spellings: dict[bytes, int] = {}  # name as sent -> kind
+
+    def kind(self, name: bytes) -> int:
+        """The kind of ``name`` (after ``spellings`` had no entry for it)."""
+        kind = self.special.get(name.lower(), PLAIN_FIELD)
+        if len(self.spellings) < _SPELLINGS_MAX:
+            self.spellings[name] = kind
+        return kind
+
 
 def parse_authority(value: bytes) -> bytes | None:
     """Host name (lower-case, without port) from a Host value or authority; None if invalid."""
