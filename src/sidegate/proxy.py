@@ -36,7 +36,7 @@ from sidegate.forwarding import ForwardingCache
 from sidegate.observe.access_log import AccessLogWriter
 from sidegate.observe.trace_context import Sampler, sampler_from_env
 from sidegate.observe.tracing import Tracer
-from sidegate.outcome import access_line, rejected_line, span_of
+from sidegate.outcome import Finished, access_line, rejected_line, span_of
 from sidegate.plan import RoutePlan
 from sidegate.server.inbound import RequestHandler
 
@@ -120,7 +120,7 @@ class Proxy(RequestHandler):
         self.log_lines: list[bytes] | None = None  # the access log's queue, when there is one
         self.log_max = 0
         self.log_dropped = 0  # lines dropped because the queue was full
-        self.recent: list[Exchange | None] = []  # a ring of finished exchanges, for explain
+        self.recent: list[Finished | None] = []  # a ring of what explain needs of finished requests
         self.recent_next = 0
         self.observability = ObservabilitySpec()  # what configure() last applied
         self.configure(view.snapshot.observability, first=True)
@@ -173,7 +173,7 @@ class Proxy(RequestHandler):
         recent = self.recent
         if recent:
             index = self.recent_next
-            recent[index] = exchange
+            recent[index] = Finished(exchange)
             index += 1
             self.recent_next = index if index < len(recent) else 0
         log_lines = self.log_lines
@@ -194,15 +194,15 @@ class Proxy(RequestHandler):
             now = self.wall_offset + self.clock()
             log_lines.append(rejected_line(request_id, conn.client_ip, status, reason, now))
 
-    def find(self, request_id: bytes) -> Exchange | None:
-        """The most recent finished exchange with this request id, if still remembered."""
+    def find(self, request_id: bytes) -> Finished | None:
+        """The most recent finished request with this request id, if still remembered."""
         recent = self.recent
         for offset in range(1, len(recent) + 1):
-            exchange = recent[self.recent_next - offset]  # newest first (negative indexes wrap)
-            if exchange is None:
+            done = recent[self.recent_next - offset]  # newest first (negative indexes wrap)
+            if done is None:
                 return None
-            if exchange.request_id == request_id:
-                return exchange
+            if done.request_id == request_id:
+                return done
         return None
 
     def close(self) -> None:

@@ -155,8 +155,8 @@ class Gateway:
 
     def explain(self, request_id: str) -> dict[str, Any] | None:
         """The decision record of a recent request of this process, or None."""
-        exchange = self.proxy.find(request_id.encode("latin-1", "replace"))
-        return None if exchange is None else explain(exchange, self.proxy.wall_offset)
+        done = self.proxy.find(request_id.encode("latin-1", "replace"))
+        return None if done is None else explain(done, self.proxy.wall_offset)
 
     def traces(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
         """This process's recent sampled spans, newest first."""
