@@ -8,7 +8,9 @@ bytes compared with the last seen, so a touch without a change, or a file missin
 during the swap, triggers nothing.
 
 Polling costs no dependency and no thread, and keeps the serving process small (the RSS budget is
-30 MiB); a quarter-second interval keeps a reload within a second of the change.
+30 MiB). A tenth of a second between looks (ten `stat` calls a second, about 0.05 % of a CPU)
+leaves most of the second a reload may take to the validation, which runs in a fresh process that
+imports pydantic (~0.6 s).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ async def watch_config(
     on_change: Callable[[], Awaitable[object]],
     stop: asyncio.Event,
     *,
-    interval: float = 0.25,
+    interval: float = 0.1,
 ) -> None:
     """Call ``on_change`` each time the content of ``path`` changes, until ``stop`` is set."""
     last_signature = signature(path)
