@@ -65,10 +65,6 @@ class _Stamps:
 _STAMPS: Final = _Stamps()
 
 
-def _timestamp(wall: float) -> str:
-    return _STAMPS.at(wall)
-
-
 def _wire(raw: bytes) -> str:
     """Bytes from the wire as a JSON string, escaped to ASCII by the json module's C encoder (one
     call); undecodable bytes replaced."""
@@ -234,7 +230,7 @@ def rejected_line(request_id: bytes, client: str, status: int, reason: str, wall
     ``request_timeout``), with the reason the client was told."""
     flag = "request_timeout" if status == 408 else "protocol_error"
     line = (
-        f'{{"time":"{_timestamp(wall)}","request_id":"{request_id.decode()}","trace_id":null,'
+        f'{{"time":"{_STAMPS.at(wall)}","request_id":"{request_id.decode()}","trace_id":null,'
         f'"client":{_text(client)},"method":null,"host":null,"path":null,"protocol":null,'
         f'"route":null,"status":{status},"flags":"{flag}","reason":{quote_ascii(reason)},'
         f'"bytes_received":0,"bytes_sent":0,"duration_us":null,"upstream_us":null,"upstream":"",'
@@ -322,7 +318,7 @@ def explain(done: Finished, wall_offset: float) -> dict[str, Any]:
     flag = _flag(done.flag, done.answered_by, route, done.status)
     record: dict[str, Any] = {
         "request_id": done.request_id.decode("latin-1"),
-        "time": _timestamp(wall_offset + done.started_at),
+        "time": _STAMPS.at(wall_offset + done.started_at),
         "request": {
             "method": done.method.decode("latin-1"),
             "host": done.host.decode("latin-1"),

@@ -218,7 +218,7 @@ class RequestParser:
         # on_headers_complete), and a head that never ends is cut by feed()'s byte count.
         kind = self._spellings.get(name)
         if kind is None:
-            kind = self._fields.kind(name)
+            kind = self._fields.learn(name)
         if kind == PLAIN_FIELD:
             self._head.headers.append((name, value))
         elif (

@@ -138,7 +138,7 @@ class ResponseParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         kind = _FIELDS.spellings.get(name)
         if kind is None:
-            kind = _FIELDS.kind(name)
+            kind = _FIELDS.learn(name)
         if kind == PLAIN_FIELD:
             self._head.headers.append((name, value))
         elif kind == _CL and not self.in_body:  # the most common special one, inline

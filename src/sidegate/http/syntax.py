@@ -24,8 +24,8 @@ class FieldKinds:
         self.special = special  # lower-case name -> kind
         self.spellings: dict[bytes, int] = {}  # name as sent -> kind
 
-    def kind(self, name: bytes) -> int:
-        """The kind of ``name`` (after ``spellings`` had no entry for it)."""
+    def learn(self, name: bytes) -> int:
+        """The kind of a ``name`` not in ``spellings`` (parsers look there first), remembered."""
         kind = self.special.get(name.lower(), PLAIN_FIELD)
         if len(self.spellings) < _SPELLINGS_MAX:
             self.spellings[name] = kind
