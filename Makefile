@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 
 # The hot path is compiled with mypyc, in place, whenever a source changed (see setup.py);
 # `make pure` removes the compiled modules to run the interpreted reference implementation.
-SOURCES := setup.py $(shell find src -name '*.py')
+SOURCES := setup.py $(shell find src -name '*.py' -o -name '*.c')
 
 install: $(VENV)/.installed $(VENV)/.compiled
 

@@ -5,6 +5,9 @@ The modules listed in ``sidegate.native.HOT_MODULES`` run every request. mypyc t
 speed, with native classes whose attributes are struct fields. Everything else (config, admin,
 CLI) stays interpreted.
 
+One more extension is plain C: ``sidegate.http._scan``, the HTTP readers' fast lane (see
+``sidegate.http.fastlane``).
+
 ``SIDEGATE_COMPILE=0`` builds a pure-Python package (the reference implementation); the Makefile
 installs that way, then compiles in place with ``python setup.py build_ext --inplace``.
 """
@@ -15,7 +18,7 @@ import ast
 import os
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 
 # The list is HOT_MODULES in src/sidegate/native.py (read here without importing the package, which
@@ -35,7 +38,9 @@ def _ext_modules() -> list[object]:
         return []
     from mypyc.build import mypycify
 
-    return list(mypycify(_compiled(), opt_level="3", group_name="sidegate"))
+    # The fast lane of the HTTP readers: plain heads read whole in C (llhttp reads the rest).
+    scan = Extension("sidegate.http._scan", ["src/sidegate/http/_scan.c"], extra_compile_args=["-O2"])
+    return [*mypycify(_compiled(), opt_level="3", group_name="sidegate"), scan]
 
 
 setup(ext_modules=_ext_modules())

@@ -45,6 +45,10 @@ HOT_MODULES = (
 )
 
 
+# Extensions written in C (not mypyc), each with its source: the HTTP readers' fast lane.
+C_EXTENSIONS = {"sidegate.http._scan": "http/_scan.c"}
+
+
 def compiled_modules() -> list[str]:
     """The hot-path modules that import from a compiled extension. Found without importing them:
     a process must not load LMDB or the rate-limit stores just to say how it was built."""
@@ -71,6 +75,11 @@ def stale_extensions(package_dir: Path | None = None) -> list[str]:
         for ext in source.parent.glob(source.stem + ".*.so"):
             if source.stat().st_mtime > ext.stat().st_mtime:
                 stale.append(name)
+    for name, c_source in C_EXTENSIONS.items():
+        source = root / c_source
+        for ext in source.parent.glob(name.rsplit(".", 1)[1] + ".*.so"):
+            if source.stat().st_mtime > ext.stat().st_mtime:
+                stale.append(name)
     return stale
 
 
@@ -78,10 +87,16 @@ def describe() -> str:
     """One line for ``sidegate version`` and the start-up log."""
     compiled = compiled_modules()
     if len(compiled) == len(HOT_MODULES):
-        return "hot path compiled (mypyc)"
+        return "hot path compiled (mypyc)" if fast_lane_built() else "hot path compiled (mypyc), no HTTP fast lane"
     if not compiled:
         return "hot path interpreted (pure Python; build with mypyc for full speed)"
     return f"hot path partly compiled ({len(compiled)} of {len(HOT_MODULES)} modules)"
+
+
+def fast_lane_built() -> bool:
+    """Whether the HTTP readers' fast lane (``sidegate.http._scan``, C) is there to import."""
+    origin = _origin("sidegate.http._scan")
+    return origin is not None and _is_extension(origin)
 
 
 def _is_extension(path: str) -> bool:

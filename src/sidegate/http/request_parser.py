@@ -31,6 +31,7 @@ from typing import Final
 import httptools
 from mypy_extensions import mypyc_attr
 
+from sidegate.http import fastlane
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import RequestHead
 from sidegate.http.syntax import (
@@ -136,9 +137,11 @@ class RequestParser:
     """Feeds bytes to llhttp; validates; reports heads, body chunks and ends to a sink."""
 
     __slots__ = (
+        "_fast",
         "_fields",
         "_head",
         "_head_bytes",
+        "_idle",
         "_in_head",
         "_max_count",
         "_max_size",
@@ -158,8 +161,12 @@ class RequestParser:
         max_head_size: int,
         max_header_count: int,
         fields: FieldKinds | None = None,
+        fast_lane: bool = True,
     ) -> None:
         self._sink = sink
+        # Plain heads are read whole by the fast lane (when built); llhttp reads the rest.
+        self._fast = fast_lane and fastlane.AVAILABLE
+        self._idle = True  # llhttp is between messages (it holds no byte of one)
         self._fields = _FIELDS if fields is None else fields  # see special_fields()
         self._spellings = self._fields.spellings
         self._max_size = max_head_size
@@ -178,6 +185,12 @@ class RequestParser:
 
     def feed(self, data: bytes) -> int | None:
         """Parse ``data``. Returns None, or the offset where upgraded (tunnel) bytes start."""
+        if self._fast and self._idle:
+            taken = self._fast_lane(data)
+            if taken:
+                if taken == len(data):
+                    return None
+                data = data[taken:]
         if not self.in_body:
             self._head_bytes += len(data)
         try:
@@ -201,11 +214,42 @@ class RequestParser:
             raise ProtocolError(431, f"request head larger than {self._max_size} bytes")
         return None
 
+    def _fast_lane(self, data: bytes) -> int:
+        """Read the plain requests at the start of ``data`` without llhttp: each is one call into
+        the fast lane, which returns the whole head (or None: llhttp reads from there). Returns
+        how many bytes were read. The fields go through ``on_header`` as llhttp's would."""
+        taken = 0
+        size = len(data)
+        while taken < size:
+            scanned = fastlane.scan_request(data, taken, self._max_size, self._max_count)
+            if scanned is None:
+                break
+            end, method, target, path, query, fields = scanned
+            head = self._head
+            spellings = self._spellings
+            for pair in fields:  # a plain field's pair is kept as the lane made it (often shared)
+                if spellings.get(pair[0]) == PLAIN_FIELD:
+                    head.headers.append(pair)
+                else:
+                    self.on_header(pair[0], pair[1])
+            head.method = method  # HTTP/1.1, kept alive, no body: the lane takes no other
+            self._resolve_host(head)
+            head.path = path
+            head.query = query
+            head.target = target
+            taken = end
+            self._hand_off(head)
+            self._sink.on_request_end()
+            self.in_body = False
+        return taken
+
     # -- llhttp callbacks ----------------------------------------------------------------------
 
-    # No on_message_begin: the state for the next request is made ready when the previous head
-    # is handed off, which saves a callback per request. The request-target is always the first
-    # thing llhttp reports of a request.
+    # The state for the next request is made ready when the previous head is handed off. The
+    # request-target is always the first thing llhttp reports of a request.
+
+    def on_message_begin(self) -> None:
+        self._idle = False  # from here to on_message_complete, the fast lane must not read
 
     def on_url(self, url: bytes) -> None:
         self._in_head = True
@@ -298,6 +342,10 @@ class RequestParser:
         self._target(head, self._url)
         if self._te_values:
             self._transfer_encoding(head)
+        self._hand_off(head)
+
+    def _hand_off(self, head: ParsedRequest) -> None:
+        """Give a complete head to the sink, with this reader ready for the next one."""
         tokens = head.connection_tokens
         if tokens:
             _drop_nominated(head, tokens)
@@ -338,6 +386,7 @@ class RequestParser:
         self._sink.on_request_body(body)
 
     def on_message_complete(self) -> None:
+        self._idle = True
         self.in_body = False
         self._head_bytes = 0
         if self._head.headers or self._special_count:  # trailer fields landed in the next head
@@ -346,6 +395,18 @@ class RequestParser:
         self._sink.on_request_end()
 
     # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_host(head: ParsedRequest) -> None:
+        """The host name from Host (or the target's authority), validated; 400 when missing."""
+        host_header = head.host_header
+        if host_header:
+            host = _HOSTS.get(host_header)
+            if host is None:
+                host = _valid_host(host_header)
+            head.host = host
+        elif head.version == b"1.1":
+            raise ProtocolError(400, "missing Host header")
 
     @staticmethod
     def _target(head: ParsedRequest, url: bytes) -> None:
@@ -368,14 +429,7 @@ class RequestParser:
             path, query = b"*", b""
         else:
             raise ProtocolError(400, "request-target must start with '/' or be an absolute URL")
-        host_header = head.host_header
-        if host_header:
-            host = _HOSTS.get(host_header)
-            if host is None:
-                host = _valid_host(host_header)
-            head.host = host
-        elif head.version == b"1.1":
-            raise ProtocolError(400, "missing Host header")
+        RequestParser._resolve_host(head)
         if path.find(b"/.") >= 0:  # dot-segments: route on the path the app will see
             path = normalize_path(path)
             url = path + b"?" + query if query else path

@@ -14,6 +14,7 @@ from typing import Final
 
 import httptools
 
+from sidegate.http import fastlane
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import ResponseHead
 from sidegate.http.syntax import PLAIN_FIELD, FieldKinds, connection_tokens, nominated_headers
@@ -72,18 +73,26 @@ class ResponseParser:
     """One per upstream connection; ``expect(head_request)`` before each request is sent."""
 
     __slots__ = (
+        "_body_left",
         "_close_delimited",
+        "_fast",
         "_head",
         "_head_bytes",
         "_head_request",
+        "_idle",
         "_parser",
         "in_body",
         "in_message",
         "sink",
     )
 
-    def __init__(self, sink: ResponseSink) -> None:
+    def __init__(self, sink: ResponseSink, fast_lane: bool = True) -> None:
         self.sink = sink
+        # Plain heads are read whole by the fast lane (when built), and their Content-Length
+        # bodies counted here; llhttp reads the rest.
+        self._fast = fast_lane and fastlane.AVAILABLE
+        self._idle = True  # llhttp is between messages (it holds no byte of one)
+        self._body_left = 0  # bytes still owed of a body the fast lane is counting
         self._parser = httptools.HttpResponseParser(self)
         self._head = ParsedResponse()
         self._close_delimited = False
@@ -99,6 +108,12 @@ class ResponseParser:
 
     def feed(self, data: bytes) -> int | None:
         """Parse ``data``; returns the offset of tunnel bytes after a 101, else None."""
+        if self._body_left or (self._fast and self._idle and self.in_message):
+            taken = self._fast_lane(data)
+            if taken:
+                if taken == len(data):
+                    return None
+                data = data[taken:]
         if not self.in_body:
             self._head_bytes += len(data)
         try:
@@ -109,6 +124,7 @@ class ResponseParser:
             cause = exc.__context__
             if isinstance(cause, _HeadOnlyError):
                 self._parser = httptools.HttpResponseParser(self)
+                self._idle = True
                 self.on_message_complete()
                 return None
             if isinstance(cause, ProtocolError):
@@ -127,10 +143,57 @@ class ResponseParser:
             return True
         return False
 
+    def _fast_lane(self, data: bytes) -> int:
+        """Read what the fast lane can at the start of ``data``: the rest of a counted body, then
+        plain heads (one call each) and their Content-Length bodies. Returns how many bytes were
+        read; llhttp reads from there."""
+        taken = 0
+        size = len(data)
+        while taken < size:
+            left = self._body_left
+            if left:
+                if size - taken <= left:  # all of it is body
+                    self._body_left = left - (size - taken)
+                    self.sink.on_response_body(data[taken:] if taken else data)
+                    if not self._body_left:
+                        self.on_message_complete()
+                    return size
+                self._body_left = 0
+                self.sink.on_response_body(data[taken : taken + left])
+                taken += left
+                self.on_message_complete()
+                continue
+            if not (self._fast and self._idle and self.in_message):
+                break
+            scanned = fastlane.scan_response(data, taken, MAX_RESPONSE_HEAD)
+            if scanned is None:
+                break
+            end, status, length, fields = scanned
+            bodiless = self._head_request or status in {204, 304}
+            if length < 0 and not bodiless:
+                break  # delimited by the close: llhttp reads it
+            head = self._head
+            spellings = _FIELDS.spellings
+            for pair in fields:  # a plain field's pair is kept as the lane made it (often shared)
+                if spellings.get(pair[0]) == PLAIN_FIELD:
+                    head.headers.append(pair)
+                else:
+                    self.on_header(pair[0], pair[1])
+            head.status = status  # HTTP/1.1 and no Connection but keep-alive: the lane takes no other
+            taken = end
+            self._hand_off(head)
+            if bodiless or not length:
+                self.on_message_complete()
+            else:
+                self._body_left = length
+        return taken
+
     # -- llhttp callbacks ----------------------------------------------------------------------
 
-    # No on_message_begin (one callback less per response): a fresh head is made ready when
-    # the previous one is handed off.
+    # A fresh head is made ready when the previous one is handed off.
+
+    def on_message_begin(self) -> None:
+        self._idle = False  # from here to on_message_complete, the fast lane must not read
 
     # No on_status: the reason phrase is informational (RFC 9112 section 4) and is sent as the
     # standard one for the code, which saves a callback per response.
@@ -170,8 +233,15 @@ class ResponseParser:
         parser = self._parser
         if self._head_bytes > MAX_RESPONSE_HEAD and _size(head) > MAX_RESPONSE_HEAD:
             raise ProtocolError(502, f"response head larger than {MAX_RESPONSE_HEAD} bytes")
-        head.status = status = parser.get_status_code()
+        head.status = parser.get_status_code()
         head.keep_alive = parser.should_keep_alive()  # llhttp: version and Connection together
+        if self._hand_off(head):
+            raise _HeadOnlyError
+
+    def _hand_off(self, head: ParsedResponse) -> bool:
+        """Give a complete head to the sink, with this reader ready for the next one. True when
+        the message ends here though llhttp would read a body (a response to HEAD)."""
+        status = head.status
         tokens = head.connection_tokens
         if tokens:
             nominated = nominated_headers(tokens)
@@ -185,7 +255,7 @@ class ResponseParser:
                 self.sink.on_response_head(head)
             else:
                 self.sink.on_informational(head)
-            return
+            return False
         bodiless = self._head_request or status in {204, 304}
         close_delimited = not bodiless and head.content_length is None and not head.chunked
         if close_delimited:
@@ -194,13 +264,13 @@ class ResponseParser:
         self._close_delimited = close_delimited
         self.in_body = True
         self.sink.on_response_head(head)
-        if self._head_request:
-            raise _HeadOnlyError
+        return self._head_request
 
     def on_body(self, body: bytes) -> None:
         self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        self._idle = True
         if not self.in_body:  # after an informational (1xx) head: the final response follows
             return
         self.in_body = False

@@ -91,4 +91,10 @@ def connection_tokens(value: bytes) -> tuple[bytes, ...]:
 
 def nominated_headers(tokens: tuple[bytes, ...]) -> frozenset[bytes]:
     """Header names that ``Connection`` marks as hop-by-hop, besides its own options."""
-    return frozenset(tokens) - _PLAIN_CONNECTION
+    for token in tokens:
+        if token not in _PLAIN_CONNECTION:
+            return frozenset(tokens) - _PLAIN_CONNECTION
+    return _NONE_NOMINATED  # "keep-alive" and the like: nothing to remove (and nothing to make)
+
+
+_NONE_NOMINATED: frozenset[bytes] = frozenset()

@@ -1,0 +1,397 @@
+/* The fast lane of the HTTP/1.1 readers: one call reads a whole, plain head.
+ *
+ * scan_request() and scan_response() look at a buffer that starts at a message boundary. When it
+ * holds a complete head that is plainly valid and simple (see each function), they return its
+ * parts in one tuple; in every other case they return None and the caller hands the bytes to
+ * llhttp, the reference reader, which frames, validates and rejects exactly as it always did.
+ *
+ * So this file never decides that a message is invalid: it only recognises a conservative subset
+ * of valid ones. Every byte class here is a subset of what RFC 9112 and llhttp accept (no
+ * obs-text, no obs-fold, no bare LF, no NUL or CR in a field, token characters in names, a
+ * request-target of the unreserved, sub-delims and path characters only). Anything outside it,
+ * however legal, takes the reference path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Byte classes: bit 1 = tchar (RFC 9110 5.6.2), bit 2 = field-vchar without obs-text, plus SP and
+ * HTAB; bit 4 = request-target character (RFC 3986 pchar, "/" and "?", no "#"). */
+#define TCHAR 1
+#define VALUE 2
+#define TARGET 4
+static unsigned char classes[256];
+
+static void init_classes(void) {
+    const char *tchars = "!#$%&'*+-.^_`|~";
+    const char *target = "-._~!$&'()*+,;=:@/?%";
+    for (int c = 0x21; c <= 0x7e; c++) classes[c] |= VALUE;
+    classes[' '] |= VALUE;
+    classes['\t'] |= VALUE;
+    for (int c = '0'; c <= '9'; c++) classes[c] |= TCHAR | TARGET;
+    for (int c = 'a'; c <= 'z'; c++) classes[c] |= TCHAR | TARGET;
+    for (int c = 'A'; c <= 'Z'; c++) classes[c] |= TCHAR | TARGET;
+    for (const char *p = tchars; *p; p++) classes[(unsigned char)*p] |= TCHAR;
+    for (const char *p = target; *p; p++) classes[(unsigned char)*p] |= TARGET;
+}
+
+/* The methods the fast lane takes, as shared bytes objects (no allocation per request). */
+static const char *method_names[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+#define METHOD_COUNT (sizeof(method_names) / sizeof(method_names[0]))
+static PyObject *methods[METHOD_COUNT];
+static PyObject *empty_bytes;
+
+/* Lower-case comparison of a field name with a lower-case literal. */
+static int name_is(const char *name, Py_ssize_t len, const char *lower, Py_ssize_t lower_len) {
+    if (len != lower_len) return 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if ((name[i] | 0x20) != lower[i]) return 0;
+    }
+    return 1;
+}
+
+#define NAME_IS(name, len, lit) name_is((name), (len), (lit), (Py_ssize_t)sizeof(lit) - 1)
+
+/* Names whose presence sends a request to the reference path: they frame a body or change what
+ * the connection is (a body, an upgrade, a close). */
+static int request_declines(const char *name, Py_ssize_t len, const char *value, Py_ssize_t vlen) {
+    switch (len) {
+    case 7:
+        return NAME_IS(name, len, "upgrade");
+    case 10:
+        return NAME_IS(name, len, "connection") && !NAME_IS(value, vlen, "keep-alive");
+    case 14:
+        return NAME_IS(name, len, "content-length");
+    case 17:
+        return NAME_IS(name, len, "transfer-encoding");
+    default:
+        return 0;
+    }
+}
+
+/* One header field line at p (before end): the name and value bounds, and where the next line
+ * starts. Returns 0 when the line is not plainly valid (or not complete). */
+typedef struct {
+    const char *name;
+    Py_ssize_t name_len;
+    const char *value;
+    Py_ssize_t value_len;
+    const char *next;
+} field_t;
+
+static int read_field(const char *p, const char *end, field_t *f) {
+    const char *start = p;
+    while (p < end && (classes[(unsigned char)*p] & TCHAR)) p++;
+    if (p == start || p >= end || *p != ':') return 0;
+    f->name = start;
+    f->name_len = p - start;
+    p++;
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    const char *value = p;
+    while (p < end && (classes[(unsigned char)*p] & VALUE)) p++;
+    if (p + 1 >= end || p[0] != '\r' || p[1] != '\n') return 0;
+    const char *value_end = p;
+    while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) value_end--;
+    f->value = value;
+    f->value_len = value_end - value;
+    f->next = p + 2;
+    return 1;
+}
+
+/* Recently seen field lines, each with its (name, value) pair: a pod sees the same few lines on
+ * every request (Host, Accept, Content-Type, Server...), so the pair is shared instead of made
+ * anew, and the name keeps its cached hash for the readers' dict look-ups. Direct-mapped and
+ * bounded: a line that hashes to a taken slot replaces it; long lines (tokens, cookies) are not
+ * kept. Only ever touched with the GIL held. */
+#define LINE_SLOTS 512
+#define LINE_MAX 96
+typedef struct {
+    Py_ssize_t len; /* 0: empty slot */
+    char line[LINE_MAX];
+    PyObject *pair;
+} line_slot;
+static line_slot *lines;
+
+static PyObject *new_pair(const field_t *f) {
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL) return NULL;
+    PyObject *name = PyBytes_FromStringAndSize(f->name, f->name_len);
+    PyObject *value = f->value_len ? PyBytes_FromStringAndSize(f->value, f->value_len) : (Py_INCREF(empty_bytes), empty_bytes);
+    if (name == NULL || value == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        Py_DECREF(pair);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, name);
+    PyTuple_SET_ITEM(pair, 1, value);
+    return pair;
+}
+
+/* The (name, value) pair of the field line [f->name, f->next - 2): a new reference. */
+static PyObject *field_pair(const field_t *f) {
+    Py_ssize_t len = f->next - 2 - f->name;
+    if (len > LINE_MAX) return new_pair(f);
+    uint32_t hash = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < len; i++) hash = (hash ^ (unsigned char)f->name[i]) * 16777619u;
+    line_slot *slot = &lines[hash % LINE_SLOTS];
+    if (slot->len == len && memcmp(slot->line, f->name, (size_t)len) == 0) {
+        Py_INCREF(slot->pair);
+        return slot->pair;
+    }
+    PyObject *pair = new_pair(f);
+    if (pair == NULL) return NULL;
+    PyObject *name = PyTuple_GET_ITEM(pair, 0);
+    (void)PyObject_Hash(name); /* cached in the name from now on */
+    Py_XDECREF(slot->pair);
+    Py_INCREF(pair);
+    slot->pair = pair;
+    slot->len = len;
+    memcpy(slot->line, f->name, (size_t)len);
+    return pair;
+}
+
+/* The end of the head (just past CRLF CRLF) within [p, limit), or NULL. */
+static const char *head_end(const char *p, const char *limit) {
+    const char *found = memmem(p, (size_t)(limit - p), "\r\n\r\n", 4);
+    return found ? found + 4 : NULL;
+}
+
+/* Reads the field lines from p to the head's end into a new list, or returns NULL with no error
+ * set when a line is not plainly valid, when there are more than max_fields, or when a field makes
+ * the message one the lane leaves to the reference (see the callers). */
+typedef int (*decline_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, void *);
+
+static PyObject *read_fields(const char *p, const char *end, Py_ssize_t max_fields, decline_fn declines, void *state) {
+    PyObject *fields = PyList_New(0);
+    if (fields == NULL) return NULL;
+    const char *fields_end = end - 2; /* the blank line */
+    while (p < fields_end) {
+        field_t f;
+        if (!read_field(p, fields_end + 2, &f) || f.next > fields_end || PyList_GET_SIZE(fields) >= max_fields ||
+            declines(f.name, f.name_len, f.value, f.value_len, state)) {
+            Py_DECREF(fields);
+            return NULL;
+        }
+        PyObject *pair = field_pair(&f);
+        if (pair == NULL || PyList_Append(fields, pair) < 0) {
+            Py_XDECREF(pair);
+            Py_DECREF(fields);
+            return NULL;
+        }
+        Py_DECREF(pair);
+        p = f.next;
+    }
+    return fields;
+}
+
+static int request_field_declines(const char *name, Py_ssize_t len, const char *value, Py_ssize_t vlen, void *state) {
+    (void)state;
+    return request_declines(name, len, value, vlen);
+}
+
+static PyObject *declined(PyObject *fields) {
+    if (fields == NULL && PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* scan_request(data, start, max_head, max_fields) -> (end, method, target, path, query, fields) | None
+ *
+ * Taken: an HTTP/1.1 request with one of the methods above, an origin-form target with no "#" and
+ * no dot-segment, no body (no Content-Length, no Transfer-Encoding), no Upgrade, no Connection
+ * other than keep-alive, a head of at most max_head bytes with at most max_fields fields. */
+static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "scan_request(data: bytes, start: int, max_head: int, max_fields: int)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t max_head = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t max_fields = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    const char *data = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    if (start < 0 || start >= size) Py_RETURN_NONE;
+    const char *p = data + start;
+    const char *limit = data + (size - start > max_head ? start + max_head : size);
+    const char *end = head_end(p, limit);
+    if (end == NULL) Py_RETURN_NONE;
+
+    PyObject *method = NULL;
+    for (size_t i = 0; i < METHOD_COUNT; i++) {
+        size_t len = strlen(method_names[i]);
+        if ((size_t)(end - p) > len && memcmp(p, method_names[i], len) == 0 && p[len] == ' ') {
+            method = methods[i];
+            p += len + 1;
+            break;
+        }
+    }
+    if (method == NULL || *p != '/') Py_RETURN_NONE;
+    const char *target = p;
+    const char *question = NULL;
+    while (classes[(unsigned char)*p] & TARGET) {
+        if (*p == '?' && question == NULL) question = p;
+        if (*p == '/' && question == NULL && p[1] == '.') Py_RETURN_NONE; /* a dot-segment, maybe */
+        p++;
+    }
+    const char *target_end = p;
+    if (end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0) Py_RETURN_NONE;
+    p += 11;
+
+    PyObject *fields = read_fields(p, end, max_fields, request_field_declines, NULL);
+    if (fields == NULL) return declined(fields);
+    PyObject *target_obj = PyBytes_FromStringAndSize(target, target_end - target);
+    PyObject *path = NULL, *query = NULL;
+    if (target_obj != NULL) {
+        if (question == NULL) {
+            path = target_obj;
+            Py_INCREF(path);
+            query = empty_bytes;
+            Py_INCREF(query);
+        } else {
+            path = PyBytes_FromStringAndSize(target, question - target);
+            query = PyBytes_FromStringAndSize(question + 1, target_end - question - 1);
+        }
+    }
+    if (target_obj == NULL || path == NULL || query == NULL) {
+        Py_XDECREF(target_obj);
+        Py_XDECREF(path);
+        Py_XDECREF(query);
+        Py_DECREF(fields);
+        return NULL;
+    }
+    PyObject *end_obj = PyLong_FromSsize_t(end - data);
+    if (end_obj == NULL) {
+        Py_DECREF(target_obj);
+        Py_DECREF(path);
+        Py_DECREF(query);
+        Py_DECREF(fields);
+        return NULL;
+    }
+    Py_INCREF(method);
+    PyObject *result = PyTuple_New(6);
+    if (result == NULL) {
+        Py_DECREF(end_obj);
+        Py_DECREF(method);
+        Py_DECREF(target_obj);
+        Py_DECREF(path);
+        Py_DECREF(query);
+        Py_DECREF(fields);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, end_obj);
+    PyTuple_SET_ITEM(result, 1, method);
+    PyTuple_SET_ITEM(result, 2, target_obj);
+    PyTuple_SET_ITEM(result, 3, path);
+    PyTuple_SET_ITEM(result, 4, query);
+    PyTuple_SET_ITEM(result, 5, fields);
+    return result;
+}
+
+/* What the response's fields say about its framing. */
+typedef struct {
+    long long content_length; /* -1: absent */
+} response_state;
+
+static int response_field_declines(const char *name, Py_ssize_t len, const char *value, Py_ssize_t vlen, void *state) {
+    response_state *rs = (response_state *)state;
+    switch (len) {
+    case 10:
+        return NAME_IS(name, len, "connection") && !NAME_IS(value, vlen, "keep-alive");
+    case 14:
+        if (!NAME_IS(name, len, "content-length")) return 0;
+        if (rs->content_length >= 0 || vlen == 0 || vlen > 15) return 1; /* a second one: the reference decides */
+        long long n = 0;
+        for (Py_ssize_t i = 0; i < vlen; i++) {
+            if (value[i] < '0' || value[i] > '9') return 1;
+            n = n * 10 + (value[i] - '0');
+        }
+        rs->content_length = n;
+        return 0;
+    case 17:
+        return NAME_IS(name, len, "transfer-encoding");
+    default:
+        return 0;
+    }
+}
+
+/* scan_response(data, start, max_head) -> (end, status, content_length, fields) | None
+ *
+ * Taken: an HTTP/1.1 final response (status 200-599) with at most one Content-Length (-1 when
+ * there is none), no Transfer-Encoding, no Connection other than keep-alive, a head of at most
+ * max_head bytes. Whether the body is framed (a response to HEAD, 204, 304, or close-delimited) is
+ * the caller's to decide: it knows the request. */
+static PyObject *scan_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "scan_response(data: bytes, start: int, max_head: int)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t max_head = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    const char *data = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    if (start < 0 || start >= size) Py_RETURN_NONE;
+    const char *p = data + start;
+    const char *limit = data + (size - start > max_head ? start + max_head : size);
+    const char *end = head_end(p, limit);
+    if (end == NULL || end - p < 17 || memcmp(p, "HTTP/1.1 ", 9) != 0) Py_RETURN_NONE;
+    p += 9;
+    if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' || p[3] != ' ')
+        Py_RETURN_NONE;
+    long status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    p += 4;
+    while (classes[(unsigned char)*p] & VALUE) p++; /* the reason phrase (not kept) */
+    if (p[0] != '\r' || p[1] != '\n') Py_RETURN_NONE;
+    p += 2;
+
+    response_state rs = {-1};
+    PyObject *fields = read_fields(p, end, PY_SSIZE_T_MAX, response_field_declines, &rs);
+    if (fields == NULL) return declined(fields);
+    PyObject *end_obj = PyLong_FromSsize_t(end - data);
+    PyObject *status_obj = PyLong_FromLong(status);
+    PyObject *length_obj = PyLong_FromLongLong(rs.content_length);
+    PyObject *result = PyTuple_New(4);
+    if (end_obj == NULL || status_obj == NULL || length_obj == NULL || result == NULL) {
+        Py_XDECREF(end_obj);
+        Py_XDECREF(status_obj);
+        Py_XDECREF(length_obj);
+        Py_XDECREF(result);
+        Py_DECREF(fields);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, end_obj);
+    PyTuple_SET_ITEM(result, 1, status_obj);
+    PyTuple_SET_ITEM(result, 2, length_obj);
+    PyTuple_SET_ITEM(result, 3, fields);
+    return result;
+}
+
+static PyMethodDef scan_methods[] = {
+    {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
+     "scan_request(data, start, max_head, max_fields) -> (end, method, target, path, query, fields) or None"},
+    {"scan_response", (PyCFunction)(void (*)(void))scan_response, METH_FASTCALL,
+     "scan_response(data, start, max_head) -> (end, status, content_length, fields) or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef scan_module = {
+    PyModuleDef_HEAD_INIT, "sidegate.http._scan",
+    "The fast lane of the HTTP/1.1 readers: whole plain heads in one call (see _scan.c).", -1, scan_methods,
+};
+
+PyMODINIT_FUNC PyInit__scan(void) {
+    init_classes();
+    lines = PyMem_Calloc(LINE_SLOTS, sizeof(line_slot));
+    if (lines == NULL) return PyErr_NoMemory();
+    empty_bytes = PyBytes_FromStringAndSize("", 0);
+    if (empty_bytes == NULL) return NULL;
+    for (size_t i = 0; i < METHOD_COUNT; i++) {
+        methods[i] = PyBytes_FromString(method_names[i]);
+        if (methods[i] == NULL) return NULL;
+    }
+    return PyModule_Create(&scan_module);
+}
