@@ -87,7 +87,8 @@ def describe() -> str:
     """One line for ``sidegate version`` and the start-up log."""
     compiled = compiled_modules()
     if len(compiled) == len(HOT_MODULES):
-        return "hot path compiled (mypyc)" if fast_lane_built() else "hot path compiled (mypyc), no HTTP fast lane"
+        lane = "" if fast_lane_built() else ", no HTTP fast lane"
+        return f"hot path compiled (mypyc){lane}"
     if not compiled:
         return "hot path interpreted (pure Python; build with mypyc for full speed)"
     return f"hot path partly compiled ({len(compiled)} of {len(HOT_MODULES)} modules)"
