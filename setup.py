@@ -5,8 +5,8 @@ The modules listed in ``sidegate.native.HOT_MODULES`` run every request. mypyc t
 speed, with native classes whose attributes are struct fields. Everything else (config, admin,
 CLI) stays interpreted.
 
-One more extension is plain C: ``sidegate.http._scan``, the HTTP readers' fast lane (see
-``sidegate.http.fastlane``).
+One more extension is plain C: ``sidegate.http._wire``, the HTTP readers' fast lane and the
+head writer (see ``sidegate.http.wire``).
 
 ``SIDEGATE_COMPILE=0`` builds a pure-Python package (the reference implementation); the Makefile
 installs that way, then compiles in place with ``python setup.py build_ext --inplace``.
@@ -23,7 +23,7 @@ from setuptools import Extension, setup
 
 # The list is HOT_MODULES in src/sidegate/native.py (read here without importing the package, which
 # is not installed yet). Kept out: modules built on dataclasses that mypyc does not compile
-# faithfully (config.snapshot, filters.base, server.context, upstream.cluster, errors).
+# faithfully (config.snapshot, filters.base, upstream.cluster, errors).
 def _compiled() -> list[str]:
     tree = ast.parse(Path("src/sidegate/native.py").read_text())
     for node in tree.body:
@@ -39,8 +39,8 @@ def _ext_modules() -> list[object]:
     from mypyc.build import mypycify
 
     # The fast lane of the HTTP readers: plain heads read whole in C (llhttp reads the rest).
-    scan = Extension("sidegate.http._scan", ["src/sidegate/http/_scan.c"], extra_compile_args=["-O2"])
-    return [*mypycify(_compiled(), opt_level="3", group_name="sidegate"), scan]
+    wire = Extension("sidegate.http._wire", ["src/sidegate/http/_wire.c"], extra_compile_args=["-O2"])
+    return [*mypycify(_compiled(), opt_level="3", group_name="sidegate"), wire]
 
 
 setup(ext_modules=_ext_modules())

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Final
 from sidegate.errors import UpstreamFailure
 from sidegate.filters.base import RequestContext, Wait
 from sidegate.http.messages import LocalResponse, ReadyResponse
+from sidegate.http.wire import join_head
 from sidegate.http.writer import (
     LAST_CHUNK,
     STATUS_LINES,
-    append_fields,
     chunk,
     error_response,
     header_block,
@@ -350,8 +350,7 @@ class Exchange(UpstreamUser, InboundExchange):
         request = self.head
         edits = route.response_headers
         headers = head.headers if edits is None else edits.apply(head.headers)
-        parts = [_STATUS_LINES.get(status) or status_line(status)]
-        append_fields(parts, headers)
+        parts: list[bytes] = []  # what follows the fields
         if edits is not None:
             parts.append(edits.block)
         view = self.view
@@ -379,7 +378,7 @@ class Exchange(UpstreamUser, InboundExchange):
             parts.append(b"Connection: keep-alive\r\n\r\n")
         else:
             parts.append(b"\r\n")
-        self.conn.send(b"".join(parts))
+        self.conn.send(join_head([_STATUS_LINES.get(status) or status_line(status)], headers, parts))
 
     def on_response_body(self, data: bytes) -> None:
         if self.finished or self.replacement is not None:
@@ -582,9 +581,8 @@ class Exchange(UpstreamUser, InboundExchange):
             target = path + b"?" + head.query if head.query else path
         edits = route.request_headers
         headers = edits.apply(head.headers) if edits is not None else head.headers
-        parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host_header or b"localhost", b"\r\n"]
-        append_fields(parts, headers)
-        parts.append(self.view.forwarding.lines(head))
+        lead = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host_header or b"localhost", b"\r\n"]
+        parts = [self.view.forwarding.lines(head)]  # what follows the fields
         if edits is not None:
             parts.append(edits.block)
         ctx = self.ctx
@@ -603,7 +601,7 @@ class Exchange(UpstreamUser, InboundExchange):
         if head.upgrade:
             parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
         parts.append(b"\r\n")
-        return b"".join(parts)
+        return join_head(lead, headers, parts)
 
 
 def _describe(head: ParsedRequest) -> str:

@@ -28,6 +28,7 @@ HOT_MODULES = (
     "sidegate.http.writer",
     "sidegate.observe.metrics",
     "sidegate.routing.router",
+    "sidegate.server.context",
     "sidegate.server.inbound",
     "sidegate.server.timers",
     "sidegate.upstream.connection",
@@ -46,7 +47,7 @@ HOT_MODULES = (
 
 
 # Extensions written in C (not mypyc), each with its source: the HTTP readers' fast lane.
-C_EXTENSIONS = {"sidegate.http._scan": "http/_scan.c"}
+C_EXTENSIONS = {"sidegate.http._wire": "http/_wire.c"}
 
 
 def compiled_modules() -> list[str]:
@@ -95,8 +96,8 @@ def describe() -> str:
 
 
 def fast_lane_built() -> bool:
-    """Whether the HTTP readers' fast lane (``sidegate.http._scan``, C) is there to import."""
-    origin = _origin("sidegate.http._scan")
+    """Whether the HTTP readers' fast lane (``sidegate.http._wire``, C) is there to import."""
+    origin = _origin("sidegate.http._wire")
     return origin is not None and _is_extension(origin)
 
 

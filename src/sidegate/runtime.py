@@ -120,7 +120,7 @@ class Gateway:
             warnings.append(f"workers stays {old.workers} until restart")
         self.proxy.view = self._view(snapshot)
         self.proxy.configure(snapshot.observability)
-        self.ctx.limits = snapshot.limits
+        self.ctx.set_limits(snapshot.limits)
         self.snapshot = snapshot
         self.metrics.config_version += 1
         return warnings

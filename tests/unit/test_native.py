@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from sidegate import native
-from sidegate.http import fastlane
+from sidegate.http import wire
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ def test_the_suite_runs_the_compiled_hot_path() -> None:
     # `make test` builds it; a pure-Python run (`make pure`) says so instead of passing silently.
     assert native.compiled_modules() == list(native.HOT_MODULES), native.describe()
     assert native.describe() == "hot path compiled (mypyc)"
-    assert native.fast_lane_built() and fastlane.AVAILABLE  # the C fast lane of the HTTP readers
+    assert native.fast_lane_built() and wire.AVAILABLE  # the C fast lane of the HTTP readers
 
 
 def test_an_extension_older_than_its_source_is_reported(tmp_path: Path) -> None:
@@ -36,12 +36,12 @@ def test_an_extension_older_than_its_source_is_reported(tmp_path: Path) -> None:
 def test_a_fast_lane_older_than_its_c_source_is_reported(tmp_path: Path) -> None:
     package = tmp_path / "sidegate"
     (package / "http").mkdir(parents=True)
-    source = package / "http" / "_scan.c"
+    source = package / "http" / "_wire.c"
     source.write_text("/* */\n")
-    extension = package / "http" / "_scan.cpython-311-x86_64-linux-gnu.so"
+    extension = package / "http" / "_wire.cpython-311-x86_64-linux-gnu.so"
     extension.write_bytes(b"")
     past = time.time() - 60
     os.utime(extension, (past, past))
-    assert native.stale_extensions(package) == ["sidegate.http._scan"]
+    assert native.stale_extensions(package) == ["sidegate.http._wire"]
     os.utime(source, (past - 60, past - 60))
     assert native.stale_extensions(package) == []

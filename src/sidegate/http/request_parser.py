@@ -31,7 +31,6 @@ from typing import Final
 import httptools
 from mypy_extensions import mypyc_attr
 
-from sidegate.http import fastlane
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import RequestHead
 from sidegate.http.syntax import (
@@ -43,6 +42,8 @@ from sidegate.http.syntax import (
     parse_authority,
     valid_request_id,
 )
+from sidegate.http.wire import AVAILABLE as FAST_LANE_BUILT
+from sidegate.http.wire import scan_request
 
 # Header kinds (small ints so the dispatch in on_header is one dict lookup).
 _HOST: Final = 0
@@ -165,7 +166,7 @@ class RequestParser:
     ) -> None:
         self._sink = sink
         # Plain heads are read whole by the fast lane (when built); llhttp reads the rest.
-        self._fast = fast_lane and fastlane.AVAILABLE
+        self._fast = fast_lane and FAST_LANE_BUILT
         self._idle = True  # llhttp is between messages (it holds no byte of one)
         self._fields = _FIELDS if fields is None else fields  # see special_fields()
         self._spellings = self._fields.spellings
@@ -221,7 +222,7 @@ class RequestParser:
         taken = 0
         size = len(data)
         while taken < size:
-            scanned = fastlane.scan_request(data, taken, self._max_size, self._max_count)
+            scanned = scan_request(data, taken, self._max_size, self._max_count)
             if scanned is None:
                 break
             end, method, target, path, query, fields = scanned
@@ -265,10 +266,10 @@ class RequestParser:
             kind = self._fields.learn(name)
         if kind == PLAIN_FIELD:
             self._head.headers.append((name, value))
-        elif (
-            kind == _HOST and value and value.find(b",") < 0 and not (self.in_body or self._head.host_header)
-        ):
-            self._head.host_header = value  # the one special header every request has, inline
+        elif kind == _HOST and value and not (self.in_body or self._head.host_header):
+            # The one special header every request has, inline (a list of hosts, "a, b", is
+            # refused when the host is resolved: see _valid_host).
+            self._head.host_header = value
             self._special_count += 1
             self._special_size += len(value) + 8
         else:
@@ -439,6 +440,8 @@ class RequestParser:
 
 
 def _valid_host(host_header: bytes) -> bytes:
+    if host_header.find(b",") >= 0:  # never cached, so every such request comes here
+        raise ProtocolError(400, "more than one Host header")
     host = parse_authority(host_header)
     if host is None:
         raise ProtocolError(400, "invalid Host header")

@@ -14,10 +14,11 @@ from typing import Final
 
 import httptools
 
-from sidegate.http import fastlane
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import ResponseHead
 from sidegate.http.syntax import PLAIN_FIELD, FieldKinds, connection_tokens, nominated_headers
+from sidegate.http.wire import AVAILABLE as FAST_LANE_BUILT
+from sidegate.http.wire import scan_response
 
 _CL: Final = 0
 _TE: Final = 1
@@ -90,7 +91,7 @@ class ResponseParser:
         self.sink = sink
         # Plain heads are read whole by the fast lane (when built), and their Content-Length
         # bodies counted here; llhttp reads the rest.
-        self._fast = fast_lane and fastlane.AVAILABLE
+        self._fast = fast_lane and FAST_LANE_BUILT
         self._idle = True  # llhttp is between messages (it holds no byte of one)
         self._body_left = 0  # bytes still owed of a body the fast lane is counting
         self._parser = httptools.HttpResponseParser(self)
@@ -165,7 +166,7 @@ class ResponseParser:
                 continue
             if not (self._fast and self._idle and self.in_message):
                 break
-            scanned = fastlane.scan_response(data, taken, MAX_RESPONSE_HEAD)
+            scanned = scan_response(data, taken, MAX_RESPONSE_HEAD)
             if scanned is None:
                 break
             end, status, length, fields = scanned

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sidegate.config.snapshot import InboundLimits
@@ -13,21 +12,43 @@ if TYPE_CHECKING:
     from sidegate.server.inbound import InboundConnection, RequestHandler
 
 
-@dataclass(eq=False)
 class ConnectionStats:
     """Counters the listener keeps itself (read by the metrics exporter)."""
 
-    connections_active: int = 0
-    connections_total: int = 0
-    protocol_errors: int = 0
+    def __init__(self) -> None:
+        self.connections_active = 0
+        self.connections_total = 0
+        self.protocol_errors = 0
 
 
-@dataclass(eq=False)
 class ServerContext:
-    loop: asyncio.AbstractEventLoop
-    handler: RequestHandler
-    sweeper: Sweeper
-    limits: InboundLimits
-    stats: ConnectionStats = field(default_factory=ConnectionStats)
-    connections: set[InboundConnection] = field(default_factory=set)
-    draining: bool = False
+    """Compiled (a native class): connections read its fields on every request. The timeouts
+    and the buffer bound are copied out of ``limits`` by :meth:`set_limits` for the same reason
+    (a frozen dataclass attribute costs a generic look-up)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        handler: RequestHandler,
+        sweeper: Sweeper,
+        limits: InboundLimits,
+    ) -> None:
+        self.loop = loop
+        self.handler = handler
+        self.sweeper = sweeper
+        self.stats = ConnectionStats()
+        self.connections: set[InboundConnection] = set()
+        self.draining = False
+        self.limits = limits
+        self.head_timeout = limits.head_timeout
+        self.body_idle = limits.body_idle
+        self.keepalive_idle = limits.keepalive_idle
+        self.buffer_high_water = limits.buffer_high_water
+
+    def set_limits(self, limits: InboundLimits) -> None:
+        """The limits of a new config (connections read them from here from now on)."""
+        self.limits = limits
+        self.head_timeout = limits.head_timeout
+        self.body_idle = limits.body_idle
+        self.keepalive_idle = limits.keepalive_idle
+        self.buffer_high_water = limits.buffer_high_water

@@ -187,11 +187,11 @@ class InboundConnection(RequestSink):
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
-        transport.set_write_buffer_limits(high=self._ctx.limits.buffer_high_water)
+        transport.set_write_buffer_limits(high=self._ctx.buffer_high_water)
         ctx = self._ctx
         ctx.connections.add(self)
         ctx.stats.connections_active += 1
-        self.deadline = self._loop.time() + ctx.limits.keepalive_idle
+        self.deadline = self._loop.time() + ctx.keepalive_idle
         ctx.sweeper.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -219,9 +219,9 @@ class InboundConnection(RequestSink):
             return  # closing, or a broken request is waiting for its 400: ignore the rest
         if self._phase == _IDLE:
             self._phase = _HEAD
-            self.deadline = self._loop.time() + self._ctx.limits.head_timeout
+            self.deadline = self._loop.time() + self._ctx.head_timeout
         elif self._phase == _BODY:
-            self.deadline = self._loop.time() + self._ctx.limits.body_idle
+            self.deadline = self._loop.time() + self._ctx.body_idle
         self.feeding = True
         try:
             offset = self._parser.feed(data)
@@ -266,7 +266,7 @@ class InboundConnection(RequestSink):
         head.client_ip = self.client_ip
         if head.has_body:
             self._phase = _BODY
-            self.deadline = self._loop.time() + self._ctx.limits.body_idle
+            self.deadline = self._loop.time() + self._ctx.body_idle
         if self._exchange is None and not self._queue:
             self.response_started = False
             self._exchange = self._reading = exchange = self._ctx.handler.begin(self, head)
@@ -282,13 +282,13 @@ class InboundConnection(RequestSink):
         if reading is None:
             return
         reading.request_body(data)
-        if type(reading) is _Queued and self._queued_bytes() > self._ctx.limits.buffer_high_water:
+        if type(reading) is _Queued and self._queued_bytes() > self._ctx.buffer_high_water:
             self._pause(PAUSE_QUEUE)
 
     def on_request_end(self) -> None:
         self._phase = _IDLE
         if self._exchange is None and not self._queue:
-            self.deadline = self._loop.time() + self._ctx.limits.keepalive_idle
+            self.deadline = self._loop.time() + self._ctx.keepalive_idle
         else:
             self.deadline = 0.0
         reading, self._reading = self._reading, None
@@ -346,7 +346,7 @@ class InboundConnection(RequestSink):
         elif self._eof:
             self._close_soon()
         elif self._phase == _IDLE:
-            self.deadline = self._loop.time() + self._ctx.limits.keepalive_idle
+            self.deadline = self._loop.time() + self._ctx.keepalive_idle
 
     def pause_reading(self) -> None:
         self._pause(PAUSE_UPSTREAM)
@@ -445,7 +445,7 @@ class InboundConnection(RequestSink):
             exchange.request_body(chunk)
         if queued.ended:
             exchange.request_end()
-        if self._paused & PAUSE_QUEUE and self._queued_bytes() <= self._ctx.limits.buffer_high_water:
+        if self._paused & PAUSE_QUEUE and self._queued_bytes() <= self._ctx.buffer_high_water:
             self._resume(PAUSE_QUEUE)
 
     def _queued_bytes(self) -> int:

@@ -1,5 +1,5 @@
-# The fast lane of the HTTP/1.1 readers (src/sidegate/http/_scan.c): whole plain heads in one call.
-# Each returns None when the head is incomplete, unusual or invalid: the caller then uses llhttp.
+# Bytes on the wire in C (src/sidegate/http/_wire.c). The scans return None when the head is
+# incomplete, unusual or invalid: the caller then uses llhttp.
 
 def scan_request(
     data: bytes, start: int, max_head: int, max_fields: int
@@ -7,3 +7,4 @@ def scan_request(
 def scan_response(
     data: bytes, start: int, max_head: int
 ) -> tuple[int, int, int, list[tuple[bytes, bytes]]] | None: ...
+def join_head(lead: list[bytes], fields: list[tuple[bytes, bytes]], trail: list[bytes]) -> bytes: ...

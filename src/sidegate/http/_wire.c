@@ -1,4 +1,5 @@
-/* The fast lane of the HTTP/1.1 readers: one call reads a whole, plain head.
+/* Bytes on the wire, the common case in C: plain heads read whole (the fast lane of the HTTP/1.1
+ * readers), and heads written in one piece.
  *
  * scan_request() and scan_response() look at a buffer that starts at a message boundary. When it
  * holds a complete head that is plainly valid and simple (see each function), they return its
@@ -78,24 +79,30 @@ typedef struct {
     const char *value;
     Py_ssize_t value_len;
     const char *next;
+    uint32_t hash; /* FNV-1a of the line without its CRLF, for the cache of lines below */
 } field_t;
 
+#define FNV_OFFSET 2166136261u
+#define FNV(hash, c) (((hash) ^ (unsigned char)(c)) * 16777619u)
+
 static int read_field(const char *p, const char *end, field_t *f) {
+    uint32_t hash = FNV_OFFSET;
     const char *start = p;
-    while (p < end && (classes[(unsigned char)*p] & TCHAR)) p++;
+    while (p < end && (classes[(unsigned char)*p] & TCHAR)) hash = FNV(hash, *p++);
     if (p == start || p >= end || *p != ':') return 0;
     f->name = start;
     f->name_len = p - start;
-    p++;
-    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    hash = FNV(hash, *p++);
+    while (p < end && (*p == ' ' || *p == '\t')) hash = FNV(hash, *p++);
     const char *value = p;
-    while (p < end && (classes[(unsigned char)*p] & VALUE)) p++;
+    while (p < end && (classes[(unsigned char)*p] & VALUE)) hash = FNV(hash, *p++);
     if (p + 1 >= end || p[0] != '\r' || p[1] != '\n') return 0;
     const char *value_end = p;
     while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) value_end--;
     f->value = value;
     f->value_len = value_end - value;
     f->next = p + 2;
+    f->hash = hash;
     return 1;
 }
 
@@ -133,9 +140,7 @@ static PyObject *new_pair(const field_t *f) {
 static PyObject *field_pair(const field_t *f) {
     Py_ssize_t len = f->next - 2 - f->name;
     if (len > LINE_MAX) return new_pair(f);
-    uint32_t hash = 2166136261u; /* FNV-1a */
-    for (Py_ssize_t i = 0; i < len; i++) hash = (hash ^ (unsigned char)f->name[i]) * 16777619u;
-    line_slot *slot = &lines[hash % LINE_SLOTS];
+    line_slot *slot = &lines[f->hash % LINE_SLOTS];
     if (slot->len == len && memcmp(slot->line, f->name, (size_t)len) == 0) {
         Py_INCREF(slot->pair);
         return slot->pair;
@@ -152,10 +157,16 @@ static PyObject *field_pair(const field_t *f) {
     return pair;
 }
 
-/* The end of the head (just past CRLF CRLF) within [p, limit), or NULL. */
+/* The end of the head (just past CRLF CRLF) within [p, limit), or NULL. A head has a CR per
+ * line, so this is a few memchr() calls (glibc's memmem costs more to set up than that). */
 static const char *head_end(const char *p, const char *limit) {
-    const char *found = memmem(p, (size_t)(limit - p), "\r\n\r\n", 4);
-    return found ? found + 4 : NULL;
+    while (limit - p >= 4) {
+        const char *cr = memchr(p, '\r', (size_t)(limit - p - 3));
+        if (cr == NULL) return NULL;
+        if (cr[1] == '\n' && cr[2] == '\r' && cr[3] == '\n') return cr + 4;
+        p = cr + 1;
+    }
+    return NULL;
 }
 
 /* Reads the field lines from p to the head's end into a new list, or returns NULL with no error
@@ -370,20 +381,81 @@ static PyObject *scan_response(PyObject *self, PyObject *const *args, Py_ssize_t
     return result;
 }
 
-static PyMethodDef scan_methods[] = {
+/* join_head(lead, fields, trail) -> bytes: b"".join(lead) + each field as "name: value\r\n" +
+ * b"".join(trail), made in one allocation. lead and trail are lists of bytes, fields a list of
+ * (name, value) pairs of bytes. bytes.join would take a buffer of every item (four per field). */
+static int add_sizes(PyObject *list, Py_ssize_t *size) {
+    if (!PyList_CheckExact(list)) return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (!PyBytes_CheckExact(item)) return -1;
+        *size += PyBytes_GET_SIZE(item);
+    }
+    return 0;
+}
+
+static char *copy_all(char *out, PyObject *list) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        memcpy(out, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item));
+        out += PyBytes_GET_SIZE(item);
+    }
+    return out;
+}
+
+static PyObject *join_head(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    static const char *usage = "join_head(lead: list[bytes], fields: list[tuple[bytes, bytes]], trail: list[bytes])";
+    if (nargs != 3) goto bad;
+    PyObject *lead = args[0], *fields = args[1], *trail = args[2];
+    Py_ssize_t size = 0;
+    if (add_sizes(lead, &size) < 0 || add_sizes(trail, &size) < 0 || !PyList_CheckExact(fields)) goto bad;
+    Py_ssize_t count = PyList_GET_SIZE(fields);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyList_GET_ITEM(fields, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) goto bad;
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        if (!PyBytes_CheckExact(name) || !PyBytes_CheckExact(value)) goto bad;
+        size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL) return NULL;
+    char *out = copy_all(PyBytes_AS_STRING(result), lead);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyList_GET_ITEM(fields, i);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        memcpy(out, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+        out += PyBytes_GET_SIZE(name);
+        *out++ = ':';
+        *out++ = ' ';
+        memcpy(out, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+        out += PyBytes_GET_SIZE(value);
+        *out++ = '\r';
+        *out++ = '\n';
+    }
+    copy_all(out, trail);
+    return result;
+bad:
+    PyErr_SetString(PyExc_TypeError, usage);
+    return NULL;
+}
+
+static PyMethodDef wire_methods[] = {
     {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
      "scan_request(data, start, max_head, max_fields) -> (end, method, target, path, query, fields) or None"},
     {"scan_response", (PyCFunction)(void (*)(void))scan_response, METH_FASTCALL,
      "scan_response(data, start, max_head) -> (end, status, content_length, fields) or None"},
+    {"join_head", (PyCFunction)(void (*)(void))join_head, METH_FASTCALL,
+     "join_head(lead, fields, trail) -> bytes: lead, then 'name: value\\r\\n' per field, then trail"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef scan_module = {
-    PyModuleDef_HEAD_INIT, "sidegate.http._scan",
-    "The fast lane of the HTTP/1.1 readers: whole plain heads in one call (see _scan.c).", -1, scan_methods,
+static struct PyModuleDef wire_module = {
+    PyModuleDef_HEAD_INIT, "sidegate.http._wire",
+    "Bytes on the wire in C: plain heads read whole, heads written in one piece (see _wire.c).", -1, wire_methods,
 };
 
-PyMODINIT_FUNC PyInit__scan(void) {
+PyMODINIT_FUNC PyInit__wire(void) {
     init_classes();
     lines = PyMem_Calloc(LINE_SLOTS, sizeof(line_slot));
     if (lines == NULL) return PyErr_NoMemory();
@@ -393,5 +465,5 @@ PyMODINIT_FUNC PyInit__scan(void) {
         methods[i] = PyBytes_FromString(method_names[i]);
         if (methods[i] == NULL) return NULL;
     }
-    return PyModule_Create(&scan_module);
+    return PyModule_Create(&wire_module);
 }
