@@ -64,6 +64,8 @@ static int request_declines(const char *name, Py_ssize_t len, const char *value,
         return NAME_IS(name, len, "connection") && !NAME_IS(value, vlen, "keep-alive");
     case 14:
         return NAME_IS(name, len, "content-length");
+    case 16:
+        return NAME_IS(name, len, "proxy-connection"); /* llhttp reads it as Connection */
     case 17:
         return NAME_IS(name, len, "transfer-encoding");
     default:
@@ -97,10 +99,9 @@ static int read_field(const char *p, const char *end, field_t *f) {
     const char *value = p;
     while (p < end && (classes[(unsigned char)*p] & VALUE)) hash = FNV(hash, *p++);
     if (p + 1 >= end || p[0] != '\r' || p[1] != '\n') return 0;
-    const char *value_end = p;
-    while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) value_end--;
+    if (p > value && (p[-1] == ' ' || p[-1] == '\t')) return 0; /* llhttp keeps trailing OWS */
     f->value = value;
-    f->value_len = value_end - value;
+    f->value_len = p - value;
     f->next = p + 2;
     f->hash = hash;
     return 1;
@@ -170,18 +171,20 @@ static const char *head_end(const char *p, const char *limit) {
 }
 
 /* Reads the field lines from p to the head's end into a new list, or returns NULL with no error
- * set when a line is not plainly valid, when there are more than max_fields, or when a field makes
- * the message one the lane leaves to the reference (see the callers). */
+ * set when a line is not plainly valid, when there are more than max_fields, when the fields
+ * measure more than budget (each counts name + value + 4, as the readers count a head's size),
+ * or when a field makes the message one the lane leaves to the reference (see the callers). */
 typedef int (*decline_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, void *);
 
-static PyObject *read_fields(const char *p, const char *end, Py_ssize_t max_fields, decline_fn declines, void *state) {
+static PyObject *read_fields(const char *p, const char *end, Py_ssize_t max_fields, Py_ssize_t budget,
+                             decline_fn declines, void *state) {
     PyObject *fields = PyList_New(0);
     if (fields == NULL) return NULL;
     const char *fields_end = end - 2; /* the blank line */
     while (p < fields_end) {
         field_t f;
         if (!read_field(p, fields_end + 2, &f) || f.next > fields_end || PyList_GET_SIZE(fields) >= max_fields ||
-            declines(f.name, f.name_len, f.value, f.value_len, state)) {
+            (budget -= f.name_len + f.value_len + 4) < 0 || declines(f.name, f.name_len, f.value, f.value_len, state)) {
             Py_DECREF(fields);
             return NULL;
         }
@@ -211,7 +214,9 @@ static PyObject *declined(PyObject *fields) {
  *
  * Taken: an HTTP/1.1 request with one of the methods above, an origin-form target with no "#" and
  * no dot-segment, no body (no Content-Length, no Transfer-Encoding), no Upgrade, no Connection
- * other than keep-alive, a head of at most max_head bytes with at most max_fields fields. */
+ * other than keep-alive and no Proxy-Connection, no value ending in whitespace, at most max_fields
+ * fields, and a head within max_head both in bytes and as the reader measures it (the target plus
+ * name + value + 4 per field). */
 static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 4 || !PyBytes_CheckExact(args[0])) {
@@ -251,7 +256,7 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0) Py_RETURN_NONE;
     p += 11;
 
-    PyObject *fields = read_fields(p, end, max_fields, request_field_declines, NULL);
+    PyObject *fields = read_fields(p, end, max_fields, max_head - (target_end - target), request_field_declines, NULL);
     if (fields == NULL) return declined(fields);
     PyObject *target_obj = PyBytes_FromStringAndSize(target, target_end - target);
     PyObject *path = NULL, *query = NULL;
@@ -321,6 +326,8 @@ static int response_field_declines(const char *name, Py_ssize_t len, const char 
         }
         rs->content_length = n;
         return 0;
+    case 16:
+        return NAME_IS(name, len, "proxy-connection"); /* llhttp reads it as Connection */
     case 17:
         return NAME_IS(name, len, "transfer-encoding");
     default:
@@ -331,8 +338,9 @@ static int response_field_declines(const char *name, Py_ssize_t len, const char 
 /* scan_response(data, start, max_head) -> (end, status, content_length, fields) | None
  *
  * Taken: an HTTP/1.1 final response (status 200-599) with at most one Content-Length (-1 when
- * there is none), no Transfer-Encoding, no Connection other than keep-alive, a head of at most
- * max_head bytes. Whether the body is framed (a response to HEAD, 204, 304, or close-delimited) is
+ * there is none), no Transfer-Encoding, no Connection other than keep-alive and no
+ * Proxy-Connection, no value ending in whitespace, a head within max_head both in bytes and
+ * measured as name + value + 4 per field. Whether the body is framed (a response to HEAD, 204, 304, or close-delimited) is
  * the caller's to decide: it knows the request. */
 static PyObject *scan_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -360,7 +368,7 @@ static PyObject *scan_response(PyObject *self, PyObject *const *args, Py_ssize_t
     p += 2;
 
     response_state rs = {-1};
-    PyObject *fields = read_fields(p, end, PY_SSIZE_T_MAX, response_field_declines, &rs);
+    PyObject *fields = read_fields(p, end, PY_SSIZE_T_MAX, max_head, response_field_declines, &rs);
     if (fields == NULL) return declined(fields);
     PyObject *end_obj = PyLong_FromSsize_t(end - data);
     PyObject *status_obj = PyLong_FromLong(status);

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Final
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import ResponseHead
@@ -42,6 +43,7 @@ _FIELDS: Final = FieldKinds(_SPECIAL)
 MAX_RESPONSE_HEAD: Final = 64 * 1024
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests and tools read with their own sinks
 class ResponseSink:
     """What the reader calls as a response is read (a base class, so compiled calls are native)."""
 
@@ -109,6 +111,7 @@ class ResponseParser:
 
     def feed(self, data: bytes) -> int | None:
         """Parse ``data``; returns the offset of tunnel bytes after a 101, else None."""
+        taken = 0  # bytes read by the fast lane
         if self._body_left or (self._fast and self._idle and self.in_message):
             taken = self._fast_lane(data)
             if taken:
@@ -120,13 +123,13 @@ class ResponseParser:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            return int(exc.args[0]) if exc.args else len(data)
+            return taken + (int(exc.args[0]) if exc.args else len(data))
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _HeadOnlyError):
                 self._parser = httptools.HttpResponseParser(self)
                 self._idle = True
-                self.on_message_complete()
+                self._message_end()
                 return None
             if isinstance(cause, ProtocolError):
                 raise cause from None
@@ -157,12 +160,12 @@ class ResponseParser:
                     self._body_left = left - (size - taken)
                     self.sink.on_response_body(data[taken:] if taken else data)
                     if not self._body_left:
-                        self.on_message_complete()
+                        self._message_end()
                     return size
                 self._body_left = 0
                 self.sink.on_response_body(data[taken : taken + left])
                 taken += left
-                self.on_message_complete()
+                self._message_end()
                 continue
             if not (self._fast and self._idle and self.in_message):
                 break
@@ -170,9 +173,10 @@ class ResponseParser:
             if scanned is None:
                 break
             end, status, length, fields = scanned
-            bodiless = self._head_request or status in {204, 304}
-            if length < 0 and not bodiless:
-                break  # delimited by the close: llhttp reads it
+            no_body = status in {204, 304}
+            if length < 0 and not no_body:
+                break  # delimited by the close (or a HEAD answer llhttp would read so): llhttp reads it
+            bodiless = no_body or self._head_request
             head = self._head
             spellings = _FIELDS.spellings
             for pair in fields:  # a plain field's pair is kept as the lane made it (often shared)
@@ -182,9 +186,11 @@ class ResponseParser:
                     self.on_header(pair[0], pair[1])
             head.status = status  # HTTP/1.1 and no Connection but keep-alive: the lane takes no other
             taken = end
-            self._hand_off(head)
+            if self._hand_off(head):  # a response to HEAD: what else came in this read is dropped
+                self._message_end()
+                return size
             if bodiless or not length:
-                self.on_message_complete()
+                self._message_end()
             else:
                 self._body_left = length
         return taken
@@ -271,7 +277,11 @@ class ResponseParser:
         self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
-        self._idle = True
+        # After a response that closes the connection, llhttp refuses what follows: so must the lane.
+        self._idle = self._parser.should_keep_alive()
+        self._message_end()
+
+    def _message_end(self) -> None:
         if not self.in_body:  # after an informational (1xx) head: the final response follows
             return
         self.in_body = False
