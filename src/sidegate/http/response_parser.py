@@ -180,8 +180,12 @@ class ResponseParser:
             head = self._head
             spellings = _FIELDS.spellings
             for pair in fields:  # a plain field's pair is kept as the lane made it (often shared)
-                if spellings.get(pair[0]) == PLAIN_FIELD:
+                kind = spellings.get(pair[0])
+                if kind == PLAIN_FIELD:
                     head.headers.append(pair)
+                elif kind == _CL:  # the lane has read the one Content-Length there is
+                    head.content_length = length
+                    head.content_length_raw = pair[1]
                 else:
                     self.on_header(pair[0], pair[1])
             head.status = status  # HTTP/1.1 and no Connection but keep-alive: the lane takes no other
