@@ -123,6 +123,16 @@ PLAIN: list[tuple[str, bytes]] = [
     ),
     ("long-line", get(b"/", b"Authorization: Bearer " + b"t" * 300)),
     ("upgrade-insecure-requests", get(b"/", b"Upgrade-Insecure-Requests: 1")),
+    # Content-Length bodies: the lane reads the head, the reader counts the body.
+    ("content-length-body", b"POST /upload HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello"),
+    ("content-length-zero", b"PUT /x HTTP/1.1\r\n" + H + b"Content-Length: 0\r\n\r\n"),
+    ("content-length-on-get", get(b"/x", b"content-length: 3") + b"abc"),
+    ("content-length-leading-zeros", b"POST /z HTTP/1.1\r\n" + H + b"Content-Length: 005\r\n\r\nhello"),
+    (
+        "json-post",
+        b"POST /api/orders?dry_run=1 HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\n"
+        b"Content-Length: 27\r\nAccept: application/json\r\n\r\n" + b'{"item": "tea", "count": 2}',
+    ),
 ]
 
 # Plain shapes the lane reads whole that the reader then rejects (in Python, both lanes): 400.
@@ -146,9 +156,8 @@ TUNNEL_BYTES = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"  # a masked webso
 # Shapes the lane leaves to llhttp (bodies, other versions, closes, upgrades, unusual targets,
 # whitespace after a value...): the reader must behave exactly as it did before the lane existed.
 DECLINED: list[tuple[str, bytes]] = [
-    ("content-length-body", b"POST /upload HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello"),
-    ("content-length-zero", b"PUT /x HTTP/1.1\r\n" + H + b"Content-Length: 0\r\n\r\n"),
-    ("content-length-on-get", get(b"/x", b"content-length: 3") + b"abc"),
+    # A Content-Length too long for the lane (16 digits): llhttp reads it.
+    ("content-length-16-digits", b"POST /n HTTP/1.1\r\n" + H + b"Content-Length: %016d\r\n\r\nhello" % 5),
     (
         "chunked-body",
         b"POST /c HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
@@ -212,7 +221,10 @@ STOPS_READING = {
 @pytest.mark.parametrize("data", cases(PLAIN))
 def test_plain_request_reads_the_same(data: bytes) -> None:
     assert wire.scan_request(data, 0, MAX_HEAD, MAX_COUNT) is not None, "the lane should take this head"
-    assert kinds(same_requests([data])) == ["head", "end"]
+    record = same_requests([data])
+    assert [kind for kind in kinds(record) if kind != "body"] == ["head", "end"]
+    body = b"".join(data for kind, data in record if kind == "body" and isinstance(data, bytes))
+    assert data.endswith(body)  # the body is the bytes after the head, whole
 
 
 @pytest.mark.parametrize("data", cases(TAKEN_REJECTED))
@@ -272,7 +284,7 @@ def test_pipelined_declined_first(declined: bytes) -> None:
 
 def test_pipelined_all_plain_shapes() -> None:
     record = same_requests([b"".join(data for _, data in PLAIN)])
-    assert kinds(record) == ["head", "end"] * len(PLAIN)
+    assert [kind for kind in kinds(record) if kind != "body"] == ["head", "end"] * len(PLAIN)
 
 
 def test_pipelined_all_shapes_interleaved() -> None:
@@ -317,7 +329,7 @@ def test_malformed_head_rejected_the_same(data: bytes, status: int) -> None:
     assert same_requests([data]) == [("error", status)]
     after_plain = same_requests([FIRST + data])
     assert after_plain[2:] == [("error", status)] and kinds(after_plain[:2]) == ["head", "end"]
-    after_declined = same_requests([dict(DECLINED)["content-length-body"] + data])
+    after_declined = same_requests([dict(DECLINED)["chunked-body"] + data])
     assert after_declined[-1] == ("error", status) and kinds(after_declined).count("head") == 1
 
 
@@ -336,9 +348,17 @@ PIPELINES: list[tuple[str, bytes]] = [
     (
         "plain-body-browser-chunked",
         dict(PLAIN)["wrk-minimal"]
-        + D["content-length-body"]
+        + dict(PLAIN)["content-length-body"]
         + dict(PLAIN)["browser"]
         + D["chunked-trailers"],
+    ),
+    (
+        "bodies-back-to-back",
+        dict(PLAIN)["json-post"]
+        + dict(PLAIN)["content-length-zero"]
+        + FIRST
+        + dict(PLAIN)["content-length-leading-zeros"]
+        + D["content-length-16-digits"],
     ),
     ("plain-http10-plain-close", FIRST + D["http-1.0-keep-alive"] + MIDDLE + D["connection-close"]),
     ("plain-plain-websocket", FIRST + MIDDLE + WEBSOCKET + TUNNEL_BYTES),
@@ -468,7 +488,7 @@ def test_max_head_size(data: bytes, lane_takes_it: bool, placement: str) -> None
         assert (record[-1] == ("error", 431)) is (max_head < measure), max_head
 
 
-@pytest.mark.parametrize("first", [FIRST, dict(DECLINED)["content-length-body"]], ids=["plain", "declined"])
+@pytest.mark.parametrize("first", [FIRST, dict(DECLINED)["chunked-body"]], ids=["plain", "declined"])
 def test_over_long_head_pipelined_in_the_same_read(first: bytes) -> None:
     """An over-long head arriving in the same read as the end of an earlier request: 431 after
     the earlier one is served, whether the lane or llhttp read that one."""
@@ -528,8 +548,8 @@ def test_the_reader_takes_the_lane(fast: bool) -> None:
 def test_scan_request_takes_plain_heads(data: bytes) -> None:
     scanned = wire.scan_request(data + LAST, 0, MAX_HEAD, MAX_COUNT)
     assert scanned is not None
-    end, method, target, path, query, fields = scanned
-    assert end == len(data) and data.startswith(method + b" " + target + b" HTTP/1.1\r\n")
+    end, method, target, path, query, length, fields = scanned
+    assert end + max(length, 0) == len(data) and data.startswith(method + b" " + target + b" HTTP/1.1\r\n")
     assert path + (b"?" + query if b"?" in target else b"") == target
     assert fields == field_lines(data)
     # From an offset, as the reader calls it for the next request in a buffer.

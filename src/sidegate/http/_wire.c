@@ -54,25 +54,6 @@ static int name_is(const char *name, Py_ssize_t len, const char *lower, Py_ssize
 
 #define NAME_IS(name, len, lit) name_is((name), (len), (lit), (Py_ssize_t)sizeof(lit) - 1)
 
-/* Names whose presence sends a request to the reference path: they frame a body or change what
- * the connection is (a body, an upgrade, a close). */
-static int request_declines(const char *name, Py_ssize_t len, const char *value, Py_ssize_t vlen) {
-    switch (len) {
-    case 7:
-        return NAME_IS(name, len, "upgrade");
-    case 10:
-        return NAME_IS(name, len, "connection") && !NAME_IS(value, vlen, "keep-alive");
-    case 14:
-        return NAME_IS(name, len, "content-length");
-    case 16:
-        return NAME_IS(name, len, "proxy-connection"); /* llhttp reads it as Connection */
-    case 17:
-        return NAME_IS(name, len, "transfer-encoding");
-    default:
-        return 0;
-    }
-}
-
 /* One header field line at p (before end): the name and value bounds, and where the next line
  * starts. Returns 0 when the line is not plainly valid (or not complete). */
 typedef struct {
@@ -200,9 +181,41 @@ static PyObject *read_fields(const char *p, const char *end, Py_ssize_t max_fiel
     return fields;
 }
 
-static int request_field_declines(const char *name, Py_ssize_t len, const char *value, Py_ssize_t vlen, void *state) {
-    (void)state;
-    return request_declines(name, len, value, vlen);
+/* What a head's fields say about its framing, gathered while they are read. */
+typedef struct {
+    long long content_length; /* -1: absent */
+    int request;              /* an Upgrade field sends a request to the reference (a response's
+                                 means nothing without a 101, which the lane never takes) */
+} framing;
+
+/* Whether a field sends the message to the reference path: it frames a body in a way the lane does
+ * not read (Transfer-Encoding, a second or unusual Content-Length), or changes what the connection
+ * is (Upgrade, a Connection other than keep-alive, Proxy-Connection, which llhttp reads as
+ * Connection). A Content-Length the lane reads is kept in the framing. */
+static int field_declines(const char *name, Py_ssize_t len, const char *value, Py_ssize_t vlen, void *state) {
+    framing *fr = (framing *)state;
+    switch (len) {
+    case 7:
+        return fr->request && NAME_IS(name, len, "upgrade");
+    case 10:
+        return NAME_IS(name, len, "connection") && !NAME_IS(value, vlen, "keep-alive");
+    case 14:
+        if (!NAME_IS(name, len, "content-length")) return 0;
+        if (fr->content_length >= 0 || vlen == 0 || vlen > 15) return 1; /* a second one: the reference decides */
+        long long n = 0;
+        for (Py_ssize_t i = 0; i < vlen; i++) {
+            if (value[i] < '0' || value[i] > '9') return 1;
+            n = n * 10 + (value[i] - '0');
+        }
+        fr->content_length = n;
+        return 0;
+    case 16:
+        return NAME_IS(name, len, "proxy-connection");
+    case 17:
+        return NAME_IS(name, len, "transfer-encoding");
+    default:
+        return 0;
+    }
 }
 
 static PyObject *declined(PyObject *fields) {
@@ -210,11 +223,13 @@ static PyObject *declined(PyObject *fields) {
     Py_RETURN_NONE;
 }
 
-/* scan_request(data, start, max_head, max_fields) -> (end, method, target, path, query, fields) | None
+/* scan_request(data, start, max_head, max_fields)
+ *     -> (end, method, target, path, query, content_length, fields) | None
  *
  * Taken: an HTTP/1.1 request with one of the methods above, an origin-form target with no "#" and
- * no dot-segment, no body (no Content-Length, no Transfer-Encoding), no Upgrade, no Connection
- * other than keep-alive and no Proxy-Connection, no value ending in whitespace, at most max_fields
+ * no dot-segment, at most one Content-Length (-1 when there is none; the caller counts the body)
+ * and no Transfer-Encoding, no Upgrade, no Connection other than keep-alive and no
+ * Proxy-Connection, no value ending in whitespace, at most max_fields
  * fields, and a head within max_head both in bytes and as the reader measures it (the target plus
  * name + value + 4 per field). */
 static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -256,7 +271,8 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0) Py_RETURN_NONE;
     p += 11;
 
-    PyObject *fields = read_fields(p, end, max_fields, max_head - (target_end - target), request_field_declines, NULL);
+    framing fr = {-1, 1};
+    PyObject *fields = read_fields(p, end, max_fields, max_head - (target_end - target), field_declines, &fr);
     if (fields == NULL) return declined(fields);
     PyObject *target_obj = PyBytes_FromStringAndSize(target, target_end - target);
     PyObject *path = NULL, *query = NULL;
@@ -279,7 +295,12 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     PyObject *end_obj = PyLong_FromSsize_t(end - data);
-    if (end_obj == NULL) {
+    PyObject *length_obj = PyLong_FromLongLong(fr.content_length);
+    PyObject *result = PyTuple_New(7);
+    if (end_obj == NULL || length_obj == NULL || result == NULL) {
+        Py_XDECREF(end_obj);
+        Py_XDECREF(length_obj);
+        Py_XDECREF(result);
         Py_DECREF(target_obj);
         Py_DECREF(path);
         Py_DECREF(query);
@@ -287,52 +308,14 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     Py_INCREF(method);
-    PyObject *result = PyTuple_New(6);
-    if (result == NULL) {
-        Py_DECREF(end_obj);
-        Py_DECREF(method);
-        Py_DECREF(target_obj);
-        Py_DECREF(path);
-        Py_DECREF(query);
-        Py_DECREF(fields);
-        return NULL;
-    }
     PyTuple_SET_ITEM(result, 0, end_obj);
     PyTuple_SET_ITEM(result, 1, method);
     PyTuple_SET_ITEM(result, 2, target_obj);
     PyTuple_SET_ITEM(result, 3, path);
     PyTuple_SET_ITEM(result, 4, query);
-    PyTuple_SET_ITEM(result, 5, fields);
+    PyTuple_SET_ITEM(result, 5, length_obj);
+    PyTuple_SET_ITEM(result, 6, fields);
     return result;
-}
-
-/* What the response's fields say about its framing. */
-typedef struct {
-    long long content_length; /* -1: absent */
-} response_state;
-
-static int response_field_declines(const char *name, Py_ssize_t len, const char *value, Py_ssize_t vlen, void *state) {
-    response_state *rs = (response_state *)state;
-    switch (len) {
-    case 10:
-        return NAME_IS(name, len, "connection") && !NAME_IS(value, vlen, "keep-alive");
-    case 14:
-        if (!NAME_IS(name, len, "content-length")) return 0;
-        if (rs->content_length >= 0 || vlen == 0 || vlen > 15) return 1; /* a second one: the reference decides */
-        long long n = 0;
-        for (Py_ssize_t i = 0; i < vlen; i++) {
-            if (value[i] < '0' || value[i] > '9') return 1;
-            n = n * 10 + (value[i] - '0');
-        }
-        rs->content_length = n;
-        return 0;
-    case 16:
-        return NAME_IS(name, len, "proxy-connection"); /* llhttp reads it as Connection */
-    case 17:
-        return NAME_IS(name, len, "transfer-encoding");
-    default:
-        return 0;
-    }
 }
 
 /* scan_response(data, start, max_head) -> (end, status, content_length, fields) | None
@@ -367,12 +350,12 @@ static PyObject *scan_response(PyObject *self, PyObject *const *args, Py_ssize_t
     if (p[0] != '\r' || p[1] != '\n') Py_RETURN_NONE;
     p += 2;
 
-    response_state rs = {-1};
-    PyObject *fields = read_fields(p, end, PY_SSIZE_T_MAX, max_head, response_field_declines, &rs);
+    framing fr = {-1, 0};
+    PyObject *fields = read_fields(p, end, PY_SSIZE_T_MAX, max_head, field_declines, &fr);
     if (fields == NULL) return declined(fields);
     PyObject *end_obj = PyLong_FromSsize_t(end - data);
     PyObject *status_obj = PyLong_FromLong(status);
-    PyObject *length_obj = PyLong_FromLongLong(rs.content_length);
+    PyObject *length_obj = PyLong_FromLongLong(fr.content_length);
     PyObject *result = PyTuple_New(4);
     if (end_obj == NULL || status_obj == NULL || length_obj == NULL || result == NULL) {
         Py_XDECREF(end_obj);
@@ -450,7 +433,8 @@ bad:
 
 static PyMethodDef wire_methods[] = {
     {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
-     "scan_request(data, start, max_head, max_fields) -> (end, method, target, path, query, fields) or None"},
+     "scan_request(data, start, max_head, max_fields) -> (end, method, target, path, query, content_length, fields)"
+     " or None"},
     {"scan_response", (PyCFunction)(void (*)(void))scan_response, METH_FASTCALL,
      "scan_response(data, start, max_head) -> (end, status, content_length, fields) or None"},
     {"join_head", (PyCFunction)(void (*)(void))join_head, METH_FASTCALL,

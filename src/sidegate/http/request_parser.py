@@ -20,6 +20,11 @@ proxy rewrites (X-Forwarded-*, Forwarded, Via, X-Request-Id) are pulled into fie
 Every violation raises :class:`~sidegate.http.errors.ProtocolError` out of :meth:`feed`; the
 connection answers with its status and closes, so nothing ambiguous is ever forwarded.
 
+The fast lane (``sidegate.http.wire``, in C) reads the common case before llhttp sees it: a whole,
+plainly valid head in one call, and its Content-Length body counted here. Whatever it does not
+recognise goes to llhttp, so llhttp and this module's checks remain the reference for every rule
+above (tests/unit/test_fast_lane_requests.py holds the two to the same answers).
+
 Substring tests are written ``data.find(sub) >= 0``: CPython 3.11's ``sub in data`` on bytes first
 tries ``sub`` as an integer and formats (then discards) a TypeError, ten times the cost.
 """
@@ -138,6 +143,7 @@ class RequestParser:
     """Feeds bytes to llhttp; validates; reports heads, body chunks and ends to a sink."""
 
     __slots__ = (
+        "_body_left",
         "_fast",
         "_fields",
         "_head",
@@ -168,6 +174,7 @@ class RequestParser:
         # Plain heads are read whole by the fast lane (when built); llhttp reads the rest.
         self._fast = fast_lane and FAST_LANE_BUILT
         self._idle = True  # llhttp is between messages (it holds no byte of one)
+        self._body_left = 0  # bytes still owed of a body the fast lane is counting
         self._fields = _FIELDS if fields is None else fields  # see special_fields()
         self._spellings = self._fields.spellings
         self._max_size = max_head_size
@@ -187,7 +194,7 @@ class RequestParser:
     def feed(self, data: bytes) -> int | None:
         """Parse ``data``. Returns None, or the offset where upgraded (tunnel) bytes start."""
         taken = 0  # bytes read by the fast lane
-        if self._fast and self._idle:
+        if self._body_left or (self._fast and self._idle):
             taken = self._fast_lane(data)
             if taken:
                 if taken == len(data):
@@ -217,16 +224,32 @@ class RequestParser:
         return None
 
     def _fast_lane(self, data: bytes) -> int:
-        """Read the plain requests at the start of ``data`` without llhttp: each is one call into
-        the fast lane, which returns the whole head (or None: llhttp reads from there). Returns
-        how many bytes were read. The fields go through ``on_header`` as llhttp's would."""
+        """Read what the fast lane can at the start of ``data``: the rest of a counted body, then
+        plain heads (one call each into the lane, which returns the whole head, or None: llhttp
+        reads from there) and their Content-Length bodies. Returns how many bytes were read. The
+        fields go through ``on_header`` as llhttp's would."""
         taken = 0
         size = len(data)
         while taken < size:
+            left = self._body_left
+            if left:
+                if size - taken <= left:  # all of it is body
+                    self._body_left = left - (size - taken)
+                    self._sink.on_request_body(data[taken:] if taken else data)
+                    if not self._body_left:
+                        self._body_end()
+                    return size
+                self._body_left = 0
+                self._sink.on_request_body(data[taken : taken + left])
+                taken += left
+                self._body_end()
+                continue
+            if not (self._fast and self._idle):
+                break
             scanned = scan_request(data, taken, self._max_size, self._max_count)
             if scanned is None:
                 break
-            end, method, target, path, query, fields = scanned
+            end, method, target, path, query, length, fields = scanned
             head = self._head
             spellings = self._spellings
             for pair in fields:  # a plain field's pair is kept as the lane made it (often shared)
@@ -234,16 +257,23 @@ class RequestParser:
                     head.headers.append(pair)
                 else:
                     self.on_header(pair[0], pair[1])
-            head.method = method  # HTTP/1.1, kept alive, no body: the lane takes no other
+            head.method = method  # HTTP/1.1 and kept alive: the lane takes no other
             self._resolve_host(head)
             head.path = path
             head.query = query
             head.target = target
             taken = end
             self._hand_off(head)
-            self._sink.on_request_end()
-            self.in_body = False
+            if length > 0:
+                self._body_left = length
+            else:
+                self._body_end()
         return taken
+
+    def _body_end(self) -> None:
+        """A request the lane read is complete (its body, if any, counted)."""
+        self.in_body = False
+        self._sink.on_request_end()
 
     # -- llhttp callbacks ----------------------------------------------------------------------
 

@@ -4,6 +4,9 @@ llhttp frames the response (Content-Length, chunked, 1xx, 204, 304, close-delimi
 cannot know is the request method: a response to HEAD has no body whatever its Content-Length
 says, so for HEAD the reader ends the message at the head and starts a fresh parser for the next.
 
+The fast lane (``sidegate.http.wire``, in C) reads plain heads whole before llhttp sees them, and
+their Content-Length bodies are counted here; everything else is llhttp's.
+
 Hop-by-hop and framing headers are kept out of ``ResponseHead.headers``; the framing is described
 by fields (``content_length``, ``chunked``, ``close_delimited``) and re-written by the proxy.
 """

@@ -1,7 +1,7 @@
 """Bytes on the wire, the common case in C (``_wire.c``), with pure-Python stand-ins.
 
 ``scan_request`` and ``scan_response`` are the readers' fast lane: they read a whole head in one
-call when it is complete, plainly valid and simple (no request body, no upgrade, no close...), and
+call when it is complete, plainly valid and simple (no chunked body, no upgrade, no close...), and
 return None otherwise; the readers then hand the bytes to llhttp, the reference, which frames,
 validates and rejects as it always has. ``join_head`` writes a head in one allocation.
 
@@ -20,7 +20,7 @@ except ImportError:  # a pure-Python build: llhttp reads every head
 
     def scan_request(
         data: bytes, start: int, max_head: int, max_fields: int
-    ) -> tuple[int, bytes, bytes, bytes, bytes, list[tuple[bytes, bytes]]] | None:
+    ) -> tuple[int, bytes, bytes, bytes, bytes, int, list[tuple[bytes, bytes]]] | None:
         return None
 
     def scan_response(
