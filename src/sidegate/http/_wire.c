@@ -54,8 +54,7 @@ static int name_is(const char *name, Py_ssize_t len, const char *lower, Py_ssize
 
 #define NAME_IS(name, len, lit) name_is((name), (len), (lit), (Py_ssize_t)sizeof(lit) - 1)
 
-/* One header field line at p (before end): the name and value bounds, and where the next line
- * starts. Returns 0 when the line is not plainly valid (or not complete). */
+/* One header field line: its name and value bounds, and where the next line starts. */
 typedef struct {
     const char *name;
     Py_ssize_t name_len;
@@ -68,18 +67,65 @@ typedef struct {
 #define FNV_OFFSET 2166136261u
 #define FNV(hash, c) (((hash) ^ (unsigned char)(c)) * 16777619u)
 
+/* Field lines up to this long are kept in the cache of lines below (and hashed for it). */
+#define KEPT_LINE_MAX 96
+
+/* The end of the run of plain value bytes (0x20-0x7e) from p, at most to end: 16 bytes at a time
+ * with SSE2 (every x86-64), else 8 at a time. It may stop early; the caller's exact byte loop goes
+ * on from there. */
+#ifdef __SSE2__
+#include <emmintrin.h>
+static const char *plain_run(const char *p, const char *end) {
+    const __m128i low = _mm_set1_epi8(0x1f), high = _mm_set1_epi8(0x7f);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        __m128i ok = _mm_and_si128(_mm_cmpgt_epi8(v, low), _mm_cmplt_epi8(v, high)); /* signed: 0x80+ fail */
+        if (_mm_movemask_epi8(ok) != 0xffff) break;
+        p += 16;
+    }
+    return p;
+}
+#else
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static const char *plain_run(const char *p, const char *end) {
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        if (((x - ONES * 0x20) & ~x & HIGHS) | (((x + ONES) | x) & HIGHS)) break; /* below 0x20 or above 0x7e */
+        p += 8;
+    }
+    return p;
+}
+#endif
+
+/* Reads the field line at [p, end) into f. Returns 0 when it is not plainly valid or not complete.
+ * A line too long to be kept (a token, a cookie) is checked in bulk and not hashed. */
 static int read_field(const char *p, const char *end, field_t *f) {
-    uint32_t hash = FNV_OFFSET;
     const char *start = p;
-    while (p < end && (classes[(unsigned char)*p] & TCHAR)) hash = FNV(hash, *p++);
-    if (p == start || p >= end || *p != ':') return 0;
+    const char *cr = memchr(p, '\r', (size_t)(end - p));
+    if (cr == NULL || cr + 1 >= end || cr[1] != '\n') return 0;
+    /* Every loop below stops at the CR at the latest: it is in no class. */
+    uint32_t hash = FNV_OFFSET;
+    int kept = cr - start <= KEPT_LINE_MAX;
+    if (kept) {
+        while (classes[(unsigned char)*p] & TCHAR) hash = FNV(hash, *p++);
+    } else {
+        while (classes[(unsigned char)*p] & TCHAR) p++;
+    }
+    if (p == start || *p != ':') return 0;
     f->name = start;
     f->name_len = p - start;
     hash = FNV(hash, *p++);
-    while (p < end && (*p == ' ' || *p == '\t')) hash = FNV(hash, *p++);
+    while (*p == ' ' || *p == '\t') hash = FNV(hash, *p++);
     const char *value = p;
-    while (p < end && (classes[(unsigned char)*p] & VALUE)) hash = FNV(hash, *p++);
-    if (p + 1 >= end || p[0] != '\r' || p[1] != '\n') return 0;
+    if (kept) {
+        while (classes[(unsigned char)*p] & VALUE) hash = FNV(hash, *p++);
+    } else {
+        p = plain_run(p, cr);
+        while (classes[(unsigned char)*p] & VALUE) p++;
+    }
+    if (p != cr) return 0;                                      /* a byte no plain value has */
     if (p > value && (p[-1] == ' ' || p[-1] == '\t')) return 0; /* llhttp keeps trailing OWS */
     f->value = value;
     f->value_len = p - value;
@@ -94,10 +140,9 @@ static int read_field(const char *p, const char *end, field_t *f) {
  * bounded: a line that hashes to a taken slot replaces it; long lines (tokens, cookies) are not
  * kept. Only ever touched with the GIL held. */
 #define LINE_SLOTS 512
-#define LINE_MAX 96
 typedef struct {
     Py_ssize_t len; /* 0: empty slot */
-    char line[LINE_MAX];
+    char line[KEPT_LINE_MAX];
     PyObject *pair;
 } line_slot;
 static line_slot *lines;
@@ -121,7 +166,7 @@ static PyObject *new_pair(const field_t *f) {
 /* The (name, value) pair of the field line [f->name, f->next - 2): a new reference. */
 static PyObject *field_pair(const field_t *f) {
     Py_ssize_t len = f->next - 2 - f->name;
-    if (len > LINE_MAX) return new_pair(f);
+    if (len > KEPT_LINE_MAX) return new_pair(f);
     line_slot *slot = &lines[f->hash % LINE_SLOTS];
     if (slot->len == len && memcmp(slot->line, f->name, (size_t)len) == 0) {
         Py_INCREF(slot->pair);
