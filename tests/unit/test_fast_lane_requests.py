@@ -122,6 +122,12 @@ PLAIN: list[tuple[str, bytes]] = [
         ),
     ),
     ("long-line", get(b"/", b"Authorization: Bearer " + b"t" * 300)),
+    # Long lines are checked 16 bytes at a time: a tab or a space anywhere in one is still plain.
+    *[
+        (f"long-line-{name}-at-{at}", get(b"/", b"Cookie: " + b"c" * at + byte + b"c" * (300 - at)))
+        for name, byte in (("tab", b"\t"), ("space", b" "), ("tilde", b"~"))
+        for at in (90, 97, 150, 299)
+    ],
     ("upgrade-insecure-requests", get(b"/", b"Upgrade-Insecure-Requests: 1")),
     # Content-Length bodies: the lane reads the head, the reader counts the body.
     ("content-length-body", b"POST /upload HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello"),
@@ -192,6 +198,12 @@ DECLINED: list[tuple[str, bytes]] = [
     ("dot-file", get(b"/.well-known/security.txt")),
     ("fragment", get(b"/page?x=1#section-2")),
     ("obs-text-value", get(b"/", b"X-Name: Caf\xc3\xa9 \xff")),
+    # ...and a byte no plain value has, anywhere in a long line, sends it to llhttp (which decides).
+    *[
+        (f"long-line-{name}-at-{at}", get(b"/", b"Cookie: " + b"c" * at + byte + b"c" * (300 - at)))
+        for name, byte in (("obs-text", b"\x80"), ("del", b"\x7f"), ("high", b"\xff"))
+        for at in (90, 97, 150, 299)
+    ],
     ("connect", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
     ("options-asterisk", b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n"),
     ("other-method", b"PURGE /cache/x HTTP/1.1\r\n" + H + b"\r\n"),
@@ -215,6 +227,7 @@ STOPS_READING = {
     "connect",
     "lower-case-method",
     "ows-after-host",
+    *(f"long-line-del-at-{at}" for at in (90, 97, 150, 299)),  # DEL is no field-vchar: 400
 }
 
 
