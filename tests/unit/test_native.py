@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from sidegate import native
 from sidegate.http import wire
 
@@ -19,29 +21,22 @@ def test_the_suite_runs_the_compiled_hot_path() -> None:
     assert native.fast_lane_built() and wire.AVAILABLE  # the C fast lane of the HTTP readers
 
 
-def test_an_extension_older_than_its_source_is_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("source_name", "module"),
+    [("writer.py", "sidegate.http.writer"), ("_wire.c", "sidegate.http._wire")],
+    ids=["mypyc", "c"],
+)
+def test_an_extension_older_than_its_source_is_reported(
+    tmp_path: Path, source_name: str, module: str
+) -> None:
     package = tmp_path / "sidegate"
     (package / "http").mkdir(parents=True)
-    source = package / "http" / "writer.py"
+    source = package / "http" / source_name
     source.write_text("x = 1\n")
-    extension = package / "http" / "writer.cpython-311-x86_64-linux-gnu.so"
+    extension = package / "http" / (source_name.rsplit(".", 1)[0] + ".cpython-311-x86_64-linux-gnu.so")
     extension.write_bytes(b"")
     past = time.time() - 60
     os.utime(extension, (past, past))
-    assert native.stale_extensions(package) == ["sidegate.http.writer"]
-    os.utime(source, (past - 60, past - 60))
-    assert native.stale_extensions(package) == []
-
-
-def test_a_fast_lane_older_than_its_c_source_is_reported(tmp_path: Path) -> None:
-    package = tmp_path / "sidegate"
-    (package / "http").mkdir(parents=True)
-    source = package / "http" / "_wire.c"
-    source.write_text("/* */\n")
-    extension = package / "http" / "_wire.cpython-311-x86_64-linux-gnu.so"
-    extension.write_bytes(b"")
-    past = time.time() - 60
-    os.utime(extension, (past, past))
-    assert native.stale_extensions(package) == ["sidegate.http._wire"]
+    assert native.stale_extensions(package) == [module]
     os.utime(source, (past - 60, past - 60))
     assert native.stale_extensions(package) == []

@@ -196,6 +196,17 @@ static const char *head_end(const char *p, const char *limit) {
     return NULL;
 }
 
+/* The complete head at data[start:], within max_head bytes: its first byte and its end (just past
+ * the blank line). 0 when there is none. */
+static int locate_head(PyObject *data, Py_ssize_t start, Py_ssize_t max_head, const char **head, const char **end) {
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (start < 0 || start >= size || max_head <= 0) return 0;
+    const char *p = PyBytes_AS_STRING(data) + start;
+    *head = p;
+    *end = head_end(p, p + (size - start > max_head ? max_head : size - start));
+    return *end != NULL;
+}
+
 /* Reads the field lines from p to the head's end into a new list, or returns NULL with no error
  * set when a line is not plainly valid, when there are more than max_fields, when the fields
  * measure more than budget (each counts name + value + 4, as the readers count a head's size),
@@ -274,9 +285,9 @@ static PyObject *declined(PyObject *fields) {
  * Taken: an HTTP/1.1 request with one of the methods above, an origin-form target with no "#" and
  * no dot-segment, at most one Content-Length (-1 when there is none; the caller counts the body)
  * and no Transfer-Encoding, no Upgrade, no Connection other than keep-alive and no
- * Proxy-Connection, no value ending in whitespace, at most max_fields
- * fields, and a head within max_head both in bytes and as the reader measures it (the target plus
- * name + value + 4 per field). */
+ * Proxy-Connection, no value ending in whitespace, at most max_fields fields, and a head within
+ * max_head both in bytes and as the reader measures it (the target plus name + value + 4 per
+ * field). */
 static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 4 || !PyBytes_CheckExact(args[0])) {
@@ -288,12 +299,8 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t max_fields = PyLong_AsSsize_t(args[3]);
     if (PyErr_Occurred()) return NULL;
     const char *data = PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    if (start < 0 || start >= size) Py_RETURN_NONE;
-    const char *p = data + start;
-    const char *limit = data + (size - start > max_head ? start + max_head : size);
-    const char *end = head_end(p, limit);
-    if (end == NULL) Py_RETURN_NONE;
+    const char *p, *end;
+    if (!locate_head(args[0], start, max_head, &p, &end)) Py_RETURN_NONE;
 
     PyObject *method = NULL;
     for (size_t i = 0; i < METHOD_COUNT; i++) {
@@ -368,8 +375,8 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
  * Taken: an HTTP/1.1 final response (status 200-599) with at most one Content-Length (-1 when
  * there is none), no Transfer-Encoding, no Connection other than keep-alive and no
  * Proxy-Connection, no value ending in whitespace, a head within max_head both in bytes and
- * measured as name + value + 4 per field. Whether the body is framed (a response to HEAD, 204, 304, or close-delimited) is
- * the caller's to decide: it knows the request. */
+ * measured as name + value + 4 per field. Whether the body is framed (a response to HEAD, 204,
+ * 304, or close-delimited) is the caller's to decide: it knows the request. */
 static PyObject *scan_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 3 || !PyBytes_CheckExact(args[0])) {
@@ -380,12 +387,9 @@ static PyObject *scan_response(PyObject *self, PyObject *const *args, Py_ssize_t
     Py_ssize_t max_head = PyLong_AsSsize_t(args[2]);
     if (PyErr_Occurred()) return NULL;
     const char *data = PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    if (start < 0 || start >= size) Py_RETURN_NONE;
-    const char *p = data + start;
-    const char *limit = data + (size - start > max_head ? start + max_head : size);
-    const char *end = head_end(p, limit);
-    if (end == NULL || end - p < 17 || memcmp(p, "HTTP/1.1 ", 9) != 0) Py_RETURN_NONE;
+    const char *p, *end;
+    if (!locate_head(args[0], start, max_head, &p, &end)) Py_RETURN_NONE;
+    if (end - p < 17 || memcmp(p, "HTTP/1.1 ", 9) != 0) Py_RETURN_NONE;
     p += 9;
     if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' || p[3] != ' ')
         Py_RETURN_NONE;
