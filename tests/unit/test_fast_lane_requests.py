@@ -15,6 +15,8 @@ from unittest import mock
 import pytest
 
 from sidegate.http import request_parser, wire
+from sidegate.http.errors import ProtocolError
+from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
 from support.fast_lane import (
     MAX_COUNT,
     MAX_HEAD,
@@ -586,3 +588,30 @@ def test_scan_request_declines_incomplete_and_over_limits() -> None:
     fields = len(field_lines(data))
     assert wire.scan_request(data, 0, MAX_HEAD, fields) is not None
     assert wire.scan_request(data, 0, MAX_HEAD, fields - 1) is None
+
+
+class FailingSink(RequestSink):
+    """A sink that fails on the second head (a bug behind the reader, in the exchange say)."""
+
+    def __init__(self) -> None:
+        self.heads = 0
+
+    def on_request_head(self, head: ParsedRequest) -> None:
+        self.heads += 1
+        if self.heads == 2:
+            raise RuntimeError("a bug behind the reader")
+
+    def on_request_body(self, data: bytes) -> None:
+        pass
+
+    def on_request_end(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["lane-on", "lane-off"])
+def test_an_error_behind_the_reader_is_a_400_not_a_traceback(fast: bool) -> None:
+    """What the client gets is the reader's answer (400, then the connection closes), lane or not."""
+    parser = RequestParser(FailingSink(), MAX_HEAD, MAX_COUNT, fast_lane=fast)
+    with pytest.raises(ProtocolError) as raised:
+        parser.feed(FIRST + MIDDLE)
+    assert raised.value.status == 400

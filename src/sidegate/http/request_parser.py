@@ -195,7 +195,12 @@ class RequestParser:
         """Parse ``data``. Returns None, or the offset where upgraded (tunnel) bytes start."""
         taken = 0  # bytes read by the fast lane
         if self._body_left or (self._fast and self._idle):
-            taken = self._fast_lane(data)
+            try:
+                taken = self._fast_lane(data)
+            except ProtocolError:
+                raise
+            except Exception:  # in the sink, as llhttp's callbacks would have raised it
+                raise ProtocolError(400, "invalid request") from None
             if taken:
                 if taken == len(data):
                     return None

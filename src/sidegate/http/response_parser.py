@@ -116,7 +116,12 @@ class ResponseParser:
         """Parse ``data``; returns the offset of tunnel bytes after a 101, else None."""
         taken = 0  # bytes read by the fast lane
         if self._body_left or (self._fast and self._idle and self.in_message):
-            taken = self._fast_lane(data)
+            try:
+                taken = self._fast_lane(data)
+            except ProtocolError:
+                raise
+            except Exception:  # in the sink, as llhttp's callbacks would have raised it
+                raise ProtocolError(502, "invalid response") from None
             if taken:
                 if taken == len(data):
                     return None
