@@ -295,9 +295,11 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t max_head = PyLong_AsSsize_t(args[2]);
+    if (max_head == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t max_fields = PyLong_AsSsize_t(args[3]);
-    if (PyErr_Occurred()) return NULL;
+    if (max_fields == -1 && PyErr_Occurred()) return NULL;
     const char *data = PyBytes_AS_STRING(args[0]);
     const char *p, *end;
     if (!locate_head(args[0], start, max_head, &p, &end)) Py_RETURN_NONE;
@@ -384,8 +386,9 @@ static PyObject *scan_response(PyObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t max_head = PyLong_AsSsize_t(args[2]);
-    if (PyErr_Occurred()) return NULL;
+    if (max_head == -1 && PyErr_Occurred()) return NULL;
     const char *data = PyBytes_AS_STRING(args[0]);
     const char *p, *end;
     if (!locate_head(args[0], start, max_head, &p, &end)) Py_RETURN_NONE;

@@ -126,7 +126,10 @@ class ResponseParser:
                 if taken == len(data):
                     return None
                 data = data[taken:]
-        if not self.in_body:
+        # The raw-byte guard counts a read only when it starts inside a head, as the llhttp path
+        # does (it restarts the count at a message's end, even mid-read): a head that never ends
+        # is cut one read later; the exact measure decides at the head's end either way.
+        if not (self.in_body or taken):
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
