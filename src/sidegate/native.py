@@ -20,6 +20,7 @@ HOT_MODULES = (
     "sidegate.outcome",
     "sidegate.plan",
     "sidegate.observe.trace_context",
+    "sidegate.http.counted",
     "sidegate.http.errors",
     "sidegate.http.messages",
     "sidegate.http.request_parser",

@@ -36,6 +36,7 @@ from typing import Final
 import httptools
 from mypy_extensions import mypyc_attr
 
+from sidegate.http.counted import CountedBody
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import RequestHead
 from sidegate.http.syntax import (
@@ -139,11 +140,10 @@ class ParsedRequest(RequestHead):
     traceparent: bytes = b""  # W3C trace context as sent
 
 
-class RequestParser:
+class RequestParser(CountedBody):
     """Feeds bytes to llhttp; validates; reports heads, body chunks and ends to a sink."""
 
     __slots__ = (
-        "_body_left",
         "_fast",
         "_fields",
         "_head",
@@ -174,7 +174,7 @@ class RequestParser:
         # Plain heads are read whole by the fast lane (when built); llhttp reads the rest.
         self._fast = fast_lane and FAST_LANE_BUILT
         self._idle = True  # llhttp is between messages (it holds no byte of one)
-        self._body_left = 0  # bytes still owed of a body the fast lane is counting
+        super().__init__()
         self._fields = _FIELDS if fields is None else fields  # see special_fields()
         self._spellings = self._fields.spellings
         self._max_size = max_head_size
@@ -239,18 +239,8 @@ class RequestParser:
         taken = 0
         size = len(data)
         while taken < size:
-            left = self._body_left
-            if left:
-                if size - taken <= left:  # all of it is body
-                    self._body_left = left - (size - taken)
-                    self._sink.on_request_body(data[taken:] if taken else data)
-                    if not self._body_left:
-                        self._body_end()
-                    return size
-                self._body_left = 0
-                self._sink.on_request_body(data[taken : taken + left])
-                taken += left
-                self._body_end()
+            if self._body_left:
+                taken = self._count_body(data, taken)
                 continue
             if not (self._fast and self._idle):
                 break
@@ -275,10 +265,13 @@ class RequestParser:
             if length > 0:
                 self._body_left = length
             else:
-                self._body_end()
+                self._body_complete()
         return taken
 
-    def _body_end(self) -> None:
+    def _body_part(self, data: bytes) -> None:
+        self._sink.on_request_body(data)
+
+    def _body_complete(self) -> None:
         """A request the lane read is complete (its body, if any, counted)."""
         self.in_body = False
         self._sink.on_request_end()

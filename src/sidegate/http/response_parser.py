@@ -18,6 +18,7 @@ from typing import Final
 import httptools
 from mypy_extensions import mypyc_attr
 
+from sidegate.http.counted import CountedBody
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import ResponseHead
 from sidegate.http.syntax import PLAIN_FIELD, FieldKinds, connection_tokens, nominated_headers
@@ -75,11 +76,10 @@ class _HeadOnlyError(Exception):
     """Raised from a callback to stop llhttp after the head of a response to HEAD."""
 
 
-class ResponseParser:
+class ResponseParser(CountedBody):
     """One per upstream connection; ``expect(head_request)`` before each request is sent."""
 
     __slots__ = (
-        "_body_left",
         "_close_delimited",
         "_fast",
         "_head",
@@ -97,8 +97,8 @@ class ResponseParser:
         # Plain heads are read whole by the fast lane (when built), and their Content-Length
         # bodies counted here; llhttp reads the rest.
         self._fast = fast_lane and FAST_LANE_BUILT
+        super().__init__()
         self._idle = True  # llhttp is between messages (it holds no byte of one)
-        self._body_left = 0  # bytes still owed of a body the fast lane is counting
         self._parser = httptools.HttpResponseParser(self)
         self._head = ParsedResponse()
         self._close_delimited = False
@@ -165,18 +165,8 @@ class ResponseParser:
         taken = 0
         size = len(data)
         while taken < size:
-            left = self._body_left
-            if left:
-                if size - taken <= left:  # all of it is body
-                    self._body_left = left - (size - taken)
-                    self.sink.on_response_body(data[taken:] if taken else data)
-                    if not self._body_left:
-                        self._message_end()
-                    return size
-                self._body_left = 0
-                self.sink.on_response_body(data[taken : taken + left])
-                taken += left
-                self._message_end()
+            if self._body_left:
+                taken = self._count_body(data, taken)
                 continue
             if not (self._fast and self._idle and self.in_message):
                 break
@@ -294,6 +284,12 @@ class ResponseParser:
     def on_message_complete(self) -> None:
         # After a response that closes the connection, llhttp refuses what follows: so must the lane.
         self._idle = self._parser.should_keep_alive()
+        self._message_end()
+
+    def _body_part(self, data: bytes) -> None:
+        self.sink.on_response_body(data)
+
+    def _body_complete(self) -> None:
         self._message_end()
 
     def _message_end(self) -> None:

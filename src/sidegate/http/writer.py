@@ -27,16 +27,6 @@ def header_block(headers: Headers) -> bytes:
     return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
 
 
-def append_fields(parts: list[bytes], headers: Headers) -> None:
-    """Add ``name``, ``: ``, ``value``, CRLF for each header to ``parts``, which the caller joins
-    once (``list.append`` is a C primitive when compiled: cheaper than a joined line per header)."""
-    for name, value in headers:
-        parts.append(name)
-        parts.append(b": ")
-        parts.append(value)
-        parts.append(b"\r\n")
-
-
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body (callers skip empty data: an empty chunk ends the body)."""
     return b"%x\r\n%b\r\n" % (len(data), data)
