@@ -26,6 +26,12 @@ class ServerContext:
     and the buffer bound are copied out of ``limits`` by :meth:`set_limits` for the same reason
     (a frozen dataclass attribute costs a generic look-up)."""
 
+    limits: InboundLimits
+    head_timeout: float
+    body_idle: float
+    keepalive_idle: float
+    buffer_high_water: int
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -39,11 +45,7 @@ class ServerContext:
         self.stats = ConnectionStats()
         self.connections: set[InboundConnection] = set()
         self.draining = False
-        self.limits = limits
-        self.head_timeout = limits.head_timeout
-        self.body_idle = limits.body_idle
-        self.keepalive_idle = limits.keepalive_idle
-        self.buffer_high_water = limits.buffer_high_water
+        self.set_limits(limits)
 
     def set_limits(self, limits: InboundLimits) -> None:
         """The limits of a new config (connections read them from here from now on)."""
