@@ -168,11 +168,15 @@ class Env:
             self.flush_touches()
 
     def flush_touches(self) -> None:
-        """Write the queued touches in one transaction."""
-        pending = self.take_touches()
-        if pending:
-            # A failed flush only loses recency hints; the entries themselves are intact.
-            with contextlib.suppress(lmdb.Error), self.transaction(write=True) as txn:
+        """Write the queued touches in one transaction. They are taken once the write transaction
+        is open: a store() that began first takes them into its own (and evicts knowing them);
+        one that begins after waits for this commit. Taken before, they would be in neither."""
+        if not self.pending:
+            return
+        # A failed flush only loses recency hints; the entries themselves are intact.
+        with contextlib.suppress(lmdb.Error), self.transaction(write=True) as txn:
+            pending = self.take_touches()
+            if pending:
                 apply_touches(self, txn, pending)
 
     @contextlib.contextmanager
