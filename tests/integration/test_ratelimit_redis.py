@@ -16,7 +16,9 @@ from typing import TypeVar
 import pytest
 import uvloop
 
+from sidegate.config.snapshot import RedisSpec
 from sidegate.policy.gcra import Decision
+from sidegate.ratelimit.pod import redis_limiter
 from sidegate.ratelimit.redis import RedisLimiter, RedisUnavailable
 from support.redis import RedisServer
 
@@ -267,10 +269,31 @@ def test_a_closed_limiter_refuses_and_bad_urls_are_rejected(redis_server: RedisS
     run(main)
     for url in [
         "http://127.0.0.1:6379",
-        "rediss://127.0.0.1",
+        "unix:///run/redis.sock",
         "redis://127.0.0.1:port",
         "redis://:6379",
         "redis://h/x",
     ]:
         with pytest.raises(ValueError, match="redis url"):
             RedisLimiter(url)
+
+
+def test_the_password_key_may_hold_characters_that_urls_reserve(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, password="p@ss/w:rd#1")
+    server.start()
+    try:
+
+        async def main() -> bool:
+            spec = RedisSpec(
+                url=f"redis://127.0.0.1:{server.port}/2", password="p@ss/w:rd#1", timeout=PATIENT
+            )
+            limiter = redis_limiter(spec)  # as `redis: {url: ..., password: ...}` configures it
+            try:
+                return (await limiter.gcra(b"rl:pw", 5, 60.0, 5)).allowed
+            finally:
+                await limiter.close()
+
+        assert run(main)
+        assert server.command("EXISTS", "rl:pw", db=2) == 1
+    finally:
+        server.stop()

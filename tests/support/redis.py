@@ -6,6 +6,11 @@ disk), keeps its port across :meth:`RedisServer.stop` / :meth:`RedisServer.start
 watch it go away and come back), and can be frozen with :meth:`RedisServer.pause` (SIGSTOP: the kernel
 still accepts connections, nothing answers). :meth:`RedisServer.command` is a tiny blocking client
 of its own, to look at the server from the side without the client under test.
+
+With ``tls`` (:class:`RedisTls`: the server's certificate and key, the CA it trusts for clients, and
+whether it demands a client certificate) the server listens with TLS only (``--port 0 --tls-port N``)
+and its URL is ``rediss://``; :meth:`RedisServer.command` then speaks TLS too (with the client
+certificate when one is given).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +47,18 @@ def find_redis_server() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """How a TLS-only redis-server is set up (PEM files)."""
+
+    cert: Path  # the server's certificate
+    key: Path
+    ca: Path  # the CA that signed it, and the one client certificates must come from
+    require_client_cert: bool = False
+    client_cert: Path | None = None  # what :meth:`RedisServer.command` presents, when required
+    client_key: Path | None = None
+
+
 class RedisError(Exception):
     """An error reply from :meth:`RedisServer.command`."""
 
@@ -47,13 +66,21 @@ class RedisError(Exception):
 class RedisServer:
     """One redis-server process: ``.url .port .start() .stop() .pause() .resume() .command(*args)``."""
 
-    def __init__(self, workdir: Path, *, binary: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        binary: str | None = None,
+        password: str | None = None,
+        tls: RedisTls | None = None,
+    ) -> None:
         found = binary or find_redis_server()
         if found is None:
             raise RuntimeError(INSTALL_HINT)
         self.binary = found
         self.workdir = workdir
         self.password = password
+        self.tls = tls
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = workdir / "redis.log"
@@ -61,13 +88,21 @@ class RedisServer:
     @property
     def url(self) -> str:
         login = f":{quote(self.password, safe='')}@" if self.password else ""
-        return f"redis://{login}{HOST}:{self.port}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{login}{HOST}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server (on the same port as before) and wait until it answers PING."""
         if self.proc is not None:
             raise RuntimeError("redis-server is already running")
-        args = [self.binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+        args = [self.binary, "--bind", HOST, "--save", "", "--appendonly", "no"]
+        tls = self.tls
+        if tls is None:
+            args += ["--port", str(self.port)]
+        else:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls.cert)]
+            args += ["--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca)]
+            args += ["--tls-auth-clients", "yes" if tls.require_client_cert else "no"]
         args += ["--dir", str(self.workdir), "--logfile", str(self._log), "--daemonize", "no"]
         if self.password:
             args += ["--requirepass", self.password]
@@ -116,7 +151,8 @@ class RedisServer:
         if db:
             commands.append(("SELECT", db))
         commands.append(args)
-        with socket.create_connection((HOST, self.port), timeout=timeout) as sock:
+        with socket.create_connection((HOST, self.port), timeout=timeout) as raw:
+            sock = raw if self.tls is None else self._tls_context().wrap_socket(raw, server_hostname=HOST)
             sock.sendall(b"".join(_encode(command) for command in commands))
             with sock.makefile("rb") as stream:
                 replies = [_read(stream) for _ in commands]
@@ -124,6 +160,15 @@ class RedisServer:
             if isinstance(reply, RedisError):
                 raise reply
         return replies[-1]
+
+    def _tls_context(self) -> ssl.SSLContext:
+        assert self.tls is not None
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.check_hostname = False  # looking from the side: any certificate of our CA will do
+        if self.tls.client_cert is not None:
+            key = str(self.tls.client_key) if self.tls.client_key else None
+            context.load_cert_chain(str(self.tls.client_cert), key)
+        return context
 
 
 def _encode(args: tuple[str | bytes | int, ...]) -> bytes:

@@ -46,6 +46,7 @@ from sidegate.config.snapshot import (
     ListenerSpec,
     ObservabilitySpec,
     RedisSpec,
+    RedisTls,
     Rewrite,
     Route,
     Snapshot,
@@ -110,6 +111,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         timeout=redis_cfg.get("timeout", 0.05),
         connect_timeout=redis_cfg.get("connect_timeout", 0.5),
         password=redis_cfg.get("password", ""),
+        tls=_redis_tls(redis_cfg),
     )
     for index, route in enumerate(config["routes"]):
         env = RouteEnvironment(
@@ -162,6 +164,14 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         dump=config_dump(config),
         source=source,
     )
+
+
+def _redis_tls(config: Plain) -> RedisTls | None:
+    """``redis.tls`` for a ``rediss://`` URL (its files checked by the model), else None."""
+    if not str(config.get("url", "")).startswith("rediss://"):
+        return None
+    tls = config.get("tls") or {}
+    return RedisTls(**{key: tls.get(key, "") for key in ("ca_file", "cert_file", "key_file", "server_name")})
 
 
 def compile_observability(config: Plain) -> ObservabilitySpec:

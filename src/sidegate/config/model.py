@@ -57,6 +57,7 @@ from sidegate.config.fields import (
     scalar_to_str,
 )
 from sidegate.config.observability import Observability
+from sidegate.config.redis import Redis
 from sidegate.filters.base import FilterConfig
 from sidegate.filters.registry import known_names, lookup
 
@@ -432,17 +433,6 @@ class Identity(_Model):
 
     consumer_header: str = Field(default="X-Consumer", description='the consumer\'s name ("" = not sent)')
     tenant_header: str = Field(default="X-Tenant", description='the consumer\'s tenant ("" = not sent)')
-
-
-class Redis(_Model):
-    """The Redis that holds rate limits shared by every pod."""
-
-    url: str = Field(
-        default="", pattern=r"^(redis://[^\s]+)?$", description='redis://host:port/db ("" = no Redis)'
-    )
-    password: str = Field(default="", description="AUTH password (use ${ENV})")
-    timeout: Duration = Field(default=0.05, gt=0, description="most a decision may wait for Redis")
-    connect_timeout: Duration = Field(default=0.5, gt=0, description="to connect to Redis")
 
 
 class SidegateConfig(_Model):

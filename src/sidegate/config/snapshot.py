@@ -185,6 +185,16 @@ class IdentitySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisTls:
+    """TLS to Redis (``redis.tls``, for a ``rediss://`` URL): PEM files, "" when not given."""
+
+    ca_file: str = ""  # "": the system trust store
+    cert_file: str = ""  # a client certificate, for a Redis that requires one
+    key_file: str = ""  # "": the key is in cert_file
+    server_name: str = ""  # the name the certificate must be for (and SNI); "": the URL's host
+
+
+@dataclass(frozen=True, slots=True)
 class RedisSpec:
     """The Redis shared by every pod for global rate limits (top-level ``redis:``)."""
 
@@ -192,6 +202,7 @@ class RedisSpec:
     timeout: float = 0.05
     connect_timeout: float = 0.5
     password: str = field(default="", repr=False)
+    tls: RedisTls | None = None  # set exactly when the URL is rediss://
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ import contextlib
 import os
 import tempfile
 from typing import Final
+from urllib.parse import quote
 
-from sidegate.config.snapshot import RedisSpec
+from sidegate.config.snapshot import RedisSpec, RedisTls
 from sidegate.policy.gcra import Decision
 from sidegate.ratelimit.redis import RedisLimiter
 from sidegate.ratelimit.shared import SharedTable
@@ -28,7 +29,7 @@ ENV_TABLE: Final = "SIDEGATE_RATELIMIT_TABLE"
 TABLE_SLOTS: Final = 65536
 
 _table: SharedTable | None = None
-_limiters: dict[tuple[str, str, float, float], RedisLimiter] = {}
+_limiters: dict[tuple[str, str, float, float, RedisTls | None], RedisLimiter] = {}
 _TASKS: set[asyncio.Task[None]] = set()
 
 
@@ -69,14 +70,15 @@ def remove_table(path: str | None = None) -> None:
 
 def redis_limiter(spec: RedisSpec) -> RedisLimiter:
     """The process's client for ``spec`` (one per URL and settings)."""
-    key = (spec.url, spec.password, spec.timeout, spec.connect_timeout)
+    key = (spec.url, spec.password, spec.timeout, spec.connect_timeout, spec.tls)
     limiter = _limiters.get(key)
     if limiter is None:
         url = spec.url
         if spec.password and "@" not in url:
-            url = url.replace("redis://", f"redis://:{spec.password}@", 1)
+            scheme, rest = url.split("://", 1)
+            url = f"{scheme}://:{quote(spec.password, safe='')}@{rest}"
         limiter = _limiters[key] = RedisLimiter(
-            url, timeout=spec.timeout, connect_timeout=spec.connect_timeout
+            url, timeout=spec.timeout, connect_timeout=spec.connect_timeout, tls=spec.tls
         )
     return limiter
 

@@ -7,16 +7,21 @@ Times in the script are whole microseconds, exact in Lua's doubles until the yea
 admits exactly N. The script is loaded once per connection (``SCRIPT LOAD``); each decision is one
 ``EVALSHA``, and ``EVAL`` if Redis forgot the script (``NOSCRIPT`` after a restart or ``SCRIPT FLUSH``).
 
-The client is our own minimal RESP2 speaker: one connection per limiter, an asyncio ``Protocol``
-(the data callback parses replies and completes the waiting futures in FIFO order, with no reader
-task in between), and every concurrent request pipelined on it. A request waits at most ``timeout``
-(including a first connect); when that passes, or the connection is refused, reset or answers
-garbage, the connection is dropped, every request on it fails with :class:`RedisUnavailable`, and the
-limiter turns unhealthy: requests then fail at once, without touching the network, while a background
-task reconnects with backoff (0.5 s doubling to 5 s). A reconnect counts only once Redis has answered
-(``AUTH``/``SELECT``/``SCRIPT LOAD``), so a frozen Redis whose kernel still accepts connections stays
-unhealthy. What to do when Redis is unavailable (fail open, fail closed, a local limit) is the
-caller's choice.
+The client is our own minimal RESP2 speaker (:mod:`sidegate.ratelimit.resp`): one connection per
+limiter, an asyncio ``Protocol`` (the data callback parses replies and completes the waiting futures in
+FIFO order, with no reader task in between), and every concurrent request pipelined on it. A request
+waits at most ``timeout`` (including a first connect); when that passes, or the connection is refused,
+reset or answers garbage, the connection is dropped, every request on it fails with
+:class:`RedisUnavailable`, and the limiter turns unhealthy: requests then fail at once, without touching
+the network, while a background task reconnects with backoff (0.5 s doubling to 5 s). A reconnect counts
+only once Redis has answered (``AUTH``/``SELECT``/``SCRIPT LOAD``), so a frozen Redis whose kernel still
+accepts connections stays unhealthy. What to do when Redis is unavailable (fail open, fail closed, a
+local limit) is the caller's choice.
+
+``rediss://`` speaks TLS (asyncio's TLS transport, the stdlib's verifying context: see
+:mod:`sidegate.ratelimit.redis_tls`), with the certificate checked against ``server_name`` or else
+the URL's host. A handshake that fails is a failed connect like any other, with the reason in words
+(``TLS certificate verification failed: ...``).
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias, cast
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 from sidegate.errors import SidegateError
 from sidegate.policy.gcra import Decision
+from sidegate.ratelimit.redis_tls import RedisTls, client_context, describe_tls_error
+from sidegate.ratelimit.resp import ProtocolError, Reply, ReplyError, encode, parse_reply
 
 __all__ = ["RedisAddress", "RedisLimiter", "RedisUnavailable", "ReplyError", "parse_reply", "parse_url"]
 
@@ -62,7 +69,6 @@ return {1, math.floor((tolerance - backlog) / interval), backlog, 0}
 GCRA_SHA = hashlib.sha1(GCRA_SCRIPT, usedforsecurity=False).hexdigest().encode()
 _EVALSHA_HEAD = b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n" + GCRA_SHA + b"\r\n$1\r\n1\r\n"
 _EVAL_HEAD = b"*7\r\n$4\r\nEVAL\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (len(GCRA_SCRIPT), GCRA_SCRIPT)
-_MAX_BULK = 64 * 1024 * 1024  # a reply larger than this is not one this client asked for
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 5.0
 
@@ -73,112 +79,53 @@ class RedisUnavailable(SidegateError):  # noqa: N818 (the name says what the cal
 
 @dataclass(frozen=True, slots=True)
 class RedisAddress:
-    """Where Redis is and how to log in: parsed from ``redis://[[user]:password@]host[:port][/db]``."""
+    """Where Redis is and how to log in: ``redis[s]://[[user]:password@]host[:port][/db]``."""
 
     host: str
     port: int = 6379
     db: int = 0
     username: str | None = None
     password: str | None = None
+    tls: bool = False  # rediss://
 
     def __str__(self) -> str:  # never the password: this goes to logs and errors
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
 def parse_url(url: str) -> RedisAddress:
-    """Parse a ``redis://`` URL (ValueError with the reason when it is not one this client supports)."""
+    """Parse a ``redis://`` or ``rediss://`` URL (ValueError with the reason when it is not one this
+    client supports)."""
     parts = urlsplit(url)
-    if parts.scheme != "redis":
-        raise ValueError(f"redis url {url!r}: scheme must be redis:// (no TLS or unix sockets)")
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(
+            f"redis url {_hidden(url)!r}: scheme must be redis:// or rediss:// (TLS); no unix sockets"
+        )
     try:
         port = parts.port or 6379
     except ValueError as exc:
-        raise ValueError(f"redis url {url!r}: bad port") from exc
+        raise ValueError(f"redis url {_hidden(url)!r}: bad port") from exc
     if not parts.hostname:
-        raise ValueError(f"redis url {url!r}: no host")
+        raise ValueError(f"redis url {_hidden(url)!r}: no host")
     path = parts.path.strip("/")
     if path and not path.isdigit():
-        raise ValueError(f"redis url {url!r}: the path must be a database number")
+        raise ValueError(f"redis url {_hidden(url)!r}: the path must be a database number")
     return RedisAddress(
         host=parts.hostname,
         port=port,
         db=int(path or 0),
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
+        tls=parts.scheme == "rediss",
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyError:
-    """An error reply (``-ERR ...``): a value, not an exception, so one bad command cannot desync."""
-
-    message: str
-
-
-Reply: TypeAlias = "bytes | int | ReplyError | list[Reply] | None"
-
-
-class ProtocolError(Exception):
-    """Bytes from the server that are not RESP2."""
-
-
-def parse_reply(buf: bytes | bytearray, pos: int = 0) -> tuple[Reply, int] | None:
-    """Parse one RESP2 reply from ``buf[pos:]``: (value, end position), or None while it is incomplete."""
-    end = buf.find(b"\r\n", pos)
-    if end < 0:
-        if len(buf) - pos > 65536:
-            raise ProtocolError("no line end in 64 KiB")
-        return None
-    kind = buf[pos]
-    line = buf[pos + 1 : end]
-    if kind == 0x3A:  # ':' integer
-        return _int(line), end + 2
-    if kind == 0x24:  # '$' bulk string
-        size = _int(line)
-        if size == -1:
-            return None, end + 2
-        if size < 0 or size > _MAX_BULK:
-            raise ProtocolError(f"bulk string of {size} bytes")
-        stop = end + 2 + size
-        if len(buf) < stop + 2:
-            return None
-        if buf[stop : stop + 2] != b"\r\n":
-            raise ProtocolError("bulk string not followed by CRLF")
-        return bytes(buf[end + 2 : stop]), stop + 2
-    if kind == 0x2B:  # '+' simple string
-        return bytes(line), end + 2
-    if kind == 0x2D:  # '-' error
-        return ReplyError(line.decode("utf-8", "replace")), end + 2
-    if kind == 0x2A:  # '*' array
-        count = _int(line)
-        if count == -1:
-            return None, end + 2
-        if count < 0 or count > _MAX_BULK:
-            raise ProtocolError(f"array of {count} elements")
-        items: list[Reply] = []
-        at = end + 2
-        for _ in range(count):
-            parsed = parse_reply(buf, at)
-            if parsed is None:
-                return None
-            items.append(parsed[0])
-            at = parsed[1]
-        return items, at
-    raise ProtocolError(f"unknown reply type {bytes([kind])!r}")
-
-
-def _int(line: bytes | bytearray) -> int:
-    try:
-        return int(line)
-    except ValueError:
-        raise ProtocolError(f"not an integer: {bytes(line[:20])!r}") from None
-
-
-def encode(*args: bytes) -> bytes:
-    """One command as a RESP2 array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    out += [b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args]
-    return b"".join(out)
+def _hidden(url: str) -> str:
+    """The URL as errors may show it: without the password."""
+    scheme, sep, rest = url.partition("://")
+    login, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in login:
+        return url
+    return f"{scheme}://{login.split(':', 1)[0]}:***@{host}"
 
 
 class _Connection(asyncio.Protocol):
@@ -191,6 +138,7 @@ class _Connection(asyncio.Protocol):
         self._pending: deque[asyncio.Future[Reply]] = deque()
         self._buffer = bytearray()
         self.failed = ""  # why the connection is unusable; "" while it is fine
+        self.lost: Exception | None = None  # what connection_lost was told (a TLS alert, a reset)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -227,6 +175,7 @@ class _Connection(asyncio.Protocol):
         del buf[:pos]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
         self.close("redis closed the connection" if exc is None else f"connection to redis lost: {exc}")
 
     def close(self, reason: str) -> None:
@@ -247,13 +196,19 @@ class RedisLimiter:
     """GCRA limits kept in Redis, shared by every pod that uses the same Redis and keys.
 
     Made anywhere; bound to the event loop of its first use. ``timeout`` bounds every decision
-    (connect included); ``connect_timeout`` bounds each background (re)connect, login included.
+    (connect included); ``connect_timeout`` bounds each background (re)connect, TLS handshake and
+    login included. ``tls`` applies to a ``rediss://`` URL (default: the system trust store).
     """
 
-    def __init__(self, url: str, *, timeout: float = 0.05, connect_timeout: float = 0.5) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 0.05, connect_timeout: float = 0.5, tls: RedisTls | None = None
+    ) -> None:
         if not timeout > 0 or not connect_timeout > 0:
             raise ValueError("redis timeouts must be positive")
         self.address = parse_url(url)
+        if tls is not None and not self.address.tls:
+            raise ValueError(f"redis url {self.address}: TLS settings need a rediss:// URL")
+        self._tls = (tls or RedisTls()) if self.address.tls else None
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._conn: _Connection | None = None
@@ -377,7 +332,7 @@ class RedisLimiter:
                 try:
                     conn = await self._open()
                 except Exception as exc:  # whatever went wrong, try again later
-                    reason = f"cannot connect to {self.address}: {_describe(exc)}"
+                    reason = f"cannot connect to {self.address}: {self._describe(exc)}"
                     delay = min(max(2 * delay, _BACKOFF_FIRST), _BACKOFF_MAX)
                     if self._healthy or reason != self._reason:
                         log.warning("%s; retrying in %g s", reason, delay)
@@ -406,20 +361,52 @@ class RedisLimiter:
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
         conn: _Connection | None = None
+        tls = self._tls
+        # A fresh context per connect: certificates renewed on disk are used from the next one on.
+        context = client_context(tls) if tls is not None else None
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(loop, self._lost), self.address.host, self.address.port
+                    lambda: _Connection(loop, self._lost),
+                    self.address.host,
+                    self.address.port,
+                    ssl=context,
+                    server_hostname=(tls.server_name or self.address.host) if tls is not None else None,
                 )
                 replies = await asyncio.gather(*(conn.send(command) for _, command in self._handshake))
             for (name, _), reply in zip(self._handshake, replies, strict=True):
                 if isinstance(reply, ReplyError):
                     raise RedisUnavailable(f"{name} refused: {reply.message}")
-        except BaseException:
+        except BaseException as exc:
             if conn is not None:
                 conn.close("connect failed")
+                if conn.lost is not None:  # Redis dropped us while logging in: say why (a TLS alert)
+                    raise _LoginLostError(conn.lost) from None
+            elif tls is not None and isinstance(exc, TimeoutError):
+                raise TimeoutError(
+                    "timed out connecting (in the TLS handshake if Redis does not speak TLS on this port: "
+                    "use redis://)"
+                ) from None
             raise
         return conn
+
+    def _describe(self, exc: BaseException) -> str:
+        """A failed connect in words, with a hint at the setting to check."""
+        lost = isinstance(exc, _LoginLostError)
+        cause = exc.cause if isinstance(exc, _LoginLostError) else exc
+        tls = self._tls
+        told = describe_tls_error(cause, tls) if tls is not None else None
+        if told is not None:
+            return told
+        text = str(cause) or ("timed out" if isinstance(cause, TimeoutError) else type(cause).__name__)
+        if not lost:
+            return text
+        text = f"the connection was lost while logging in: {text}"
+        if tls is None:
+            return f"{text} (if Redis serves TLS on this port, use a rediss:// URL)"
+        if not tls.cert_file:
+            return f"{text} (does Redis require a client certificate? set redis.tls.cert_file and key_file)"
+        return text
 
     def _lost(self, conn: _Connection, reason: str) -> None:
         if conn is not self._conn:
@@ -434,7 +421,9 @@ class RedisLimiter:
             self._connector = asyncio.get_running_loop().create_task(self._connect(_BACKOFF_FIRST))
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
+class _LoginLostError(Exception):
+    """The connection was made, then lost before the login answered; ``cause``: why it was lost."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
