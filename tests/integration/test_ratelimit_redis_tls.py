@@ -173,6 +173,41 @@ def test_a_client_certificate_redis_does_not_trust_fails_saying_so(mtls_redis: R
     assert "Redis refused the client certificate in redis.tls.cert_file" in why and "unknown ca" in why
 
 
+def test_a_client_certificate_renewed_on_disk_is_used_at_the_next_reconnect(
+    tmp_path: Path, mtls_redis: RedisServer, pki: Pki
+) -> None:
+    mounted = Issued(tmp_path / "mounted.crt", tmp_path / "mounted.key")  # where the secret is mounted
+    mounted.cert.write_bytes(pki.stranger_client.cert.read_bytes())  # a certificate Redis does not trust
+    mounted.key.write_bytes(pki.stranger_client.key.read_bytes())
+    tls = RedisTls(ca_file=str(pki.ca.cert), cert_file=str(mounted.cert), key_file=str(mounted.key))
+
+    async def main() -> tuple[str, float]:
+        limiter = RedisLimiter(mtls_redis.url, timeout=1.5, connect_timeout=0.5, tls=tls)
+        try:
+            with pytest.raises(RedisUnavailable) as refused:
+                await limiter.gcra(b"rl:renewed", 3, 60.0, 3)
+            # The secret is renewed: the same files now hold a certificate of Redis' CA.
+            mounted.cert.write_bytes(pki.client.cert.read_bytes())
+            mounted.key.write_bytes(pki.client.key.read_bytes())
+            started = loop_time()
+            while not limiter.healthy():
+                assert loop_time() - started < 8, "the limiter did not reconnect with the new certificate"
+                await asyncio.sleep(0.05)
+            assert (await limiter.gcra(b"rl:renewed", 3, 60.0, 3)).allowed
+            return str(refused.value), loop_time() - started
+        finally:
+            await limiter.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        why, _ = runner.run(main())
+    assert "refused the client certificate" in why
+    assert mtls_redis.command("EXISTS", "rl:renewed") == 1
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 def test_a_url_that_does_not_match_the_port_says_which_to_use(
     tls_redis: RedisServer, redis_server: RedisServer, pki: Pki
 ) -> None:
