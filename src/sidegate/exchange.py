@@ -121,8 +121,8 @@ class Exchange(UpstreamUser, InboundExchange):
         self.ended_at = 0.0
         sampler = proxy.sampler
         self.trace: TraceContext | None = None
-        if sampler is not None:  # our own request id doubles as the span id (see new_ids)
-            self.trace = sampler.start(head.traceparent, b"" if head.request_id else request_id)
+        if sampler is not None:  # ids cut from a batch of random bytes: a slice each (see new_ids)
+            self.trace = sampler.start(head.traceparent)
         proxy.metrics.requests_active += 1
 
     # -- inbound side --------------------------------------------------------------------------

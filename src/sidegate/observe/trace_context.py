@@ -7,11 +7,16 @@ id, sampled with probability ``ratio``). Either way the app receives a ``tracepa
 Sidegate's own span as its parent, so the app's spans hang under the gateway's.
 
 Ids are lower-case hex ``bytes`` (32 digits for a trace, 16 for a span), ready to be written
-into a header with no further formatting.
+into a header with no further formatting. Every new id is wholly random (128 and 64 bits from
+``os.urandom``, never all zeros), as the spec asks: samplers and shards downstream read any of
+its bits, the low ones first. They are cut from a batch of random bytes hexed at once (one
+``os.urandom`` call per ~170 new traces), so a new id costs a slice; a forked child drops the
+batch it inherited, so two processes never hand out the same ids.
 """
 
 from __future__ import annotations
 
+import binascii
 import os
 import random
 from typing import Final
@@ -66,34 +71,57 @@ def _is_hex(value: bytes) -> bool:
     return all(byte in _HEX for byte in value)
 
 
-# Ids: this process's random prefix and a counter, unique and cheap. The proxy passes its own
-# request id (16 hex digits: a random per-process prefix and a counter) when it made one, which
-# then serves as the span id and the second half of a new trace id at no formatting cost.
-_HEXPAIRS: Final = tuple(b"%02x" % i for i in range(256))
-_TRACE_PREFIX: Final = b"%016x" % (_rng.getrandbits(64) or 1)
-_SPAN_PREFIX: Final = b"%08x" % (_rng.getrandbits(32) or 1)
-_count = 0
+_BATCH: Final = 4096  # random bytes per os.urandom call: 8,192 hex digits, ~170 new traces
 
 
-def _hex32(n: int) -> bytes:
-    pairs = _HEXPAIRS
-    return b"".join((pairs[(n >> 24) & 255], pairs[(n >> 16) & 255], pairs[(n >> 8) & 255], pairs[n & 255]))
+class _RandomHex:
+    """Random lower-case hex digits, cut from a batch made with one ``os.urandom`` call."""
+
+    __slots__ = ("at", "digits")
+
+    def __init__(self) -> None:
+        self.digits = b""
+        self.at = 0
+
+    def take(self, count: int, zero: bytes) -> bytes:
+        """``count`` random hex digits that are not ``zero`` (all zeros: not a valid id)."""
+        while True:
+            at = self.at
+            end = at + count
+            if end > len(self.digits):
+                self.digits = binascii.hexlify(os.urandom(_BATCH))
+                at, end = 0, count
+            self.at = end
+            value = self.digits[at:end]
+            if value != zero:
+                return value
+
+    def forget(self) -> None:
+        """In a forked child: the batch is the parent's too, and so would the ids be."""
+        self.digits = b""
+        self.at = 0
 
 
-def new_ids(unique: bytes = b"") -> tuple[bytes, bytes]:
-    """A new trace id and a new span id; ``unique``, 16 hex digits never used before in this
-    process (the proxy's own request id), saves making them."""
-    if len(unique) == 16:
-        return _TRACE_PREFIX + unique, unique
-    global _count
-    _count = n = _count + 1
-    low = _hex32(n & 0xFFFFFFFF)
-    return _TRACE_PREFIX + _hex32(n >> 32) + low, _SPAN_PREFIX + low
+_HEX_DIGITS: Final = _RandomHex()
 
 
-def new_span_id(unique: bytes = b"") -> bytes:
-    """A new span id (in a trace that started elsewhere)."""
-    return unique if len(unique) == 16 else new_ids()[1]
+def _after_fork() -> None:
+    _HEX_DIGITS.forget()
+    _rng.seed(os.urandom(16))
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def new_ids() -> tuple[bytes, bytes]:
+    """A new trace id (128 random bits) and a new span id (64 random bits)."""
+    digits = _HEX_DIGITS
+    return digits.take(32, _ZERO_TRACE), digits.take(16, _ZERO_SPAN)
+
+
+def new_span_id() -> bytes:
+    """A new span id (64 random bits), in a trace that started elsewhere."""
+    return _HEX_DIGITS.take(16, _ZERO_SPAN)
 
 
 class Sampler:
@@ -109,17 +137,16 @@ class Sampler:
         self.ratio = ratio
         self.follow_parent = follow_parent
 
-    def start(self, traceparent: bytes, unique: bytes = b"") -> TraceContext:
-        """The trace context of a request that came with ``traceparent`` (b"" when none);
-        ``unique``: see :func:`new_ids`."""
+    def start(self, traceparent: bytes) -> TraceContext:
+        """The trace context of a request that came with ``traceparent`` (b"" when none)."""
         parent = parse_traceparent(traceparent) if traceparent else None
         if parent is None:
-            trace_id, span_id = new_ids(unique)
+            trace_id, span_id = new_ids()
             return TraceContext(trace_id, span_id, b"", self._roll())
         trace_id, parent_span, sampled = parent
         if not self.follow_parent:
             sampled = self._roll()
-        return TraceContext(trace_id, new_span_id(unique), parent_span, sampled)
+        return TraceContext(trace_id, new_span_id(), parent_span, sampled)
 
     def _roll(self) -> bool:
         ratio = self.ratio
