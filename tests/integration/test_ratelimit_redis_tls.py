@@ -77,10 +77,20 @@ def mtls_redis(tmp_path: Path, pki: Pki) -> Iterator[RedisServer]:
     redis.stop()
 
 
+LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+
+
 def decide(
-    url: str, tls: RedisTls | None, n: int = 1, *, timeout: float = PATIENT, connect_timeout: float = PATIENT
+    url: str,
+    tls: RedisTls | None,
+    n: int = 1,
+    *,
+    timeout: float = PATIENT,
+    connect_timeout: float = PATIENT,
+    loop: str = "uvloop",
 ) -> list[Decision]:
-    """``n`` decisions for one key (3 per minute) through a fresh limiter on uvloop, as Sidegate runs."""
+    """``n`` decisions for one key (3 per minute) through a fresh limiter, on uvloop as Sidegate runs
+    unless ``loop`` says asyncio (whose TLS transport is another implementation)."""
 
     async def main() -> list[Decision]:
         limiter = RedisLimiter(url, timeout=timeout, connect_timeout=connect_timeout, tls=tls)
@@ -89,23 +99,27 @@ def decide(
         finally:
             await limiter.close()
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
         return runner.run(main())
 
 
-def refusal(url: str, tls: RedisTls | None) -> str:
+def refusal(url: str, tls: RedisTls | None, loop: str = "uvloop") -> str:
     """Why a decision failed (the test fails if it did not)."""
     with pytest.raises(RedisUnavailable) as failed:
-        decide(url, tls, timeout=1.5, connect_timeout=0.5)  # the first connect ends within the decision
+        # The first connect ends (and says why) within the decision's wait.
+        decide(url, tls, timeout=1.5, connect_timeout=0.5, loop=loop)
     return str(failed.value)
 
 
 # -- the client ------------------------------------------------------------------------------------
 
 
-def test_with_the_ca_configured_a_limit_holds_as_over_plain_redis(tls_redis: RedisServer, pki: Pki) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_with_the_ca_configured_a_limit_holds_as_over_plain_redis(
+    tls_redis: RedisServer, pki: Pki, loop: str
+) -> None:
     assert tls_redis.url.startswith("rediss://127.0.0.1:")
-    decisions = decide(tls_redis.url, RedisTls(ca_file=str(pki.ca.cert)), 4)
+    decisions = decide(tls_redis.url, RedisTls(ca_file=str(pki.ca.cert)), 4, loop=loop)
     assert [d.allowed for d in decisions] == [True, True, True, False]
     assert [d.remaining for d in decisions] == [2, 1, 0, 0]
     assert 19 < decisions[-1].retry_after <= 20
@@ -155,13 +169,18 @@ def test_the_certificate_must_be_for_the_host_or_the_server_name(
         redis.stop()
 
 
-def test_a_client_certificate_required_and_given_works(mtls_redis: RedisServer, pki: Pki) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_client_certificate_required_and_given_works(mtls_redis: RedisServer, pki: Pki, loop: str) -> None:
     tls = RedisTls(ca_file=str(pki.ca.cert), cert_file=str(pki.client.cert), key_file=str(pki.client.key))
-    assert [d.allowed for d in decide(mtls_redis.url, tls, 4)] == [True, True, True, False]
+    assert [d.allowed for d in decide(mtls_redis.url, tls, 4, loop=loop)] == [True, True, True, False]
 
 
-def test_a_client_certificate_required_and_missing_fails_saying_so(mtls_redis: RedisServer, pki: Pki) -> None:
-    why = refusal(mtls_redis.url, RedisTls(ca_file=str(pki.ca.cert)))
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_client_certificate_required_and_missing_fails_saying_so(
+    mtls_redis: RedisServer, pki: Pki, loop: str
+) -> None:
+    # uvloop reads Redis' TLS alert ("certificate required"); asyncio's transport sees a reset.
+    why = refusal(mtls_redis.url, RedisTls(ca_file=str(pki.ca.cert)), loop)
     assert "client certificate" in why and "redis.tls.cert_file" in why
     assert mtls_redis.command("DBSIZE") == 0
 
