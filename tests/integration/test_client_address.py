@@ -7,6 +7,7 @@ X-Forwarded-For (or Forwarded) is what a proxy chain would have written, spoofed
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from e2e.helpers import admin_post
 from support.cache import fetch
 from support.gateway import GatewayFactory, GatewayProcess, OriginProcess, RawClient, get, http_get
 
@@ -288,3 +290,19 @@ def test_without_trust_configured_nothing_changes(started: Callable[..., Gateway
     assert (line["client"], line["peer"]) == ("127.0.0.1", "127.0.0.1")
     assert app_saw(response.body, "x-forwarded-for") == ["198.51.100.90, 127.0.0.1"]  # trust_incoming
     assert app_saw(response.body, "x-forwarded-proto") == ["https"]
+
+
+def test_a_reload_that_trusts_the_proxy_applies_to_the_next_request(
+    gateway: GatewayFactory, origin: OriginProcess
+) -> None:
+    gw = start(gateway)
+    chain = {"X-Forwarded-For": "198.51.100.95"}
+    before = fetch(gw, "/who", chain)
+    config = copy.deepcopy(gw.config)
+    config["listeners"]["inbound"]["forwarded"]["trusted"] = ["127.0.0.1/32"]
+    gw.write_config(config)
+    status, answer = admin_post(gw.admin_port, "/reload")
+    assert (status, answer["status"]) == (200, "reloaded")
+    after = fetch(gw, "/who", chain)
+    clients = [line_of(gw, r.headers.get("X-Request-Id"))["client"] for r in (before, after)]
+    assert clients == ["127.0.0.1", "198.51.100.95"]
