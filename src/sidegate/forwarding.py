@@ -45,7 +45,7 @@ from sidegate.http.request_parser import ParsedRequest
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-MAX_ENTRIES: Final = 64  # entries read from the right of a chain (config: trusted_hops <= this)
+MAX_ENTRIES: Final = 32  # entries read from the right of a chain (config: trusted_hops <= this)
 _CHAIN_KEPT: Final = 256  # longer chains are walked each time, never remembered
 _OBFUSCATED: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -121,9 +121,29 @@ def node_address(node: bytes) -> Address | None:
         text, _, port = text.partition(b":")
         if not _port_or_nothing(b":" + port):
             return None
+    ipv4 = _ipv4(text)
+    if ipv4 >= 0:  # the common case, without ipaddress's parser (a tenth of the time)
+        return ipaddress.IPv4Address(ipv4)
     if not text.isascii():
         return None
     return parse_address(text.decode("ascii"))
+
+
+def _ipv4(text: bytes) -> int:
+    """A dotted-quad IPv4 address as an int; -1 when ``text`` is not one (leading zeros, which
+    some parsers read as octal, are not)."""
+    parts = text.split(b".")
+    if len(parts) != 4:
+        return -1
+    value = 0
+    for part in parts:
+        if not part.isdigit() or len(part) > 3 or (len(part) > 1 and part[0] == 48):  # 48: "0"
+            return -1
+        number = int(part)
+        if number > 255:
+            return -1
+        value = value << 8 | number
+    return value
 
 
 def _port_or_nothing(rest: bytes) -> bool:
@@ -211,7 +231,7 @@ class ClientAddresses:
         return client
 
     def _walk(self, peer: str, chain: bytes) -> str:
-        client = peer  # the last address read
+        client: Address | None = None  # the last address read
         hops = self._hops
         entries = chain.rsplit(b",", MAX_ENTRIES)
         for count, entry in enumerate(reversed(entries)):
@@ -221,13 +241,13 @@ class ClientAddresses:
             address = node_address(node) if node is not None else None
             if address is None:
                 break
-            client = str(address)
+            client = address
             if hops:
                 if count + 1 >= hops:
                     break
             elif not self._trusted(address):
                 break
-        return client
+        return peer if client is None else str(client)
 
     def _trusted(self, address: Address) -> bool:
         return any(address in network for network in self._networks)

@@ -150,6 +150,7 @@ def test_trusted_hops_inside_the_chain_are_skipped(trusted: GatewayProcess, orig
         ("[2001:DB8::1]:4711", "2001:db8::1"),  # brackets and port dropped, normalised
         ("fe80::1%25eth0, fe80::1%eth0", "127.0.0.1"),  # zone ids are not a client's address
         ("::ffff:198.51.100.28", "198.51.100.28"),  # IPv4-mapped IPv6 is IPv4
+        ("198.51.100.29, 010.0.0.1", "127.0.0.1"),  # leading zeros (octal to some): not an address
         ("", "127.0.0.1"),
     ],
 )

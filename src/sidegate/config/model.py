@@ -121,7 +121,7 @@ class Forwarded(_Model):
     trusted_hops: int = Field(
         default=0,
         ge=0,
-        le=64,
+        le=32,  # forwarding.MAX_ENTRIES: entries read from the right
         description="or: this many proxies in front, the direct peer the first; the client is the "
         "Nth address from the right of X-Forwarded-For (Envoy's xff_num_trusted_hops); 0: off",
     )
