@@ -169,8 +169,8 @@ class LineMemo:
         self.bytes_in, self.bytes_out, self.flag = exchange.bytes_in, exchange.bytes_out, flag
         self.endpoint, self.consumer, self.tenant, self.cache = endpoint, consumer, tenant, cache
         self.text = text = (
-            f'"client":{_text(head.client_ip)},"peer":{_text(head.peer_ip)},"method":{_wire(head.method)},'
-            f'"host":{_wire(head.host)},'
+            f'"client":{_text(head.client_ip)},"peer":{_text(head.peer_ip)},'
+            f'"method":{_wire(head.method)},"host":{_wire(head.host)},'
             f'"path":{_wire(head.path)},"protocol":{_wire(b"HTTP/" + head.version)},"route":{self.route},'
             f'"status":{exchange.status},"flags":{_text(flag)},"bytes_received":{exchange.bytes_in},'
             f'"bytes_sent":{exchange.bytes_out},"upstream":{_text(endpoint)},"consumer":{_text(consumer)},'
