@@ -23,7 +23,8 @@ the mode writes: a client cannot pick the other one when the two disagree).
   id, garbage) stops the walk, and so does a chain shorter than N: the client is the last address
   read, the peer when none was. Ports and brackets are dropped (``"[2001:db8::1]:4711"`` is
   ``2001:db8::1``), IPv4-mapped IPv6 is IPv4, and addresses are normalised: the client is always
-  an address, never text a client chose. At most :data:`MAX_ENTRIES` entries are read.
+  an address, never text a client chose, and only a caller inside the trusted ranges (a chain
+  trusted all the way) can name another one. At most :data:`MAX_ENTRIES` entries are read.
 * An untrusted peer is the client, whatever it sends, and with trust configured its forwarding
   headers are not passed on: only a trusted peer's are kept (``trust_incoming``), to which
   Sidegate appends the direct peer as ever.
