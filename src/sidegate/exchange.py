@@ -130,6 +130,9 @@ class Exchange(UpstreamUser, InboundExchange):
     def start(self) -> None:
         """Route, filter, and send the head upstream (or answer locally)."""
         head = self.head
+        addresses = self.view.client_addresses
+        if addresses is not None and not head.plain_forwarding:  # behind trusted proxies
+            head.client_ip = addresses.client(head)
         matched = self.view.router.match(head)
         if matched is None:
             self.flag = "no_route"

@@ -124,6 +124,7 @@ class LineMemo:
     def __init__(self, route: str) -> None:
         self.route = quote_ascii(route) if route else "null"
         self.client = ""
+        self.peer = ""
         self.method = b""
         self.host = b""
         self.path = b""
@@ -150,6 +151,7 @@ class LineMemo:
             and self.host == head.host
             and self.method == head.method
             and self.client == head.client_ip
+            and self.peer == head.peer_ip
             and self.version == head.version
             and self.flag == flag
             and self.endpoint == endpoint
@@ -162,12 +164,13 @@ class LineMemo:
         self, exchange: Exchange, *, flag: str, endpoint: str, consumer: str, tenant: str, cache: str
     ) -> str:
         head = exchange.head
-        self.client, self.method, self.host = head.client_ip, head.method, head.host
+        self.client, self.peer, self.method, self.host = head.client_ip, head.peer_ip, head.method, head.host
         self.path, self.version, self.status = head.path, head.version, exchange.status
         self.bytes_in, self.bytes_out, self.flag = exchange.bytes_in, exchange.bytes_out, flag
         self.endpoint, self.consumer, self.tenant, self.cache = endpoint, consumer, tenant, cache
         self.text = text = (
-            f'"client":{_text(head.client_ip)},"method":{_wire(head.method)},"host":{_wire(head.host)},'
+            f'"client":{_text(head.client_ip)},"peer":{_text(head.peer_ip)},'
+            f'"method":{_wire(head.method)},"host":{_wire(head.host)},'
             f'"path":{_wire(head.path)},"protocol":{_wire(b"HTTP/" + head.version)},"route":{self.route},'
             f'"status":{exchange.status},"flags":{_text(flag)},"bytes_received":{exchange.bytes_in},'
             f'"bytes_sent":{exchange.bytes_out},"upstream":{_text(endpoint)},"consumer":{_text(consumer)},'
@@ -227,11 +230,13 @@ def access_line(exchange: Exchange, wall_offset: float) -> bytes:
 def rejected_line(request_id: bytes, client: str, status: int, reason: str, wall: float) -> bytes:
     """The access log line of a request the connection refused before it could be read (bad
     framing, a head too large or too slow): what little is known, flagged ``protocol_error`` (or
-    ``request_timeout``), with the reason the client was told."""
+    ``request_timeout``), with the reason the client was told. ``client`` is the direct peer: no
+    forwarding header of a request that could not be read is believed."""
     flag = "request_timeout" if status == 408 else "protocol_error"
+    address = _text(client)
     line = (
         f'{{"time":"{_STAMPS.at(wall)}","request_id":"{request_id.decode()}","trace_id":null,'
-        f'"client":{_text(client)},"method":null,"host":null,"path":null,"protocol":null,'
+        f'"client":{address},"peer":{address},"method":null,"host":null,"path":null,"protocol":null,'
         f'"route":null,"status":{status},"flags":"{flag}","reason":{quote_ascii(reason)},'
         f'"bytes_received":0,"bytes_sent":0,"duration_us":null,"upstream_us":null,"upstream":"",'
         f'"consumer":"","tenant":"","cache":""}}\n'
@@ -252,6 +257,7 @@ def span_of(exchange: Exchange, wall_offset: float) -> Span:
         "url.scheme": "http",
         "server.address": head.host.decode("latin-1"),
         "client.address": head.client_ip,
+        "network.peer.address": head.peer_ip,
         "network.protocol.version": head.version.decode("latin-1"),
         "http.response.status_code": exchange.status,
         "sidegate.request_id": exchange.request_id.decode("latin-1"),
@@ -294,6 +300,7 @@ class Finished:
         self.host = head.host
         self.path = head.path
         self.client = head.client_ip
+        self.peer = head.peer_ip
         self.status = exchange.status
         self.flag = exchange.flag
         self.answered_by = exchange.answered_by
@@ -324,6 +331,7 @@ def explain(done: Finished, wall_offset: float) -> dict[str, Any]:
             "host": done.host.decode("latin-1"),
             "path": done.path.decode("utf-8", "replace"),
             "client": done.client,
+            "peer": done.peer,
         },
         "status": done.status,
         "response_flags": flag,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sidegate.config.snapshot import ObservabilitySpec, Snapshot
 from sidegate.exchange import Exchange
-from sidegate.forwarding import ForwardingCache
+from sidegate.forwarding import ClientAddresses, ForwardingCache
 from sidegate.observe.access_log import AccessLogWriter
 from sidegate.observe.trace_context import Sampler, sampler_from_env
 from sidegate.observe.tracing import Tracer
@@ -51,6 +51,7 @@ class View:
     """What a request runs on: one snapshot with the clusters and metric children built for it."""
 
     __slots__ = (
+        "client_addresses",
         "clusters",
         "forwarding",
         "no_route_stats",
@@ -90,7 +91,12 @@ class View:
             if plan.filters:
                 for consumer in snapshot.consumers:
                     plan.stats.for_consumer(consumer.name, consumer.tenant)
-        self.forwarding = ForwardingCache(snapshot.forwarded)
+        forwarded = snapshot.forwarded
+        # Trusted front proxies configured: requests with forwarding headers find their real client.
+        self.client_addresses = (
+            ClientAddresses(forwarded) if forwarded.trusted or forwarded.trusted_hops else None
+        )
+        self.forwarding = ForwardingCache(forwarded, self.client_addresses)
         self.via = via = snapshot.forwarded.via
         self.via_line = b"Via: " + via + b"\r\n" if via else b""
 

@@ -152,6 +152,8 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             mode=forwarded["mode"],
             trust_incoming=forwarded["trust_incoming"],
             via=forwarded["via"].encode(),
+            trusted=tuple(forwarded.get("trusted") or ()),
+            trusted_hops=forwarded.get("trusted_hops", 0),
         ),
         workers=config["workers"],
         drain_timeout=config["drain_timeout"],

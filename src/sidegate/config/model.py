@@ -20,6 +20,7 @@ serving process never imports this module (nor pydantic).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -88,17 +89,59 @@ class Limits(_Model):
     )
 
 
+def _trusted_network(value: str) -> str:
+    """A trusted proxy's address or CIDR range, normalised (``10.0.0.7`` -> ``10.0.0.7/32``)."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP address or CIDR range; give one such as 10.0.0.0/8, "
+            "192.0.2.7 or 2001:db8::/32"
+        ) from None
+
+
 class Forwarded(_Model):
-    """Which forwarding headers the gateway adds to requests it sends upstream."""
+    """Which forwarding headers the gateway adds to requests it sends upstream, and which peers
+    may say who the client is."""
 
     mode: Literal["x-forwarded", "forwarded", "off"] = Field(
         default="x-forwarded",
         description="forwarding headers to add: X-Forwarded-For/-Proto/-Host, RFC 7239 Forwarded, or none",
     )
     trust_incoming: bool = Field(
-        default=True, description="keep forwarding headers a front proxy already set (false: replace them)"
+        default=True,
+        description="keep forwarding headers a front proxy already set (false: replace them); with "
+        "trusted or trusted_hops, only a trusted peer's",
     )
     via: str = Field(default="1.1 sidegate", description='Via header value added to requests ("" for none)')
+    trusted: list[Annotated[str, AfterValidator(_trusted_network)]] = Field(
+        default_factory=list,
+        description="front proxies (addresses or CIDR ranges) whose X-Forwarded-For (mode forwarded: "
+        "Forwarded) names the client; the client is the first untrusted address from the right",
+    )
+    trusted_hops: int = Field(
+        default=0,
+        ge=0,
+        le=32,  # forwarding.MAX_ENTRIES: entries read from the right
+        description="or: this many proxies in front, the direct peer the first; the client is the "
+        "Nth address from the right of X-Forwarded-For (Envoy's xff_num_trusted_hops); 0: off",
+    )
+
+    @model_validator(mode="after")
+    def _trust_is_coherent(self) -> Forwarded:
+        if self.trusted and self.trusted_hops:
+            raise ValueError("set trusted (proxy addresses) or trusted_hops (a count), not both")
+        if (self.trusted or self.trusted_hops) and self.mode == "off":
+            raise ValueError(
+                "trusted and trusted_hops read the client from the header the mode names: set mode "
+                "x-forwarded (X-Forwarded-For) or forwarded (Forwarded), or remove them"
+            )
+        if (self.trusted or self.trusted_hops) and not self.trust_incoming:
+            raise ValueError(
+                "trust_incoming: false replaces every incoming forwarding header, trusted proxies' "
+                "too; remove it (with trusted proxies, only their headers are kept)"
+            )
+        return self
 
 
 class InboundListener(_Model):

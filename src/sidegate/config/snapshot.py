@@ -149,11 +149,16 @@ class ForwardedSpec:
     ``mode``: ``x-forwarded`` (X-Forwarded-For/-Proto/-Host), ``forwarded`` (RFC 7239), ``off``.
     ``trust_incoming``: keep what a trusted front proxy already set (the proto and host it saw, the
     client chain); when false, client-sent copies are replaced.
+    ``trusted`` (CIDR ranges, normalised) or ``trusted_hops``: the front proxies whose chain names
+    the real client (see :mod:`sidegate.forwarding`); with either set, incoming forwarding headers
+    are kept only from a trusted peer.
     """
 
     mode: str = "x-forwarded"
     trust_incoming: bool = True
     via: bytes = b"1.1 sidegate"  # empty: no Via header
+    trusted: tuple[str, ...] = ()
+    trusted_hops: int = 0
 
 
 @dataclass(frozen=True, slots=True)

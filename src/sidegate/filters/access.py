@@ -6,7 +6,8 @@
 
 Deny lists win over allow lists; when an allow list is given the request must match it. Consumer,
 tenant and claims come from an authentication filter earlier in the chain (``api_key``, ``jwt``);
-the client address is the peer's (Sidegate runs beside the app: the peer is the pod's caller).
+the client address is the peer's (Sidegate runs beside the app: the peer is the pod's caller), or
+behind trusted front proxies (``listeners.inbound.forwarded.trusted``) the client they name.
 A refused request gets 403 with the rule that refused it.
 """
 

@@ -30,7 +30,10 @@ class RequestHead:
     chunked: bool = False
     upgrade: bytes = b""  # the Upgrade header value when the client asks for one
     request_id: bytes = b""
+    # The client's address: the direct peer's, or behind trusted proxies the one they name
+    # (listeners.inbound.forwarded.trusted; see sidegate.forwarding). peer_ip: always the peer's.
     client_ip: str = ""
+    peer_ip: str = ""
 
     def __init__(self) -> None:
         # End-to-end headers only: hop-by-hop, framing and forwarding headers are in fields.

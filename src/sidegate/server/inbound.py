@@ -263,7 +263,7 @@ class InboundConnection(RequestSink):
     # -- parser sink ---------------------------------------------------------------------------
 
     def on_request_head(self, head: ParsedRequest) -> None:
-        head.client_ip = self.client_ip
+        head.client_ip = head.peer_ip = self.client_ip  # the exchange may find the real client
         if head.has_body:
             self._phase = _BODY
             self.deadline = self._loop.time() + self._ctx.body_idle
