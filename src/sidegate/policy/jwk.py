@@ -90,8 +90,9 @@ def b64url_decode(data: bytes) -> bytes:
     return raw
 
 
-def check_key(alg: str, key: Any) -> None:
-    """Raise ValueError unless ``key`` is of the type (and size, curve) that algorithm ``alg`` needs."""
+def check_key(alg: str, key: Any) -> Any:
+    """``key`` as PyJWT's ``alg`` verifies with it; ValueError unless it is of the type (and size,
+    curve) that ``alg`` needs and the library takes it."""
     if alg not in SUPPORTED:
         raise ValueError(f"unsupported algorithm {alg!r} (supported: {', '.join(sorted(SUPPORTED))})")
     if alg in _HS_ALGS:
@@ -109,13 +110,7 @@ def check_key(alg: str, key: Any) -> None:
             raise ValueError(f"EdDSA needs an Ed25519 or Ed448 public key, not a {type(key).__name__}")
     elif not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != _CURVE_OF_ALG[alg]:
         raise ValueError(f"{alg} needs an EC public key on curve {_CURVE_OF_ALG[alg]}")
-    prepare_key(alg, key)
-
-
-def prepare_key(alg: str, key: Any) -> Any:
-    """The key as PyJWT's ``alg`` verifies with it; ValueError when the library refuses it (e.g. an
-    HMAC secret that is a PEM, DER or JWK-shaped public key: the algorithm confusion attack)."""
-    try:
+    try:  # the library refuses e.g. an HMAC secret that is a PEM, DER or JWK-shaped public key
         return ALGORITHMS[alg].prepare_key(key)
     except (PyJWTError, ValueError, TypeError) as exc:
         raise ValueError(f"{alg} key refused by PyJWT: {exc}") from None

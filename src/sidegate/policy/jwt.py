@@ -40,7 +40,6 @@ from sidegate.policy.jwk import (
     check_key,
     parse_jwks,
     pem_key,
-    prepare_key,
 )
 
 __all__ = ["SUPPORTED", "Jwk", "JwtError", "UnknownKeyError", "Verifier", "parse_jwks", "pem_key"]
@@ -69,11 +68,10 @@ class _Key:
     __slots__ = ("alg", "algorithm", "kid", "prepared", "sig_len")
 
     def __init__(self, jwk: Jwk) -> None:
-        check_key(jwk.alg, jwk.key)
+        self.prepared = check_key(jwk.alg, jwk.key)
         self.kid = jwk.kid
         self.alg = jwk.alg
         self.algorithm = ALGORITHMS[jwk.alg]  # the key's algorithm: the header never picks one
-        self.prepared = prepare_key(jwk.alg, jwk.key)
         self.sig_len = _signature_length(jwk.alg, jwk.key)
 
     def check(self, message: bytes, signature: bytes) -> bool:
