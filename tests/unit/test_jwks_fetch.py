@@ -65,6 +65,20 @@ def test_https_goes_through_the_proxy_with_connect(trusted: TlsFiles) -> None:
         assert idp.paths == ["/jwks"]
 
 
+def test_tls_inside_the_tunnel_is_verified(
+    tls: TlsFiles, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sidegate.auth.jwks")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)  # the test CA is not trusted now
+    with JwksHttp(tls) as idp, Proxy() as proxy:
+        idp.route("/jwks", KEYS)
+        source = _source(idp.url("/jwks"), {"HTTPS_PROXY": proxy.url})
+        _load(source)
+        assert source.keys() == () and len(proxy.asked) == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+        assert idp.paths == []
+
+
 def test_http_goes_to_the_proxy_in_absolute_form_with_credentials() -> None:
     with JwksHttp() as idp, Proxy() as proxy:
         idp.route("/jwks?tenant=1", KEYS)
