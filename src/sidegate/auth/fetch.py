@@ -41,11 +41,10 @@ _REDIRECTS: Final = frozenset({b"301", b"302", b"303", b"307", b"308"})
 
 @dataclass(frozen=True)
 class Fetched:
-    """A 200 answer: its body, how long it stays fresh (None: not said) and the URL that gave it."""
+    """A 200 answer: its body and how long it stays fresh (None: it does not say)."""
 
     body: bytes
     lifetime: float | None
-    url: str
 
 
 def check_url(url: str) -> SplitResult:
@@ -71,7 +70,7 @@ async def fetch(url: str, *, max_bytes: int, max_redirects: int, environ: Mappin
         sent = time.time()
         status, headers, body = await _get(parts, port, proxy, max_bytes)
         if status == b"200":
-            return Fetched(body, lifetime(headers, sent, time.time()), url)
+            return Fetched(body, lifetime(headers, sent, time.time()))
         if status not in _REDIRECTS:
             raise ValueError(f"HTTP status {status.decode('ascii', 'replace')}")
         location = _field(headers, b"location")
