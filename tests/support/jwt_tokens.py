@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 _CURVES: dict[str, tuple[ec.EllipticCurve, str, int]] = {
@@ -43,7 +43,7 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 class SigningKey:
     """A private key (or HMAC secret) with the kid and alg its tokens and its JWK carry."""
 
-    private: Any = field(repr=False)  # RSAPrivateKey, EllipticCurvePrivateKey, Ed25519PrivateKey or bytes
+    private: Any = field(repr=False)  # RSA, EC, Ed25519 or Ed448 private key, or bytes
     alg: str
     kid: str | None = None
 
@@ -63,6 +63,10 @@ def make_ec(curve: str = "P-256", kid: str | None = None) -> SigningKey:
 
 def make_ed25519(kid: str | None = "ed-1") -> SigningKey:
     return SigningKey(ed25519.Ed25519PrivateKey.generate(), "EdDSA", kid)
+
+
+def make_ed448(kid: str | None = "ed448-1") -> SigningKey:
+    return SigningKey(ed448.Ed448PrivateKey.generate(), "EdDSA", kid)
 
 
 def make_hs(alg: str = "HS256", kid: str | None = "hs-1", size: int | None = None) -> SigningKey:
@@ -153,7 +157,8 @@ def jwk(key: SigningKey, *, with_alg: bool = True, **extra: Any) -> dict[str, An
         }
     else:
         raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        out = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
+        crv = "Ed448" if isinstance(public, ed448.Ed448PublicKey) else "Ed25519"
+        out = {"kty": "OKP", "crv": crv, "x": b64url(raw)}
     if key.kid is not None:
         out["kid"] = key.kid
     if with_alg:

@@ -9,11 +9,14 @@ due; ``now`` is any monotonic clock (``loop.time()``), the same on every call.
 - A file (a mounted Secret or ConfigMap) is stat'ed at most once a second and re-read when its
   identity changed (mtime, size, inode: Kubernetes swaps a ``..data`` symlink, so the inode moves).
   That work is synchronous and small, so ``maybe_refresh`` returns None.
-- A URL is fetched when ``refresh`` seconds passed, or sooner, at most every ``min_refetch`` seconds,
-  when a token named a ``kid`` we do not know (the provider may have rotated). ``maybe_refresh``
-  then starts the fetch as a Task and returns it, to be awaited by a caller that wants the new keys
-  before it answers (or ignored); only one fetch runs at a time. A failed fetch is retried after
-  ``min_refetch``.
+- A URL is fetched (:mod:`sidegate.auth.fetch`: through the environment's ``HTTPS_PROXY``/
+  ``HTTP_PROXY`` unless ``NO_PROXY`` says otherwise, following up to ``max_redirects`` redirects)
+  when the last answer's lifetime is over, or sooner, at most every ``min_refetch`` seconds, when a
+  token named a ``kid`` we do not know (the provider may have rotated). The lifetime is what the
+  answer's ``Cache-Control: max-age`` or ``Expires`` says, kept between ``refresh_min`` and
+  ``refresh_max``; ``refresh`` when it says nothing. ``maybe_refresh`` then starts the fetch as a
+  Task and returns it, to be awaited by a caller that wants the new keys before it answers (or
+  ignored); only one fetch runs at a time. A failed fetch is retried after ``min_refetch``.
 
 A failure (unreadable file, HTTP error, timeout, bad JSON, a JWKS without a usable key) keeps the keys
 we have and is logged: a provider's bad minute must not lock every client out.
@@ -21,16 +24,15 @@ we have and is logged: a provider's bad minute must not lock every client out.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 
+from sidegate.auth.fetch import check_url, fetch
 from sidegate.policy.jwk import Jwk, parse_jwks
 
 if TYPE_CHECKING:  # asyncio and ssl are imported when a URL is first fetched: `sidegate validate` stays light
@@ -39,7 +41,6 @@ if TYPE_CHECKING:  # asyncio and ssl are imported when a URL is first fetched: `
 log = logging.getLogger(__name__)
 
 FILE_CHECK_INTERVAL: Final = 1.0
-_MAX_HEAD: Final = 64 * 1024
 _NO_USABLE_KEY: Final = (
     'no usable signing key (each needs "use": "sig" or no "use", and an allowed "alg"; an RSA or oct key '
     'without "alg" needs exactly one allowed RS/PS or HS algorithm)'
@@ -49,8 +50,9 @@ _NO_USABLE_KEY: Final = (
 class JwksSource:
     """The current verification keys of one JWKS file or URL (exactly one of the two)."""
 
-    fetch_timeout: float = 5.0  # the whole fetch: connect, TLS, request, response
+    fetch_timeout: float = 5.0  # the whole fetch: connect, proxy, TLS, redirects, request, response
     max_bytes: int = 1 << 20
+    max_redirects: int = 5
 
     def __init__(
         self,
@@ -59,20 +61,29 @@ class JwksSource:
         url: str | None = None,
         algorithms: frozenset[str] | None,
         refresh: float = 300.0,
+        refresh_min: float = 60.0,
+        refresh_max: float = 3600.0,
         min_refetch: float = 10.0,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        """``environ`` holds the proxy settings (``os.environ`` when None, read at each fetch)."""
         if (file is None) == (url is None):
             raise ValueError("a JWKS source needs exactly one of file and url")
         if url is not None:
-            parts = urlsplit(url)
-            plain = url.isprintable() and " " not in url  # it goes into a request line as is
-            if parts.scheme not in ("http", "https") or not parts.hostname or not plain:
-                raise ValueError(f"JWKS url must be http:// or https:// with a host and no spaces: {url!r}")
+            try:
+                check_url(url)
+            except ValueError as exc:
+                raise ValueError(f"JWKS {exc}") from None
+        if not 0 <= refresh_min <= refresh_max:
+            raise ValueError(f"refresh_min ({refresh_min}) must be at most refresh_max ({refresh_max})")
         self._file = file
         self._url = url
         self._algorithms = algorithms
         self._refresh = refresh
+        self._refresh_min = refresh_min
+        self._refresh_max = refresh_max
         self._min_refetch = min_refetch
+        self._environ = environ
         self._keys: tuple[Jwk, ...] = ()
         self._fingerprint: tuple[tuple[str | None, str, bytes], ...] = ()
         self._version = 0
@@ -161,14 +172,25 @@ class JwksSource:
         self._fetching = True
         try:
             async with asyncio.timeout(self.fetch_timeout):
-                body = await _http_get(str(self._url), self.max_bytes)
-            self._install(self._parse(body))
-            self._next_check = now + self._refresh
+                answer = await fetch(
+                    str(self._url),
+                    max_bytes=self.max_bytes,
+                    max_redirects=self.max_redirects,
+                    environ=os.environ if self._environ is None else self._environ,
+                )
+            self._install(self._parse(answer.body))
+            self._next_check = now + self.next_refresh(answer.lifetime)
         except Exception as exc:  # a background refresh must never take the filter down
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
             log.warning("JWKS fetch from %s failed: %s; keeping %d keys", self._url, reason, len(self._keys))
         finally:
             self._fetching = False
+
+    def next_refresh(self, lifetime: float | None) -> float:
+        """Seconds until the next fetch after an answer with ``lifetime`` (None: it said nothing)."""
+        if lifetime is None:
+            return self._refresh
+        return min(max(lifetime, self._refresh_min), self._refresh_max)
 
     def _parse(self, data: bytes) -> tuple[Jwk, ...]:
         keys = parse_jwks(data, algorithms=self._algorithms)
@@ -196,73 +218,3 @@ def _key_bytes(key: Any) -> bytes:
         return key
     der: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return der
-
-
-async def _http_get(url: str, max_bytes: int) -> bytes:
-    """The body of a 200 answer to GET ``url`` (HTTP/1.1, one connection, closed after); ValueError else."""
-    import asyncio
-    import ssl
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
-    context = ssl.create_default_context() if https else None
-    reader, writer = await asyncio.open_connection(
-        host, port, ssl=context, server_hostname=host if https else None, limit=_MAX_HEAD
-    )
-    try:
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        authority = parts.netloc.rpartition("@")[2]
-        writer.write(
-            f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\n"
-            "User-Agent: sidegate\r\nConnection: close\r\n\r\n".encode("ascii")
-        )
-        await writer.drain()
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise ValueError("response head too large") from None
-        status_line, *lines = head[:-4].split(b"\r\n")
-        fields = status_line.split(b" ", 2)
-        if len(fields) < 2 or not fields[0].startswith(b"HTTP/1."):
-            raise ValueError("not an HTTP/1.x response")
-        if fields[1] != b"200":
-            raise ValueError(f"HTTP status {fields[1].decode('ascii', 'replace')}")
-        headers: dict[bytes, bytes] = {}
-        for line in lines:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get(b"transfer-encoding", b"").lower().endswith(b"chunked"):
-            return await _read_chunked(reader, max_bytes)
-        if b"content-length" in headers:
-            length = int(headers[b"content-length"])
-            if length > max_bytes:
-                raise ValueError(f"response larger than {max_bytes} bytes")
-            return await reader.readexactly(length)
-        body = b""  # neither length nor chunked: the body ends when the server closes
-        while len(body) <= max_bytes and (more := await reader.read(max_bytes + 1 - len(body))):
-            body += more
-        if len(body) > max_bytes:
-            raise ValueError(f"response larger than {max_bytes} bytes")
-        return body
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):  # ssl.SSLError included
-            await writer.wait_closed()
-
-
-async def _read_chunked(reader: asyncio.StreamReader, max_bytes: int) -> bytes:
-    body = b""
-    while True:
-        size_line = await reader.readline()
-        if not size_line.endswith(b"\n"):
-            raise ValueError("chunked body cut short")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            return body  # trailers, if any, are not needed
-        if len(body) + size > max_bytes:
-            raise ValueError(f"response larger than {max_bytes} bytes")
-        body += await reader.readexactly(size)
-        if await reader.readexactly(2) != b"\r\n":
-            raise ValueError("bad chunk framing")

@@ -10,16 +10,18 @@
         tenant_claim: org
         required_scopes: [orders:read]
 
-The algorithm is the key's, never the token's (:mod:`sidegate.policy.jwt`): ``alg: none``,
+The algorithm is the key's, never the token's (:mod:`sidegate.policy.jwt`, on PyJWT): ``alg: none``,
 RS/HS confusion, expired or not-yet-valid tokens, a wrong issuer or audience, an unknown key, a
 tampered or malformed token of any size: each is a 401 with ``WWW-Authenticate: Bearer
 error="invalid_token", error_description="..."``. A valid token without a required scope or claim
 value is a 403 (``error="insufficient_scope"``). Keys are refreshed without a restart
-(:mod:`sidegate.auth.jwks`): a file when it changes, a URL every ``refresh`` seconds and when a
-token names a key not seen yet (at most every 10 s). A verified token is remembered, so a
-client that sends the same token again costs a dictionary look-up and two comparisons; and once
-the filter accepted a token, its compiled fast path (:class:`~sidegate.filters.fastpath.TokenHits`)
-accepts it again, with the consumer, tenant and metric row it was given, while it is valid.
+(:mod:`sidegate.auth.jwks`): a file when it changes, a URL when its answer's cache lifetime is
+over (``refresh`` seconds when it states none) and when a token names a key not seen yet (at most
+every 10 s), through the environment's ``HTTPS_PROXY``/``HTTP_PROXY`` and ``NO_PROXY``. A
+verified token is remembered, so a client that sends the same token again costs a dictionary
+look-up and two comparisons; and once the filter accepted a token, its compiled fast path
+(:class:`~sidegate.filters.fastpath.TokenHits`) accepts it again, with the consumer, tenant and
+metric row it was given, while it is valid.
 """
 
 from __future__ import annotations
@@ -74,7 +76,11 @@ class JwtConfig(FilterConfig):
     required_claims: dict[str, str] = field(default_factory=dict)
     """claims that must have these values (or, for list claims, contain them)"""
     refresh: Annotated[float, Gt(0)] = 300.0
-    """seconds between refreshes of jwks_url"""
+    """seconds between refreshes of jwks_url when its answer states no lifetime (max-age, Expires)"""
+    refresh_min: Annotated[float, Ge(0)] = 60.0
+    """the shortest lifetime of a jwks_url answer: a smaller max-age (or no-cache) is raised to this"""
+    refresh_max: Annotated[float, Gt(0)] = 3600.0
+    """the longest lifetime of a jwks_url answer: a larger max-age is cut to this"""
     forward_token: bool = True
     """pass the token on to the app (false: the header is removed)"""
 
@@ -101,6 +107,8 @@ class Jwt(Filter):
             url=config.jwks_url or None,
             algorithms=algorithms,
             refresh=config.refresh,
+            refresh_min=config.refresh_min,
+            refresh_max=config.refresh_max,
         )
         if config.jwks_file:
             self.source.load_now()  # a missing or broken file is a config error, named with its path

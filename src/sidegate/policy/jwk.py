@@ -5,13 +5,16 @@ on it carries the only algorithm a token may use with it. The algorithm is settl
 own ``alg`` member or from its type and the configured ``algorithms``, never later from a token: an RSA
 public key can never become an HMAC secret, which is what makes algorithm confusion impossible.
 
-Keys that are not for us are skipped quietly, so a provider's JWKS that also lists encryption keys or
-key types we do not verify still loads: ``use`` other than ``sig``, ``key_ops`` without ``verify``, an
-``alg`` outside :data:`SUPPORTED` or outside ``algorithms``, an unknown ``kty`` or curve, and a key whose
-type fits several allowed algorithms (an RSA key without ``alg`` when RS256 and PS256 are both allowed).
-A key that claims to be usable but is broken (bad base64url, a point off its curve, an RSA modulus under
-2048 bits, an HMAC secret shorter than its hash, an ``alg`` that does not fit its ``kty``) is an error
-that names the key, so an operator sees it at load time rather than as 401s.
+Which keys are used is our policy; the key material is built by PyJWT (``jwt.PyJWK``, on
+``cryptography``), given the algorithm we chose and only the key's public members (a JWKS that leaks
+a private ``d`` still yields a public key). Keys that are not for us are skipped quietly, so a
+provider's JWKS that also lists encryption keys or key types we do not verify still loads: ``use``
+other than ``sig``, ``key_ops`` without ``verify``, an ``alg`` outside :data:`SUPPORTED` or outside
+``algorithms``, an unknown ``kty`` or curve, and a key whose type fits several allowed algorithms (an
+RSA key without ``alg`` when RS256 and PS256 are both allowed). A key that claims to be usable but is
+broken (a member missing or not base64url, a point off its curve, an RSA modulus under 2048 bits, an
+HMAC secret shorter than its hash, an ``alg`` that does not fit its ``kty``) is an error that names the
+key, so an operator sees it at load time rather than as 401s.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt import PyJWK, PyJWTError
+from jwt.algorithms import Algorithm, get_default_algorithms
 
 SUPPORTED: Final = frozenset(
     {
@@ -37,13 +42,21 @@ _HS_ALGS: Final = frozenset({"HS256", "HS384", "HS512"})
 # RFC 7518 3.2: an HMAC key at least as long as the hash output; 3.3/3.5: RSA keys of 2048 bits or more.
 HS_MIN_SECRET: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
 MIN_RSA_BITS: Final = 2048
-# JWK curve name -> (its only JWS algorithm, the cryptography curve, bytes per coordinate)
-EC_CURVES: Final[dict[str, tuple[str, ec.EllipticCurve, int]]] = {
-    "P-256": ("ES256", ec.SECP256R1(), 32),
-    "P-384": ("ES384", ec.SECP384R1(), 48),
-    "P-521": ("ES512", ec.SECP521R1(), 66),
+# JWK curve name -> (its only JWS algorithm, the cryptography curve name, bytes per coordinate)
+EC_CURVES: Final = {
+    "P-256": ("ES256", "secp256r1", 32),
+    "P-384": ("ES384", "secp384r1", 48),
+    "P-521": ("ES512", "secp521r1", 66),
 }
-_CURVE_OF_ALG: Final = {alg: curve.name for alg, curve, _ in EC_CURVES.values()}
+# RFC 8037 curves for EdDSA -> bytes of the public key "x"
+OKP_CURVES: Final = {"Ed25519": 32, "Ed448": 57}
+# PyJWT's algorithm objects, only those we support (never "none", nor its aliases such as ES521).
+ALGORITHMS: Final[dict[str, Algorithm]] = {
+    name: algorithm for name, algorithm in get_default_algorithms().items() if name in SUPPORTED
+}
+_CURVE_OF_ALG: Final = {alg: curve for alg, curve, _ in EC_CURVES.values()}
+# The members PyJWT is given: a key's public part and nothing else.
+_PUBLIC: Final = {"RSA": ("n", "e"), "EC": ("x", "y"), "OKP": ("x",), "oct": ("k",)}
 
 _B64URL: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _TO_STD: Final = bytes.maketrans(b"-_", b"+/")
@@ -53,8 +66,8 @@ _TO_STD: Final = bytes.maketrans(b"-_", b"+/")
 class Jwk:
     """A verification key and the one algorithm it may be used with.
 
-    ``key`` is a ``cryptography`` public key (RSA, EC, Ed25519) or, for HS*, the secret ``bytes``
-    (kept out of ``repr`` so a logged key never shows a secret).
+    ``key`` is a ``cryptography`` public key (RSA, EC, Ed25519, Ed448) or, for HS*, the secret
+    ``bytes`` (kept out of ``repr`` so a logged key never shows a secret).
     """
 
     kid: str | None
@@ -77,8 +90,9 @@ def b64url_decode(data: bytes) -> bytes:
     return raw
 
 
-def check_key(alg: str, key: Any) -> None:
-    """Raise ValueError unless ``key`` is of the type (and size, curve) that algorithm ``alg`` needs."""
+def check_key(alg: str, key: Any) -> Any:
+    """``key`` as PyJWT's ``alg`` verifies with it; ValueError unless it is of the type (and size,
+    curve) that ``alg`` needs and the library takes it."""
     if alg not in SUPPORTED:
         raise ValueError(f"unsupported algorithm {alg!r} (supported: {', '.join(sorted(SUPPORTED))})")
     if alg in _HS_ALGS:
@@ -92,10 +106,14 @@ def check_key(alg: str, key: Any) -> None:
         if key.key_size < MIN_RSA_BITS:
             raise ValueError(f"RSA key is {key.key_size} bits; at least {MIN_RSA_BITS} are required")
     elif alg == "EdDSA":
-        if not isinstance(key, ed25519.Ed25519PublicKey):
-            raise ValueError(f"EdDSA needs an Ed25519 public key, not a {type(key).__name__}")
+        if not isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            raise ValueError(f"EdDSA needs an Ed25519 or Ed448 public key, not a {type(key).__name__}")
     elif not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != _CURVE_OF_ALG[alg]:
         raise ValueError(f"{alg} needs an EC public key on curve {_CURVE_OF_ALG[alg]}")
+    try:  # the library refuses e.g. an HMAC secret that is a PEM, DER or JWK-shaped public key
+        return ALGORITHMS[alg].prepare_key(key)
+    except (PyJWTError, ValueError, TypeError) as exc:
+        raise ValueError(f"{alg} key refused by PyJWT: {exc}") from None
 
 
 def parse_jwks(data: bytes, *, algorithms: frozenset[str] | None = None) -> tuple[Jwk, ...]:
@@ -103,7 +121,7 @@ def parse_jwks(data: bytes, *, algorithms: frozenset[str] | None = None) -> tupl
 
     A key's algorithm is its ``alg`` member when present (skipped unless in :data:`SUPPORTED` and in
     ``algorithms`` when given), otherwise the one algorithm of ``algorithms`` (all of SUPPORTED when None)
-    that fits its type: an EC or Ed25519 key always has exactly one, an RSA or oct key only when a single
+    that fits its type: an EC or OKP key always has exactly one, an RSA or oct key only when a single
     RS/PS or HS algorithm is allowed. Raises ValueError, naming the key (index and kid), for bad JSON or
     bad key material.
     """
@@ -178,7 +196,8 @@ def _parse_one(entry: object, allowed: frozenset[str]) -> Jwk | None:
     ops = entry.get("key_ops")
     if (use is not None and use != "sig") or (isinstance(ops, list) and "verify" not in ops):
         return None  # an encryption key, or one not meant for verifying
-    fits = _algorithms_for(kty, entry.get("crv"))
+    crv = entry.get("crv")
+    fits = _algorithms_for(kty, crv)
     if not fits:
         return None  # a key type or curve we do not verify with (e.g. X25519, secp256k1)
     alg = entry.get("alg")
@@ -194,7 +213,7 @@ def _parse_one(entry: object, allowed: frozenset[str]) -> Jwk | None:
         if len(usable) != 1:
             return None  # ambiguous or not allowed: never guess an algorithm
         (alg,) = usable
-    key = _key_material(kty, entry)
+    key = _key_material(kty, crv, entry, alg)
     check_key(alg, key)
     return Jwk(kid, alg, key)
 
@@ -206,36 +225,27 @@ def _algorithms_for(kty: str, crv: object) -> frozenset[str]:
         return _HS_ALGS
     if kty == "EC" and isinstance(crv, str) and crv in EC_CURVES:
         return frozenset({EC_CURVES[crv][0]})
-    if kty == "OKP" and crv == "Ed25519":
+    if kty == "OKP" and isinstance(crv, str) and crv in OKP_CURVES:
         return frozenset({"EdDSA"})
     return frozenset()
 
 
-def _key_material(kty: str, entry: dict[str, Any]) -> Any:
-    if kty == "RSA":
-        n = int.from_bytes(_member(entry, "n"), "big")
-        e = int.from_bytes(_member(entry, "e"), "big")
-        if n.bit_length() < MIN_RSA_BITS:
-            raise ValueError(f"RSA key is {n.bit_length()} bits; at least {MIN_RSA_BITS} are required")
-        try:
-            return rsa.RSAPublicNumbers(e, n).public_key()
-        except ValueError as exc:
-            raise ValueError(f"bad RSA key: {exc}") from None
-    if kty == "oct":
-        return _member(entry, "k")
-    if kty == "OKP":
-        x = _member(entry, "x")
-        if len(x) != 32:
-            raise ValueError(f'Ed25519 "x" is {len(x)} bytes; 32 are required')
-        return ed25519.Ed25519PublicKey.from_public_bytes(x)
-    _, curve, size = EC_CURVES[entry["crv"]]
-    x, y = _member(entry, "x"), _member(entry, "y")
-    if len(x) != size or len(y) != size:
-        raise ValueError(f'{entry["crv"]} "x" and "y" must be {size} bytes each')
+def _key_material(kty: str, crv: Any, entry: dict[str, Any], alg: str) -> Any:
+    """The key PyJWT builds from the public members (each checked first, so an error names it)."""
+    public: dict[str, Any] = {"kty": kty}
+    if crv is not None:
+        public["crv"] = crv
+    for name in _PUBLIC[kty]:
+        raw = _member(entry, name)
+        size = EC_CURVES[crv][2] if kty == "EC" else OKP_CURVES[crv] if kty == "OKP" else len(raw)
+        if len(raw) != size:
+            raise ValueError(f'{crv} "{name}" is {len(raw)} bytes; {size} are required')
+        public[name] = entry[name].rstrip("=")
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + x + y)
-    except ValueError:
-        raise ValueError(f"the point is not on curve {entry['crv']}") from None
+        return PyJWK(public, algorithm=alg).key
+    except (PyJWTError, ValueError, TypeError, KeyError) as exc:
+        reason = str(exc).removeprefix("Unable to construct key from JWK: ")
+        raise ValueError(f"bad {kty} key: {reason}") from None
 
 
 def _member(entry: dict[str, Any], name: str) -> bytes:

@@ -1,15 +1,19 @@
 """JWT (RFC 7519) verification: compact JWS tokens checked against a fixed key set, with a verified cache.
 
 Theory of operation: :class:`Verifier` is built once per key set (a new key set means a new Verifier) and
-compiles each :class:`~sidegate.policy.jwk.Jwk` into a signature check for its one algorithm. A token
+binds each :class:`~sidegate.policy.jwk.Jwk` to PyJWT's object for its one algorithm, with the key
+prepared by the library once, at load (a key the library would refuse is refused then, not per token).
+That object checks the signature, so the token's header never chooses the code that verifies it. A token
 picks a key by ``kid``, or by its ``alg`` when it has no ``kid``, and the header's ``alg`` must equal
 the key's: the token names the algorithm only to be refused when it differs, so ``alg: none``, an RSA
 key used as an HMAC secret, or an embedded ``jwk``/``jku`` header change nothing. ``crit`` is refused
 since no extension is understood. The payload is parsed only after the signature checks out.
 
-Every malformed input is a :class:`JwtError` (a 401), never another exception: the size is checked
-before anything else, base64url is decoded strictly, JSON errors (including nesting too deep and
-integers too long) are caught, and each member is type-checked before use.
+What is policy stays here, because PyJWT's own token decoding is more lenient or its claim checks
+differ from what we promise: every malformed input is a :class:`JwtError` (a 401), never another
+exception; the size is checked before anything else, base64url is decoded strictly (no padding,
+canonical), JSON errors (including nesting too deep and integers too long) are caught, each member is
+type-checked before use, and the claims (exp/nbf with leeway, iss, aud) are checked by us.
 
 A verified token is kept in a bounded LRU keyed by its exact bytes, with its claims and the times it is
 valid between (``nbf - leeway`` and ``exp + leeway``), so a repeated token costs a dict look-up and
@@ -18,33 +22,29 @@ one chained comparison. Expiry is still checked on every hit, and an expired ent
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sidegate.errors import SidegateError
-from sidegate.policy.jwk import SUPPORTED, Jwk, b64url_decode, check_key, parse_jwks, pem_key
+from sidegate.policy.jwk import (
+    ALGORITHMS,
+    SUPPORTED,
+    Jwk,
+    b64url_decode,
+    check_key,
+    parse_jwks,
+    pem_key,
+)
 
 __all__ = ["SUPPORTED", "Jwk", "JwtError", "UnknownKeyError", "Verifier", "parse_jwks", "pem_key"]
 
-_HASHES: Final[dict[str, type[hashes.HashAlgorithm]]] = {
-    "256": hashes.SHA256,
-    "384": hashes.SHA384,
-    "512": hashes.SHA512,
-}
 _INF: Final = math.inf
-
-# (signing input, signature) -> whether the signature is valid; the length is checked before the call.
-_Check = Callable[[bytes, bytes], bool]
 
 
 class JwtError(SidegateError):
@@ -63,15 +63,20 @@ class UnknownKeyError(JwtError):
 
 
 class _Key:
-    """A Jwk compiled for the hot path: its algorithm, expected signature length and check."""
+    """A Jwk bound to PyJWT's algorithm object for its alg, with the key prepared by the library."""
 
-    __slots__ = ("alg", "check", "kid", "sig_len")
+    __slots__ = ("alg", "algorithm", "kid", "prepared", "sig_len")
 
     def __init__(self, jwk: Jwk) -> None:
-        check_key(jwk.alg, jwk.key)
+        self.prepared = check_key(jwk.alg, jwk.key)
         self.kid = jwk.kid
         self.alg = jwk.alg
-        self.sig_len, self.check = _compile(jwk.alg, jwk.key)
+        self.algorithm = ALGORITHMS[jwk.alg]  # the key's algorithm: the header never picks one
+        self.sig_len = _signature_length(jwk.alg, jwk.key)
+
+    def check(self, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` (of the right length) is this key's over ``message``."""
+        return self.algorithm.verify(message, self.prepared, signature)
 
 
 class Verifier:
@@ -251,54 +256,16 @@ def _numeric_date(claims: dict[str, Any], name: str, absent: float) -> float:
     return number
 
 
-def _compile(alg: str, key: Any) -> tuple[int, _Check]:
-    """The signature length and the check for one algorithm and key (already type-checked)."""
+def _signature_length(alg: str, key: Any) -> int:
+    """The length of every valid signature of ``alg`` with ``key`` (already type-checked): anything
+    else is refused as malformed before the library is called."""
     family = alg[:2]
     if family == "HS":
-        secret: bytes = key
-        digest = "sha" + alg[2:]
-
-        def check_hmac(message: bytes, signature: bytes) -> bool:
-            return hmac.compare_digest(hmac.digest(secret, message, digest), signature)
-
-        return _HASHES[alg[2:]]().digest_size, check_hmac
+        return int(alg[2:]) // 8
     if family == "Ed":
-
-        def check_eddsa(message: bytes, signature: bytes) -> bool:
-            try:
-                key.verify(signature, message)
-            except InvalidSignature:
-                return False
-            return True
-
-        return 64, check_eddsa
-    hash_algorithm = _HASHES[alg[2:]]()
+        return 64 if isinstance(key, ed25519.Ed25519PublicKey) else 114  # Ed448 (RFC 8032)
     if family == "ES":
-        size = (key.curve.key_size + 7) // 8  # 32, 48 or 66 (P-521)
-        ecdsa = ec.ECDSA(hash_algorithm)
-
-        def check_ecdsa(message: bytes, signature: bytes) -> bool:
-            # JOSE sends r || s as fixed-size big-endian integers; cryptography wants DER.
-            r = int.from_bytes(signature[:size], "big")
-            s = int.from_bytes(signature[size:], "big")
-            try:
-                key.verify(encode_dss_signature(r, s), message, ecdsa)
-            except InvalidSignature:
-                return False
-            return True
-
-        return 2 * size, check_ecdsa
-    pad: padding.AsymmetricPadding
-    if family == "PS":  # RFC 7518 3.5: MGF1 with the same hash, salt as long as the hash
-        pad = padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=hash_algorithm.digest_size)
-    else:
-        pad = padding.PKCS1v15()
-
-    def check_rsa(message: bytes, signature: bytes) -> bool:
-        try:
-            key.verify(signature, message, pad, hash_algorithm)
-        except InvalidSignature:
-            return False
-        return True
-
-    return (key.key_size + 7) // 8, check_rsa
+        coordinate: int = (key.curve.key_size + 7) // 8  # 32, 48 or 66 (P-521)
+        return 2 * coordinate  # r || s
+    size: int = (key.key_size + 7) // 8
+    return size
