@@ -205,6 +205,30 @@ def test_an_invalid_or_past_expires_is_already_stale(expires: str) -> None:
     assert lifetime(*headers, default_ttl=300) == 0  # an explicit answer: no fallback
 
 
+@pytest.mark.parametrize(
+    "expires",
+    [
+        at(3600).replace(" ", "  ", 1),  # Thu,  01 ...
+        at(3600).replace(" ", "  "),
+        at(3600).replace(" ", "\t", 1),
+        at(3600).replace(":", ".", 2),
+        at(3600).replace(" GMT", " UTC"),
+    ],
+)
+def test_an_expires_that_is_not_a_valid_http_date_is_already_stale(expires: str) -> None:
+    headers = (f"Date: {at(0)}", f"Expires: {expires}")
+    assert lifetime(*headers) == 0
+    stored = fields(*headers)
+    assert storable(b"GET", 200, NO_REQUEST, False, response_directives(stored), stored) is None
+
+
+def test_expires_in_the_obsolete_forms_still_gives_a_lifetime() -> None:
+    date = "Date: Sun, 06 Nov 1994 08:00:00 GMT"
+    assert lifetime(date, "Expires: Sunday, 06-Nov-94 08:49:37 GMT") == 2977
+    assert lifetime(date, "Expires: Sun Nov  6 08:49:37 1994") == 2977
+    assert lifetime(date, "Expires: Sun Nov 6 08:49:37 1994") == 0
+
+
 def test_expires_without_a_date_is_stale() -> None:
     assert lifetime(f"Expires: {at(3600)}") == 0
 
@@ -264,9 +288,16 @@ def test_a_date_from_the_future_gives_no_apparent_age() -> None:
     assert initial_age(fields(f"Date: {at(3600)}"), T - 1, T) == 1
 
 
-@pytest.mark.parametrize("age", ["abc", "-5", "1.5", "", "10, 20"])
+@pytest.mark.parametrize("age", ["abc", "-5", "1.5", "", "abc, 20", "-5, 20"])
 def test_an_invalid_age_is_ignored(age: str) -> None:
     assert initial_age(fields(f"Age: {age}"), T - 2, T) == 2
+
+
+@pytest.mark.parametrize(
+    ("age", "first"), [("7200, 0", 7200), ("10,20", 10), (" , 30, 5", 30), ("0, 7200", 0)]
+)
+def test_a_list_valued_age_counts_by_its_first_member(age: str, first: int) -> None:
+    assert initial_age(fields(f"Age: {age}"), T - 2, T) == first + 2
 
 
 def test_a_huge_age_is_capped() -> None:

@@ -119,9 +119,9 @@ def freshness_lifetime(
 
     s-maxage, else max-age, else Expires - Date (an invalid Expires, or an Expires without a
     valid Date, is already stale: the caller adds Date to a response that lacks one, as RFC 9110
-    6.6.1 asks), else ``default_ttl`` when positive, else the heuristic for a heuristically
-    cacheable status or a public response: ``heuristic_fraction`` of the time since
-    Last-Modified, at most ``heuristic_max``.
+    6.6.1 asks; Expires is read strictly, see ``parse_http_date``), else ``default_ttl`` when
+    positive, else the heuristic for a heuristically cacheable status or a public response:
+    ``heuristic_fraction`` of the time since Last-Modified, at most ``heuristic_max``.
     """
     if directives.s_maxage is not None:
         return float(directives.s_maxage)
@@ -130,7 +130,7 @@ def freshness_lifetime(
     expires_text, date_text, modified_text = _first_values(headers, (b"expires", b"date", b"last-modified"))
     date = parse_http_date(date_text) if date_text is not None else None
     if expires_text is not None:
-        expires = parse_http_date(expires_text)
+        expires = parse_http_date(expires_text, strict=True)
         return max(0.0, expires - date) if expires is not None and date is not None else 0.0
     if default_ttl > 0:
         return float(default_ttl)
@@ -146,12 +146,13 @@ def initial_age(headers: Headers, request_time: float, response_time: float) -> 
     """corrected_initial_age of RFC 9111 section 4.2.3, in seconds.
 
     ``request_time`` is when the request was sent and ``response_time`` when the response
-    arrived. An invalid Age is ignored; without a valid Date the apparent age is 0.
+    arrived. Age counts by its first member (RFC 9111 5.1: ``Age: 7200, 0`` is 7200); one that
+    is not a non-negative integer is ignored. Without a valid Date the apparent age is 0.
     """
     age_text, date_text = _first_values(headers, (b"age", b"date"))
     age_value = 0
     if age_text is not None:
-        digits = age_text.strip()
+        digits = next((member for member in map(bytes.strip, age_text.split(b",")) if member), b"")
         if digits.isdigit():
             age_value = MAX_DELTA if len(digits) > 10 else min(int(digits), MAX_DELTA)
     date = parse_http_date(date_text) if date_text is not None else None
