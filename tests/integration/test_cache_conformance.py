@@ -56,3 +56,49 @@ def test_an_invalid_expires_is_never_served_fresh(gw: GatewayProcess, expires: s
     first, second = fetch(gw, url), fetch(gw, url)
     assert second.headers.get("X-Cache") == "MISS"
     assert second.body != first.body
+
+
+# -- invalidation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["PATCH", "PROPFIND", "PURGE", "MKCOL", "LOCK", "REPORT", "POST"])
+def test_a_successful_request_with_any_unsafe_method_invalidates(gw: GatewayProcess, method: str) -> None:
+    target = "/cache/unsafe?" + q(cc="max-age=60")
+    elsewhere = "/cache/unsafe-other?" + q(cc="max-age=60")
+    fetch(gw, target)
+    fetch(gw, elsewhere)
+    assert fetch(gw, target).headers.get("X-Cache") == "HIT"
+    doer = "/cache/unsafe-doer?" + q(location="/cache/unsafe-other?cc=max-age%3D60")
+    named = fetch(gw, doer, method=method)
+    answer = fetch(gw, target, method=method, body=b"{}")
+    assert (named.status, answer.status) == (200, 200)
+    assert fetch(gw, target).headers.get("X-Cache") == "MISS"
+    assert fetch(gw, elsewhere).headers.get("X-Cache") == "MISS"  # its Location, same origin
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "HEAD"])
+def test_a_safe_method_invalidates_nothing(gw: GatewayProcess, method: str) -> None:
+    target = "/cache/safe?" + q(cc="max-age=60")
+    fetch(gw, target)
+    assert fetch(gw, target, method=method).status == 200
+    assert fetch(gw, target).headers.get("X-Cache") == "HIT"
+
+
+def test_an_unsafe_request_that_fails_invalidates_nothing(gw: GatewayProcess) -> None:
+    target = "/cache/unsafe-fail?" + q(cc="max-age=60", failafter="1")  # the app fails from now on
+    fetch(gw, target)
+    assert fetch(gw, target, method="PURGE").status == 503
+    assert fetch(gw, target, method="PATCH", body=b"{}").status == 503
+    assert fetch(gw, target).headers.get("X-Cache") == "HIT"
+
+
+def test_a_method_the_request_reader_does_not_know_never_reaches_the_app(
+    gw: GatewayProcess, origin: OriginProcess
+) -> None:
+    # llhttp reads the methods of its table only (PATCH, PROPFIND, PURGE, QUERY...): FOO is a 400
+    # before routing, so the app's state cannot change and the entry rightly stays.
+    target = "/cache/unknown-method?" + q(cc="max-age=60")
+    fetch(gw, target)
+    assert fetch(gw, target, method="FOO").status == 400
+    assert fetch(gw, target).headers.get("X-Cache") == "HIT"
+    assert app_saw(origin, "/cache/unknown-method") == 1

@@ -18,6 +18,7 @@ from sidegate.policy.cache_rules import (
     freshness_lifetime,
     if_range_allows,
     initial_age,
+    invalidates,
     invalidation_urls,
     merge_not_modified,
     not_modified,
@@ -70,6 +71,8 @@ def test_every_name_of_the_contract_is_importable_from_cache_rules() -> None:
         "parse_range",
         "if_range_allows",
         "invalidation_urls",
+        "invalidates",
+        "SAFE_METHODS",
     ]
     assert [name for name in names if not hasattr(cache_rules, name)] == []
     assert set(names) <= set(cache_rules.__all__)
@@ -548,6 +551,19 @@ def test_if_range_needs_a_strong_etag_match_or_the_exact_date() -> None:
 
 
 # --- invalidation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD", b"OPTIONS", b"TRACE"])
+def test_the_safe_methods_of_rfc_9110_invalidate_nothing(method: bytes) -> None:
+    assert not invalidates(method)
+
+
+@pytest.mark.parametrize(
+    "method", [b"POST", b"PUT", b"DELETE", b"PATCH", b"PROPFIND", b"PURGE", b"QUERY", b"FOO", b"get"]
+)
+def test_every_other_method_invalidates_extension_methods_included(method: bytes) -> None:
+    assert invalidates(method)  # RFC 9111 4.4: safety unknown counts as unsafe; names are case-sensitive
+
 
 URL = b"http://example.com/a/b?q=1"
 

@@ -18,7 +18,8 @@ route's partition (the request's tenant when one is known):
 
 ``on_response`` decides whether the app's answer may be stored (:mod:`sidegate.policy.cache_rules`)
 and ``on_response_body``/``on_response_end`` write it as it streams, up to ``max_entry_size``. A
-POST, PUT, PATCH or DELETE that succeeds invalidates its URL (and its Location/Content-Location).
+request with any method not known to be safe (POST, PUT, PATCH, DELETE, but also PROPFIND, PURGE
+or any extension method) that succeeds invalidates its URL (and its Location/Content-Location).
 Any store failure is logged and the request goes on uncached: a client never sees a cache error.
 """
 
@@ -54,11 +55,11 @@ from sidegate.policy.cache_rules import (
     Verdict,
     choose,
     conditional_headers,
+    invalidates,
     request_directives,
 )
 
 _LOOKUP_METHODS: Final = frozenset((b"GET", b"HEAD"))
-_UNSAFE_METHODS: Final = frozenset((b"POST", b"PUT", b"PATCH", b"DELETE"))
 _NO_DIRECTIVES: Final = RequestDirectives()
 _STATE: Final = "cache"
 
@@ -122,7 +123,7 @@ class Cache(Filter):
             return self._retry(state, request, ctx) if type(state) is CacheSession else None
         method = request.method
         if method not in _LOOKUP_METHODS:
-            if method in _UNSAFE_METHODS:
+            if invalidates(method):
                 ctx.vars[_STATE] = self._session(request, ctx, _NO_DIRECTIVES, unsafe=True)
             return None
         handle = self.handle

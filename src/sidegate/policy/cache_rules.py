@@ -30,14 +30,17 @@ from sidegate.policy.cache_control import (
 
 # fmt: off
 __all__ = [
-    "HEURISTIC_STATUSES", "MAX_DELTA", "TARGETED", "UNDERSTOOD_STATUSES", "ByteRange", "RequestDirectives",
-    "ResponseDirectives", "Verdict", "choose", "conditional_headers", "format_http_date",
-    "freshness_lifetime", "if_range_allows", "initial_age", "invalidation_urls", "merge_not_modified",
-    "not_modified", "parse_http_date", "parse_range", "request_directives", "response_directives",
-    "storable", "vary_names",
+    "HEURISTIC_STATUSES", "MAX_DELTA", "SAFE_METHODS", "TARGETED", "UNDERSTOOD_STATUSES", "ByteRange",
+    "RequestDirectives", "ResponseDirectives", "Verdict", "choose", "conditional_headers",
+    "format_http_date", "freshness_lifetime", "if_range_allows", "initial_age", "invalidates",
+    "invalidation_urls", "merge_not_modified", "not_modified", "parse_http_date", "parse_range",
+    "request_directives", "response_directives", "storable", "vary_names",
 ]
 # fmt: on
 
+# RFC 9110 9.2.1: the safe methods. Every other method, extension methods included, is unsafe
+# (RFC 9111 4.4: "including methods whose safety is unknown"): its success invalidates.
+SAFE_METHODS: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
 # RFC 9110 15.1: responses with these statuses may get a heuristic freshness lifetime.
 HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 # Statuses stored without explicit freshness (when something else allows it): any other final
@@ -369,6 +372,13 @@ def _origin_key(scheme: str, authority: str) -> str:
     host = authority.rpartition("@")[2].lower()
     host = host.removesuffix(_DEFAULT_PORTS[scheme])
     return scheme + "://" + host.removesuffix(":")
+
+
+def invalidates(method: bytes) -> bool:
+    """Whether a non-error (2xx, 3xx) response to ``method`` invalidates what is stored for its
+    target (RFC 9111 4.4): any method not known to be safe. Methods are case-sensitive, so
+    ``get`` is an unknown method, and unsafe."""
+    return method not in SAFE_METHODS
 
 
 def invalidation_urls(request_url: bytes, response_headers: Headers) -> list[bytes]:
