@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sidegate.cache.client import SharedCache
 from support.cache import app_saw, fetch, q, start
 from support.gateway import GatewayFactory, GatewayProcess, OriginProcess
 
@@ -102,3 +103,33 @@ def test_a_method_the_request_reader_does_not_know_never_reaches_the_app(
     assert fetch(gw, target, method="FOO").status == 400
     assert fetch(gw, target).headers.get("X-Cache") == "HIT"
     assert app_saw(origin, "/cache/unknown-method") == 1
+
+
+# -- Vary on list-valued fields --------------------------------------------------------------------
+
+
+def test_accept_language_in_another_order_case_and_spacing_is_one_variant(
+    gw: GatewayProcess, origin: OriginProcess, tmp_path: Path
+) -> None:
+    url = "/cache/vary-list?" + q(cc="max-age=60", vary="Accept-Language")
+    first = fetch(gw, url, {"Accept-Language": "en, fr"})
+    again = fetch(gw, url, {"Accept-Language": "fr,EN"})
+    spaced = fetch(gw, url, {"Accept-Language": " FR ,  en"})
+    other = fetch(gw, url, {"Accept-Language": "de"})
+    assert (first.headers.get("X-Cache"), again.headers.get("X-Cache")) == ("MISS", "HIT")
+    assert again.body == spaced.body == first.body
+    assert other.headers.get("X-Cache") == "MISS" and other.body != first.body
+    assert app_saw(origin, "/cache/vary-list") == 2
+    with SharedCache(tmp_path / "cache") as cache:
+        assert cache.stats().entries == 2  # en+fr once, de once
+
+
+def test_accept_encoding_lists_share_a_variant_but_other_fields_compare_as_sent(gw: GatewayProcess) -> None:
+    url = "/cache/vary-enc?" + q(cc="max-age=60", vary="Accept-Encoding, X-Flavour")
+
+    def result(encoding: str, flavour: str) -> str | None:
+        return fetch(gw, url, {"Accept-Encoding": encoding, "X-Flavour": flavour}).headers.get("X-Cache")
+
+    assert result("gzip, br", "Mint") == "MISS"
+    assert result("BR,gzip", "Mint") == "HIT"
+    assert result("gzip, br", "mint") == "MISS"
