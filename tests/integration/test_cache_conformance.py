@@ -133,3 +133,32 @@ def test_accept_encoding_lists_share_a_variant_but_other_fields_compare_as_sent(
     assert result("gzip, br", "Mint") == "MISS"
     assert result("BR,gzip", "Mint") == "HIT"
     assert result("gzip, br", "mint") == "MISS"
+
+
+# -- must-understand -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["200", "404"])
+def test_must_understand_stores_an_understood_status_despite_no_store(
+    gw: GatewayProcess, status: str
+) -> None:
+    url = "/cache/mu-known?" + q(cc="no-store, must-understand, max-age=60", status=status)
+    plain = "/cache/mu-plain?" + q(cc="no-store, max-age=60", status=status)
+    first = fetch(gw, url)
+    again = fetch(gw, url)
+    assert (again.status, again.headers.get("X-Cache"), again.body) == (int(status), "HIT", first.body)
+    fetch(gw, plain)
+    assert fetch(gw, plain).headers.get("X-Cache") == "MISS"  # no-store alone is obeyed
+
+
+@pytest.mark.parametrize("cc", ["must-understand, no-store, max-age=60", "must-understand, max-age=60"])
+def test_must_understand_keeps_a_status_the_cache_does_not_understand_out(
+    gw: GatewayProcess, cc: str
+) -> None:
+    url = "/cache/mu-unknown?" + q(cc=cc, status="299")
+    without = "/cache/mu-without?" + q(cc="max-age=60", status="299")
+    fetch(gw, url)
+    again = fetch(gw, url)
+    assert (again.status, again.headers.get("X-Cache")) == (299, "MISS")
+    fetch(gw, without)
+    assert fetch(gw, without).headers.get("X-Cache") == "HIT"  # stored for its max-age when not asked

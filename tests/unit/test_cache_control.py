@@ -147,7 +147,8 @@ def test_every_directive_sidegate_acts_on() -> None:
     got = response_directives(
         fields(
             "Cache-Control: public, max-age=60, s-maxage=120, must-revalidate, proxy-revalidate,"
-            " stale-while-revalidate=30, stale-if-error=300, immutable, no-cache, no-store, private"
+            " stale-while-revalidate=30, stale-if-error=300, immutable, no-cache, no-store, private,"
+            " must-understand"
         )
     )
     assert got == ResponseDirectives(
@@ -162,6 +163,7 @@ def test_every_directive_sidegate_acts_on() -> None:
         stale_while_revalidate=30,
         stale_if_error=300,
         immutable=True,
+        must_understand=True,
         source=b"cache-control",
     )
 

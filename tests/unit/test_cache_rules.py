@@ -150,6 +150,27 @@ def test_no_store_in_the_response_or_the_request() -> None:
     assert reason("CDN-Cache-Control: no-store", "Cache-Control: max-age=60") == "no-store"
 
 
+@pytest.mark.parametrize("status", [200, 203, 204, 301, 404, 410])
+def test_must_understand_stores_an_understood_status_despite_no_store(status: int) -> None:
+    assert reason("Cache-Control: no-store, must-understand, max-age=60", status=status) is None
+    assert reason("CDN-Cache-Control: must-understand, no-store, max-age=60", status=status) is None
+    assert reason("Cache-Control: no-store, max-age=60", status=status) == "no-store"
+
+
+@pytest.mark.parametrize("status", [201, 299, 418, 500, 503])
+def test_must_understand_never_stores_a_status_the_cache_does_not_understand(status: int) -> None:
+    assert reason("Cache-Control: must-understand, no-store, max-age=60", status=status) == "status"
+    assert reason("Cache-Control: must-understand, max-age=60", status=status) == "status"
+    assert reason("Cache-Control: max-age=60", status=status) is None  # without it: explicit freshness
+
+
+def test_must_understand_leaves_the_other_rules_in_force() -> None:
+    request = ("Cache-Control: no-store",)
+    assert reason("Cache-Control: no-store, must-understand, max-age=60", request=request) == "no-store"
+    assert reason("Cache-Control: no-store, must-understand, private, max-age=60") == "private"
+    assert reason("Cache-Control: no-store, must-understand", status=302) == "no-freshness"
+
+
 def test_private_responses_stay_out_of_a_shared_cache() -> None:
     assert reason("Cache-Control: private, max-age=60") == "private"
     assert reason('Cache-Control: private="Set-Cookie", max-age=60') == "private"

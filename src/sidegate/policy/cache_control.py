@@ -124,6 +124,7 @@ class ResponseDirectives:
     stale_while_revalidate: int | None = None
     stale_if_error: int | None = None
     immutable: bool = False
+    must_understand: bool = False  # RFC 9111 5.2.2.3: store only a status the cache understands
     source: bytes = b""  # b"sidegate-cache-control", b"cdn-cache-control", b"cache-control" or b""
 
 
@@ -196,6 +197,7 @@ def _response(raw: _Raw, source: bytes) -> ResponseDirectives:
         stale_while_revalidate=_delta(raw.get(b"stale-while-revalidate")),
         stale_if_error=_delta(raw.get(b"stale-if-error")),
         immutable=b"immutable" in raw,
+        must_understand=b"must-understand" in raw,
         source=source,
     )
 

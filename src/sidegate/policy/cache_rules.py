@@ -75,7 +75,9 @@ def storable(  # noqa: PLR0917 (the spec's signature)
     """None when a shared cache may store this response (RFC 9111 sections 3 and 3.5), else why not.
 
     Reasons: "method" (only GET), "status" (1xx, 206, 304 or a status not understood without
-    explicit freshness), "no-store" (request or response), "private", "authorization" (the
+    explicit freshness; with must-understand, any status not in ``UNDERSTOOD_STATUSES``),
+    "no-store" (request, or response unless must-understand and the status is understood: RFC
+    9111 5.2.2.3 has the cache ignore no-store then), "private", "authorization" (the
     request had credentials and the response lacks public, s-maxage and must-revalidate),
     "vary-star", "no-freshness" (nothing gives it a lifetime and it is not a revalidate-always
     response with a validator).
@@ -87,9 +89,13 @@ def storable(  # noqa: PLR0917 (the spec's signature)
     )
     explicit = expires is not None or response.max_age is not None or response.s_maxage is not None
     final = 200 <= status <= 599 and status not in (206, 304)  # 206 and 304 complete a stored response
-    if status not in UNDERSTOOD_STATUSES and not (final and explicit):
+    understood = status in UNDERSTOOD_STATUSES
+    if response.must_understand:
+        if not understood:
+            return "status"  # even with explicit freshness: the origin asked for understanding
+    elif not understood and not (final and explicit):
         return "status"
-    if request.no_store or response.no_store:
+    if request.no_store or (response.no_store and not response.must_understand):
         return "no-store"
     if response.private:
         return "private"
