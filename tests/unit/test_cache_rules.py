@@ -112,9 +112,15 @@ def test_only_get_responses_are_stored(method: bytes) -> None:
     assert reason("Cache-Control: public, max-age=60", method=method) == "method"
 
 
-@pytest.mark.parametrize("status", [100, 101, 103, 206, 304, 600, 99])
-def test_interim_partial_and_not_modified_responses_are_never_stored(status: int) -> None:
+@pytest.mark.parametrize("status", [100, 101, 103, 304, 600, 99])
+def test_interim_and_not_modified_responses_are_never_stored(status: int) -> None:
     assert reason("Cache-Control: max-age=60", status=status) == "status"
+
+
+def test_a_partial_response_is_storable_as_a_piece_by_the_same_rules() -> None:
+    assert reason("Cache-Control: max-age=60", "Content-Range: bytes 0-9/20", status=206) is None
+    assert reason("Cache-Control: no-store", "Content-Range: bytes 0-9/20", status=206) == "no-store"
+    assert reason("Cache-Control: private, max-age=60", status=206) == "private"
 
 
 @pytest.mark.parametrize("status", [201, 400, 403, 500, 502, 503])

@@ -31,7 +31,7 @@ from typing import Annotated, Final, Literal
 
 from annotated_types import Ge, Gt
 
-from sidegate.cache.answers import StatusField, serve
+from sidegate.cache.answers import StatusField, from_pieces, serve, serve_piece
 from sidegate.cache.counters import COUNTERS
 from sidegate.cache.entry import Entry
 from sidegate.cache.flights import Flights
@@ -170,7 +170,7 @@ class Cache(Filter):
                 else session.guard(lambda: store.lookup(session.partition, session.url, request.headers, now))
             )
         if entry is None:
-            return self._miss(session, ctx)
+            return self._from_pieces(session, request, now) or self._miss(session, ctx)
         return self._found(session, request, entry, now)
 
     def _retry(
@@ -185,7 +185,7 @@ class Cache(Filter):
         now = time()
         entry = session.guard(lambda: store.lookup(session.partition, session.url, request.headers, now))
         if entry is None:
-            return self._miss(session, ctx)
+            return self._from_pieces(session, request, now) or self._miss(session, ctx)
         return self._found(session, request, entry, now)
 
     def _session(
@@ -219,6 +219,20 @@ class Cache(Filter):
         )
         session.host = ctx.host or request.host
         return session
+
+    def _from_pieces(self, session: CacheSession, request: RequestHead, now: float) -> Answer | None:
+        """A GET for one range whose full response is not stored: a stored 206 piece that holds
+        the range answers it (RFC 9111 3.3), when it may be served."""
+        store = session.handle.current
+        if not session.ranged or request.method != b"GET" or store is None:
+            return None
+        pieces = session.guard(lambda: store.pieces(session.partition, session.url, request.headers))
+        found = from_pieces(pieces, session.client_headers, session.directives, now) if pieces else None
+        if found is None:
+            return None
+        piece, first, last, age, verdict = found
+        session.result = "HIT" if verdict is Verdict.FRESH else "STALE"
+        return serve_piece(piece, first, last, age, self.status.lines(session.result, piece.freshness - age))
 
     def _miss(self, session: CacheSession, ctx: RequestContext) -> Wait | LocalResponse | None:
         if session.directives.only_if_cached:

@@ -12,7 +12,7 @@ The field syntax lives in :mod:`sidegate.policy.cache_control`, re-exported here
 from __future__ import annotations
 
 from enum import Enum
-from typing import Final, Literal
+from typing import Final
 from urllib.parse import urljoin
 
 from sidegate.http.messages import Headers
@@ -27,6 +27,7 @@ from sidegate.policy.cache_control import (
     response_directives,
     vary_names,
 )
+from sidegate.policy.cache_ranges import ByteRange, if_range_allows, opaque_tag, parse_range
 
 # fmt: off
 __all__ = [
@@ -45,8 +46,10 @@ SAFE_METHODS: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
 HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 # Statuses stored without explicit freshness (when something else allows it): any other final
 # status is stored only with Expires, max-age or s-maxage, so an error page never lingers by default.
+# These are also the statuses the cache "understands" for must-understand (RFC 9111 5.2.2.3). A 206
+# is stored as a piece of its representation (sidegate.cache.pieces), never served as a whole.
 UNDERSTOOD_STATUSES: Final = frozenset(
-    {200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 451, 501}
+    {200, 203, 204, 206, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 451, 501}
 )
 
 
@@ -74,7 +77,7 @@ def storable(  # noqa: PLR0917 (the spec's signature)
 ) -> str | None:
     """None when a shared cache may store this response (RFC 9111 sections 3 and 3.5), else why not.
 
-    Reasons: "method" (only GET), "status" (1xx, 206, 304 or a status not understood without
+    Reasons: "method" (only GET), "status" (1xx, 304 or a status not understood without
     explicit freshness; with must-understand, any status not in ``UNDERSTOOD_STATUSES``),
     "no-store" (request, or response unless must-understand and the status is understood: RFC
     9111 5.2.2.3 has the cache ignore no-store then), "private", "authorization" (the
@@ -88,7 +91,7 @@ def storable(  # noqa: PLR0917 (the spec's signature)
         headers, (b"expires", b"etag", b"last-modified", b"vary")
     )
     explicit = expires is not None or response.max_age is not None or response.s_maxage is not None
-    final = 200 <= status <= 599 and status not in (206, 304)  # 206 and 304 complete a stored response
+    final = 200 <= status <= 599 and status != 304  # a 304 completes a stored response
     understood = status in UNDERSTOOD_STATUSES
     if response.must_understand:
         if not understood:
@@ -170,16 +173,6 @@ def initial_age(headers: Headers, request_time: float, response_time: float) -> 
     return max(apparent_age, age_value + response_delay)
 
 
-def _opaque_tag(etag: bytes) -> tuple[bool, bytes] | None:
-    """(weak, opaque-tag with its quotes) of an entity-tag, or None when it is not one."""
-    tag = etag.strip()
-    weak = tag.startswith(b"W/")
-    opaque = tag[2:] if weak else tag
-    if len(opaque) < 2 or opaque[0] != 0x22 or opaque.find(b'"', 1) != len(opaque) - 1:
-        return None
-    return weak, opaque
-
-
 def _entity_tags(value: bytes) -> list[bytes]:
     """Opaque tags (quotes kept, W/ dropped) of ``#entity-tag``; stops at the first malformed one."""
     tags: list[bytes] = []
@@ -217,7 +210,7 @@ def not_modified(request_headers: Headers, etag: bytes | None, last_modified: by
         value = b", ".join(none_match)
         if value.strip() == b"*":
             return True
-        stored = _opaque_tag(etag) if etag is not None else None
+        stored = opaque_tag(etag) if etag is not None else None
         return stored is not None and stored[1] in _entity_tags(value)
     if len(modified_since) != 1 or last_modified is None:
         return False  # RFC 9110 13.1.3: a field with more than one member is ignored
@@ -229,67 +222,11 @@ def conditional_headers(stored: Headers) -> Headers:
     """Validator fields for revalidating ``stored``: If-None-Match and/or If-Modified-Since."""
     etag, last_modified = _first_values(stored, (b"etag", b"last-modified"))
     out: Headers = []
-    if etag is not None and _opaque_tag(etag) is not None:
+    if etag is not None and opaque_tag(etag) is not None:
         out.append((b"If-None-Match", etag.strip()))
     if last_modified is not None and parse_http_date(last_modified) is not None:
         out.append((b"If-Modified-Since", last_modified.strip()))
     return out
-
-
-# --- ranges (RFC 9110 sections 14.1, 13.1.5) ----------------------------------------------------
-
-ByteRange = tuple[int, int]  # first, last (inclusive)
-_HUGE: Final = 10**18  # any position beyond a stored body
-
-
-def _position(digits: bytes) -> int | None:
-    if not digits.isdigit():
-        return None
-    return _HUGE if len(digits) > 18 else int(digits)
-
-
-def parse_range(value: bytes, length: int) -> ByteRange | None | Literal["unsatisfiable"]:  # noqa: RUF036
-    """The single byte range of a Range value, clipped to a body of ``length`` bytes.
-
-    None means "serve the whole 200": several ranges, another unit or bad syntax (a server may
-    always ignore Range). "unsatisfiable" means a 416.
-    """
-    unit, eq, ranges = value.partition(b"=")
-    if not eq or unit.strip().lower() != b"bytes":
-        return None
-    specs = [spec for spec in (part.strip() for part in ranges.split(b",")) if spec]
-    if len(specs) != 1:
-        return None
-    first_text, dash, last_text = specs[0].partition(b"-")
-    if not dash:
-        return None
-    if not first_text:  # suffix: the last N bytes
-        suffix = _position(last_text)
-        if suffix is None:
-            return None
-        if suffix == 0 or length <= 0:
-            return "unsatisfiable"
-        return max(0, length - suffix), length - 1
-    first = _position(first_text)
-    last = _position(last_text) if last_text else _HUGE
-    if first is None or last is None or last < first:
-        return None
-    if first >= length:
-        return "unsatisfiable"
-    return first, min(last, length - 1)
-
-
-def if_range_allows(value: bytes, etag: bytes | None, last_modified: bytes | None) -> bool:
-    """Whether If-Range ``value`` lets the Range apply: a strong etag match, or the exact date."""
-    value = value.strip()
-    if value.startswith((b'"', b"W/")):
-        mine = _opaque_tag(value)
-        stored = _opaque_tag(etag) if etag is not None else None
-        return mine is not None and stored is not None and not mine[0] and not stored[0] and mine == stored
-    if last_modified is None:
-        return False
-    date = parse_http_date(value)
-    return date is not None and date == parse_http_date(last_modified)
 
 
 class Verdict(Enum):

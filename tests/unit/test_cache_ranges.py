@@ -1,0 +1,155 @@
+"""Partial content: the pure rules (Content-Range, strong validators, joining pieces) and the store's
+pieces on a real LMDB environment (joined, completed, replaced, counted, purged)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sidegate.cache.entry import Entry
+from sidegate.cache.pieces import span
+from sidegate.cache.store import Store
+from sidegate.http.messages import Headers
+from sidegate.policy.cache_ranges import content_range, join_pieces, strong_validator
+
+URL = b"http://api.local/video"
+BODY = bytes(range(100))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"bytes 0-9/20", (0, 9, 20)),
+        (b"bytes 19-19/20", (19, 19, 20)),
+        (b"  BYTES 5-9/10 ", (5, 9, 10)),
+        (b"bytes 0-9/*", None),  # an unknown length can never be completed
+        (b"bytes */20", None),  # the 416 form
+        (b"bytes 10-9/20", None),
+        (b"bytes 0-20/20", None),  # past the end
+        (b"bytes -5/20", None),
+        (b"items 0-9/20", None),
+        (b"bytes 0-9", None),
+        (b"bytes 0x-9/20", None),
+    ],
+)
+def test_content_range_reads_one_byte_range_of_a_known_length(value: bytes, expected: object) -> None:
+    assert content_range(value) == expected
+
+
+def fields(*lines: str) -> Headers:
+    return [(n.encode(), v.strip().encode()) for n, _, v in (line.partition(":") for line in lines)]
+
+
+def test_a_strong_etag_or_an_old_enough_last_modified_is_a_strong_validator() -> None:
+    date = "Date: Sun, 06 Nov 1994 08:49:37 GMT"
+    older = "Last-Modified: Sun, 06 Nov 1994 08:00:00 GMT"
+    same = "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT"
+    assert strong_validator(fields('ETag: "v1"')) == b'etag:"v1"'
+    assert strong_validator(fields('ETag: "v1"')) != strong_validator(fields('ETag: "v2"'))
+    assert strong_validator(fields('ETag: W/"v1"')) is None  # weak: never combined
+    assert strong_validator(fields('ETag: W/"v1"', older, date)) is None  # the ETag decides
+    assert strong_validator(fields(older, date)) is not None
+    assert strong_validator(fields(same, date)) is None  # within the same second
+    assert strong_validator(fields(older)) is None  # no Date
+    assert strong_validator(fields("Content-Type: text/plain")) is None
+
+
+def test_a_new_piece_takes_in_the_pieces_it_overlaps_or_touches() -> None:
+    stored = [(0, BODY[0:10]), (20, BODY[20:30]), (50, BODY[50:60])]
+    assert join_pieces(stored, 10, BODY[10:20]) == (0, BODY[0:30], [0, 1])  # touches both sides
+    assert join_pieces(stored, 25, BODY[25:52]) == (20, BODY[20:60], [1, 2])
+    assert join_pieces(stored, 35, BODY[35:40]) == (35, BODY[35:40], [])  # apart from all
+    assert join_pieces([], 5, b"abc") == (5, b"abc", [])
+
+
+def test_where_pieces_overlap_the_new_bytes_win() -> None:
+    assert join_pieces([(0, b"aaaaa")], 3, b"BBBB") == (0, b"aaaBBBB", [0])
+    assert join_pieces([(2, b"aa")], 0, b"BBBBBB") == (0, b"BBBBBB", [0])
+
+
+# --- the store's pieces ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "cache", max_size=1 << 20)
+    yield s
+    s.close()
+
+
+def piece(first: int, last: int, *, etag: str = '"v1"', complete: int = 100, t: float = 1000.0) -> Entry:
+    headers = [(b"ETag", etag.encode()), (b"Content-Range", b"bytes %d-%d/%d" % (first, last, complete))]
+    return Entry.build(206, headers, BODY[first : last + 1], response_time=t, initial_age=0, freshness=60)
+
+
+def spans(store: Store) -> list[tuple[int, int, int] | None]:
+    return [span(p) for p in store.pieces("", URL, [])]
+
+
+def test_pieces_are_kept_apart_and_joined_when_they_meet(store: Store) -> None:
+    assert store.store_piece("", URL, (), [], piece(0, 9)) is not None
+    assert store.store_piece("", URL, (), [], piece(30, 39)) is not None
+    assert spans(store) == [(0, 9, 100), (30, 39, 100)]
+    joined = store.store_piece("", URL, (), [], piece(10, 29))
+    assert joined is not None and joined.status == 206 and joined.body == BODY[0:40]
+    assert spans(store) == [(0, 39, 100)]
+    assert store.stats().entries == 1
+    assert store.lookup("", URL, [], 1000.0) is None  # not a whole response yet
+
+
+def test_pieces_that_cover_everything_become_the_whole_200(store: Store) -> None:
+    store.store_piece("", URL, (), [], piece(0, 59))
+    whole = store.store_piece("", URL, (), [], piece(40, 99, t=1001.0))
+    assert whole is not None and (whole.status, whole.body) == (200, BODY)
+    found = store.lookup("", URL, [], 1001.0)
+    assert found is not None and found.body == BODY and found.response_time == 1001.0
+    assert b"Content-Range" not in found.head and b"Content-Length: 100\r\n" in found.head
+    assert store.pieces("", URL, []) == []
+    assert store.stats().entries == 1
+
+
+@pytest.mark.parametrize(
+    "other", [piece(50, 59, etag='"v2"'), piece(50, 59, complete=200), piece(50, 59, etag='W/"v1"')]
+)
+def test_a_piece_that_cannot_be_joined_replaces_the_others(store: Store, other: Entry) -> None:
+    store.store_piece("", URL, (), [], piece(0, 49))
+    store.store_piece("", URL, (), [], other)
+    assert spans(store) == [span(other)]
+    assert store.lookup("", URL, [], 1000.0) is None
+
+
+def test_a_stored_whole_response_takes_no_piece_and_storing_one_drops_the_pieces(store: Store) -> None:
+    store.store_piece("", URL, (), [], piece(0, 9))
+    full = Entry.build(200, [(b"ETag", b'"v1"')], BODY, response_time=1000.0, initial_age=0, freshness=60)
+    assert store.store("", URL, (), [], full)
+    assert store.pieces("", URL, []) == [] and store.stats().entries == 1
+    assert store.store_piece("", URL, (), [], piece(10, 19)) is None
+    assert store.stats().entries == 1
+
+
+def test_pieces_belong_to_their_variant_and_go_with_their_url(store: Store) -> None:
+    vary = (b"accept-encoding",)
+    store.store_piece("", URL, vary, [(b"Accept-Encoding", b"gzip")], piece(0, 9))
+    store.store_piece("", URL, vary, [(b"Accept-Encoding", b"br")], piece(0, 19))
+    assert [span(p) for p in store.pieces("", URL, [(b"accept-encoding", b"GZIP")])] == [(0, 9, 100)]
+    assert [span(p) for p in store.pieces("", URL, [(b"accept-encoding", b"br")])] == [(0, 19, 100)]
+    assert store.stats().entries == 2
+    assert store.invalidate("", URL) == 2
+    assert store.stats().entries == 0 and store.stats().bytes == 0
+
+
+def test_pieces_count_toward_the_quota_and_are_evicted_like_entries(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q", max_size=1 << 20, quotas={"small": 600})
+    try:
+        for i, url in enumerate((b"http://a/1", b"http://a/2", b"http://a/3")):
+            stored = store.store_piece("small", url, (), [], piece(0, 99, complete=1000, t=1000.0 + i))
+            assert stored is not None
+        stats = store.stats()
+        assert 0 < stats.partitions["small"] <= 600
+        assert stats.evictions >= 1
+        assert store.pieces("small", b"http://a/1", []) == []  # the oldest went first
+        assert store.pieces("small", b"http://a/3", []) != []
+    finally:
+        store.close()
