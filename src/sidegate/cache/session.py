@@ -147,7 +147,8 @@ class CacheSession:
             return None
 
     def flight_key(self) -> bytes:
-        """The key concurrent misses collapse on: partition, URL and the route's key headers."""
+        """The key concurrent misses collapse on: partition, URL, the route's key headers and
+        the Range asked for, if any."""
         key = self.partition.encode() + b"\x1f" + self.url
         for name in self.key_headers:
             key += b"\x00" + b", ".join(v for n, v in self.client_headers if n.lower() == name)

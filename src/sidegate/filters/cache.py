@@ -10,14 +10,16 @@ directory of the top-level ``cache:``) under the effective URL ``http://host/pat
 route's partition (the request's tenant when one is known):
 
 * fresh (or stale within the client's ``max-stale``): answered from the store, 304/206/416 when
-  the request is conditional or asks for a range;
+  the request is conditional or asks for a range; a range whose full response is not stored is
+  answered from a stored 206 piece that holds it (:mod:`sidegate.cache.pieces`);
 * stale within ``stale-while-revalidate``: answered stale, and revalidated in the background;
 * stale otherwise: forwarded with the entry's validators; a 304 refreshes and serves the entry,
   a 5xx or a failed connection serves it stale within ``stale-if-error``;
 * missing: forwarded, while later misses for the same key wait for that one request.
 
 ``on_response`` decides whether the app's answer may be stored (:mod:`sidegate.policy.cache_rules`)
-and ``on_response_body``/``on_response_end`` write it as it streams, up to ``max_entry_size``. A
+and ``on_response_body``/``on_response_end`` write it as it streams, up to ``max_entry_size`` (a
+206 as a piece, joined with the stored pieces of the same representation). A
 request with any method not known to be safe (POST, PUT, PATCH, DELETE, but also PROPFIND, PURGE
 or any extension method) that succeeds invalidates its URL (and its Location/Content-Location).
 Any store failure is logged and the request goes on uncached: a client never sees a cache error.
