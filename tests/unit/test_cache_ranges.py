@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from sidegate.cache.answers import from_pieces, serve_piece
 from sidegate.cache.entry import Entry
 from sidegate.cache.pieces import span
 from sidegate.cache.store import Store
 from sidegate.http.messages import Headers
 from sidegate.policy.cache_ranges import content_range, join_pieces, strong_validator
+from sidegate.policy.cache_rules import Verdict, request_directives
 
 URL = b"http://api.local/video"
 BODY = bytes(range(100))
@@ -153,3 +155,44 @@ def test_pieces_count_toward_the_quota_and_are_evicted_like_entries(tmp_path: Pa
         assert store.pieces("small", b"http://a/3", []) != []
     finally:
         store.close()
+
+
+# --- answering a range from a piece ----------------------------------------------------------------
+
+
+def answer(pieces: list[Entry], *request: str, now: float = 1010.0) -> tuple[int, int, Verdict] | None:
+    headers = fields(*request)
+    found = from_pieces(pieces, headers, request_directives(headers), now)
+    return None if found is None else (found[1], found[2], found[4])
+
+
+def test_the_piece_that_holds_the_whole_range_answers_it() -> None:
+    pieces = [piece(0, 9), piece(50, 89)]
+    assert answer(pieces, "Range: bytes=2-5") == (2, 5, Verdict.FRESH)
+    assert answer(pieces, "Range: bytes=60-") is None  # 60-99: the piece ends at 89
+    assert answer(pieces, "Range: bytes=55-70") == (55, 70, Verdict.FRESH)
+    assert answer(pieces, "Range: bytes=5-55") is None  # across a hole
+    assert answer([piece(90, 99)], "Range: bytes=-4") == (96, 99, Verdict.FRESH)
+    assert answer(pieces, "Range: bytes=0-1, 4-5") is None  # several ranges: the app's
+    assert answer(pieces, "Range: bytes=100-") is None  # past the end: the app says 416
+    assert answer(pieces) is None
+
+
+def test_a_piece_answers_only_when_if_range_and_freshness_allow() -> None:
+    pieces = [piece(0, 9)]
+    assert answer(pieces, "Range: bytes=2-5", 'If-Range: "v1"') is not None
+    assert answer(pieces, "Range: bytes=2-5", 'If-Range: "v0"') is None
+    assert answer(pieces, "Range: bytes=2-5", now=1061.0) is None  # stale after its 60 s
+    stale_ok = answer(pieces, "Range: bytes=2-5", "Cache-Control: max-stale=30", now=1070.0)
+    assert stale_ok == (2, 5, Verdict.STALE_OK)
+    assert answer(pieces, "Range: bytes=2-5", "Cache-Control: no-cache") is None
+
+
+def test_the_answer_is_a_206_of_the_bytes_asked_for() -> None:
+    ready = serve_piece(piece(50, 89), 55, 60, 12.7, b"X-Cache: HIT\r\n")
+    assert (ready.status, ready.body) == (206, BODY[55:61])
+    assert ready.head.startswith(b'HTTP/1.1 206 Partial Content\r\nETag: "v1"\r\n')
+    assert ready.head.endswith(
+        b"Content-Range: bytes 55-60/100\r\nContent-Length: 6\r\nAge: 12\r\nX-Cache: HIT\r\n"
+    )
+    assert ready.head.count(b"Content-Range") == 1
