@@ -88,3 +88,9 @@ def test_the_store_keeps_one_variant_for_both_spellings(store: Store) -> None:
     assert store.store("", URL, vary, [(b"Accept-Language", b"FR, en")], page)  # the same variant again
     assert store.stats().entries == 1
     assert store.lookup("", URL, [(b"accept-language", b"fr")], 1000.0) is None
+
+
+def test_a_long_list_is_normalised_as_well() -> None:
+    tags = [f"x-lang-{i:03d}".encode() for i in range(40)]  # over 300 bytes: never remembered
+    assert key(b"accept-language", b", ".join(tags)) == key(b"accept-language", b",".join(reversed(tags)))
+    assert key(b"accept-language", b", ".join(tags)) != key(b"accept-language", b", ".join(tags[1:]))

@@ -36,6 +36,7 @@ _UNSAFE: Final = re.compile(rb"[\x00-\x20\x7f]")
 LIST_FIELDS: Final = frozenset((b"accept", b"accept-charset", b"accept-encoding", b"accept-language"))
 _LISTS: Final[dict[bytes, bytes]] = {}  # value as sent -> list_value (the hit path asks again and again)
 _LISTS_KEPT: Final = 1024
+_LIST_KEPT_SIZE: Final = 256  # bytes: longer values are normalised anew each time
 
 
 def partition_prefix(partition: str) -> bytes:
@@ -81,7 +82,8 @@ def list_value(value: bytes) -> bytes:
     Lower-cased (ASCII); elements split on commas, spaces and tabs stripped around each and
     around each ``;`` (a parameter such as ``q=0.5`` stays with its element), empty and repeated
     elements dropped, sorted bytewise, joined by ``", "``. A value holding a quote is kept as
-    sent: a quoted string may hold a comma. Remembered for the next request (bounded).
+    sent: a quoted string may hold a comma. Values up to 256 bytes are remembered for the next
+    request (at most 1024 of them).
     """
     if value.find(b'"') >= 0:
         return value
@@ -89,9 +91,10 @@ def list_value(value: bytes) -> bytes:
     elements = {_element(part) for part in low.split(b",")} if low.find(b",") >= 0 else {_element(low)}
     elements.discard(b"")
     normal = b", ".join(sorted(elements))
-    if len(_LISTS) >= _LISTS_KEPT:
-        _LISTS.clear()
-    _LISTS[value] = normal
+    if len(value) <= _LIST_KEPT_SIZE:  # bounded in count and size: a client picks these values
+        if len(_LISTS) >= _LISTS_KEPT:
+            _LISTS.clear()
+        _LISTS[value] = normal
     return normal
 
 
