@@ -87,7 +87,7 @@ def piece(first: int, last: int, *, etag: str = '"v1"', complete: int = 100, t: 
 
 
 def spans(store: Store) -> list[tuple[int, int, int] | None]:
-    return [span(p) for p in store.pieces("", URL, [])]
+    return [span(p) for p in store.pieces("", URL, [], 1000.0)]
 
 
 def test_pieces_are_kept_apart_and_joined_when_they_meet(store: Store) -> None:
@@ -108,7 +108,7 @@ def test_pieces_that_cover_everything_become_the_whole_200(store: Store) -> None
     found = store.lookup("", URL, [], 1001.0)
     assert found is not None and found.body == BODY and found.response_time == 1001.0
     assert b"Content-Range" not in found.head and b"Content-Length: 100\r\n" in found.head
-    assert store.pieces("", URL, []) == []
+    assert store.pieces("", URL, [], 1000.0) == []
     assert store.stats().entries == 1
 
 
@@ -126,7 +126,7 @@ def test_a_stored_whole_response_takes_no_piece_and_storing_one_drops_the_pieces
     store.store_piece("", URL, (), [], piece(0, 9))
     full = Entry.build(200, [(b"ETag", b'"v1"')], BODY, response_time=1000.0, initial_age=0, freshness=60)
     assert store.store("", URL, (), [], full)
-    assert store.pieces("", URL, []) == [] and store.stats().entries == 1
+    assert store.pieces("", URL, [], 1000.0) == [] and store.stats().entries == 1
     assert store.store_piece("", URL, (), [], piece(10, 19)) is None
     assert store.stats().entries == 1
 
@@ -135,8 +135,8 @@ def test_pieces_belong_to_their_variant_and_go_with_their_url(store: Store) -> N
     vary = (b"accept-encoding",)
     store.store_piece("", URL, vary, [(b"Accept-Encoding", b"gzip")], piece(0, 9))
     store.store_piece("", URL, vary, [(b"Accept-Encoding", b"br")], piece(0, 19))
-    assert [span(p) for p in store.pieces("", URL, [(b"accept-encoding", b"GZIP")])] == [(0, 9, 100)]
-    assert [span(p) for p in store.pieces("", URL, [(b"accept-encoding", b"br")])] == [(0, 19, 100)]
+    assert [span(p) for p in store.pieces("", URL, [(b"accept-encoding", b"GZIP")], 1000.0)] == [(0, 9, 100)]
+    assert [span(p) for p in store.pieces("", URL, [(b"accept-encoding", b"br")], 1000.0)] == [(0, 19, 100)]
     assert store.stats().entries == 2
     assert store.invalidate("", URL) == 2
     assert store.stats().entries == 0 and store.stats().bytes == 0
@@ -151,8 +151,8 @@ def test_pieces_count_toward_the_quota_and_are_evicted_like_entries(tmp_path: Pa
         stats = store.stats()
         assert 0 < stats.partitions["small"] <= 600
         assert stats.evictions >= 1
-        assert store.pieces("small", b"http://a/1", []) == []  # the oldest went first
-        assert store.pieces("small", b"http://a/3", []) != []
+        assert store.pieces("small", b"http://a/1", [], 1000.0) == []  # the oldest went first
+        assert store.pieces("small", b"http://a/3", [], 1000.0) != []
     finally:
         store.close()
 
@@ -196,3 +196,22 @@ def test_the_answer_is_a_206_of_the_bytes_asked_for() -> None:
         b"Content-Range: bytes 55-60/100\r\nContent-Length: 6\r\nAge: 12\r\nX-Cache: HIT\r\n"
     )
     assert ready.head.count(b"Content-Range") == 1
+
+
+def test_a_piece_served_moves_in_the_lru_like_an_entry(tmp_path: Path) -> None:
+    probe = Store(tmp_path / "probe", max_size=1 << 20)
+    try:
+        probe.store_piece("", b"http://a/size", (), [], piece(0, 99, complete=1000))
+        size = probe.stats().bytes
+    finally:
+        probe.close()
+    store = Store(tmp_path / "lru", max_size=1 << 20, quotas={"p": size * 5 // 2})  # room for two
+    try:
+        store.store_piece("p", b"http://a/read", (), [], piece(0, 99, complete=1000, t=1000.0))
+        store.store_piece("p", b"http://a/idle", (), [], piece(0, 99, complete=1000, t=1001.0))
+        assert store.pieces("p", b"http://a/read", [], 1005.0) != []  # read: now the most recent
+        store.store_piece("p", b"http://a/new", (), [], piece(0, 99, complete=1000, t=1002.0))
+        left = {url: bool(store.pieces("p", url, [], 1006.0)) for url in (b"http://a/read", b"http://a/idle")}
+        assert left == {b"http://a/read": True, b"http://a/idle": False}
+    finally:
+        store.close()

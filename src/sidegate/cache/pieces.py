@@ -34,6 +34,7 @@ from sidegate.cache.keys import (
     secondary_key,
     tag_key,
 )
+from sidegate.cache.writer import ACCESS
 from sidegate.http.messages import Headers
 from sidegate.policy.cache_ranges import Span, content_range, join_pieces, strong_validator
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 PIECE_KEY_EXTRA: Final = 9  # 0x00 + u64be(first) after the entry key
 _U64BE: Final = struct.Struct(">Q")
+_TOUCH_EVERY_MS: Final = 1000  # as sidegate.cache.store moves an entry it serves
 
 
 def piece_key(key: bytes, first: int) -> bytes:
@@ -58,8 +60,9 @@ def span(piece: Entry) -> Span | None:
     return None
 
 
-def stored_pieces(env: Env, primary: bytes, request_headers: Headers) -> list[Entry]:
-    """The pieces stored for the request's variant of ``primary``, by first byte."""
+def stored_pieces(env: Env, primary: bytes, request_headers: Headers, ms: int) -> list[Entry]:
+    """The pieces stored for the request's variant of ``primary``, by first byte; each is
+    moved in the LRU index as read at ``ms`` (queued, at most once a second, as a hit does)."""
     if len(primary) >= MAX_KEY:
         return []
     with env.transaction(write=False) as txn:
@@ -67,7 +70,12 @@ def stored_pieces(env: Env, primary: bytes, request_headers: Headers) -> list[En
         if names is None:
             return []
         key = primary + VARIANT_SEP + secondary_key(decode_vary(bytes(names)), request_headers)
-        return [piece for _, piece in read_pieces(env, txn, key)]
+        found = read_pieces(env, txn, key)
+        for found_key, _ in found:
+            access = txn.get(found_key, db=env.access)
+            if access is not None and ms - ACCESS.unpack(access)[0] >= _TOUCH_EVERY_MS:
+                env.touch(found_key, ms)
+    return [piece for _, piece in found]
 
 
 def write_piece(

@@ -360,9 +360,10 @@ class Store:
         except lmdb.MapFullError:
             return None
 
-    def pieces(self, partition: str, url: bytes, request_headers: Headers) -> list[Entry]:
-        """The 206 pieces stored for this request's variant of ``url``, by first byte."""
-        return stored_pieces(self._handle(), self._prefix(partition) + url, request_headers)
+    def pieces(self, partition: str, url: bytes, request_headers: Headers, now: float) -> list[Entry]:
+        """The 206 pieces stored for this request's variant of ``url``, by first byte (``now``
+        dates their LRU touch, as for ``lookup``)."""
+        return stored_pieces(self._handle(), self._prefix(partition) + url, request_headers, int(now * 1000))
 
     def invalidate(self, partition: str, url: bytes) -> int:
         """Delete every variant of ``url``; the number of entries deleted."""

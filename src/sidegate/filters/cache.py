@@ -228,7 +228,7 @@ class Cache(Filter):
         store = session.handle.current
         if not session.ranged or request.method != b"GET" or store is None:
             return None
-        pieces = session.guard(lambda: store.pieces(session.partition, session.url, request.headers))
+        pieces = session.guard(lambda: store.pieces(session.partition, session.url, request.headers, now))
         found = from_pieces(pieces, session.client_headers, session.directives, now) if pieces else None
         if found is None:
             return None
