@@ -41,7 +41,8 @@ Endpoints (any other path answers like ``/``):
                            location, clocation; status=, body=, delay=, pad=N (N more
                            bytes), failafter=N (503 after N answers to this target),
                            short=1 (Content-Length 10 more than sent, then close); a matching
-                           If-None-Match / If-Modified-Since gets a 304 with those headers
+                           If-None-Match / If-Modified-Since gets a 304 with those headers;
+                           ranges=TAG: Range answered with 206s (origin_ranges.py)
 =========================  ====================================================================
 """
 
@@ -385,6 +386,15 @@ class Origin:
             w.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
             return True
         await asyncio.sleep(float(req.arg("delay", "0")))
+        if req.arg("ranges", ""):  # a stable body served in ranges
+            import origin_ranges  # beside this script (its directory is on sys.path)
+
+            tag, text, pad = req.arg("ranges", ""), req.arg("body", "cached body"), int(req.arg("pad", "0"))
+            change = int(req.arg("changeafter", "1000000"))
+            data, etag = origin_ranges.representation(tag, text, pad, seen, change)
+            status, data, extra = origin_ranges.answer(data, etag, req.header("range"))
+            await self.respond(w, req, status, data, [*fields, *extra])
+            return True
         body = f"{req.arg('body', 'cached body')} #{self.served}".encode() + b"x" * int(req.arg("pad", "0"))
         if req.arg("short", ""):  # promises more than it sends, then closes
             head = ["HTTP/1.1 200 OK", f"Content-Length: {len(body) + 10}", *(f"{n}: {v}" for n, v in fields)]

@@ -83,6 +83,38 @@ def test_an_invalid_date_is_none(value: bytes) -> None:
     assert parse_http_date(value) is None
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Sun, 06 Nov 1994 08:49:37 GMT",
+        b"Sunday, 06-Nov-94 08:49:37 GMT",  # the obsolete forms stay readable
+        b"Sun Nov  6 08:49:37 1994",  # asctime pads a one-digit day with a space
+        b"Sun Nov 06 08:49:37 1994",
+        b"SUN, 06 NOV 1994 08:49:37 gmt",  # case changes no reading of the date
+        b" Sun, 06 Nov 1994 08:49:37 GMT ",  # the field's own surrounding whitespace
+    ],
+)
+def test_a_strict_date_keeps_every_form_rfc_9110_spells(value: bytes) -> None:
+    assert parse_http_date(value, strict=True) == NOV_6_1994
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Sun, 06  Nov 1994 08:49:37 GMT",
+        b"Sun,  06 Nov  1994 08:49:37 GMT",
+        b"Sun, 06 Nov 1994  08:49:37 GMT",
+        b"Sun,\t06 Nov 1994 08:49:37 GMT",
+        b"Sunday,  06-Nov-94 08:49:37 GMT",
+        b"Sun Nov 6 08:49:37 1994",  # asctime's padding space missing
+        b"Sun  Nov  6 08:49:37 1994",
+    ],
+)
+def test_a_strict_date_refuses_other_spacing_that_the_lenient_one_reads(value: bytes) -> None:
+    assert parse_http_date(value) == NOV_6_1994
+    assert parse_http_date(value, strict=True) is None
+
+
 def test_rfc_850_two_digit_years_pivot_at_70() -> None:
     assert parse_http_date(b"Thursday, 01-Jan-70 00:00:00 GMT") == 0.0
     assert parse_http_date(b"Saturday, 01-Jan-00 00:00:00 GMT") == 946684800.0
@@ -115,7 +147,8 @@ def test_every_directive_sidegate_acts_on() -> None:
     got = response_directives(
         fields(
             "Cache-Control: public, max-age=60, s-maxage=120, must-revalidate, proxy-revalidate,"
-            " stale-while-revalidate=30, stale-if-error=300, immutable, no-cache, no-store, private"
+            " stale-while-revalidate=30, stale-if-error=300, immutable, no-cache, no-store, private,"
+            " must-understand"
         )
     )
     assert got == ResponseDirectives(
@@ -130,6 +163,7 @@ def test_every_directive_sidegate_acts_on() -> None:
         stale_while_revalidate=30,
         stale_if_error=300,
         immutable=True,
+        must_understand=True,
         source=b"cache-control",
     )
 

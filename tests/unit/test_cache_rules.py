@@ -18,6 +18,7 @@ from sidegate.policy.cache_rules import (
     freshness_lifetime,
     if_range_allows,
     initial_age,
+    invalidates,
     invalidation_urls,
     merge_not_modified,
     not_modified,
@@ -70,6 +71,8 @@ def test_every_name_of_the_contract_is_importable_from_cache_rules() -> None:
         "parse_range",
         "if_range_allows",
         "invalidation_urls",
+        "invalidates",
+        "SAFE_METHODS",
     ]
     assert [name for name in names if not hasattr(cache_rules, name)] == []
     assert set(names) <= set(cache_rules.__all__)
@@ -109,9 +112,15 @@ def test_only_get_responses_are_stored(method: bytes) -> None:
     assert reason("Cache-Control: public, max-age=60", method=method) == "method"
 
 
-@pytest.mark.parametrize("status", [100, 101, 103, 206, 304, 600, 99])
-def test_interim_partial_and_not_modified_responses_are_never_stored(status: int) -> None:
+@pytest.mark.parametrize("status", [100, 101, 103, 304, 600, 99])
+def test_interim_and_not_modified_responses_are_never_stored(status: int) -> None:
     assert reason("Cache-Control: max-age=60", status=status) == "status"
+
+
+def test_a_partial_response_is_storable_as_a_piece_by_the_same_rules() -> None:
+    assert reason("Cache-Control: max-age=60", "Content-Range: bytes 0-9/20", status=206) is None
+    assert reason("Cache-Control: no-store", "Content-Range: bytes 0-9/20", status=206) == "no-store"
+    assert reason("Cache-Control: private, max-age=60", status=206) == "private"
 
 
 @pytest.mark.parametrize("status", [201, 400, 403, 500, 502, 503])
@@ -145,6 +154,27 @@ def test_no_store_in_the_response_or_the_request() -> None:
     assert reason("Cache-Control: max-age=60, no-store") == "no-store"
     assert reason("Cache-Control: max-age=60", request=("Cache-Control: no-store",)) == "no-store"
     assert reason("CDN-Cache-Control: no-store", "Cache-Control: max-age=60") == "no-store"
+
+
+@pytest.mark.parametrize("status", [200, 203, 204, 301, 404, 410])
+def test_must_understand_stores_an_understood_status_despite_no_store(status: int) -> None:
+    assert reason("Cache-Control: no-store, must-understand, max-age=60", status=status) is None
+    assert reason("CDN-Cache-Control: must-understand, no-store, max-age=60", status=status) is None
+    assert reason("Cache-Control: no-store, max-age=60", status=status) == "no-store"
+
+
+@pytest.mark.parametrize("status", [201, 299, 418, 500, 503])
+def test_must_understand_never_stores_a_status_the_cache_does_not_understand(status: int) -> None:
+    assert reason("Cache-Control: must-understand, no-store, max-age=60", status=status) == "status"
+    assert reason("Cache-Control: must-understand, max-age=60", status=status) == "status"
+    assert reason("Cache-Control: max-age=60", status=status) is None  # without it: explicit freshness
+
+
+def test_must_understand_leaves_the_other_rules_in_force() -> None:
+    request = ("Cache-Control: no-store",)
+    assert reason("Cache-Control: no-store, must-understand, max-age=60", request=request) == "no-store"
+    assert reason("Cache-Control: no-store, must-understand, private, max-age=60") == "private"
+    assert reason("Cache-Control: no-store, must-understand", status=302) == "no-freshness"
 
 
 def test_private_responses_stay_out_of_a_shared_cache() -> None:
@@ -203,6 +233,30 @@ def test_an_invalid_or_past_expires_is_already_stale(expires: str) -> None:
     headers = (f"Date: {at(0)}", f"Expires: {expires}", f"Last-Modified: {at(-100 * DAY)}")
     assert lifetime(*headers) == 0
     assert lifetime(*headers, default_ttl=300) == 0  # an explicit answer: no fallback
+
+
+@pytest.mark.parametrize(
+    "expires",
+    [
+        at(3600).replace(" ", "  ", 1),  # Thu,  01 ...
+        at(3600).replace(" ", "  "),
+        at(3600).replace(" ", "\t", 1),
+        at(3600).replace(":", ".", 2),
+        at(3600).replace(" GMT", " UTC"),
+    ],
+)
+def test_an_expires_that_is_not_a_valid_http_date_is_already_stale(expires: str) -> None:
+    headers = (f"Date: {at(0)}", f"Expires: {expires}")
+    assert lifetime(*headers) == 0
+    stored = fields(*headers)
+    assert storable(b"GET", 200, NO_REQUEST, False, response_directives(stored), stored) is None
+
+
+def test_expires_in_the_obsolete_forms_still_gives_a_lifetime() -> None:
+    date = "Date: Sun, 06 Nov 1994 08:00:00 GMT"
+    assert lifetime(date, "Expires: Sunday, 06-Nov-94 08:49:37 GMT") == 2977
+    assert lifetime(date, "Expires: Sun Nov  6 08:49:37 1994") == 2977
+    assert lifetime(date, "Expires: Sun Nov 6 08:49:37 1994") == 0
 
 
 def test_expires_without_a_date_is_stale() -> None:
@@ -264,9 +318,16 @@ def test_a_date_from_the_future_gives_no_apparent_age() -> None:
     assert initial_age(fields(f"Date: {at(3600)}"), T - 1, T) == 1
 
 
-@pytest.mark.parametrize("age", ["abc", "-5", "1.5", "", "10, 20"])
+@pytest.mark.parametrize("age", ["abc", "-5", "1.5", "", "abc, 20", "-5, 20"])
 def test_an_invalid_age_is_ignored(age: str) -> None:
     assert initial_age(fields(f"Age: {age}"), T - 2, T) == 2
+
+
+@pytest.mark.parametrize(
+    ("age", "first"), [("7200, 0", 7200), ("10,20", 10), (" , 30, 5", 30), ("0, 7200", 0)]
+)
+def test_a_list_valued_age_counts_by_its_first_member(age: str, first: int) -> None:
+    assert initial_age(fields(f"Age: {age}"), T - 2, T) == first + 2
 
 
 def test_a_huge_age_is_capped() -> None:
@@ -517,6 +578,19 @@ def test_if_range_needs_a_strong_etag_match_or_the_exact_date() -> None:
 
 
 # --- invalidation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD", b"OPTIONS", b"TRACE"])
+def test_the_safe_methods_of_rfc_9110_invalidate_nothing(method: bytes) -> None:
+    assert not invalidates(method)
+
+
+@pytest.mark.parametrize(
+    "method", [b"POST", b"PUT", b"DELETE", b"PATCH", b"PROPFIND", b"PURGE", b"QUERY", b"FOO", b"get"]
+)
+def test_every_other_method_invalidates_extension_methods_included(method: bytes) -> None:
+    assert invalidates(method)  # RFC 9111 4.4: safety unknown counts as unsafe; names are case-sensitive
+
 
 URL = b"http://example.com/a/b?q=1"
 

@@ -5,7 +5,8 @@ docs/cache-layout.md, which is the contract; change both together):
 
 - primary key   ``partition + 0x1F + url`` with url ``scheme://host/path?query`` (see normalize_url)
 - entry key     ``primary + 0x00 + secondary``; secondary encodes the request's values of the
-                variant's Vary names (empty when the response has no Vary)
+                variant's Vary names (empty when the response has no Vary), list-valued
+                Accept fields normalised
 - LRU key       ``partition + 0x1F + u64be(access time in ms)`` (dupsort, values are entry keys)
 - tag key       ``partition + 0x1F + tag`` (dupsort, values are entry keys)
 
@@ -29,6 +30,13 @@ VARIANT_SEP: Final = b"\x00"  # primary | secondary (a URL never holds a NUL)
 FIELD_SEP: Final = b"\x1e"  # between the Vary fields of a secondary key
 _U64BE: Final = struct.Struct(">Q")
 _UNSAFE: Final = re.compile(rb"[\x00-\x20\x7f]")
+# Request fields whose value is a comma list of case-insensitive elements (RFC 9110 12.5): their
+# secondary key is normalised (list_value). Other fields (Cookie, Authorization, X-...) are
+# compared as sent, since their order or case may matter.
+LIST_FIELDS: Final = frozenset((b"accept", b"accept-charset", b"accept-encoding", b"accept-language"))
+_LISTS: Final[dict[bytes, bytes]] = {}  # value as sent -> list_value (the hit path asks again and again)
+_LISTS_KEPT: Final = 1024
+_LIST_KEPT_SIZE: Final = 256  # bytes: longer values are normalised anew each time
 
 
 def partition_prefix(partition: str) -> bytes:
@@ -47,17 +55,54 @@ def secondary_key(vary: tuple[bytes, ...], request_headers: Headers) -> bytes:
     """The request's values of the Vary names, in the variant's order.
 
     One field per name, joined by 0x1E: ``name=value`` where value is every field line of that
-    name (case-insensitive) with surrounding whitespace stripped, joined with ``", "``; a name
-    the request lacks is the bare ``name`` (RFC 9111 4.1: absent only matches absent, so it must
-    differ from an empty value). Empty when ``vary`` is empty.
+    name (case-insensitive) with surrounding whitespace stripped, joined with ``", "``, then
+    normalised by :func:`list_value` for the fields of ``LIST_FIELDS``; a name the request lacks
+    is the bare ``name`` (RFC 9111 4.1: absent only matches absent, so it must differ from an
+    empty value). Empty when ``vary`` is empty.
     """
     if not vary:
         return b""
     fields: list[bytes] = []
     for name in vary:
         values = [value.strip() for field, value in request_headers if field.lower() == name]
-        fields.append(name + b"=" + b", ".join(values) if values else name)
+        if not values:
+            fields.append(name)
+            continue
+        value = values[0] if len(values) == 1 else b", ".join(values)
+        if name in LIST_FIELDS:
+            value = _LISTS.get(value) or list_value(value)
+        fields.append(name + b"=" + value)
     return FIELD_SEP.join(fields)
+
+
+def list_value(value: bytes) -> bytes:
+    """A list-valued request field as one spelling for every order, case and spacing (RFC 9111
+    4.1 lets a cache normalise what it compares; ``en, fr`` and ``fr,EN`` select one variant).
+
+    Lower-cased (ASCII); elements split on commas, spaces and tabs stripped around each and
+    around each ``;`` (a parameter such as ``q=0.5`` stays with its element), empty and repeated
+    elements dropped, sorted bytewise, joined by ``", "``. A value holding a quote is kept as
+    sent: a quoted string may hold a comma. Values up to 256 bytes are remembered for the next
+    request (at most 1024 of them).
+    """
+    if value.find(b'"') >= 0:
+        return value
+    low = value.lower()
+    elements = {_element(part) for part in low.split(b",")} if low.find(b",") >= 0 else {_element(low)}
+    elements.discard(b"")
+    normal = b", ".join(sorted(elements))
+    if len(value) <= _LIST_KEPT_SIZE:  # bounded in count and size: a client picks these values
+        if len(_LISTS) >= _LISTS_KEPT:
+            _LISTS.clear()
+        _LISTS[value] = normal
+    return normal
+
+
+def _element(part: bytes) -> bytes:
+    part = part.strip(b" \t")
+    if part.find(b";") < 0:
+        return part
+    return b";".join([param.strip(b" \t") for param in part.split(b";")])
 
 
 def entry_key(partition: str, url: bytes, vary: tuple[bytes, ...], request_headers: Headers) -> bytes:

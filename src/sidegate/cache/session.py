@@ -23,6 +23,7 @@ from sidegate.cache.flights import Flight
 from sidegate.cache.store import Store, StoreError, open_store
 from sidegate.config.snapshot import CacheSettings, HeaderEdits, Rewrite, UpstreamSpec
 from sidegate.http.messages import Headers, RequestHead, ResponseHead
+from sidegate.policy.cache_ranges import Span, content_range
 from sidegate.policy.cache_rules import (
     RequestDirectives,
     conditional_headers,
@@ -132,6 +133,7 @@ class CacheSession:
         self._size = 0
         self._response: ResponseHead | None = None
         self._vary: tuple[bytes, ...] = ()
+        self._span: Span | None = None  # a 206 being captured: its first, last, complete length
 
     def guard(self, operation: Callable[[], T]) -> T | None:
         """Run a store operation; a failure is logged and counted, and becomes None."""
@@ -145,10 +147,13 @@ class CacheSession:
             return None
 
     def flight_key(self) -> bytes:
-        """The key concurrent misses collapse on: partition, URL and the route's key headers."""
+        """The key concurrent misses collapse on: partition, URL, the route's key headers and
+        the Range asked for, if any."""
         key = self.partition.encode() + b"\x1f" + self.url
         for name in self.key_headers:
             key += b"\x00" + b", ".join(v for n, v in self.client_headers if n.lower() == name)
+        if self.ranged:  # another range is another trip: it need not wait for this one
+            key += b"\x00range=" + b", ".join(v for n, v in self.client_headers if n.lower() == b"range")
         return key
 
     # -- storing -------------------------------------------------------------------------------
@@ -168,12 +173,30 @@ class CacheSession:
         length = response.content_length
         if reason is None and length is not None and length > self.handle.settings.max_entry_size:
             reason = "too-large"
+        if reason is None and response.status == 206:
+            reason = self._partial(headers, length)
         vary = vary_names(headers)
         if reason is not None or vary is None:
             return
         self._vary = tuple(dict.fromkeys(self.key_headers + vary))
         self._response = response
         self.body = []
+
+    def _partial(self, headers: Headers, length: int | None) -> str | None:
+        """Why a 206 cannot be stored as a piece (None: it can; its span is kept)."""
+        if not self.ranged:
+            return "partial"  # an answer to a Range the client did not send
+        value = next((v for n, v in headers if n.lower() == b"content-range"), None)
+        piece = content_range(value) if value is not None else None
+        if piece is None:
+            return "partial"  # several ranges (multipart/byteranges) or an unknown length: passed through
+        first, last, complete = piece
+        if complete > self.handle.settings.max_entry_size:
+            return "too-large"  # the pieces could never make an entry
+        if length is not None and length != last - first + 1:
+            return "partial"
+        self._span = piece
+        return None
 
     def capture(self, data: bytes) -> None:
         assert self.body is not None
@@ -191,16 +214,47 @@ class CacheSession:
         data = b"".join(body)
         if response.content_length is not None and len(data) != response.content_length:
             return
-        self._store(response.status, response.headers, data, self.request_time, time.time())
+        span = self._span
+        if response.status != 206:
+            self._store(response.status, response.headers, data, self.request_time, time.time())
+        elif span is not None and len(data) == span[1] - span[0] + 1:
+            self._store_piece(response.headers, data, time.time())
+
+    def _store_piece(self, headers: Headers, body: bytes, response_time: float) -> None:
+        piece = self._entry(206, headers, body, self.request_time, response_time)
+        store = self.handle.store()
+        if store is not None:
+            vary = self._vary
+            stored = self.guard(
+                lambda: store.store_piece(self.partition, self.url, vary, self.client_headers, piece)
+            )
+            if stored is not None:
+                COUNTERS.stored += 1
+                COUNTERS.stored_bytes += len(body)
 
     def _store(
+        self, status: int, headers: Headers, body: bytes, request_time: float, response_time: float
+    ) -> Entry:
+        entry = self._entry(status, headers, body, request_time, response_time)
+        store = self.handle.store()
+        if store is not None:
+            vary = self._vary
+            stored = self.guard(
+                lambda: store.store(self.partition, self.url, vary, self.client_headers, entry)
+            )
+            if stored:
+                COUNTERS.stored += 1
+                COUNTERS.stored_bytes += len(entry.head) + len(entry.body)
+        return entry
+
+    def _entry(
         self, status: int, headers: Headers, body: bytes, request_time: float, response_time: float
     ) -> Entry:
         rcc = response_directives(headers)
         flags = (
             MUST_REVALIDATE if rcc.must_revalidate or rcc.proxy_revalidate or rcc.s_maxage is not None else 0
         ) | (NO_CACHE if rcc.no_cache else 0)
-        entry = Entry.build(
+        return Entry.build(
             status,
             headers,
             body,
@@ -212,16 +266,6 @@ class CacheSession:
             flags=flags,
             tags=_tags(headers),
         )
-        store = self.handle.store()
-        if store is not None:
-            vary = self._vary
-            stored = self.guard(
-                lambda: store.store(self.partition, self.url, vary, self.client_headers, entry)
-            )
-            if stored:
-                COUNTERS.stored += 1
-                COUNTERS.stored_bytes += len(entry.head) + len(entry.body)
-        return entry
 
     # -- revalidating --------------------------------------------------------------------------
 

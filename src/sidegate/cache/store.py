@@ -35,6 +35,7 @@ from sidegate.cache.keys import (
     secondary_key,
     tag_key,
 )
+from sidegate.cache.pieces import stored_pieces, write_piece
 from sidegate.cache.writer import (
     BYTES,
     CORRUPT,
@@ -341,6 +342,28 @@ class Store:
             except lmdb.MapFullError:
                 return False
         return True
+
+    def store_piece(
+        self, partition: str, url: bytes, vary: tuple[bytes, ...], request_headers: Headers, piece: Entry
+    ) -> Entry | None:
+        """Store a 206 ``piece`` of the variant ``store`` would choose, joined with the pieces
+        stored for it (sidegate.cache.pieces): the joined piece, or the whole 200 once they
+        cover the representation; None when nothing was stored."""
+        primary = self._prefix(partition) + url
+        quota, max_size = self.quotas.get(partition), self.max_size
+
+        def put(writer: Writer) -> Entry | None:
+            return write_piece(writer, primary, vary, request_headers, piece, quota=quota, max_size=max_size)
+
+        try:
+            return self._write(self._handle(), put, full_ok=True)
+        except lmdb.MapFullError:
+            return None
+
+    def pieces(self, partition: str, url: bytes, request_headers: Headers, now: float) -> list[Entry]:
+        """The 206 pieces stored for this request's variant of ``url``, by first byte (``now``
+        dates their LRU touch, as for ``lookup``)."""
+        return stored_pieces(self._handle(), self._prefix(partition) + url, request_headers, int(now * 1000))
 
     def invalidate(self, partition: str, url: bytes) -> int:
         """Delete every variant of ``url``; the number of entries deleted."""

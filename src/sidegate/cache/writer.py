@@ -94,6 +94,7 @@ class Writer:
             txn.put(primary, vary, db=env.variants)
         else:
             self.delete_entry(key)
+            self.delete_prefix(key + VARIANT_SEP, keep_variants=True)  # its pieces (cache.pieces)
         prefix = key_partition(key)
         size = len(key) + len(value)
         txn.put(key, value, db=env.entries)

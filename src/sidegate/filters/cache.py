@@ -10,15 +10,18 @@ directory of the top-level ``cache:``) under the effective URL ``http://host/pat
 route's partition (the request's tenant when one is known):
 
 * fresh (or stale within the client's ``max-stale``): answered from the store, 304/206/416 when
-  the request is conditional or asks for a range;
+  the request is conditional or asks for a range; a range whose full response is not stored is
+  answered from a stored 206 piece that holds it (:mod:`sidegate.cache.pieces`);
 * stale within ``stale-while-revalidate``: answered stale, and revalidated in the background;
 * stale otherwise: forwarded with the entry's validators; a 304 refreshes and serves the entry,
   a 5xx or a failed connection serves it stale within ``stale-if-error``;
 * missing: forwarded, while later misses for the same key wait for that one request.
 
 ``on_response`` decides whether the app's answer may be stored (:mod:`sidegate.policy.cache_rules`)
-and ``on_response_body``/``on_response_end`` write it as it streams, up to ``max_entry_size``. A
-POST, PUT, PATCH or DELETE that succeeds invalidates its URL (and its Location/Content-Location).
+and ``on_response_body``/``on_response_end`` write it as it streams, up to ``max_entry_size`` (a
+206 as a piece, joined with the stored pieces of the same representation). A
+request with any method not known to be safe (POST, PUT, PATCH, DELETE, but also PROPFIND, PURGE
+or any extension method) that succeeds invalidates its URL (and its Location/Content-Location).
 Any store failure is logged and the request goes on uncached: a client never sees a cache error.
 """
 
@@ -30,7 +33,7 @@ from typing import Annotated, Final, Literal
 
 from annotated_types import Ge, Gt
 
-from sidegate.cache.answers import StatusField, serve
+from sidegate.cache.answers import StatusField, from_pieces, serve, serve_piece
 from sidegate.cache.counters import COUNTERS
 from sidegate.cache.entry import Entry
 from sidegate.cache.flights import Flights
@@ -54,11 +57,11 @@ from sidegate.policy.cache_rules import (
     Verdict,
     choose,
     conditional_headers,
+    invalidates,
     request_directives,
 )
 
 _LOOKUP_METHODS: Final = frozenset((b"GET", b"HEAD"))
-_UNSAFE_METHODS: Final = frozenset((b"POST", b"PUT", b"PATCH", b"DELETE"))
 _NO_DIRECTIVES: Final = RequestDirectives()
 _STATE: Final = "cache"
 
@@ -122,7 +125,7 @@ class Cache(Filter):
             return self._retry(state, request, ctx) if type(state) is CacheSession else None
         method = request.method
         if method not in _LOOKUP_METHODS:
-            if method in _UNSAFE_METHODS:
+            if invalidates(method):
                 ctx.vars[_STATE] = self._session(request, ctx, _NO_DIRECTIVES, unsafe=True)
             return None
         handle = self.handle
@@ -169,7 +172,7 @@ class Cache(Filter):
                 else session.guard(lambda: store.lookup(session.partition, session.url, request.headers, now))
             )
         if entry is None:
-            return self._miss(session, ctx)
+            return self._from_pieces(session, request, now) or self._miss(session, ctx)
         return self._found(session, request, entry, now)
 
     def _retry(
@@ -184,7 +187,7 @@ class Cache(Filter):
         now = time()
         entry = session.guard(lambda: store.lookup(session.partition, session.url, request.headers, now))
         if entry is None:
-            return self._miss(session, ctx)
+            return self._from_pieces(session, request, now) or self._miss(session, ctx)
         return self._found(session, request, entry, now)
 
     def _session(
@@ -218,6 +221,20 @@ class Cache(Filter):
         )
         session.host = ctx.host or request.host
         return session
+
+    def _from_pieces(self, session: CacheSession, request: RequestHead, now: float) -> Answer | None:
+        """A GET for one range whose full response is not stored: a stored 206 piece that holds
+        the range answers it (RFC 9111 3.3), when it may be served."""
+        store = session.handle.current
+        if not session.ranged or request.method != b"GET" or store is None:
+            return None
+        pieces = session.guard(lambda: store.pieces(session.partition, session.url, request.headers, now))
+        found = from_pieces(pieces, session.client_headers, session.directives, now) if pieces else None
+        if found is None:
+            return None
+        piece, first, last, age, verdict = found
+        session.result = "HIT" if verdict is Verdict.FRESH else "STALE"
+        return serve_piece(piece, first, last, age, self.status.lines(session.result, piece.freshness - age))
 
     def _miss(self, session: CacheSession, ctx: RequestContext) -> Wait | LocalResponse | None:
         if session.directives.only_if_cached:

@@ -29,13 +29,22 @@ _MONTH_NUMBER: Final = {name: number for number, name in enumerate(_MONTHS, 1)}
 _MONTH_DAYS: Final = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def parse_http_date(value: bytes) -> float | None:
+def parse_http_date(value: bytes, *, strict: bool = False) -> float | None:
     """Unix time of an HTTP-date (IMF-fixdate, RFC 850 or asctime form); None if invalid.
 
     Names are matched case-insensitively and the day name is not checked against the date
     (recipients should be robust). A two-digit RFC 850 year 70-99 is 19xx, 00-69 is 20xx.
+
+    ``strict`` (for Expires, where RFC 9111 5.3 makes an invalid date mean "already expired"):
+    the parts must be separated exactly as RFC 9110 5.6.7 writes them, one space each (asctime's
+    one-digit day is padded with a second space: ``Sun Nov  6``); doubled spaces or tabs make
+    the date invalid. The three forms and the case-insensitive names are still accepted: the
+    obsolete forms because RFC 9110 requires recipients to read them, the case because that
+    changes no reading of the date.
     """
     parts = value.split()
+    if strict and _spelled(parts) != value.strip(b" \t"):
+        return None
     if len(parts) == 6:  # Sun, 06 Nov 1994 08:49:37 GMT
         day_name, day, month, year, clock, zone = parts
         if day_name[:3].title() not in _DAYS or day_name[3:] != b"," or len(day) != 2 or len(year) != 4:
@@ -59,6 +68,13 @@ def parse_http_date(value: bytes) -> float | None:
     if zone.upper() != b"GMT":
         return None
     return _timestamp(year, month, day, clock)
+
+
+def _spelled(parts: list[bytes]) -> bytes:
+    """The date of ``parts`` spelled with the separators of RFC 9110 5.6.7."""
+    if len(parts) == 5:  # asctime: the day is 2DIGIT or SP DIGIT
+        return b" ".join((parts[0], parts[1], parts[2].rjust(2), parts[3], parts[4]))
+    return b" ".join(parts)
 
 
 def _timestamp(year: bytes, month: bytes, day: bytes, clock: bytes) -> float | None:
@@ -108,6 +124,7 @@ class ResponseDirectives:
     stale_while_revalidate: int | None = None
     stale_if_error: int | None = None
     immutable: bool = False
+    must_understand: bool = False  # RFC 9111 5.2.2.3: store only a status the cache understands
     source: bytes = b""  # b"sidegate-cache-control", b"cdn-cache-control", b"cache-control" or b""
 
 
@@ -180,6 +197,7 @@ def _response(raw: _Raw, source: bytes) -> ResponseDirectives:
         stale_while_revalidate=_delta(raw.get(b"stale-while-revalidate")),
         stale_if_error=_delta(raw.get(b"stale-if-error")),
         immutable=b"immutable" in raw,
+        must_understand=b"must-understand" in raw,
         source=source,
     )
 

@@ -12,7 +12,7 @@ The field syntax lives in :mod:`sidegate.policy.cache_control`, re-exported here
 from __future__ import annotations
 
 from enum import Enum
-from typing import Final, Literal
+from typing import Final
 from urllib.parse import urljoin
 
 from sidegate.http.messages import Headers
@@ -27,23 +27,29 @@ from sidegate.policy.cache_control import (
     response_directives,
     vary_names,
 )
+from sidegate.policy.cache_ranges import ByteRange, if_range_allows, opaque_tag, parse_range
 
 # fmt: off
 __all__ = [
-    "HEURISTIC_STATUSES", "MAX_DELTA", "TARGETED", "UNDERSTOOD_STATUSES", "ByteRange", "RequestDirectives",
-    "ResponseDirectives", "Verdict", "choose", "conditional_headers", "format_http_date",
-    "freshness_lifetime", "if_range_allows", "initial_age", "invalidation_urls", "merge_not_modified",
-    "not_modified", "parse_http_date", "parse_range", "request_directives", "response_directives",
-    "storable", "vary_names",
+    "HEURISTIC_STATUSES", "MAX_DELTA", "SAFE_METHODS", "TARGETED", "UNDERSTOOD_STATUSES", "ByteRange",
+    "RequestDirectives", "ResponseDirectives", "Verdict", "choose", "conditional_headers",
+    "format_http_date", "freshness_lifetime", "if_range_allows", "initial_age", "invalidates",
+    "invalidation_urls", "merge_not_modified", "not_modified", "parse_http_date", "parse_range",
+    "request_directives", "response_directives", "storable", "vary_names",
 ]
 # fmt: on
 
+# RFC 9110 9.2.1: the safe methods. Every other method, extension methods included, is unsafe
+# (RFC 9111 4.4: "including methods whose safety is unknown"): its success invalidates.
+SAFE_METHODS: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
 # RFC 9110 15.1: responses with these statuses may get a heuristic freshness lifetime.
 HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 # Statuses stored without explicit freshness (when something else allows it): any other final
 # status is stored only with Expires, max-age or s-maxage, so an error page never lingers by default.
+# These are also the statuses the cache "understands" for must-understand (RFC 9111 5.2.2.3). A 206
+# is stored as a piece of its representation (sidegate.cache.pieces), never served as a whole.
 UNDERSTOOD_STATUSES: Final = frozenset(
-    {200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 451, 501}
+    {200, 203, 204, 206, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 451, 501}
 )
 
 
@@ -71,8 +77,10 @@ def storable(  # noqa: PLR0917 (the spec's signature)
 ) -> str | None:
     """None when a shared cache may store this response (RFC 9111 sections 3 and 3.5), else why not.
 
-    Reasons: "method" (only GET), "status" (1xx, 206, 304 or a status not understood without
-    explicit freshness), "no-store" (request or response), "private", "authorization" (the
+    Reasons: "method" (only GET), "status" (1xx, 304 or a status not understood without
+    explicit freshness; with must-understand, any status not in ``UNDERSTOOD_STATUSES``),
+    "no-store" (request, or response unless must-understand and the status is understood: RFC
+    9111 5.2.2.3 has the cache ignore no-store then), "private", "authorization" (the
     request had credentials and the response lacks public, s-maxage and must-revalidate),
     "vary-star", "no-freshness" (nothing gives it a lifetime and it is not a revalidate-always
     response with a validator).
@@ -83,10 +91,14 @@ def storable(  # noqa: PLR0917 (the spec's signature)
         headers, (b"expires", b"etag", b"last-modified", b"vary")
     )
     explicit = expires is not None or response.max_age is not None or response.s_maxage is not None
-    final = 200 <= status <= 599 and status not in (206, 304)  # 206 and 304 complete a stored response
-    if status not in UNDERSTOOD_STATUSES and not (final and explicit):
+    final = 200 <= status <= 599 and status != 304  # a 304 completes a stored response
+    understood = status in UNDERSTOOD_STATUSES
+    if response.must_understand:
+        if not understood:
+            return "status"  # even with explicit freshness: the origin asked for understanding
+    elif not understood and not (final and explicit):
         return "status"
-    if request.no_store or response.no_store:
+    if request.no_store or (response.no_store and not response.must_understand):
         return "no-store"
     if response.private:
         return "private"
@@ -119,9 +131,9 @@ def freshness_lifetime(
 
     s-maxage, else max-age, else Expires - Date (an invalid Expires, or an Expires without a
     valid Date, is already stale: the caller adds Date to a response that lacks one, as RFC 9110
-    6.6.1 asks), else ``default_ttl`` when positive, else the heuristic for a heuristically
-    cacheable status or a public response: ``heuristic_fraction`` of the time since
-    Last-Modified, at most ``heuristic_max``.
+    6.6.1 asks; Expires is read strictly, see ``parse_http_date``), else ``default_ttl`` when
+    positive, else the heuristic for a heuristically cacheable status or a public response:
+    ``heuristic_fraction`` of the time since Last-Modified, at most ``heuristic_max``.
     """
     if directives.s_maxage is not None:
         return float(directives.s_maxage)
@@ -130,7 +142,7 @@ def freshness_lifetime(
     expires_text, date_text, modified_text = _first_values(headers, (b"expires", b"date", b"last-modified"))
     date = parse_http_date(date_text) if date_text is not None else None
     if expires_text is not None:
-        expires = parse_http_date(expires_text)
+        expires = parse_http_date(expires_text, strict=True)
         return max(0.0, expires - date) if expires is not None and date is not None else 0.0
     if default_ttl > 0:
         return float(default_ttl)
@@ -146,28 +158,19 @@ def initial_age(headers: Headers, request_time: float, response_time: float) -> 
     """corrected_initial_age of RFC 9111 section 4.2.3, in seconds.
 
     ``request_time`` is when the request was sent and ``response_time`` when the response
-    arrived. An invalid Age is ignored; without a valid Date the apparent age is 0.
+    arrived. Age counts by its first member (RFC 9111 5.1: ``Age: 7200, 0`` is 7200); one that
+    is not a non-negative integer is ignored. Without a valid Date the apparent age is 0.
     """
     age_text, date_text = _first_values(headers, (b"age", b"date"))
     age_value = 0
     if age_text is not None:
-        digits = age_text.strip()
+        digits = next((member for member in map(bytes.strip, age_text.split(b",")) if member), b"")
         if digits.isdigit():
             age_value = MAX_DELTA if len(digits) > 10 else min(int(digits), MAX_DELTA)
     date = parse_http_date(date_text) if date_text is not None else None
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     response_delay = max(0.0, response_time - request_time)
     return max(apparent_age, age_value + response_delay)
-
-
-def _opaque_tag(etag: bytes) -> tuple[bool, bytes] | None:
-    """(weak, opaque-tag with its quotes) of an entity-tag, or None when it is not one."""
-    tag = etag.strip()
-    weak = tag.startswith(b"W/")
-    opaque = tag[2:] if weak else tag
-    if len(opaque) < 2 or opaque[0] != 0x22 or opaque.find(b'"', 1) != len(opaque) - 1:
-        return None
-    return weak, opaque
 
 
 def _entity_tags(value: bytes) -> list[bytes]:
@@ -207,7 +210,7 @@ def not_modified(request_headers: Headers, etag: bytes | None, last_modified: by
         value = b", ".join(none_match)
         if value.strip() == b"*":
             return True
-        stored = _opaque_tag(etag) if etag is not None else None
+        stored = opaque_tag(etag) if etag is not None else None
         return stored is not None and stored[1] in _entity_tags(value)
     if len(modified_since) != 1 or last_modified is None:
         return False  # RFC 9110 13.1.3: a field with more than one member is ignored
@@ -219,67 +222,11 @@ def conditional_headers(stored: Headers) -> Headers:
     """Validator fields for revalidating ``stored``: If-None-Match and/or If-Modified-Since."""
     etag, last_modified = _first_values(stored, (b"etag", b"last-modified"))
     out: Headers = []
-    if etag is not None and _opaque_tag(etag) is not None:
+    if etag is not None and opaque_tag(etag) is not None:
         out.append((b"If-None-Match", etag.strip()))
     if last_modified is not None and parse_http_date(last_modified) is not None:
         out.append((b"If-Modified-Since", last_modified.strip()))
     return out
-
-
-# --- ranges (RFC 9110 sections 14.1, 13.1.5) ----------------------------------------------------
-
-ByteRange = tuple[int, int]  # first, last (inclusive)
-_HUGE: Final = 10**18  # any position beyond a stored body
-
-
-def _position(digits: bytes) -> int | None:
-    if not digits.isdigit():
-        return None
-    return _HUGE if len(digits) > 18 else int(digits)
-
-
-def parse_range(value: bytes, length: int) -> ByteRange | None | Literal["unsatisfiable"]:  # noqa: RUF036
-    """The single byte range of a Range value, clipped to a body of ``length`` bytes.
-
-    None means "serve the whole 200": several ranges, another unit or bad syntax (a server may
-    always ignore Range). "unsatisfiable" means a 416.
-    """
-    unit, eq, ranges = value.partition(b"=")
-    if not eq or unit.strip().lower() != b"bytes":
-        return None
-    specs = [spec for spec in (part.strip() for part in ranges.split(b",")) if spec]
-    if len(specs) != 1:
-        return None
-    first_text, dash, last_text = specs[0].partition(b"-")
-    if not dash:
-        return None
-    if not first_text:  # suffix: the last N bytes
-        suffix = _position(last_text)
-        if suffix is None:
-            return None
-        if suffix == 0 or length <= 0:
-            return "unsatisfiable"
-        return max(0, length - suffix), length - 1
-    first = _position(first_text)
-    last = _position(last_text) if last_text else _HUGE
-    if first is None or last is None or last < first:
-        return None
-    if first >= length:
-        return "unsatisfiable"
-    return first, min(last, length - 1)
-
-
-def if_range_allows(value: bytes, etag: bytes | None, last_modified: bytes | None) -> bool:
-    """Whether If-Range ``value`` lets the Range apply: a strong etag match, or the exact date."""
-    value = value.strip()
-    if value.startswith((b'"', b"W/")):
-        mine = _opaque_tag(value)
-        stored = _opaque_tag(etag) if etag is not None else None
-        return mine is not None and stored is not None and not mine[0] and not stored[0] and mine == stored
-    if last_modified is None:
-        return False
-    date = parse_http_date(value)
-    return date is not None and date == parse_http_date(last_modified)
 
 
 class Verdict(Enum):
@@ -368,6 +315,13 @@ def _origin_key(scheme: str, authority: str) -> str:
     host = authority.rpartition("@")[2].lower()
     host = host.removesuffix(_DEFAULT_PORTS[scheme])
     return scheme + "://" + host.removesuffix(":")
+
+
+def invalidates(method: bytes) -> bool:
+    """Whether a non-error (2xx, 3xx) response to ``method`` invalidates what is stored for its
+    target (RFC 9111 4.4): any method not known to be safe. Methods are case-sensitive, so
+    ``get`` is an unknown method, and unsafe."""
+    return method not in SAFE_METHODS
 
 
 def invalidation_urls(request_url: bytes, response_headers: Headers) -> list[bytes]:
