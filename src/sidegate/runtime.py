@@ -329,8 +329,9 @@ class SingleProcess:
             assert gateway is not None
             self.state.last_attempt = time.time()
             try:
-                # The checker child takes ~0.5 s: wait for it off the loop. Filters are built
-                # on the loop, where they may take loop-bound resources.
+                # The waiting spare checker answers in milliseconds, a cold one in up to a
+                # second: wait off the loop. Filters are built on the loop, where they may take
+                # loop-bound resources.
                 checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)
                 snapshot = compile_checked(checked)
             except ConfigError as error:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -276,6 +278,83 @@ def test_a_checker_that_cannot_start(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     with pytest.raises(ConfigError) as info:
         validate_file("x.yaml")
     assert info.value.issues[0].message.startswith("cannot start the config checker")
+
+
+# --- a spare checker waits for the next check ----------------------------------------------------------
+
+
+def spares() -> list[int]:
+    """Pids of this process's checker children that wait for a request."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"--request-stdin" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def test_a_check_is_answered_by_the_spare_and_leaves_a_new_one(tmp_path: Path) -> None:
+    path = write(tmp_path, RICH)
+    validate_file(path, environ=ENV)
+    (spare,) = spares()
+    assert compile_checked(validate_file(path, environ=ENV)).admin.port == 9911
+    (successor,) = spares()
+    assert successor != spare, "the check did not use the waiting checker"
+    assert not Path(f"/proc/{spare}").exists() or "Z" in Path(f"/proc/{spare}/stat").read_text()
+
+
+def test_a_spare_that_died_while_waiting_is_replaced(tmp_path: Path) -> None:
+    path = write(tmp_path, RICH)
+    validate_file(path, environ=ENV)
+    (spare,) = spares()
+    os.kill(spare, signal.SIGKILL)
+    assert compile_checked(validate_file(path, environ=ENV)).admin.port == 9911
+
+
+def test_the_spare_sees_the_environment_and_directory_of_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, RICH, "relative.yaml")
+    validate_text(RICH, "first.yaml", environ=ENV)  # a spare is started now, with this environment
+    assert spares()
+    monkeypatch.setenv("ADMIN_PORT", "9124")
+    monkeypatch.setenv("TOKEN", "t")
+    monkeypatch.chdir(tmp_path)
+    assert compile_checked(validate_file("relative.yaml")).admin.port == 9124
+
+
+def test_the_spare_goes_away_with_its_parent(tmp_path: Path) -> None:
+    """At a clean exit it is stopped; when the parent is killed, its stdin closes and it exits."""
+    path = write(tmp_path, RICH)
+    code = f"""
+import os, sys, time
+from sidegate.config.isolated import validate_file, _SPARES
+validate_file({path!r})
+print(_SPARES._spare.pid, flush=True)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), 9)
+"""
+    for how in ("exit", "kill"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, how],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        pid = int(done.stdout.split()[0])
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{pid}").exists(), f"the spare outlived its parent ({how})"
 
 
 # --- the checker itself ------------------------------------------------------------------------------
