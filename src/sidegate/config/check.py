@@ -62,7 +62,7 @@ def normalise(loaded: LoadedConfig) -> Normalised:
             line = loaded.line_of(("routes", index, "filters", name))
             if line is not None:
                 lines[filter_path(index, name)] = line
-    return Normalised(data, loaded.source, lines)
+    return Normalised(data, loaded.source, lines, loaded.warnings)
 
 
 def check_file(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Normalised:
@@ -86,18 +86,25 @@ def answer(path: str | None = None, *, text: str | None = None, source: str = "<
             "source": checked.source,
             "config": checked.config,
             "lines": checked.lines,
+            "warnings": _listed(checked.warnings),
         }
         return json.dumps(document, allow_nan=False)
     except ConfigError as exc:
-        return _rejected(exc.source or source, exc.issues)
+        return _rejected(exc.source or source, exc.issues, exc.warnings)
     except Exception as exc:  # a filter's code may raise anything: still one JSON answer
         issue = ConfigIssue("", f"the config checker failed: {type(exc).__name__}: {exc}")
         return _rejected(source, [issue])
 
 
-def _rejected(source: str, issues: Sequence[ConfigIssue]) -> str:
-    listed = [{"path": i.path, "message": i.message, "line": i.line} for i in issues]
-    return json.dumps({"ok": False, "format": FORMAT, "source": source, "issues": listed})
+def _rejected(source: str, issues: Sequence[ConfigIssue], warnings: Sequence[ConfigIssue] = ()) -> str:
+    document: dict[str, Any] = {"ok": False, "format": FORMAT, "source": source, "issues": _listed(issues)}
+    if warnings:
+        document["warnings"] = _listed(warnings)
+    return json.dumps(document)
+
+
+def _listed(issues: Sequence[ConfigIssue]) -> list[dict[str, Any]]:
+    return [{"path": i.path, "message": i.message, "line": i.line} for i in issues]
 
 
 def _parser() -> argparse.ArgumentParser:

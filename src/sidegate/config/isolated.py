@@ -64,6 +64,7 @@ class Normalised:
     config: dict[str, Any]
     source: str
     lines: dict[str, int] = field(default_factory=dict)
+    warnings: tuple[ConfigIssue, ...] = ()  # what works, but not as one may think (to be logged)
 
 
 def validate_file(
@@ -231,10 +232,15 @@ def _parse(stdout: bytes, stderr: bytes, source: str) -> Normalised:
         config, lines = answer.get("config"), answer.get("lines", {})
         if not isinstance(config, dict) or not isinstance(lines, dict):
             raise _failure(source, "the config checker's answer has no config")
-        return Normalised(config, source, {str(k): v for k, v in lines.items() if isinstance(v, int)})
-    raw = answer.get("issues")
-    issues = [_issue(item) for item in raw if isinstance(item, dict)] if isinstance(raw, list) else []
-    raise ConfigError(issues or [ConfigIssue("", "the config checker rejected the config")], source)
+        lines = {str(k): v for k, v in lines.items() if isinstance(v, int)}
+        return Normalised(config, source, lines, tuple(_issues(answer.get("warnings"))))
+    issues = _issues(answer.get("issues"))
+    issues = issues or [ConfigIssue("", "the config checker rejected the config")]
+    raise ConfigError(issues, source, _issues(answer.get("warnings")))
+
+
+def _issues(raw: object) -> list[ConfigIssue]:
+    return [_issue(item) for item in raw if isinstance(item, dict)] if isinstance(raw, list) else []
 
 
 def _issue(item: Mapping[str, Any]) -> ConfigIssue:

@@ -7,7 +7,10 @@ The steps, each adding :class:`~sidegate.errors.ConfigIssue` values rather than 
 3. substitute ``${ENV}`` references in string values;
 4. validate against :class:`~sidegate.config.model.SidegateConfig`, turning pydantic's errors into
    dotted paths, lines and messages that say what was found and what would work;
-5. check what needs the whole file: each route's upstream exists, route names are unique.
+5. check what needs the whole file: each route's upstream exists, route names are unique;
+6. set up each filter whose config is valid, and check that the request headers filters and
+   route matches rely on reach them (:mod:`sidegate.config.reach`), even when step 4 failed
+   elsewhere; what works but surprises is a warning.
 
 Only a YAML syntax error, an unreadable file or a top level that is not a mapping stop early,
 since nothing after them would be meaningful. If any issue was found, :class:`ConfigError` is
@@ -28,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from sidegate.config.model import Route, SidegateConfig
+from sidegate.config.reach import check_reach
 from sidegate.config.source import Document, Path, format_path, line_for, parse_yaml, substitute_env
 from sidegate.errors import ConfigError, ConfigIssue
 from sidegate.filters.registry import lookup
@@ -41,6 +45,7 @@ class LoadedConfig:
     source: str
     text: str
     lines: Mapping[Path, int] = field(default_factory=dict)
+    warnings: tuple[ConfigIssue, ...] = ()  # what works, but not as one may think
 
     def line_of(self, path: Path) -> int | None:
         """Line of ``path`` (e.g. ``("routes", 0, "filters")``), or of its nearest ancestor."""
@@ -87,9 +92,10 @@ def load_config_text(
     skip = substitute_env(doc, os.environ if environ is None else environ)
     config = _validate(doc, skip)
     _check_references(doc)
+    warnings = _sorted(check_reach(doc, skip))
     if doc.issues or config is None:
-        raise ConfigError(_sorted(doc.issues), source)
-    return LoadedConfig(config=config, source=source, text=text, lines=doc.lines)
+        raise ConfigError(_sorted(doc.issues), source, warnings)
+    return LoadedConfig(config=config, source=source, text=text, lines=doc.lines, warnings=tuple(warnings))
 
 
 def _only_comments(text: str) -> bool:
