@@ -126,7 +126,8 @@ def _set_up(doc: Document, cls: type[Filter], config: FilterConfig, path: Path) 
     try:
         cls(config)
     except ConfigValueError as exc:
-        _add(doc.issues, doc, (*path, *exc.path), str(exc))
+        for where, message in exc.problems:
+            _add(doc.issues, doc, (*path, *where), message)
     except ValueError as exc:
         _add(doc.issues, doc, path, str(exc))
     except Exception as exc:

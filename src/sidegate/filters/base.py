@@ -119,12 +119,12 @@ ConfigPath = tuple[str | int, ...]  # a place inside a filter's config: ("limits
 
 
 class ConfigValueError(ValueError):
-    """What a filter's constructor raises for a config value that cannot work: the message, and
+    """What a filter's constructor raises for config values that cannot work: each message with
     where the value is in the filter's config, so that the error names that value's line."""
 
-    def __init__(self, path: ConfigPath, message: str) -> None:
-        super().__init__(message)
-        self.path = path
+    def __init__(self, path: ConfigPath, message: str, *more: tuple[ConfigPath, str]) -> None:
+        super().__init__("; ".join(m for _, m in ((path, message), *more)))
+        self.problems = ((path, message), *more)
 
 
 @dataclass(frozen=True, slots=True)

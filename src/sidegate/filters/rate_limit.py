@@ -158,7 +158,16 @@ class RateLimit(Filter):
         if not limits:
             raise ValueError("give requests (and per, key) or a list of limits")
         self.cfg = config
-        self.limits = tuple(_compile(i, limit, path) for i, (path, limit) in enumerate(limits))
+        compiled: list[_Limit] = []
+        problems: list[tuple[ConfigPath, str]] = []
+        for i, (path, limit) in enumerate(limits):
+            try:
+                compiled.append(_compile(i, limit, path))
+            except ConfigValueError as exc:  # every limit's mistakes, not only the first
+                problems += exc.problems
+        if problems:
+            raise ConfigValueError(*problems[0], *problems[1:])
+        self.limits = tuple(compiled)
         self.route = ""
         self.redis_spec = RedisSpec()
 
