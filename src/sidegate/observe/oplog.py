@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any
 
 FORMATS = ("text", "json")
@@ -78,7 +79,17 @@ def configure(level: int | str, log_format: str, *, worker: int | None = None) -
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # Python's warnings are records too
+    if log_format == "json":  # and so is a crash: a collector cannot read a bare traceback
+        sys.excepthook = _log_crash
     _settings = (level, log_format)
+
+
+def _log_crash(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("sidegate").critical("crashed: %s", error, exc_info=(kind, error, trace))
 
 
 def settings() -> tuple[int, str]:
