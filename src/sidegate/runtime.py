@@ -328,6 +328,7 @@ class SingleProcess:
             gateway = self.gateway
             assert gateway is not None
             self.state.last_attempt = time.time()
+            began = time.monotonic()
             try:
                 # The waiting spare checker answers in milliseconds, a cold one in up to a
                 # second: wait off the loop. Filters are built on the loop, where they may take
@@ -339,6 +340,7 @@ class SingleProcess:
                 gateway.metrics.config_reload(False)
                 version = gateway.metrics.config_version
                 fields = reload_fields("rejected", version, issues=issue_list(error))
+                fields["seconds"] = round(time.monotonic() - began, 3)
                 log.error(
                     "config reload rejected, still serving version %d: %s", version, error, extra=fields
                 )
@@ -352,7 +354,8 @@ class SingleProcess:
             for warning in warnings:
                 log.warning("config reload: %s", warning, extra={"event": "restart_pending"})
             version = gateway.metrics.config_version
-            log.info("config reloaded: version %d", version, extra=reload_fields("ok", version))
+            fields = reload_fields("ok", version, seconds=round(time.monotonic() - began, 3))
+            log.info("config reloaded: version %d (%.3f s)", version, fields["seconds"], extra=fields)
             message = f"version {gateway.metrics.config_version}"
             return True, message + ("; " + "; ".join(warnings) if warnings else "")
 

@@ -271,6 +271,7 @@ class Supervisor:
     async def reload(self) -> tuple[bool, str]:
         async with self._reload_lock:
             self.state.last_attempt = time.time()
+            began = time.monotonic()
             try:
                 # The checker child reads the file (a missing or unreadable one is an issue too).
                 checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)
@@ -293,8 +294,10 @@ class Supervisor:
             for warning in warnings:
                 log.warning("config reload: %s", warning, extra={"event": "restart_pending"})
             version = self.metrics.config_version
-            fields = reload_fields("ok" if not failed else "partial", version, unconfirmed=len(failed))
-            log.info("config reloaded: version %d", version, extra=fields)
+            result = "ok" if not failed else "partial"
+            seconds = round(time.monotonic() - began, 3)
+            fields = reload_fields(result, version, unconfirmed=len(failed), seconds=seconds)
+            log.info("config reloaded: version %d (%.3f s)", version, seconds, extra=fields)
             message = f"version {self.metrics.config_version}"
             return True, message + ("; " + "; ".join(warnings) if warnings else "")
 
