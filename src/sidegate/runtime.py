@@ -330,7 +330,7 @@ class SingleProcess:
             self.state.last_attempt = time.time()
             began = time.monotonic()
             try:
-                # The waiting spare checker answers in milliseconds, a cold one in up to a
+                # The checker server answers in milliseconds, a cold start takes up to a
                 # second: wait off the loop. Filters are built on the loop, where they may take
                 # loop-bound resources.
                 checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)

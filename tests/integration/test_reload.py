@@ -417,6 +417,9 @@ def test_a_reload_under_load_takes_effect_within_a_second(gateway: Any, workers:
     gw = start(gateway, workers=workers)
     times = reload_times_under_load(gw, rounds=10, clients=4)
     worst, median = max(times), sorted(times)[len(times) // 2]
-    print(f"\nreload under load, workers {workers}: worst {worst:.3f} s, median {median:.3f} s", [round(t, 2) for t in times])
+    print(
+        f"\nreload under load, workers {workers}: worst {worst:.3f} s, median {median:.3f} s",
+        [round(t, 2) for t in times],
+    )
     assert worst < RELOAD_WITHIN, f"worst {worst:.3f} s, median {median:.3f} s: {sorted(times)}"
     assert reloads(gw, "failed") == 0

@@ -1,8 +1,8 @@
 """Validating in a child process: same answers as in-process, clear failures, a lean gateway.
 
-The serving process never imports pydantic or YAML: ``validate_file``/``validate_text`` run
-``python -m sidegate.config.check`` and compile the plain JSON it prints. These tests start real
-child processes (about half a second each).
+The serving process never imports pydantic or YAML: ``validate_file``/``validate_text`` ask
+``python -m sidegate.config.check --serve`` (a checker server that forks a child per check) and
+compile the plain JSON it prints. These tests start real processes.
 """
 
 from __future__ import annotations
@@ -280,11 +280,11 @@ def test_a_checker_that_cannot_start(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert info.value.issues[0].message.startswith("cannot start the config checker")
 
 
-# --- a spare checker waits for the next check ----------------------------------------------------------
+# --- the checker server: imports once, a child per check ------------------------------------------
 
 
-def spares() -> list[int]:
-    """Pids of this process's checker children that wait for a request."""
+def processes(*, parent: int | None = None, group: int | None = None, marker: bytes = b"") -> list[int]:
+    """Live processes with this parent or process group (and ``marker`` in their command line)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -295,49 +295,97 @@ def spares() -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"--request-stdin" in cmdline:
+        if fields[0] == "Z" or marker not in cmdline:
+            continue
+        if (parent is None or int(fields[1]) == parent) and (group is None or int(fields[2]) == group):
             found.append(int(entry))
     return found
 
 
-def test_a_check_is_answered_by_the_spare_and_leaves_a_new_one(tmp_path: Path) -> None:
+def servers() -> list[int]:
+    return processes(parent=os.getpid(), marker=b"--serve")
+
+
+def test_checks_are_answered_by_one_server_that_stays(tmp_path: Path) -> None:
     path = write(tmp_path, RICH)
     validate_file(path, environ=ENV)
-    (spare,) = spares()
-    assert compile_checked(validate_file(path, environ=ENV)).admin.port == 9911
-    (successor,) = spares()
-    assert successor != spare, "the check did not use the waiting checker"
-    assert not Path(f"/proc/{spare}").exists() or "Z" in Path(f"/proc/{spare}/stat").read_text()
+    (server,) = servers()
+    for _ in range(3):
+        assert compile_checked(validate_file(path, environ=ENV)).admin.port == 9911
+    assert servers() == [server]
 
 
-def test_a_spare_that_died_while_waiting_is_replaced(tmp_path: Path) -> None:
+def test_a_server_that_died_is_replaced(tmp_path: Path) -> None:
     path = write(tmp_path, RICH)
     validate_file(path, environ=ENV)
-    (spare,) = spares()
-    os.kill(spare, signal.SIGKILL)
+    (server,) = servers()
+    os.kill(server, signal.SIGKILL)
     assert compile_checked(validate_file(path, environ=ENV)).admin.port == 9911
+    assert servers() and servers() != [server]
 
 
-def test_the_spare_sees_the_environment_and_directory_of_the_check(
+# A server whose checks die (or hang) on a config that says so, and answer as usual otherwise.
+BRITTLE = """
+import os, sys, time
+from sidegate.config.check import _request
+from sidegate.config.forking import serve
+sys.stdout = sys.stderr
+
+def handle(line):
+    if b"crash-me" in line:
+        os.kill(os.getpid(), 9)
+    if b"hang-me" in line:
+        time.sleep(60)
+    return _request(line)
+
+serve(handle, lambda names: None)
+"""
+
+
+def test_a_check_that_kills_its_process_leaves_the_server_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolated, "CHECKER", (sys.executable, "-c", BRITTLE))
+    good = RICH.replace("${ADMIN_PORT}", "1").replace("${TOKEN}", "t")
+    assert compile_checked(validate_text(good, "a.yaml")).admin.port == 1
+    (server,) = processes(parent=os.getpid(), marker=b"crash-me")
+    with pytest.raises(ConfigError) as info:
+        validate_text(good + "# crash-me\n", "b.yaml")
+    assert info.value.issues == [ConfigIssue("", "the config checker was killed by SIGKILL")]
+    assert compile_checked(validate_text(good, "c.yaml")).admin.port == 1
+    assert processes(parent=os.getpid(), marker=b"crash-me") == [server]
+
+
+def test_a_check_that_hangs_is_stopped_with_its_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolated, "CHECKER", (sys.executable, "-c", BRITTLE))
+    good = RICH.replace("${ADMIN_PORT}", "1").replace("${TOKEN}", "t")
+    validate_text(good, "a.yaml")
+    (server,) = processes(parent=os.getpid(), marker=b"crash-me")
+    with pytest.raises(ConfigError) as info:
+        validate_text(good + "# hang-me\n", "b.yaml", timeout=1.0)
+    assert info.value.issues == [ConfigIssue("", "the config checker did not answer within 1s")]
+    assert processes(group=server) == [], "the hanging check outlived the timeout"
+    assert compile_checked(validate_text(good, "c.yaml")).admin.port == 1
+
+
+def test_the_server_sees_the_environment_and_directory_of_the_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write(tmp_path, RICH, "relative.yaml")
-    validate_text(RICH, "first.yaml", environ=ENV)  # a spare is started now, with this environment
-    assert spares()
+    validate_text(RICH, "first.yaml", environ=ENV)  # the server is started now, with this environment
+    assert servers()
     monkeypatch.setenv("ADMIN_PORT", "9124")
     monkeypatch.setenv("TOKEN", "t")
     monkeypatch.chdir(tmp_path)
     assert compile_checked(validate_file("relative.yaml")).admin.port == 9124
 
 
-def test_the_spare_goes_away_with_its_parent(tmp_path: Path) -> None:
+def test_the_server_goes_away_with_its_parent(tmp_path: Path) -> None:
     """At a clean exit it is stopped; when the parent is killed, its stdin closes and it exits."""
     path = write(tmp_path, RICH)
     code = f"""
-import os, sys, time
-from sidegate.config.isolated import validate_file, _SPARES
+import os, sys
+from sidegate.config.isolated import validate_file, _SERVER
 validate_file({path!r})
-print(_SPARES._spare.pid, flush=True)
+print(_SERVER._process.pid, flush=True)
 if sys.argv[1] == "kill":
     os.kill(os.getpid(), 9)
 """
@@ -354,7 +402,7 @@ if sys.argv[1] == "kill":
         deadline = time.monotonic() + 10
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not Path(f"/proc/{pid}").exists(), f"the spare outlived its parent ({how})"
+        assert not Path(f"/proc/{pid}").exists(), f"the server outlived its parent ({how})"
 
 
 # --- the checker itself ------------------------------------------------------------------------------

@@ -5,14 +5,14 @@ YAML, pydantic and the config models are loaded here and never there::
 
     python -m sidegate.config.check PATH                          # or --source PATH
     python -m sidegate.config.check --text-stdin --source NAME    # the text on stdin; NAME in messages
-    python -m sidegate.config.check --request-stdin               # imports first, then one request
+    python -m sidegate.config.check --serve [--warm a,b]          # imports once, a child per check
 
-``--request-stdin`` is how the serving process uses it: the checker is started ahead of time,
-does its imports (pydantic, YAML, and the filters named by ``--warm``, usually those of the config
-being served, with their validators), then reads one JSON
-request on stdin, ``{"path": P}`` or ``{"text": T, "source": NAME}``, with ``"environ"`` (the
-environment for ``${ENV}``, replacing its own) and ``"cwd"`` (where a relative path starts).
-An empty stdin (the parent went away before asking) exits 0 without an answer.
+``--serve`` is how the serving process uses it (:mod:`sidegate.config.forking`): the checker
+does its imports (pydantic, YAML, and the filters named by ``--warm``, those of the config being
+served, with their validators) once, then reads JSON requests on stdin, one a line,
+``{"path": P}`` or ``{"text": T, "source": NAME}``, with ``"environ"`` (the environment for
+``${ENV}``, replacing its own) and ``"cwd"`` (where a relative path starts), and answers each from
+a forked child that exits after it.
 
 It loads the config with :func:`~sidegate.config.load.load_config` (``${ENV}`` taken from its own
 environment) and prints ONE JSON document on stdout, then exits 0, whatever the config::
@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from sidegate.config.compile import filter_path
+from sidegate.config.forking import serve
 from sidegate.config.isolated import FORMAT, Normalised
 from sidegate.config.load import LoadedConfig, load_config, load_config_text
 from sidegate.config.model import filter_adapter
@@ -116,10 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", help="the config file; with --text-stdin, the name shown in messages")
     parser.add_argument("--text-stdin", action="store_true", help="read the config text from stdin")
     parser.add_argument(
-        "--request-stdin", action="store_true", help="import everything, then read one JSON request on stdin"
+        "--serve", action="store_true", help="import once, then answer JSON requests on stdin, one per line"
     )
     parser.add_argument(
-        "--warm", default="", metavar="NAMES", help="with --request-stdin: filters to import first (a,b)"
+        "--warm", default="", metavar="NAMES", help="with --serve: filters to import first (a,b)"
     )
     return parser
 
@@ -133,7 +134,7 @@ def _warm_up(names: Sequence[str]) -> None:
 
 
 def _request(raw: bytes) -> str | None:
-    """The answer to one ``--request-stdin`` request (None for no request at all)."""
+    """The answer to one ``--serve`` request (None for no request at all)."""
     if not raw.strip():
         return None
     source = "<string>"
@@ -155,10 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0, or 2 for a usage error)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.request_stdin and (args.text_stdin or args.path is not None or args.source is not None):
-        parser.error("--request-stdin takes no other argument")
-    if args.request_stdin:
-        _serve_one([name for name in args.warm.split(",") if name])
+    if args.serve and (args.text_stdin or args.path is not None or args.source is not None):
+        parser.error("--serve takes no other argument than --warm")
+    if args.serve:
+        _serve([name for name in args.warm.split(",") if name])
     if args.text_stdin and (args.source is None or args.path is not None):
         parser.error("--text-stdin takes --source NAME and no PATH")
     if not args.text_stdin and (args.path is None) == (args.source is None):
@@ -183,25 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _serve_one(warm: Sequence[str]) -> NoReturn:
-    """``--request-stdin``: warm up, wait for the request, answer it."""
+def _serve(warm: Sequence[str]) -> NoReturn:
+    """``--serve``: warm up, then a forked child per request (:mod:`sidegate.config.forking`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the gateway, which stops us
-    stdout = sys.stdout
-    sys.stdout = sys.stderr
-    try:
-        _warm_up(warm)
-        raw = sys.stdin.buffer.read()
-        document = _request(raw)
-    except Exception as exc:  # still one JSON answer
-        issue = ConfigIssue("", f"the config checker failed: {type(exc).__name__}: {exc}")
-        document = _rejected("<string>", [issue])
-    finally:
-        sys.stdout = stdout
-    if document is not None:
-        stdout.write(document + "\n")
-    stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # the answer is out: skip tearing down every module (tens of ms the parent waits)
+    sys.stdout = sys.stderr  # replies go to fd 1 directly; anything printed, to stderr
+    _warm_up(warm)
+    serve(_request, _warm_up)
 
 
 if __name__ == "__main__":

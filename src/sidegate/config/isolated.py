@@ -10,17 +10,20 @@ with this interpreter, and return the :class:`Normalised` config it printed;
 in-process validation reports them; a checker that crashes, hangs past ``timeout`` or prints
 something else than its JSON answer is a ``ConfigError`` that says so.
 
-A checker serves one check and exits, so nothing a config did to it (memory, a filter module's
-state) outlives that check. Starting Python and importing pydantic is most of a check's time
-(0.2 s on an idle machine, close to a second on a busy one), so it is taken off the reload's
-path: a *spare* checker is started after each check, does its imports, and waits on its stdin
-for the next request (``--request-stdin``: the path or the text, this process's environment for
-``${ENV}`` and its working directory, as JSON). A spare that died while waiting, or that was
-started with another :data:`CHECKER`, is replaced by a fresh one; the spare is killed when this
-process exits, and exits by itself if this process dies (its stdin closes). Only the process
-that validates keeps one: the supervisor with ``workers: N``, never its workers.
+Starting Python and importing pydantic is most of a check's time (0.2 s on an idle machine,
+close to a second on a busy one), so it is paid once, not at each reload: the checker runs as a
+server (``--serve``, :mod:`sidegate.config.forking`) that does its imports, then forks a child
+for each check, which answers and exits. Nothing a config does to the process that checks it
+(memory, a filter module's state, a crash) outlives its check, and the server never reads a
+config itself. A request is one JSON line: the path or the text, this process's environment for
+``${ENV}`` and its working directory. After a config is taken, the server is told to import its
+filters (``warm NAMES``), ready for the next one. A server that died is started again (the
+check it was given is asked again of the new one); one that does not answer within ``timeout``
+is killed with its child (its own process group). It is killed when this process exits, and
+exits by itself if this process dies (its stdin closes). Only the process that validates keeps
+one: the supervisor with ``workers: N``, never its workers.
 
-Both functions block until the checker answers: from the event loop, call them
+Both functions block until the checker answers (about 10 ms): from the event loop, call them
 with ``await loop.run_in_executor(None, validate_file, path)``.
 
 This module imports neither pydantic nor YAML (a test checks it in a fresh interpreter).
@@ -33,10 +36,12 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,118 +104,153 @@ def _check(
 ) -> Normalised:
     request["environ"] = dict(os.environ if environ is None else environ)
     request["cwd"] = os.getcwd()
-    data = json.dumps(request).encode("utf-8")
+    data = json.dumps(request).encode("utf-8") + b"\n"  # json.dumps escapes every newline
     try:
-        process, spare = _SPARES.take()
-        stdout, stderr = _ask(process, data, source, timeout)
-        if spare and process.returncode != 0 and not stdout:
-            # The spare died while it waited (killed, out of memory): not this config's doing.
-            process = _start(_SPARES.warm)
-            stdout, stderr = _ask(process, data, source, timeout)
+        code, stdout, stderr = _SERVER.check(data, source, timeout)
     except OSError as exc:
         msg = f"cannot start the config checker ({CHECKER[0]!r}): {exc.strerror or exc}"
         raise _failure(source, msg) from None
-    try:
-        if process.returncode != 0:
-            _log_stderr(stderr)
-            ending = _ending(process.returncode)
-            raise _failure(source, f"the config checker {ending}{_last_line(stderr)}")
-        checked = _parse(stdout, stderr, source)
-    except ConfigError:
-        _SPARES.refill()
-        raise
-    _SPARES.refill(_filter_names(checked.config))
+    if code != 0:
+        _log_stderr(stderr)
+        raise _failure(source, f"the config checker {_ending(code)}{_last_line(stderr)}")
+    checked = _parse(stdout, stderr, source)
+    _SERVER.prepare(_filter_names(checked.config))
     return checked
 
 
-def _ask(process: subprocess.Popen[bytes], data: bytes, source: str, timeout: float) -> tuple[bytes, bytes]:
-    try:
-        return process.communicate(data, timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, stderr = process.communicate()
-        _SPARES.refill()
-        _log_stderr(stderr)
-        raise _failure(source, f"the config checker did not answer within {timeout:g}s") from None
-
-
-def _filter_names(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """The filters a config uses (a spare imports them ahead of the next check)."""
+def _filter_names(config: Mapping[str, Any]) -> frozenset[str]:
+    """The filters a config uses (the checker server imports them ahead of the next check)."""
     routes = config.get("routes")
-    names = (
-        {name for route in routes if isinstance(route, dict) for name in route.get("filters") or ()}
-        if isinstance(routes, list)
-        else set()
+    if not isinstance(routes, list):
+        return frozenset()
+    return frozenset(
+        str(name) for route in routes if isinstance(route, dict) for name in route.get("filters") or ()
     )
-    return tuple(sorted(str(name) for name in names))
 
 
-class _Spares:
-    """The one checker process kept started and waiting for the next check (thread-safe)."""
+class _Server:
+    """The checker server process (:mod:`sidegate.config.forking`), one check at a time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._spare: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._command: tuple[str, ...] = ()
-        self._warm: tuple[str, ...] = ()  # filters of the last valid config: the spare imports them
+        self._warm: frozenset[str] = frozenset()  # the filters it imported
         self._exit_hook = False
 
-    @property
-    def warm(self) -> tuple[str, ...]:
-        return self._warm
-
-    def take(self) -> tuple[subprocess.Popen[bytes], bool]:
-        """The spare if it is alive and runs the current :data:`CHECKER`, else a new checker;
-        and whether it is the spare."""
+    def check(self, request: bytes, source: str, timeout: float) -> tuple[int, bytes, bytes]:
+        """``(exit status, answer, stderr)`` of one check; raises ConfigError on a timeout."""
         with self._lock:
-            spare, command, self._spare = self._spare, self._command, None
-        if spare is not None:
-            if spare.poll() is None and command == CHECKER:
-                return spare, True
-            _stop(spare)
-        return _start(self._warm), False
+            process, fresh = self._running()
+            reply = self._exchange(process, request, source, timeout)
+            if reply is None and not fresh:  # it died while it waited: not this config's doing
+                _stop(process)
+                self._process = None
+                process, fresh = self._running()
+                reply = self._exchange(process, request, source, timeout)
+            if reply is None:  # it ended without a reply: how it ended is the answer
+                self._process = None
+                stderr = process.stderr.read() if process.stderr else b""
+                return process.wait(), b"", stderr
+            return reply
 
-    def refill(self, warm: tuple[str, ...] | None = None) -> None:
-        """Start the next spare, unless one is there (its imports then run while nobody waits);
-        ``warm``: the filters of the config just checked, which the next one likely uses too."""
+    def prepare(self, warm: frozenset[str]) -> None:
+        """Have a server running that has imported the filters in ``warm``, now, while nobody
+        waits, rather than at the next check."""
         with self._lock:
-            if warm is not None:
-                self._warm = warm
-            if self._spare is not None:
-                return
-            try:
-                self._spare, self._command = _start(self._warm), CHECKER
-            except OSError:
-                return  # the next check starts its own, and says why it cannot
             if not self._exit_hook:
                 atexit.register(self.close)
                 self._exit_hook = True
+            process, new = self._process, warm - self._warm
+            self._warm |= warm
+            if process is not None and process.poll() is None:
+                if new and process.stdin is not None:
+                    with contextlib.suppress(OSError):  # gone: the next check starts another
+                        process.stdin.write(f"warm {','.join(sorted(new))}\n".encode())
+                        process.stdin.flush()
+                return
+            with contextlib.suppress(OSError):  # else the next check starts its own, and says why not
+                self._process, self._command = _start(self._warm), CHECKER
 
     def close(self) -> None:
-        """Stop the spare (at exit)."""
+        """Stop the server (at exit)."""
         with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            _stop(spare)
+            process, self._process = self._process, None
+        if process is not None:
+            _stop(process)
+
+    def _running(self) -> tuple[subprocess.Popen[bytes], bool]:
+        """The server, started now if there is none that is alive and runs :data:`CHECKER`;
+        and whether it was started now."""
+        process = self._process
+        if process is not None and process.poll() is None and self._command == CHECKER:
+            return process, False
+        if process is not None:
+            _stop(process)
+        self._process, self._command = _start(self._warm), CHECKER
+        return self._process, True
+
+    def _exchange(
+        self, process: subprocess.Popen[bytes], request: bytes, source: str, timeout: float
+    ) -> tuple[int, bytes, bytes] | None:
+        """Send one request and read its reply line; None if the server ended first."""
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(request)
+            process.stdin.flush()
+        except OSError:  # it has gone: its exit status tells why
+            pass
+        line = _read_line(process.stdout.fileno(), time.monotonic() + timeout)
+        if line is None:
+            _stop(process)
+            self._process = None
+            raise _failure(source, f"the config checker did not answer within {timeout:g}s")
+        if not line:
+            return None
+        try:
+            reply = json.loads(line)
+            code, answer, stderr = reply["exit"], reply["answer"], reply["stderr"]
+            if not isinstance(code, int):
+                raise TypeError("exit")
+            return code, str(answer).encode("utf-8"), str(stderr).encode("utf-8")
+        except (ValueError, KeyError, TypeError):  # not a server's reply: show what it printed
+            _stop(process)
+            self._process = None
+            return 0, line, b""
 
 
-def _start(warm: tuple[str, ...]) -> subprocess.Popen[bytes]:
+def _read_line(fd: int, deadline: float) -> bytes | None:
+    """One line from ``fd`` (b"" at the end of the stream); None when ``deadline`` passes first."""
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
+def _start(warm: frozenset[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [*CHECKER, "--request-stdin", *([f"--warm={','.join(warm)}"] if warm else [])],
+        [*CHECKER, "--serve", *([f"--warm={','.join(sorted(warm))}"] if warm else [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: a timeout kills it with its child
     )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(OSError):
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         process.communicate(timeout=5)
 
 
-_SPARES = _Spares()
+_SERVER = _Server()
 
 
 def _parse(stdout: bytes, stderr: bytes, source: str) -> Normalised:
