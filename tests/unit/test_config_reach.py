@@ -124,3 +124,20 @@ def test_a_filter_with_an_unset_variable_is_reported_once() -> None:
     errors, _ = load(with_filters("jwt: {jwks_url: '${NOPE}'}"))
     assert [(e.path, e.line) for e in errors] == [("routes[0].filters.jwt.jwks_url", 8)]
     assert "NOPE is not set" in errors[0].message
+
+
+def test_duplicate_consumers_are_reported_with_the_rest() -> None:
+    text = (
+        "consumers:\n"
+        "  - {name: a, api_keys: [aaaaaaaaaaaaaaaaaaaa]}\n"
+        "  - {name: b, api_keys: [aaaaaaaaaaaaaaaaaaaa]}\n"
+        "  - {name: a}\n" + HEAD + "    timeouts: {connect: soon}\n"
+    )
+    errors, _ = load(text)
+    assert [(e.path, e.line) for e in errors] == [
+        ("consumers[1].api_keys[0]", 3),
+        ("consumers[2].name", 4),
+        ("routes[0].timeouts.connect", 11),
+    ], errors
+    assert "consumers[0] (a) has this API key too" in errors[0].message
+    assert "'a' is also consumers[0]" in errors[1].message

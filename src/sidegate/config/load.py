@@ -237,9 +237,40 @@ def _check_listeners(doc: Document) -> None:
         )
 
 
+def _check_consumers(doc: Document) -> None:
+    """A consumer name, and an API key, belong to one consumer only."""
+    consumers = doc.data.get("consumers")
+    if not isinstance(consumers, list):
+        return
+    names: dict[str, int] = {}
+    keys: dict[str, str] = {}
+    for i, consumer in enumerate(consumers):
+        if not isinstance(consumer, dict):
+            continue
+        name = consumer.get("name")
+        if isinstance(name, str) and name:
+            if name in names:
+                _add(
+                    doc,
+                    ("consumers", i, "name"),
+                    f"{name!r} is also consumers[{names[name]}]; names are unique",
+                )
+            names.setdefault(name, i)
+        api_keys = consumer.get("api_keys")
+        for j, key in enumerate(api_keys if isinstance(api_keys, list) else ()):
+            if not isinstance(key, str):
+                continue
+            if key in keys:
+                msg = f"{keys[key]} has this API key too; a key names one consumer"
+                _add(doc, ("consumers", i, "api_keys", j), msg)
+            keys.setdefault(key, f"consumers[{i}] ({name})")
+
+
 def _check_references(doc: Document) -> None:
-    """Checks across the file: each route's upstream is defined, and route names are unique."""
+    """Checks across the file: each route's upstream is defined, route names are unique, and
+    consumer names and keys too."""
     _check_listeners(doc)
+    _check_consumers(doc)
     data = doc.data
     routes, upstreams = data.get("routes"), data.get("upstreams")
     if not isinstance(routes, list):
