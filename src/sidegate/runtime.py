@@ -334,6 +334,7 @@ class SingleProcess:
                 # second: wait off the loop. Filters are built on the loop, where they may take
                 # loop-bound resources.
                 checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)
+                checked_in = round(time.monotonic() - began, 3)
                 snapshot = compile_checked(checked)
             except ConfigError as error:
                 self.state.last_error = str(error)
@@ -354,8 +355,10 @@ class SingleProcess:
             for warning in warnings:
                 log.warning("config reload: %s", warning, extra={"event": "restart_pending"})
             version = gateway.metrics.config_version
-            fields = reload_fields("ok", version, seconds=round(time.monotonic() - began, 3))
-            log.info("config reloaded: version %d (%.3f s)", version, fields["seconds"], extra=fields)
+            seconds = round(time.monotonic() - began, 3)
+            fields = reload_fields("ok", version, seconds=seconds, checked_in=checked_in)
+            msg = "config reloaded: version %d (%.3f s, checked in %.3f s)"
+            log.info(msg, version, seconds, checked_in, extra=fields)
             message = f"version {gateway.metrics.config_version}"
             return True, message + ("; " + "; ".join(warnings) if warnings else "")
 

@@ -275,6 +275,7 @@ class Supervisor:
             try:
                 # The checker child reads the file (a missing or unreadable one is an issue too).
                 checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)
+                checked_in = round(time.monotonic() - began, 3)
                 snapshot = compile_checked(checked)
             except ConfigError as error:
                 return self._rejected(error)
@@ -296,8 +297,11 @@ class Supervisor:
             version = self.metrics.config_version
             result = "ok" if not failed else "partial"
             seconds = round(time.monotonic() - began, 3)
-            fields = reload_fields(result, version, unconfirmed=len(failed), seconds=seconds)
-            log.info("config reloaded: version %d (%.3f s)", version, seconds, extra=fields)
+            fields = reload_fields(
+                result, version, unconfirmed=len(failed), seconds=seconds, checked_in=checked_in
+            )
+            msg = "config reloaded: version %d (%.3f s, checked in %.3f s)"
+            log.info(msg, version, seconds, checked_in, extra=fields)
             message = f"version {self.metrics.config_version}"
             return True, message + ("; " + "; ".join(warnings) if warnings else "")
 

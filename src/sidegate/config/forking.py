@@ -18,6 +18,7 @@ that asks.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -35,9 +36,11 @@ def serve(handle: Callable[[bytes], str | None], warm: Callable[[list[str]], Non
     A line ``warm NAME,NAME`` is no request: the server imports those filters (``warm``) for the
     checks to come, and answers nothing.
     """
+    _freeze()
     for line in sys.stdin.buffer:
         if line.startswith(b"warm "):
             warm([name for name in line[5:].decode("ascii", "replace").strip().split(",") if name])
+            _freeze()
         elif line.strip():
             _write(1, check_in_child(handle, line))
     os._exit(0)
@@ -49,6 +52,7 @@ def check_in_child(handle: Callable[[bytes], str | None], request: bytes) -> byt
     err_r, err_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: one check, its answer on out_w, anything else on err_w
+        gc.disable()  # it lives for milliseconds: a collection would only copy shared pages
         status = 1
         try:
             os.close(out_r)
@@ -72,6 +76,13 @@ def check_in_child(handle: Callable[[bytes], str | None], request: bytes) -> byt
         "stderr": errors.decode("utf-8", "replace")[-_STDERR_KEPT:],
     }
     return json.dumps(reply).encode("utf-8") + b"\n"
+
+
+def _freeze() -> None:
+    """Move what is imported out of the collector's sight: a child's collections would touch,
+    and so copy, every page it shares with the server."""
+    gc.collect()
+    gc.freeze()
 
 
 def _read_both(first: int, second: int) -> tuple[bytes, bytes]:
