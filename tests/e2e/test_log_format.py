@@ -92,6 +92,35 @@ def test_json_logs_of_start_reloads_and_stop(tmp_path: Path, workers: int) -> No
         assert "Traceback" not in record["message"]
 
 
+def test_a_config_warning_at_start_is_a_json_record(tmp_path: Path) -> None:
+    port, admin = free_port(), free_port()
+    path = tmp_path / "sidegate.yaml"
+    cfg = config(port, admin, "v1")
+    cfg["routes"][0]["filters"] = {
+        "rate_limit": {"requests": 1000, "key": "tenant"},
+        **cfg["routes"][0]["filters"],
+    }
+    write_yaml(path, cfg)
+    log_path = tmp_path / "stderr.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [SIDEGATE, "run", "--config", str(path), "--log-format", "json"], stdout=log, stderr=log
+        )
+    try:
+        wait_until(lambda: ready_status(admin) == 200, 15, what="ready")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    (warning,) = events(log_path, "config_warning")
+    line = [text.strip() for text in path.read_text().splitlines()].index("key: tenant") + 1
+    assert (warning["level"], warning["path"], warning["line"]) == (
+        "warning",
+        "routes[0].filters.rate_limit.key",
+        line,
+    )
+    assert "names the caller" in warning["problem"]
+
+
 def test_text_logs_stay_the_default(tmp_path: Path, free_port: Callable[[], int]) -> None:
     port, admin = free_port(), free_port()
     path = tmp_path / "sidegate.yaml"

@@ -1,6 +1,6 @@
 """The config checker: validates a config and prints it as normalised JSON, for another process.
 
-The serving process runs it as a short-lived child (:mod:`sidegate.config.isolated`), so that
+The serving process runs it as a separate process (:mod:`sidegate.config.isolated`), so that
 YAML, pydantic and the config models are loaded here and never there::
 
     python -m sidegate.config.check PATH                          # or --source PATH
