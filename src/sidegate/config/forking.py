@@ -57,6 +57,7 @@ def check_in_child(handle: Callable[[bytes], str | None], request: bytes) -> byt
         try:
             os.close(out_r)
             os.close(err_r)
+            os.dup2(err_w, 1)  # fd 1 is the server's replies: nothing the check prints goes there
             os.dup2(err_w, 2)
             _write(out_w, (handle(request) or "").encode("utf-8"))
             status = 0
