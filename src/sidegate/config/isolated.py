@@ -150,8 +150,12 @@ class _Server:
                 reply = self._exchange(process, request, source, timeout)
             if reply is None:  # it ended without a reply: how it ended is the answer
                 self._process = None
-                stderr = process.stderr.read() if process.stderr else b""
-                return process.wait(), b"", stderr
+                try:
+                    _, stderr = process.communicate(timeout=5)
+                except subprocess.TimeoutExpired:  # it closed its stdout but lives on
+                    _stop(process)
+                    stderr = b""
+                return process.returncode, b"", stderr or b""
             return reply
 
     def prepare(self, warm: frozenset[str]) -> None:
@@ -244,8 +248,11 @@ def _start(warm: frozenset[str]) -> subprocess.Popen[bytes]:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(OSError):
-        os.killpg(process.pid, signal.SIGKILL)
+    """Kill the server and a check it runs (its process group), unless it is gone already: once
+    reaped, its pid may belong to another process."""
+    if process.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         process.communicate(timeout=5)
 
