@@ -23,14 +23,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.config.model import filter_adapter
+from sidegate.config.model import Identity, filter_adapter
 from sidegate.config.source import Document, Path, format_path, line_for
 from sidegate.errors import ConfigIssue
 from sidegate.filters.base import ConfigValueError, Filter, FilterConfig
 from sidegate.filters.registry import lookup
 from sidegate.routing.router import FIELD_HEADERS, UNMATCHABLE_HEADERS
 
-_IDENTITY_DEFAULTS = {"consumer_header": "X-Consumer", "tenant_header": "X-Tenant"}
+_IDENTITY_DEFAULTS = {
+    name: Identity.model_fields[name].default for name in ("consumer_header", "tenant_header")
+}
 # What a forwarding header stands for, so that a filter can say what to use instead.
 _KINDS = {"x-forwarded-for": "client", "forwarded": "client", "x-forwarded-host": "host", "host": "host"}
 _ANY_OTHER = "name a header the client sends"
