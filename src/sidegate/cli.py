@@ -6,8 +6,10 @@ turn never imports pydantic or YAML: it validates in a child process (``sidegate
 while ``validate``, a one-shot command, validates in-process and then compiles the result as the
 gateway would, so that a filter that cannot start is reported too. ``validate``
 never shows a traceback: every outcome is one ``OK`` line, or one line per issue on stderr in the
-``FILE:LINE: path: message`` form that editors and CI annotate. Exit codes: 0 success, 1 invalid
-config or failure, 2 usage error (argparse).
+``FILE:LINE: path: message`` form that editors and CI annotate; a warning (what works, but not as
+one may think) is ``FILE:LINE: path: warning: message`` and does not fail the check. ``run``
+reports a config it cannot start with in the same form, or as JSON log records with
+``--log-format json``. Exit codes: 0 success, 1 invalid config or failure, 2 usage error (argparse).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sidegate import __version__
 from sidegate.errors import ConfigError, ConfigIssue
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"sidegate {__version__}, {describe()}")
         return 0
-    return run(args.config, args.log_level)
+    return run(args.config, args.log_level, args.log_format)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run_cmd.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
     run_cmd.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="log level (default: info)")
+    run_cmd.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="operational log on stderr: text, or json (one object per line) (default: text)",
+    )
     check = commands.add_parser(
         "validate",
         help="check a config file",
@@ -96,18 +105,27 @@ def validate(path: str) -> int:
         from sidegate.config.compile import compile_checked
         from sidegate.config.load import load_config
 
-        snapshot = compile_checked(normalise(load_config(path)))
+        loaded = load_config(path)
+        snapshot = compile_checked(normalise(loaded))
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(format_issue(exc.source or path, issue), file=sys.stderr)
+        _print_issues(exc.source or path, exc.issues, exc.warnings)
         print(f"{path}: {_count(len(exc.issues), 'problem')} found", file=sys.stderr)
         return 1
     except Exception as exc:  # never a traceback: say what broke and where
         print(f"{path}: cannot validate: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    _print_issues(path, [], loaded.warnings)
     routes, upstreams = len(snapshot.routes), len(snapshot.upstreams)
-    print(f"OK: {path} ({_count(routes, 'route')}, {_count(upstreams, 'upstream')})")
+    warned = f"; {_count(len(loaded.warnings), 'warning')}" if loaded.warnings else ""
+    print(f"OK: {path} ({_count(routes, 'route')}, {_count(upstreams, 'upstream')}{warned})")
     return 0
+
+
+def _print_issues(source: str, issues: Sequence[ConfigIssue], warnings: Sequence[ConfigIssue]) -> None:
+    """Errors and warnings on stderr, in the order of their lines."""
+    both = [(issue, "") for issue in issues] + [(issue, "warning") for issue in warnings]
+    for issue, kind in sorted(both, key=lambda pair: pair[0].line or 0):
+        print(issue.located(source, kind), file=sys.stderr)
 
 
 def _count(n: int, noun: str) -> str:
@@ -116,8 +134,7 @@ def _count(n: int, noun: str) -> str:
 
 def format_issue(source: str, issue: ConfigIssue) -> str:
     """``FILE:LINE: path: message`` (without ``LINE`` or ``path`` when unknown)."""
-    where = f"{source}:{issue.line}" if issue.line is not None else source
-    return f"{where}: {issue.path}: {issue.message}" if issue.path else f"{where}: {issue.message}"
+    return issue.located(source)
 
 
 def schema() -> int:
@@ -128,7 +145,7 @@ def schema() -> int:
     return 0
 
 
-def run(config_path: str, log_level: str) -> int:
+def run(config_path: str, log_level: str, log_format: str = "text") -> int:
     """Run the gateway until it is stopped (the runtime is imported only here)."""
     try:
         # runtime.py is the lead's composition root; the ignore is for before it exists.
@@ -139,14 +156,33 @@ def run(config_path: str, log_level: str) -> int:
         print(f"sidegate run: the runtime is not available ({exc})", file=sys.stderr)
         return 1
     try:
-        code: int = runtime.run(config_path, log_level)
+        code: int = runtime.run(config_path, log_level, log_format)
         return code
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(format_issue(exc.source or config_path, issue), file=sys.stderr)
+        _cannot_start(exc, config_path, log_format)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _cannot_start(error: ConfigError, config_path: str, log_format: str) -> None:
+    """A config the gateway cannot start with: each issue as ``validate`` shows it, or as one
+    JSON log record (``--log-format json``), then one line that says so."""
+    source = error.source or config_path
+    summary = f"sidegate: cannot start: {_count(len(error.issues), 'problem')} found in {source}"
+    if log_format != "json":
+        _print_issues(source, error.issues, error.warnings)
+        print(summary, file=sys.stderr)
+        return
+    import logging
+
+    log = logging.getLogger("sidegate.config")
+    for issue in error.issues:
+        log.error(issue.located(source), extra={"event": "config_error", **issue.fields(source)})
+    for issue in error.warnings:
+        log.warning(issue.located(source), extra={"event": "config_warning", **issue.fields(source)})
+    issues = [issue.fields(source) for issue in error.issues]
+    log.error(summary, extra={"event": "start", "result": "invalid_config", "issues": issues})
 
 
 if __name__ == "__main__":

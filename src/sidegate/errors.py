@@ -27,13 +27,28 @@ class ConfigIssue:
         at = f" (line {self.line})" if self.line is not None else ""
         return f"{where}{at}: {self.message}"
 
+    def located(self, source: str, kind: str = "") -> str:
+        """``FILE:LINE: path: message`` (without ``LINE`` or ``path`` when unknown), the form
+        editors and CI annotate; ``kind`` (``"warning"``) goes before the message."""
+        where = f"{source}:{self.line}" if self.line is not None else source
+        message = f"{kind}: {self.message}" if kind else self.message
+        return f"{where}: {self.path}: {message}" if self.path else f"{where}: {message}"
+
+    def fields(self, source: str) -> dict[str, object]:
+        """The issue as structured log fields."""
+        return {"file": source, "line": self.line, "path": self.path, "problem": self.message}
+
 
 class ConfigError(SidegateError):
-    """A configuration that cannot be used; ``issues`` lists every problem found."""
+    """A configuration that cannot be used; ``issues`` lists every problem found, ``warnings``
+    what would work but surprise (reported with them)."""
 
-    def __init__(self, issues: list[ConfigIssue], source: str = "") -> None:
+    def __init__(
+        self, issues: list[ConfigIssue], source: str = "", warnings: list[ConfigIssue] | None = None
+    ) -> None:
         self.issues = issues
         self.source = source
+        self.warnings = warnings or []
         head = f"{source}: " if source else ""
         super().__init__(head + "; ".join(str(i) for i in issues))
 

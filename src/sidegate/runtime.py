@@ -14,7 +14,6 @@ import asyncio
 import copy
 import logging
 import signal
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -25,7 +24,7 @@ from sidegate.admin.stats import StatsBackend, StatsParts, stats_routes
 from sidegate.cache.counters import COUNTERS
 from sidegate.cache_api import cache_routes
 from sidegate.config.compile import compile_checked
-from sidegate.config.isolated import validate_file, validate_text
+from sidegate.config.isolated import Normalised, validate_file, validate_text
 from sidegate.config.snapshot import CacheSettings, ListenerSpec, Snapshot
 from sidegate.errors import ConfigError
 from sidegate.explain_api import Explain, Traces, explain_routes
@@ -34,6 +33,7 @@ from sidegate.native import describe
 from sidegate.observe.aggregate import merge
 from sidegate.observe.app_metrics import scrape_app
 from sidegate.observe.metrics import Metrics
+from sidegate.observe.oplog import configure as configure_logging
 from sidegate.observe.prometheus import render
 from sidegate.outcome import explain
 from sidegate.proxy import Proxy, View
@@ -328,18 +328,22 @@ class SingleProcess:
             gateway = self.gateway
             assert gateway is not None
             self.state.last_attempt = time.time()
+            began = time.monotonic()
             try:
-                # The checker child takes ~0.5 s: wait for it off the loop. Filters are built
-                # on the loop, where they may take loop-bound resources.
+                # The checker server answers in milliseconds, a cold start takes up to a
+                # second: wait off the loop. Filters are built on the loop, where they may take
+                # loop-bound resources.
                 checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)
+                checked_in = round(time.monotonic() - began, 3)
                 snapshot = compile_checked(checked)
             except ConfigError as error:
                 self.state.last_error = str(error)
                 gateway.metrics.config_reload(False)
+                version = gateway.metrics.config_version
+                fields = reload_fields("rejected", version, issues=issue_list(error))
+                fields["seconds"] = round(time.monotonic() - began, 3)
                 log.error(
-                    "config reload rejected, still serving version %d: %s",
-                    gateway.metrics.config_version,
-                    error,
+                    "config reload rejected, still serving version %d: %s", version, error, extra=fields
                 )
                 return False, str(error)
             warnings = gateway.apply(snapshot)
@@ -347,9 +351,14 @@ class SingleProcess:
             gateway.metrics.config_reload(True)
             self.state.last_error = None
             self.state.loaded_at = time.time()
+            log_warnings(checked)
             for warning in warnings:
-                log.warning("config reload: %s", warning)
-            log.info("config reloaded: version %d", gateway.metrics.config_version)
+                log.warning("config reload: %s", warning, extra={"event": "restart_pending"})
+            version = gateway.metrics.config_version
+            seconds = round(time.monotonic() - began, 3)
+            fields = reload_fields("ok", version, seconds=seconds, checked_in=checked_in)
+            msg = "config reloaded: version %d (%.3f s, checked in %.3f s)"
+            log.info(msg, version, seconds, checked_in, extra=fields)
             message = f"version {gateway.metrics.config_version}"
             return True, message + ("; " + "; ".join(warnings) if warnings else "")
 
@@ -370,30 +379,28 @@ class SingleProcess:
             self.snapshot.admin,
             len(self.snapshot.routes),
             describe(),
+            extra={"event": "start", "result": "serving", "config": self.path},
         )
         await self.stopped.wait()
         self.draining = True
-        log.info("draining: finishing in-flight requests (up to %gs)", gateway.snapshot.drain_timeout)
+        drain = gateway.snapshot.drain_timeout
+        log.info("draining: finishing in-flight requests (up to %gs)", drain, extra={"event": "drain"})
         await gateway.drain(gateway.snapshot.drain_timeout)
         control.stop()
         remove_table()  # this process's rate-limit table, if a limit made one
-        log.info("stopped")
+        log.info("stopped", extra={"event": "stop"})
         return 0
 
 
-def run(config_path: str, log_level: str = "info") -> int:
-    """Run a gateway from ``config_path`` until SIGTERM/SIGINT; returns the exit code."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        checked = validate_file(config_path)
-        snapshot = compile_checked(checked)
-    except ConfigError as error:
-        print(f"sidegate: cannot start, the config is invalid:\n{error}", file=sys.stderr)
-        return 1
+def run(config_path: str, log_level: str = "info", log_format: str = "text") -> int:
+    """Run a gateway from ``config_path`` until SIGTERM/SIGINT; returns the exit code.
+
+    A config it cannot start with raises :class:`ConfigError` (the CLI reports it).
+    """
+    configure_logging(log_level, log_format)
+    checked = validate_file(config_path)
+    snapshot = compile_checked(checked)
+    log_warnings(checked)
     if snapshot.workers > 1:
         from sidegate.supervisor import run_supervisor
 
@@ -403,5 +410,21 @@ def run(config_path: str, log_level: str = "info") -> int:
     try:
         return uvloop.run(SingleProcess(config_path, snapshot).serve())
     except OSError as error:
-        print(f"sidegate: {error.strerror or error}", file=sys.stderr)
+        log.error("cannot start: %s", error.strerror or error, extra={"event": "start", "result": "failed"})
         return 1
+
+
+def log_warnings(checked: Normalised) -> None:
+    """The checker's warnings about a config that works, but not as one may think."""
+    for issue in checked.warnings:
+        fields = {"event": "config_warning", **issue.fields(checked.source)}
+        logging.getLogger("sidegate.config").warning(issue.located(checked.source), extra=fields)
+
+
+def reload_fields(result: str, version: int, **more: Any) -> dict[str, Any]:
+    """The structured fields of a reload's log record."""
+    return {"event": "reload", "result": result, "version": version, **more}
+
+
+def issue_list(error: ConfigError) -> list[dict[str, object]]:
+    return [issue.fields(error.source) for issue in error.issues]

@@ -29,7 +29,6 @@ import itertools
 import logging
 import multiprocessing
 import signal
-import sys
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -43,21 +42,23 @@ from sidegate.errors import ConfigError
 from sidegate.observe.aggregate import merge
 from sidegate.observe.app_metrics import AppScrape, scrape_app
 from sidegate.observe.metrics import Metrics
+from sidegate.observe.oplog import configure as configure_logging
+from sidegate.observe.oplog import settings as log_settings
 from sidegate.observe.prometheus import render
 from sidegate.ratelimit.pod import name_table_for_workers, remove_table
-from sidegate.runtime import ConfigState, ControlPlane, Gateway
+from sidegate.runtime import ConfigState, ControlPlane, Gateway, issue_list, log_warnings, reload_fields
 from sidegate.server.listener import bind_tcp
 
 log = logging.getLogger("sidegate.supervisor")
 
 
-def worker_main(path: str, checked: Normalised, channel: Connection, index: int, log_level: int) -> None:
-    """Entry point of a worker process (spawned)."""
+def worker_main(
+    path: str, checked: Normalised, channel: Connection, index: int, log_settings: tuple[int, str]
+) -> None:
+    """Entry point of a worker process (spawned); ``log_settings``: the supervisor's level and format."""
     import uvloop
 
-    logging.basicConfig(
-        level=log_level, format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s"
-    )
+    configure_logging(*log_settings, worker=index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
     uvloop.run(_worker(path, checked, channel))
 
@@ -143,9 +144,10 @@ class Supervisor:
     def _spawn(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
         mine, theirs = self._mp.Pipe()
-        level = logging.getLogger().level
         process = self._mp.Process(
-            target=worker_main, args=(self.path, self.checked, theirs, worker.index, level), daemon=True
+            target=worker_main,
+            args=(self.path, self.checked, theirs, worker.index, log_settings()),
+            daemon=True,
         )
         process.start()
         theirs.close()
@@ -166,7 +168,8 @@ class Supervisor:
                     future.set_exception(ConnectionError("worker exited"))
             worker.waiting.clear()
             if not self.draining:
-                log.error("worker %d exited unexpectedly; starting it again", worker.index)
+                fields = {"event": "worker_exit", "worker": worker.index}
+                log.error("worker %d exited unexpectedly; starting it again", worker.index, extra=fields)
                 asyncio.get_running_loop().call_later(0.5, self._respawn, worker)
             return
         if message.get("ready"):
@@ -268,12 +271,15 @@ class Supervisor:
     async def reload(self) -> tuple[bool, str]:
         async with self._reload_lock:
             self.state.last_attempt = time.time()
+            began = time.monotonic()
             try:
                 # The checker child reads the file (a missing or unreadable one is an issue too).
                 checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)
+                checked_in = round(time.monotonic() - began, 3)
                 snapshot = compile_checked(checked)
             except ConfigError as error:
                 return self._rejected(error)
+            log_warnings(checked)
             self.checked, self.snapshot = checked, snapshot
             replies = await asyncio.gather(
                 *(self._ask(w, {"op": "reload", "config": checked}) for w in self.workers),
@@ -287,15 +293,24 @@ class Supervisor:
             self.state.loaded_at = time.time()
             self.state.restart_pending = warnings
             for warning in warnings:
-                log.warning("config reload: %s", warning)
-            log.info("config reloaded: version %d", self.metrics.config_version)
+                log.warning("config reload: %s", warning, extra={"event": "restart_pending"})
+            version = self.metrics.config_version
+            result = "ok" if not failed else "partial"
+            seconds = round(time.monotonic() - began, 3)
+            fields = reload_fields(
+                result, version, unconfirmed=len(failed), seconds=seconds, checked_in=checked_in
+            )
+            msg = "config reloaded: version %d (%.3f s, checked in %.3f s)"
+            log.info(msg, version, seconds, checked_in, extra=fields)
             message = f"version {self.metrics.config_version}"
             return True, message + ("; " + "; ".join(warnings) if warnings else "")
 
     def _rejected(self, error: ConfigError) -> tuple[bool, str]:
         self.state.last_error = str(error)
         self.metrics.config_reload(False)
-        log.error("config reload rejected, still serving version %d: %s", self.metrics.config_version, error)
+        version = self.metrics.config_version
+        fields = reload_fields("rejected", version, issues=issue_list(error))
+        log.error("config reload rejected, still serving version %d: %s", version, error, extra=fields)
         return False, str(error)
 
     # -- life ----------------------------------------------------------------------------------
@@ -319,6 +334,7 @@ class Supervisor:
             len(self.workers),
             self.snapshot.inbound,
             self.snapshot.admin,
+            extra={"event": "start", "result": "serving", "config": self.path, "workers": len(self.workers)},
         )
         await self.stopped.wait()
         self.draining = True
@@ -344,5 +360,5 @@ def run_supervisor(path: str, snapshot: Snapshot, checked: Normalised) -> int:
         bind_tcp(snapshot.inbound.host, snapshot.inbound.port, reuse_port=False).close()
         return uvloop.run(Supervisor(path, snapshot, checked).serve())
     except OSError as error:
-        print(f"sidegate: {error.strerror or error}", file=sys.stderr)
+        log.error("cannot start: %s", error.strerror or error, extra={"event": "start", "result": "failed"})
         return 1

@@ -9,8 +9,9 @@ during the swap, triggers nothing.
 
 Polling costs no dependency and no thread, and keeps the serving process small (the RSS budget is
 30 MiB). A tenth of a second between looks (ten `stat` calls a second, about 0.05 % of a CPU)
-leaves most of the second a reload may take to the validation, which runs in a fresh process that
-imports pydantic (~0.6 s).
+leaves most of the second a reload may take to the validation, which the checker server (its
+imports done once, a forked child per check: :mod:`sidegate.config.isolated`) does in about ten
+milliseconds.
 """
 
 from __future__ import annotations

@@ -304,3 +304,111 @@ def test_run_stops_cleanly_on_sigint(tmp_path: Path, free_port: Callable[[], int
     output = log_path.read_text(errors="replace")
     assert code == 0, output
     assert "Traceback" not in output, output
+
+
+# --- every problem at once, and what cannot work -------------------------------------------------
+
+# The issue's example: one route whose jwt has no keys, whose rate_limit.key is unknown and whose
+# cache.default_ttl is negative. Each stage used to stop the next: only one was reported.
+THREE_MISTAKES = minimal() + (
+    "    filters:\n"
+    "      jwt: {issuer: 'https://login.example.com/'}\n"
+    "      rate_limit: {requests: 10, per: 1s, key: bogus}\n"
+    "      cache: {default_ttl: -5}\n"
+)
+
+
+def issues_of(stderr: str) -> list[tuple[int, str, str]]:
+    """(line, path, message) of each ``FILE:LINE: path: message`` line."""
+    found = []
+    for text in stderr.splitlines():
+        match = ISSUE.match(text)
+        if match is not None:
+            found.append((int(match["line"]), match["path"], match["message"]))
+    return found
+
+
+def test_validate_reports_the_three_mistakes_of_one_route_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, THREE_MISTAKES)
+    result = sidegate("validate", "--config", path)
+    assert result.returncode == 1, result
+    no_traceback(result)
+    found = issues_of(result.stderr)
+    assert [(line, dotted) for line, dotted, _ in found] == [
+        (11, "routes[0].filters.jwt"),
+        (12, "routes[0].filters.rate_limit.key"),
+        (13, "routes[0].filters.cache.default_ttl"),
+    ], result.stderr
+    assert "jwks_file or jwks_url" in found[0][2]
+    assert "'bogus'" in found[1][2] and "tenant" in found[1][2]
+    assert "-5" in found[2][2]
+    assert result.stderr.splitlines()[-1] == f"{path}: 3 problems found"
+
+
+@pytest.mark.parametrize(
+    ("identity", "key", "fix"),
+    [
+        ("", "header:x-tenant", "key: tenant"),
+        ("", "header:X-Consumer", "key: consumer"),
+        ("identity: {tenant_header: X-Org}\n", "header:x-org", "key: tenant"),
+        ("", "header:x-forwarded-for", "key: ip"),
+    ],
+    ids=["tenant-header", "consumer-header", "renamed-tenant-header", "forwarded-for"],
+)
+def test_validate_refuses_a_rate_limit_keyed_on_a_header_sidegate_removes(
+    tmp_path: Path, identity: str, key: str, fix: str
+) -> None:
+    """Every request would count under one empty key: every tenant in one bucket."""
+    text = identity + minimal() + f"    filters:\n      rate_limit: {{requests: 10, key: '{key}'}}\n"
+    path = write(tmp_path, text)
+    result = sidegate("validate", "--config", path)
+    assert result.returncode == 1, result
+    ((line, dotted, message),) = issues_of(result.stderr)
+    assert (line, dotted) == (11 + bool(identity), "routes[0].filters.rate_limit.key")
+    assert key.removeprefix("header:") in message and fix in message, message
+
+
+def test_a_header_that_is_not_sidegates_identity_header_may_be_a_key(tmp_path: Path) -> None:
+    text = "identity: {tenant_header: X-Org}\n" + minimal()
+    text += "    filters:\n      rate_limit: {requests: 10, key: 'header:x-tenant'}\n"
+    result = sidegate("validate", "--config", write(tmp_path, text))
+    assert result.returncode == 0, result.stderr
+
+
+def test_validate_prints_warnings_and_still_exits_0(tmp_path: Path) -> None:
+    text = minimal() + "    filters:\n      rate_limit: {requests: 10, key: consumer}\n"
+    path = write(tmp_path, text)
+    result = sidegate("validate", "--config", path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"OK: {path} (1 route, 1 upstream; 1 warning)\n"
+    ((line, dotted, message),) = issues_of(result.stderr)
+    assert (line, dotted) == (11, "routes[0].filters.rate_limit.key")
+    assert message.startswith("warning: no filter before this one names the caller"), message
+
+
+def test_run_prints_a_bad_config_as_validate_does(tmp_path: Path) -> None:
+    path = write(tmp_path, THREE_MISTAKES)
+    validated = sidegate("validate", "--config", path)
+    result = sidegate("run", "--config", path, timeout=20)
+    assert result.returncode == 1, result
+    no_traceback(result)
+    assert result.stderr.splitlines()[:-1] == validated.stderr.splitlines()[:-1]
+    assert result.stderr.splitlines()[-1] == f"sidegate: cannot start: 3 problems found in {path}"
+
+
+def test_run_with_json_logs_reports_a_bad_config_as_json_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, THREE_MISTAKES)
+    result = sidegate("run", "--config", path, "--log-format", "json", timeout=20)
+    assert result.returncode == 1, result
+    no_traceback(result)
+    records = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    assert [(r["line"], r["path"]) for r in records if r.get("event") == "config_error"] == [
+        (11, "routes[0].filters.jwt"),
+        (12, "routes[0].filters.rate_limit.key"),
+        (13, "routes[0].filters.cache.default_ttl"),
+    ]
+    last = records[-1]
+    assert (last["level"], last["event"], last["result"]) == ("error", "start", "invalid_config")
+    assert [issue["line"] for issue in last["issues"]] == [11, 12, 13]
+    for record in records:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"]), record

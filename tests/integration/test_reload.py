@@ -358,3 +358,68 @@ def test_a_reload_that_moves_the_listener_says_a_restart_is_needed(gateway: Any,
     assert dump["config"]["listeners"]["inbound"]["address"] == listening, (
         "/config_dump shows an address sidegate does not listen on"
     )
+
+
+# --- how long a reload takes under load --------------------------------------------------------
+
+
+def reload_times_under_load(gw: GatewayProcess, rounds: int, clients: int = 2) -> list[float]:
+    """Seconds from each file change to the new config answering, while ``clients`` keep-alive
+    connections send requests (half to the app, half answered by the gateway) without pause."""
+    stop = threading.Event()
+    errors: list[str] = []
+    sent = [0] * clients
+
+    def load(index: int) -> None:
+        target = get("/app") if index % 2 else get("/v")
+        try:
+            with RawClient(gw.port, timeout=10) as conn:
+                while not stop.is_set() and sent[index] < 200_000:  # bounded, whatever happens
+                    response = conn.request(target)
+                    if response.status != 200:
+                        errors.append(f"client {index}: {response.status} {response.body[:200]!r}")
+                        return
+                    sent[index] += 1
+        except Exception as exc:
+            errors.append(f"client {index} after {sent[index]} requests: {exc!r}")
+
+    threads = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    times: list[float] = []
+    try:
+        with RawClient(gw.port, timeout=10) as probe:
+            for n in range(1, rounds + 1):
+                version = f"r{n}"
+                before = sum(sent)
+                wait_until(lambda b=before: sum(sent) >= b + 200 or errors, 20, what="load running")
+                gw.write_config(with_version(gw.config, version))
+                changed = time.monotonic()
+                while probe.request(get("/v")).body.decode() != version:
+                    if time.monotonic() - changed > 10:
+                        raise AssertionError(f"{version} not served within 10 s:\n{gw.log()[-3000:]}")
+                    time.sleep(0.005)
+                times.append(time.monotonic() - changed)
+                time.sleep(0.3)  # the reloads are apart, as edits of a ConfigMap are
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    assert not errors, errors
+    assert min(sent) > 100, f"the load did not run: {sent}"
+    return times
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reload_under_load_takes_effect_within_a_second(gateway: Any, workers: int) -> None:
+    gw = start(gateway, workers=workers)
+    times = reload_times_under_load(gw, rounds=10, clients=4)
+    worst, median = max(times), sorted(times)[len(times) // 2]
+    print(
+        f"\nreload under load, workers {workers}: worst {worst:.3f} s, median {median:.3f} s",
+        [round(t, 2) for t in times],
+    )
+    assert worst < RELOAD_WITHIN, f"worst {worst:.3f} s, median {median:.3f} s: {sorted(times)}"
+    assert reloads(gw, "failed") == 0

@@ -1,8 +1,8 @@
 """Validating in a child process: same answers as in-process, clear failures, a lean gateway.
 
-The serving process never imports pydantic or YAML: ``validate_file``/``validate_text`` run
-``python -m sidegate.config.check`` and compile the plain JSON it prints. These tests start real
-child processes (about half a second each).
+The serving process never imports pydantic or YAML: ``validate_file``/``validate_text`` ask
+``python -m sidegate.config.check --serve`` (a checker server that forks a child per check) and
+compile the plain JSON it prints. These tests start real processes.
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -276,6 +278,131 @@ def test_a_checker_that_cannot_start(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     with pytest.raises(ConfigError) as info:
         validate_file("x.yaml")
     assert info.value.issues[0].message.startswith("cannot start the config checker")
+
+
+# --- the checker server: imports once, a child per check ------------------------------------------
+
+
+def processes(*, parent: int | None = None, group: int | None = None, marker: bytes = b"") -> list[int]:
+    """Live processes with this parent or process group (and ``marker`` in their command line)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z" or marker not in cmdline:
+            continue
+        if (parent is None or int(fields[1]) == parent) and (group is None or int(fields[2]) == group):
+            found.append(int(entry))
+    return found
+
+
+def servers() -> list[int]:
+    return processes(parent=os.getpid(), marker=b"--serve")
+
+
+def test_checks_are_answered_by_one_server_that_stays(tmp_path: Path) -> None:
+    path = write(tmp_path, RICH)
+    validate_file(path, environ=ENV)
+    (server,) = servers()
+    for _ in range(3):
+        assert compile_checked(validate_file(path, environ=ENV)).admin.port == 9911
+    assert servers() == [server]
+
+
+def test_a_server_that_died_is_replaced(tmp_path: Path) -> None:
+    path = write(tmp_path, RICH)
+    validate_file(path, environ=ENV)
+    (server,) = servers()
+    os.kill(server, signal.SIGKILL)
+    assert compile_checked(validate_file(path, environ=ENV)).admin.port == 9911
+    assert servers() and servers() != [server]
+
+
+# A server whose checks die (or hang) on a config that says so, and answer as usual otherwise.
+BRITTLE = """
+import os, sys, time
+from sidegate.config.check import _request
+from sidegate.config.forking import serve
+sys.stdout = sys.stderr
+
+def handle(line):
+    if b"crash-me" in line:
+        os.kill(os.getpid(), 9)
+    if b"hang-me" in line:
+        time.sleep(60)
+    return _request(line)
+
+serve(handle, lambda names: None)
+"""
+
+
+def test_a_check_that_kills_its_process_leaves_the_server_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolated, "CHECKER", (sys.executable, "-c", BRITTLE))
+    good = RICH.replace("${ADMIN_PORT}", "1").replace("${TOKEN}", "t")
+    assert compile_checked(validate_text(good, "a.yaml")).admin.port == 1
+    (server,) = processes(parent=os.getpid(), marker=b"crash-me")
+    with pytest.raises(ConfigError) as info:
+        validate_text(good + "# crash-me\n", "b.yaml")
+    assert info.value.issues == [ConfigIssue("", "the config checker was killed by SIGKILL")]
+    assert compile_checked(validate_text(good, "c.yaml")).admin.port == 1
+    assert processes(parent=os.getpid(), marker=b"crash-me") == [server]
+
+
+def test_a_check_that_hangs_is_stopped_with_its_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolated, "CHECKER", (sys.executable, "-c", BRITTLE))
+    good = RICH.replace("${ADMIN_PORT}", "1").replace("${TOKEN}", "t")
+    validate_text(good, "a.yaml")
+    (server,) = processes(parent=os.getpid(), marker=b"crash-me")
+    with pytest.raises(ConfigError) as info:
+        validate_text(good + "# hang-me\n", "b.yaml", timeout=1.0)
+    assert info.value.issues == [ConfigIssue("", "the config checker did not answer within 1s")]
+    assert processes(group=server) == [], "the hanging check outlived the timeout"
+    assert compile_checked(validate_text(good, "c.yaml")).admin.port == 1
+
+
+def test_the_server_sees_the_environment_and_directory_of_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, RICH, "relative.yaml")
+    validate_text(RICH, "first.yaml", environ=ENV)  # the server is started now, with this environment
+    assert servers()
+    monkeypatch.setenv("ADMIN_PORT", "9124")
+    monkeypatch.setenv("TOKEN", "t")
+    monkeypatch.chdir(tmp_path)
+    assert compile_checked(validate_file("relative.yaml")).admin.port == 9124
+
+
+def test_the_server_goes_away_with_its_parent(tmp_path: Path) -> None:
+    """At a clean exit it is stopped; when the parent is killed, its stdin closes and it exits."""
+    path = write(tmp_path, RICH)
+    code = f"""
+import os, sys
+from sidegate.config.isolated import validate_file, _SERVER
+validate_file({path!r})
+print(_SERVER._process.pid, flush=True)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), 9)
+"""
+    for how in ("exit", "kill"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, how],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        pid = int(done.stdout.split()[0])
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{pid}").exists(), f"the server outlived its parent ({how})"
 
 
 # --- the checker itself ------------------------------------------------------------------------------

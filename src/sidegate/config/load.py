@@ -7,7 +7,10 @@ The steps, each adding :class:`~sidegate.errors.ConfigIssue` values rather than 
 3. substitute ``${ENV}`` references in string values;
 4. validate against :class:`~sidegate.config.model.SidegateConfig`, turning pydantic's errors into
    dotted paths, lines and messages that say what was found and what would work;
-5. check what needs the whole file: each route's upstream exists, route names are unique.
+5. check what needs the whole file: each route's upstream exists, route names are unique;
+6. set up each filter whose config is valid, and check that the request headers filters and
+   route matches rely on reach them (:mod:`sidegate.config.reach`), even when step 4 failed
+   elsewhere; what works but surprises is a warning.
 
 Only a YAML syntax error, an unreadable file or a top level that is not a mapping stop early,
 since nothing after them would be meaningful. If any issue was found, :class:`ConfigError` is
@@ -28,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from sidegate.config.model import Route, SidegateConfig
+from sidegate.config.reach import check_reach
 from sidegate.config.source import Document, Path, format_path, line_for, parse_yaml, substitute_env
 from sidegate.errors import ConfigError, ConfigIssue
 from sidegate.filters.registry import lookup
@@ -41,6 +45,7 @@ class LoadedConfig:
     source: str
     text: str
     lines: Mapping[Path, int] = field(default_factory=dict)
+    warnings: tuple[ConfigIssue, ...] = ()  # what works, but not as one may think
 
     def line_of(self, path: Path) -> int | None:
         """Line of ``path`` (e.g. ``("routes", 0, "filters")``), or of its nearest ancestor."""
@@ -87,9 +92,10 @@ def load_config_text(
     skip = substitute_env(doc, os.environ if environ is None else environ)
     config = _validate(doc, skip)
     _check_references(doc)
+    warnings = _sorted(check_reach(doc, skip))
     if doc.issues or config is None:
-        raise ConfigError(_sorted(doc.issues), source)
-    return LoadedConfig(config=config, source=source, text=text, lines=doc.lines)
+        raise ConfigError(_sorted(doc.issues), source, warnings)
+    return LoadedConfig(config=config, source=source, text=text, lines=doc.lines, warnings=tuple(warnings))
 
 
 def _only_comments(text: str) -> bool:
@@ -231,9 +237,40 @@ def _check_listeners(doc: Document) -> None:
         )
 
 
+def _check_consumers(doc: Document) -> None:
+    """A consumer name, and an API key, belong to one consumer only."""
+    consumers = doc.data.get("consumers")
+    if not isinstance(consumers, list):
+        return
+    names: dict[str, int] = {}
+    keys: dict[str, str] = {}
+    for i, consumer in enumerate(consumers):
+        if not isinstance(consumer, dict):
+            continue
+        name = consumer.get("name")
+        if isinstance(name, str) and name:
+            if name in names:
+                _add(
+                    doc,
+                    ("consumers", i, "name"),
+                    f"{name!r} is also consumers[{names[name]}]; names are unique",
+                )
+            names.setdefault(name, i)
+        api_keys = consumer.get("api_keys")
+        for j, key in enumerate(api_keys if isinstance(api_keys, list) else ()):
+            if not isinstance(key, str):
+                continue
+            if key in keys:
+                msg = f"{keys[key]} has this API key too; a key names one consumer"
+                _add(doc, ("consumers", i, "api_keys", j), msg)
+            keys.setdefault(key, f"consumers[{i}] ({name})")
+
+
 def _check_references(doc: Document) -> None:
-    """Checks across the file: each route's upstream is defined, and route names are unique."""
+    """Checks across the file: each route's upstream is defined, route names are unique, and
+    consumer names and keys too."""
     _check_listeners(doc)
+    _check_consumers(doc)
     data = doc.data
     routes, upstreams = data.get("routes"), data.get("upstreams")
     if not isinstance(routes, list):

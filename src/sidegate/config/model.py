@@ -2,9 +2,9 @@
 
 The models check *shape and local values* (types, ranges, units, "exactly one of", regexes that
 compile); cross-references between parts of the file (a route's upstream exists, route names are
-unique) are checked by :mod:`sidegate.config.load`, which sees the whole file and reports every
-problem at once. Every model forbids unknown keys and every field has a description, so the JSON
-Schema (:func:`config_json_schema`) documents the file.
+unique, so are consumers' names and keys) are checked by :mod:`sidegate.config.load`, which sees
+the whole file and reports every problem at once. Every model forbids unknown keys and every
+field has a description, so the JSON Schema (:func:`config_json_schema`) documents the file.
 
 A route's ``filters`` mapping is validated against the registry: each name is looked up with
 :func:`sidegate.filters.registry.lookup` and its value validated with that filter's
@@ -497,23 +497,6 @@ class SidegateConfig(_Model):
     observability: Observability = Field(
         default_factory=Observability, description="access log, tracing, explain, app metrics"
     )
-
-    @model_validator(mode="after")
-    def _unique_consumers(self) -> SidegateConfig:
-        names: set[str] = set()
-        keys: dict[str, str] = {}
-        for index, consumer in enumerate(self.consumers):
-            if consumer.name in names:
-                raise ValueError(f"consumers[{index}].name {consumer.name!r} is used twice; names are unique")
-            names.add(consumer.name)
-            for key in consumer.api_keys:
-                if key in keys:
-                    raise ValueError(
-                        f"consumers[{index}] ({consumer.name}) has an API key that {keys[key]} has too; "
-                        "a key names one consumer"
-                    )
-                keys[key] = consumer.name
-        return self
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -53,6 +53,8 @@ class ApiKey(Filter):
     name = "api_key"
     answer_flags = {401: "auth_failed", 403: "auth_forbidden"}
     config_model = ApiKeyConfig
+    names_caller = True
+    header_fields = ("header",)
 
     def __init__(self, config: ApiKeyConfig) -> None:
         super().__init__(config)

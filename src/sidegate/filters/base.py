@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Self, TypeVar
@@ -52,7 +52,15 @@ from sidegate.config.snapshot import (
 from sidegate.filters.context import RequestContext
 from sidegate.http.messages import LocalResponse, ReadyResponse, RequestHead, ResponseHead
 
-__all__ = ["Answer", "Filter", "FilterConfig", "RequestContext", "RouteEnvironment", "Wait"]
+__all__ = [
+    "Answer",
+    "ConfigValueError",
+    "Filter",
+    "FilterConfig",
+    "RequestContext",
+    "RouteEnvironment",
+    "Wait",
+]
 
 T = TypeVar("T")
 
@@ -107,6 +115,18 @@ def _convert(kind: Any, value: Any) -> Any:
     return value
 
 
+ConfigPath = tuple[str | int, ...]  # a place inside a filter's config: ("limits", 1, "key")
+
+
+class ConfigValueError(ValueError):
+    """What a filter's constructor raises for config values that cannot work: each message with
+    where the value is in the filter's config, so that the error names that value's line."""
+
+    def __init__(self, path: ConfigPath, message: str, *more: tuple[ConfigPath, str]) -> None:
+        super().__init__("; ".join(m for _, m in ((path, message), *more)))
+        self.problems = ((path, message), *more)
+
+
 @dataclass(frozen=True, slots=True)
 class Wait:
     """An ``on_request`` answer: park the request until ``until`` is done (or ``timeout`` seconds
@@ -143,6 +163,34 @@ class Filter:
     #: The response flag (access log, explain) of an answer this filter gave, by status; a status
     #: not listed is flagged with the filter's name.
     answer_flags: ClassVar[Mapping[int, str]] = {}
+    #: True for a filter that names the caller (``ctx.consumer``, ``ctx.tenant``) for later ones.
+    names_caller: ClassVar[bool] = False
+    #: What to do instead of reading a request header that never reaches filters, by what that
+    #: header is: "consumer", "tenant" (the identity headers), "client", "host" (forwarding ones).
+    header_alternatives: ClassVar[Mapping[str, str]] = {}
+    #: Config fields whose value is a request header name (or a list of them) the filter reads.
+    header_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def request_headers(cls, config: FilterConfig) -> Iterable[tuple[ConfigPath, str]]:
+        """The request headers ``config`` has this filter read, each with where it is named
+        (by default, those of :attr:`header_fields`).
+
+        The config checker refuses a header that Sidegate removes from requests before the
+        filters run (the identity headers it sets, the forwarding headers it rewrites).
+        """
+        for name in cls.header_fields:
+            value = getattr(config, name)
+            if isinstance(value, str):
+                if value:
+                    yield (name,), value
+            else:
+                yield from (((name, i), header) for i, header in enumerate(value))
+
+    @classmethod
+    def caller_needed(cls, config: FilterConfig) -> Iterable[ConfigPath]:
+        """Where ``config`` relies on a caller named by an earlier filter (a warning if none is)."""
+        return ()
 
     def __init__(self, config: FilterConfig) -> None:
         self.config = config

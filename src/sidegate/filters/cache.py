@@ -91,6 +91,11 @@ class Cache(Filter):
     name = "cache"
     answer_flags = {200: "", 206: "", 304: "", 504: "cache_only_if_cached"}
     config_model = CacheConfig
+    header_fields = ("key_headers", "bypass_headers")
+    header_alternatives = {
+        "tenant": "leave it out: each tenant's entries are kept apart already (partition)",
+        "host": "leave it out: the host is part of the key already",
+    }
 
     def __init__(self, config: CacheConfig) -> None:
         super().__init__(config)

@@ -90,6 +90,8 @@ class Jwt(Filter):
     name = "jwt"
     answer_flags = {401: "auth_failed", 403: "auth_forbidden", 503: "auth_unavailable"}
     config_model = JwtConfig
+    names_caller = True
+    header_fields = ("header",)
 
     def __init__(self, config: JwtConfig) -> None:
         super().__init__(config)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import replace as _dc_replace
 from typing import TYPE_CHECKING, Annotated, Final, Literal
@@ -37,7 +38,16 @@ from typing import TYPE_CHECKING, Annotated, Final, Literal
 from annotated_types import Ge
 
 from sidegate.config.snapshot import RedisSpec
-from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
+from sidegate.filters.base import (
+    Answer,
+    ConfigPath,
+    ConfigValueError,
+    Filter,
+    FilterConfig,
+    RequestContext,
+    RouteEnvironment,
+    Wait,
+)
 from sidegate.filters.counters import POLICY
 from sidegate.filters.fastpath import LimitPath
 from sidegate.filters.identity import OTHER
@@ -123,16 +133,41 @@ class RateLimit(Filter):
     name = "rate_limit"
     answer_flags = {429: "rate_limited", 503: "rate_limit_unavailable"}
     config_model = RateLimitConfig
+    header_alternatives = {
+        "consumer": "use key: consumer (after api_key or jwt)",
+        "tenant": "use key: tenant (after api_key or jwt)",
+        "client": "use key: ip",
+        "host": "give each host its own route",
+    }
+
+    @classmethod
+    def request_headers(cls, config: FilterConfig) -> Iterable[tuple[ConfigPath, str]]:
+        assert isinstance(config, RateLimitConfig)
+        for path, limit in _placed(config):
+            if limit.key.startswith("header:"):
+                yield (*path, "key"), limit.key.removeprefix("header:").strip()
+
+    @classmethod
+    def caller_needed(cls, config: FilterConfig) -> Iterable[ConfigPath]:
+        assert isinstance(config, RateLimitConfig)
+        return [(*path, "key") for path, limit in _placed(config) if limit.key in ("consumer", "tenant")]
 
     def __init__(self, config: RateLimitConfig) -> None:
         super().__init__(config)
-        limits = list(config.limits)
-        if config.requests is not None:
-            limits.insert(0, LimitConfig(config.requests, config.per, config.key, config.burst, config.store))
+        limits = _placed(config)
         if not limits:
             raise ValueError("give requests (and per, key) or a list of limits")
         self.cfg = config
-        self.limits = tuple(_compile(i, limit) for i, limit in enumerate(limits))
+        compiled: list[_Limit] = []
+        problems: list[tuple[ConfigPath, str]] = []
+        for i, (path, limit) in enumerate(limits):
+            try:
+                compiled.append(_compile(i, limit, path))
+            except ConfigValueError as exc:  # every limit's mistakes, not only the first
+                problems += exc.problems
+        if problems:
+            raise ConfigValueError(*problems[0], *problems[1:])
+        self.limits = tuple(compiled)
         self.route = ""
         self.redis_spec = RedisSpec()
 
@@ -290,14 +325,29 @@ def _start(limiter: RedisLimiter, key: bytes, requests: int, per: float, burst: 
     return start_decision(limiter, key, requests, per, burst)
 
 
-def _compile(index: int, limit: LimitConfig) -> _Limit:
-    per = parse_window(limit.per)
+def _placed(config: RateLimitConfig) -> list[tuple[ConfigPath, LimitConfig]]:
+    """The limits of ``config``, each with where it is written (the one limit is at the top)."""
+    placed: list[tuple[ConfigPath, LimitConfig]] = [
+        (("limits", i), lim) for i, lim in enumerate(config.limits)
+    ]
+    if config.requests is not None:
+        one = LimitConfig(config.requests, config.per, config.key, config.burst, config.store)
+        placed.insert(0, ((), one))
+    return placed
+
+
+def _compile(index: int, limit: LimitConfig, path: ConfigPath = ()) -> _Limit:
+    try:
+        per = parse_window(limit.per)
+    except ValueError as exc:
+        raise ConfigValueError((*path, "per"), str(exc).removeprefix("per: ")) from None
     key = limit.key
     if key.startswith("header:"):
         if not key.removeprefix("header:").strip():
-            raise ValueError("key header:NAME needs a header name")
+            raise ConfigValueError((*path, "key"), "key header:NAME needs a header name")
     elif key not in _KEYS:
-        raise ValueError(f"key {key!r}: use one of ip, consumer, tenant, route, header:NAME")
+        msg = f"unknown key {key!r}: use one of ip, consumer, tenant, route, header:NAME"
+        raise ConfigValueError((*path, "key"), msg)
     burst = limit.burst or limit.requests
     name = limit.name or str(index)
     window = max(1, round(per))
