@@ -21,6 +21,7 @@ HOT_MODULES = (
     "sidegate.plan",
     "sidegate.observe.trace_context",
     "sidegate.http.counted",
+    "sidegate.http.chunked",
     "sidegate.http.errors",
     "sidegate.http.messages",
     "sidegate.http.request_parser",

@@ -30,7 +30,7 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +145,9 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             drop_fields=frozenset(
                 name.lower() for name in (identity.consumer_header, identity.tenant_header) if name
             ),
+            chunk_line=limits.get("chunk_line", 4096),
+            underscore_headers=inbound.get("underscore_headers", "drop_managed"),
+            managed_fields=_edited_names(route for _, route in entries),
         ),
         forwarded=ForwardedSpec(
             mode=forwarded["mode"],
@@ -162,6 +165,16 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         dump=config_dump(config),
         source=source,
     )
+
+
+def _edited_names(routes: Iterable[Route]) -> frozenset[bytes]:
+    """Request header names (lower-case) some route sets, adds or removes."""
+    names: set[bytes] = set()
+    for route in routes:
+        edits = route.request_headers
+        if edits is not None:
+            names |= edits.drop | {name.lower() for name, _ in edits.add}
+    return frozenset(names)
 
 
 def compile_observability(config: Plain) -> ObservabilitySpec:
