@@ -160,6 +160,24 @@ def test_endless_chunk_extension_cut_at_the_bound(gw: GatewayProcess, origin: Or
     assert origin.received() == []
 
 
+def test_extensions_cannot_be_most_of_a_body(gw: GatewayProcess, origin: OriginProcess) -> None:
+    """Each line within the bound, but far more extension than data: refused (as Go does), while
+    as many one-byte chunks without extensions are fine."""
+    many_tiny = b"".join(b"1\r\nx\r\n" for _ in range(2000)) + b"0\r\n\r\n"
+    with RawClient(gw.port) as client:
+        ok = client.request(CHUNK_HEAD + many_tiny)
+        assert ok.status == 200 and ok.body == b"x" * 2000
+    origin.reset()
+    padded = b"".join(b"1;" + b"e" * 58 + b"\r\nx\r\n" for _ in range(2000)) + b"0\r\n\r\n"
+    with RawClient(gw.port) as client:
+        client.send(CHUNK_HEAD + padded)
+        response = client.read_response(timeout=5)
+        assert response.status == 400 and "not data" in response.json()["detail"]
+        assert client.is_closed(3.0)
+    time.sleep(0.05)
+    assert origin.received() == []  # part of it may have been streamed, never a complete request
+
+
 def test_default_chunk_line_bound_is_4_kib(gateway: GatewayFactory, origin: OriginProcess) -> None:
     gw = gateway()
     with RawClient(gw.port) as client:

@@ -6,6 +6,9 @@ body with :class:`ChunkedBody`: every legal form is accepted (extensions are dro
 re-chunked on the way out), a chunk line longer than ``chunk_line_max`` (size and extensions) is
 refused, and so is whatever is ambiguous (a bare LF or CR, a size that is not plain hex, data not
 followed by CRLF, a malformed trailer line). Trailer fields are checked, bounded and dropped.
+Extensions bounded per line could still be most of a body (a 4 KiB extension on every one-byte
+chunk), so, as Go's net/http does, what is not data may not pass 16 KiB beyond an allowance of 16
+bytes plus twice the data of each chunk.
 
 A refusal raises :class:`ProtocolError` with the reader's status (400 for requests, 502 for
 responses), so the connection answers and closes.
@@ -41,6 +44,7 @@ _DATA_END: Final = 2  # the CRLF after chunk data (``_chunk_line`` holds what ca
 _TRAILER: Final = 3  # trailer lines, up to the empty line that ends the body
 
 CHUNK_LINE_MAX: Final = 4096  # default bound on a chunk line (size and extensions), as Go's net/http
+_EXCESS_MAX: Final = 16 * 1024  # bytes that are not data, beyond each chunk's allowance
 
 
 class ChunkedBody(CountedBody):
@@ -51,6 +55,7 @@ class ChunkedBody(CountedBody):
         "_chunk_line_max",
         "_chunk_state",
         "_chunk_status",
+        "_excess",
         "_trailer_left",
         "_trailer_max",
         "in_chunked",
@@ -64,6 +69,7 @@ class ChunkedBody(CountedBody):
         self._chunk_line = b""  # a line not yet ended by its LF
         self._chunk_state = _LINE
         self._trailer_left = 0
+        self._excess = 0
         self.in_chunked = False  # a chunked body is being read
 
     def _start_chunked(self) -> None:
@@ -71,6 +77,7 @@ class ChunkedBody(CountedBody):
         self._chunk_state = _LINE
         self._chunk_line = b""
         self._trailer_left = self._trailer_max
+        self._excess = 0
 
     def _read_chunked(self, data: bytes, pos: int) -> int:
         """Read the chunked body from ``data[pos:]``; returns the offset where what follows the
@@ -137,6 +144,10 @@ class ChunkedBody(CountedBody):
         if len(digits) > _SIZE_DIGITS_MAX:
             self._broken("chunk size too large")
         length = int(digits, 16) if digits else 0
+        excess = self._excess + len(line) + 4 - 16 - 2 * length  # the line and the CRLFs
+        self._excess = excess if excess > 0 else 0
+        if excess > _EXCESS_MAX:
+            self._broken("chunked body with too much that is not data (extensions or tiny chunks)")
         if length:
             self._body_left = length
             self._chunk_state = _DATA
