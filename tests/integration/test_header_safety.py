@@ -29,6 +29,12 @@ def gw(gateway_module: GatewayFactory) -> GatewayProcess:
             "upstream": "app",
             "headers": {"request": {"set": {"X-Internal-Role": "gateway"}, "remove": ["X-Debug"]}},
         },
+        {
+            "name": "local",
+            "match": {"path_prefix": "/local"},
+            "upstream": "app",
+            "filters": {"direct_response": {"status": 403, "body": "not here"}},
+        },
         {"name": "all", "match": {"path_prefix": "/"}, "upstream": "app"},
     ]
     return gateway_module(routes=routes)
@@ -158,20 +164,23 @@ def test_h2c_is_stripped_from_a_list_of_upgrades(gw: GatewayProcess, origin: Ori
     assert received.header_all("Upgrade") == ["websocket"]
 
 
-@pytest.mark.parametrize("path", ["/", "/status/426", "/status/400"])
+@pytest.mark.parametrize("path", ["/", "/status/426", "/status/400", "/local"])
 def test_refused_upgrade_keeps_serving_pipelined_requests_in_order(
     gw: GatewayProcess, origin: OriginProcess, path: str
 ) -> None:
-    """The app answers an upgrade request with anything but 101: the connection is still plain
-    HTTP/1.1, and the requests sent right behind it (same write) are served, in order."""
+    """The app (or Sidegate itself: /local) answers an upgrade request with anything but 101:
+    the connection is still plain HTTP/1.1, and the requests sent right behind it (same write)
+    are served, in order."""
     data = upgrade(path, "websocket", {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    expected = {"/": 200, "/local": 403}.get(path) or int(path.rsplit("/", 1)[1])
     with RawClient(gw.port) as client:
         client.send(data + get("/second") + get("/third"))
         responses = [client.read_response(timeout=5) for _ in range(3)]
-        assert responses[0].status == (int(path.rsplit("/", 1)[1]) if path != "/" else 200)
+        assert responses[0].status == expected
         assert [r.json()["path"] for r in responses[1:]] == ["/second", "/third"]
         assert client.request(get("/fourth")).json()["path"] == "/fourth"  # and later ones too
-    assert [r.path for r in origin.received()] == [path, "/second", "/third", "/fourth"]
+    upgraded = [] if path == "/local" else [path]
+    assert [r.path for r in origin.received()] == [*upgraded, "/second", "/third", "/fourth"]
 
 
 # --- response heads ----------------------------------------------------------------------------

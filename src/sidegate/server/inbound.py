@@ -237,6 +237,12 @@ class InboundConnection(RequestSink):
         if exchange is not None:
             exchange.flush_upstream()
         if offset is not None:
+            if self._exchange is None and not self._queue:  # answered already, by Sidegate itself
+                if not self._closing:
+                    self._parser.upgrade_refused()
+                    if offset < len(data):
+                        self.data_received(data[offset:])
+                return
             # An Upgrade request: what follows its head belongs to the tunnel, if one opens.
             self._upgrade_buffer = [data[offset:]] if offset < len(data) else []
             self._special_mode = True
