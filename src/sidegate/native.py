@@ -24,6 +24,7 @@ HOT_MODULES = (
     "sidegate.http.chunked",
     "sidegate.http.errors",
     "sidegate.http.messages",
+    "sidegate.http.request_fields",
     "sidegate.http.request_parser",
     "sidegate.http.response_parser",
     "sidegate.http.syntax",

@@ -2,28 +2,35 @@
 
 Theory of operation
 -------------------
-llhttp (through httptools) does the byte-level work and is already strict about most of RFC 9112:
-CL with TE, duplicate or malformed Content-Length, bad chunk sizes, bare LF/CR, obs-fold, invalid
-header names and values, NUL and CR in fields all raise ``HttpParserError``. This module adds what
-llhttp leaves to the application:
+llhttp (through httptools) reads the heads the fast lane leaves to it and is already strict about
+most of RFC 9112: CL with TE, duplicate or malformed Content-Length, bare LF/CR, obs-fold, invalid
+header names and values, NUL and CR in fields all raise ``HttpParserError``. It is given each head
+whole (held in pieces until it ends) with the whitespace after field values trimmed
+(``trim_field_lines``: it is not part of a value, and llhttp would keep it, or refuse
+``chunked`` followed by a tab). Bodies are read here: Content-Length counted, chunked by
+:class:`~sidegate.http.chunked.ChunkedBody` (every legal chunk line, bounded). This module adds
+what llhttp leaves to the application:
 
 * limits: head size and header count (431), URI length (414), bytes received while still in a head
   (so a header that never ends cannot grow without bound);
 * Host: exactly one for HTTP/1.1, a valid authority; absolute-form targets take their authority;
 * Transfer-Encoding: only ``chunked`` is understood (501 for other codings, 400 on HTTP/1.0);
-* versions other than 1.0 and 1.1 (505); CONNECT and unknown forms of request-target (400/405).
+* versions other than 1.0 and 1.1 (505; HTTP/0.9: 400); CONNECT, unknown forms of request-target
+  and fragments (400/405); ``h2c`` taken out of ``Upgrade``.
 
-Header classification happens once, in ``on_header``: hop-by-hop and framing headers are kept out
-of ``RequestHead.headers`` (which holds only what may be forwarded as is), and the few headers the
-proxy rewrites (X-Forwarded-*, Forwarded, Via, X-Request-Id) are pulled into fields.
+Header classification happens once, in ``on_header`` (the tables: ``request_fields``):
+hop-by-hop and framing headers are kept out of ``RequestHead.headers`` (which holds only what may
+be forwarded as is), the few headers the proxy rewrites (X-Forwarded-*, Forwarded, Via,
+X-Request-Id) are pulled into fields, and names with an underscore that fold onto a managed one
+are dropped (or refused).
 
 Every violation raises :class:`~sidegate.http.errors.ProtocolError` out of :meth:`feed`; the
 connection answers with its status and closes, so nothing ambiguous is ever forwarded.
 
 The fast lane (``sidegate.http.wire``, in C) reads the common case before llhttp sees it: a whole,
-plainly valid head in one call, and its Content-Length body counted here. Whatever it does not
-recognise goes to llhttp, so llhttp and this module's checks remain the reference for every rule
-above (tests/unit/test_fast_lane_requests.py holds the two to the same answers).
+plainly valid head in one call. Whatever it does not recognise goes to llhttp, so llhttp and this
+module's checks remain the reference for every rule above (tests/unit/test_fast_lane_requests.py
+holds the two to the same answers).
 
 Substring tests are written ``data.find(sub) >= 0``: CPython 3.11's ``sub in data`` on bytes first
 tries ``sub`` as an integer and formats (then discards) a TypeError, ten times the cost.
@@ -39,6 +46,24 @@ from mypy_extensions import mypyc_attr
 from sidegate.http.chunked import CHUNK_LINE_MAX, ChunkedBody
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import RequestHead
+from sidegate.http.request_fields import (
+    CL,
+    CONN,
+    DEFAULT_FIELDS,
+    EXPECT,
+    FWD,
+    HOST,
+    RID,
+    TE,
+    TRACE,
+    UNDERSCORE_DROP,
+    UNDERSCORE_REJECT,
+    UPGRADE,
+    VIA,
+    XFF,
+    XFH,
+    XFP,
+)
 from sidegate.http.syntax import (
     PLAIN_FIELD,
     FieldKinds,
@@ -53,82 +78,6 @@ from sidegate.http.syntax import (
 )
 from sidegate.http.wire import AVAILABLE as FAST_LANE_BUILT
 from sidegate.http.wire import scan_request
-
-# Header kinds (small ints so the dispatch in on_header is one dict lookup).
-_HOST: Final = 0
-_CL: Final = 1
-_TE: Final = 2
-_CONN: Final = 3
-_UPGRADE: Final = 4
-_HOP: Final = 5
-_XFF: Final = 6
-_XFP: Final = 7
-_XFH: Final = 8
-_FWD: Final = 9
-_VIA: Final = 10
-_RID: Final = 11
-_EXPECT: Final = 12
-_TRACE: Final = 13
-_UNDERSCORE_DROP: Final = 14  # a name with "_" that folds onto a managed one (or any, by choice)
-_UNDERSCORE_REJECT: Final = 15
-_SPECIAL: Final[dict[bytes, int]] = {
-    b"host": _HOST,
-    b"content-length": _CL,
-    b"transfer-encoding": _TE,
-    b"connection": _CONN,
-    b"upgrade": _UPGRADE,
-    b"keep-alive": _HOP,
-    b"proxy-connection": _HOP,
-    b"te": _HOP,
-    b"trailer": _HOP,
-    b"proxy-authorization": _HOP,
-    b"x-forwarded-for": _XFF,
-    b"x-forwarded-proto": _XFP,
-    b"x-forwarded-host": _XFH,
-    b"forwarded": _FWD,
-    b"via": _VIA,
-    b"x-request-id": _RID,
-    b"expect": _EXPECT,
-    # Kept apart so that, with tracing on, Sidegate sends its own (naming its span) instead.
-    b"traceparent": _TRACE,
-    # Only ever sent with an h2c upgrade, which Sidegate never forwards (a smuggling vector).
-    b"http2-settings": _HOP,
-}
-
-# What listeners.inbound.underscore_headers names: field names with "_", which CGI, WSGI and the
-# like fold into the same variable as the name with "-" (X_Forwarded_For and X-Forwarded-For
-# both become HTTP_X_FORWARDED_FOR).
-UNDERSCORE_MODES: Final = ("drop_managed", "drop", "reject", "allow")
-
-_FIELDS: Final = FieldKinds(_SPECIAL, _UNDERSCORE_DROP, frozenset(_SPECIAL))
-_FIELDS_WITH: dict[tuple[frozenset[bytes], str, frozenset[bytes]], FieldKinds] = {}
-
-
-def special_fields(
-    drop: frozenset[bytes], underscores: str = "drop_managed", managed: frozenset[bytes] = frozenset()
-) -> FieldKinds:
-    """The field table with ``drop`` (lower-case names) also removed from every request: the
-    identity headers Sidegate sets itself. ``underscores`` says what becomes of a name with an
-    underscore (see ``UNDERSCORE_MODES``): with ``drop_managed`` it is dropped when it folds onto
-    a name Sidegate sets or strips (the special fields, ``drop`` and ``managed``, lower-case).
-    One table per choice, shared by every connection."""
-    key = (drop, underscores, managed)
-    table = _FIELDS_WITH.get(key)
-    if table is None:
-        special = dict(_SPECIAL)
-        for name in drop:
-            special.setdefault(name, _HOP)
-        folded: frozenset[bytes] | None = None
-        kind: int | None = _UNDERSCORE_DROP
-        if underscores == "drop_managed":
-            folded = frozenset(special) | managed
-        elif underscores == "reject":
-            kind = _UNDERSCORE_REJECT
-        elif underscores == "allow":
-            kind = None
-        _FIELDS_WITH[key] = table = FieldKinds(special, kind, folded)
-    return table
-
 
 # Host header value -> validated host name; a pod sees few distinct hosts.
 _HOSTS: Final[dict[bytes, bytes]] = {}
@@ -216,7 +165,7 @@ class RequestParser(ChunkedBody):
         self._fast = fast_lane and FAST_LANE_BUILT
         self._idle = True  # llhttp is between messages (it holds no byte of one)
         super().__init__(400, chunk_line_max, max_head_size)
-        self._fields = _FIELDS if fields is None else fields  # see special_fields()
+        self._fields = DEFAULT_FIELDS if fields is None else fields  # see special_fields()
         self._spellings = self._fields.spellings
         self._max_size = max_head_size
         self._max_count = max_header_count
@@ -412,7 +361,7 @@ class RequestParser(ChunkedBody):
             kind = self._fields.learn(name)
         if kind == PLAIN_FIELD:
             self._head.headers.append((name, value))
-        elif kind == _HOST and value and not (self.in_body or self._head.host_header):
+        elif kind == HOST and value and not (self.in_body or self._head.host_header):
             # The one special header every request has, inline (a list of hosts, "a, b", is
             # refused when the host is resolved: see _valid_host).
             self._head.host_header = value
@@ -427,51 +376,51 @@ class RequestParser(ChunkedBody):
         self._special_count += 1
         if self.in_body:
             return  # a trailer field: dropped (the body is re-framed)
-        if kind == _HOST:
+        if kind == HOST:
             if head.host_header or value.find(b",") >= 0:
                 raise ProtocolError(400, "more than one Host header")
             if not value:
                 raise ProtocolError(400, "empty Host header")
             head.host_header = value
-        elif kind == _CL:
+        elif kind == CL:
             head.content_length = int(value)  # llhttp has checked it is digits and unique
-        elif kind == _TE:
+        elif kind == TE:
             self._te_values.append(value)
-        elif kind == _CONN:
+        elif kind == CONN:
             head.connection_tokens += connection_tokens(value)
-        elif kind == _UPGRADE:
+        elif kind == UPGRADE:
             head.upgrade = value
-        elif kind == _XFF:
+        elif kind == XFF:
             head.plain_forwarding = False
             head.xff = head.xff + b", " + value if head.xff else value
-        elif kind == _XFP:
+        elif kind == XFP:
             head.plain_forwarding = False
             head.xfp = value
-        elif kind == _XFH:
+        elif kind == XFH:
             head.plain_forwarding = False
             head.xfh = value
-        elif kind == _FWD:
+        elif kind == FWD:
             head.plain_forwarding = False
             head.forwarded = head.forwarded + b", " + value if head.forwarded else value
-        elif kind == _VIA:
+        elif kind == VIA:
             head.plain_forwarding = False
             head.via = head.via + b", " + value if head.via else value
-        elif kind == _EXPECT:
+        elif kind == EXPECT:
             head.headers.append((name, value))  # end-to-end: the app answers 100 Continue itself
             self._special_count -= 1  # counted once, as one of head.headers
             self._special_size -= len(name) + len(value) + 4
             head.expect_continue = value.lower() == b"100-continue"
-        elif kind == _RID:
+        elif kind == RID:
             head.request_id = value if valid_request_id(value) else b""
-        elif kind == _TRACE:
+        elif kind == TRACE:
             # Two are invalid (a new trace starts); joined, they are forwarded as received.
             head.traceparent = head.traceparent + b", " + value if head.traceparent else value
-        elif kind == _UNDERSCORE_DROP:
+        elif kind == UNDERSCORE_DROP:
             self._sink.on_field_dropped(name)
-        elif kind == _UNDERSCORE_REJECT:
+        elif kind == UNDERSCORE_REJECT:
             shown = name[:64].decode("latin-1")
             raise ProtocolError(400, f"header field name with an underscore refused: {shown}")
-        # _HOP: dropped
+        # HOP: dropped
 
     def on_headers_complete(self) -> None:
         head = self._head
