@@ -200,6 +200,25 @@ def test_upstream_chunk_extensions_legal_forms_read(gw: GatewayProcess, origin: 
     assert response.status == 200 and response.body == b"abc"
 
 
+def test_upstream_whitespace_after_values_is_trimmed(gw: GatewayProcess, origin: OriginProcess) -> None:
+    """From the app too: the client gets the bare values (and the framing read right)."""
+    upstream = b"HTTP/1.1 200 OK\r\nContent-Length: 3\t\r\nX-A: v \t\r\nConnection: keep-alive \r\n\r\nabc"
+    with RawClient(gw.port) as client:
+        client.send(b"GET " + raw_path(upstream) + b" HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n")
+        data = client.read_until_close(5)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"abc", data
+    assert b"\r\nX-A: v\r\n" in head + b"\r\n" and b"Content-Length: 3\r\n" in head + b"\r\n", head
+
+
+def test_upstream_head_ending_in_bare_lfs_is_502(gw: GatewayProcess, origin: OriginProcess) -> None:
+    with RawClient(gw.port) as client:
+        response = client.request(
+            b"GET " + raw_path(b"HTTP/1.1 200 OK\nX-A: 1\n\n") + b" HTTP/1.1\r\n" + H + b"\r\n"
+        )
+        assert response.status == 502 and response.json()["error"] == "protocol_error"
+
+
 def test_upstream_chunk_line_over_the_bound_is_502(gw: GatewayProcess, origin: OriginProcess) -> None:
     """The listener's bound holds for the app's chunk lines too; the response head was still
     in the cork buffer, so the client gets a clean 502 rather than a cut 200."""

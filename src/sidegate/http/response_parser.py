@@ -223,6 +223,8 @@ class ResponseParser(ChunkedBody):
             self._head_bytes += len(piece)
             if self._head_bytes > MAX_RESPONSE_HEAD:
                 raise ProtocolError(502, "response head too large")
+            if piece.find(b"\n\n") >= 0 or (tail + piece[:2]).find(b"\n\n") >= 0:
+                raise ProtocolError(502, "malformed response: bare LF in the head")  # it never ends
             self._pieces.append(piece)
             return len(data)
         head = data[pos:end] if pos or end < len(data) else data
