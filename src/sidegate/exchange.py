@@ -440,6 +440,10 @@ class Exchange(UpstreamUser, InboundExchange):
             self.status = 0
             self._send_local(replacement)
             return
+        if self.status and self.conn.retract():  # its head was still in the cork buffer
+            self.status = 0
+            self.chunk_out = False
+            self.bytes_out = 0
         if self.status:  # part of the response is out: the client sees a cut connection
             self.flag += "_mid_response"
             self.conn.close()

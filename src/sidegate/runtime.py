@@ -84,7 +84,8 @@ class Gateway:
         self.reuse_port = reuse_port
         self.metrics = Metrics()
         self.sweeper = Sweeper(loop)
-        self.clusters = ClusterSet(loop, self.sweeper, snapshot.limits.buffer_high_water)
+        limits = snapshot.limits
+        self.clusters = ClusterSet(loop, self.sweeper, limits.buffer_high_water, limits.chunk_line)
         self.snapshot = snapshot
         self.started_with = snapshot
         self.proxy = Proxy(loop, self.metrics, self._view(snapshot))
@@ -127,6 +128,7 @@ class Gateway:
 
     def metrics_snapshot(self) -> dict[str, Any]:
         self.metrics.connections_active = self.ctx.stats.connections_active
+        self.metrics.fields_dropped = self.ctx.stats.fields_dropped
         snapshot = self.metrics.snapshot()
         snapshot["policy"] = POLICY.snapshot()
         snapshot["telemetry"] = self.telemetry_counters()

@@ -186,7 +186,7 @@ HEAD_CASES: list[tuple[str, bytes, int, str]] = [
     ("http-2.0", b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505, "version_not_supported"),
     ("bad-method-char", b"G(T / HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_request"),
     ("lowercase-version", b"GET / http/1.1\r\n" + H + b"\r\n", 400, "bad_request"),
-    ("http-0.9", b"GET /\r\n" + H + b"\r\n", 505, "version_not_supported"),
+    ("http-0.9", b"GET /\r\n" + H + b"\r\n", 400, "bad_request"),
     ("target-relative", b"GET foo/bar HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_request"),
     ("target-asterisk-get", b"GET * HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_request"),
     ("target-authority-get", b"GET example.com:80 HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_request"),

@@ -36,6 +36,7 @@ Endpoints (any other path answers like ``/``):
 ``/garbage``               an invalid status line, then close
 ``/raw?b64=...``           exactly these response bytes, then close
 ``/big-head?bytes=N``      a response whose head has an N-byte header
+``/fields?n=N``            a response with N header fields (X-Field-0 ...), kept alive
 ``/cache...?cc=&etag=...``  body "<body> #<n>" (n counts /cache answers); headers from the query:
                            cc, cdn, sg, etag, lm, expires, date, age, vary, skey, ctag, cookie,
                            location, clocation; status=, body=, delay=, pad=N (N more
@@ -356,6 +357,9 @@ class Origin:
             return False
         elif path == "/big-head":
             await self.respond(w, req, 200, b"ok\n", [("X-Big", "h" * int(req.arg("bytes", "100000")))])
+        elif path == "/fields":
+            fields = [(f"X-Field-{i}", str(i)) for i in range(int(req.arg("n", "150")))]
+            await self.respond(w, req, 200, b"fields\n", fields)
         elif path.startswith("/cache"):
             if not await self.cacheable(w, req):
                 return False

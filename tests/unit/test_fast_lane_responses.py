@@ -173,9 +173,10 @@ def test_plain_responses_carry_what_was_sent() -> None:
 
 
 def test_what_the_lane_leaves_to_llhttp_reads_as_llhttp_says() -> None:
-    """Whitespace after a value kept, Proxy-Connection closing, a response to HEAD without length
-    not kept alive, bytes after a response to HEAD in the same read dropped."""
-    assert heads(same_responses(dict(RESPONSES)["ows-after-value"]))[0]["headers"] == [(b"X-A", b"v  ")]
+    """Whitespace after a value trimmed (RFC 9110 section 5.5), Proxy-Connection closing, a
+    response to HEAD without length not kept alive, bytes after a response to HEAD in the same
+    read dropped."""
+    assert heads(same_responses(dict(RESPONSES)["ows-after-value"]))[0]["headers"] == [(b"X-A", b"v")]
     assert heads(same_responses(dict(RESPONSES)["proxy-connection-close"]))[0]["keep_alive"] is False
     assert heads(same_responses(dict(RESPONSES)["head-without-length"]))[0]["keep_alive"] is False
     assert kinds(same_responses(dict(RESPONSES)["head-extra-bytes"])) == ["head", "end"]
@@ -369,3 +370,29 @@ RESPONSES_DECLINED: list[tuple[str, bytes]] = [
 @pytest.mark.parametrize("data", cases(RESPONSES_DECLINED))
 def test_scan_response_declines(data: bytes) -> None:
     assert wire.scan_response(data, 0, MAX_RESPONSE_HEAD) is None
+
+
+LEGAL_CHUNKED = response(
+    b"200 OK",
+    b"Transfer-Encoding: chunked\t",
+    b"X-A: v ",
+    body=b'3 ; a = "b;\\"c" ;d\r\nabc\r\n1\t;e\r\nd\r\n0 ;f=g\r\nX-T: 1\r\n\r\n',
+)
+
+
+def test_legal_chunk_lines_read_at_every_split_point() -> None:
+    """Whitespace after values trimmed, every legal chunk line read by http/chunked.py, the
+    trailer dropped: the same whatever the cut, with the lane on and off."""
+    whole = same_responses(exchange(LEGAL_CHUNKED))
+    assert heads(whole)[0]["headers"] == [(b"X-A", b"v")] and heads(whole)[0]["chunked"] is True
+    assert whole[1:] == [("body", b"abcd"), ("end", None)]
+    for first, second in splits(LEGAL_CHUNKED):
+        assert same_responses(exchange(first, second)) == whole, len(first)
+
+
+@pytest.mark.parametrize("fields", [100, 101])
+def test_field_count_bound(fields: int) -> None:
+    """100 fields are read (by the lane), one more is a 502 (the lane leaves it to the reference)."""
+    lines = [b"X-F-%d: %d" % (i, i) for i in range(fields - 1)]
+    record = same_responses(exchange(response(b"200 OK", *lines, b"Content-Length: 0")))
+    assert record[-1] == (("end", None) if fields == 100 else ("error", 502))

@@ -30,7 +30,7 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +147,9 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             drop_fields=frozenset(
                 name.lower() for name in (identity.consumer_header, identity.tenant_header) if name
             ),
+            chunk_line=limits.get("chunk_line", 4096),
+            underscore_headers=inbound.get("underscore_headers", "drop_managed"),
+            managed_fields=_edited_names(route for _, route in entries),
         ),
         forwarded=ForwardedSpec(
             mode=forwarded["mode"],
@@ -174,6 +177,16 @@ def _redis_tls(config: Plain) -> RedisTls | None:
         return None
     tls = config.get("tls") or {}
     return RedisTls(**{key: tls.get(key, "") for key in ("ca_file", "cert_file", "key_file", "server_name")})
+
+
+def _edited_names(routes: Iterable[Route]) -> frozenset[bytes]:
+    """Request header names (lower-case) some route sets, adds or removes."""
+    names: set[bytes] = set()
+    for route in routes:
+        edits = route.request_headers
+        if edits is not None:
+            names |= edits.drop | {name.lower() for name, _ in edits.add}
+    return frozenset(names)
 
 
 def compile_observability(config: Plain) -> ObservabilitySpec:

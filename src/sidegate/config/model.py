@@ -87,6 +87,11 @@ class Limits(_Model):
     buffer: Size = Field(
         default=64 * KiB, gt=0, description="per-connection buffer high-water mark (backpressure)"
     )
+    chunk_line: Size = Field(
+        default=4 * KiB,
+        gt=0,
+        description="longest chunk-size line of a chunked body, extensions included (400; 502 upstream)",
+    )
 
 
 def _trusted_network(value: str) -> str:
@@ -150,6 +155,11 @@ class InboundListener(_Model):
     address: ListenAddress = Field(default="0.0.0.0:8080", description='where clients connect, "host:port"')
     limits: Limits = Field(default_factory=Limits, description="limits that protect the pod")
     forwarded: Forwarded = Field(default_factory=Forwarded, description="forwarding headers")
+    underscore_headers: Literal["drop_managed", "drop", "reject", "allow"] = Field(
+        default="drop_managed",
+        description="request header names with '_' (CGI/WSGI read them as '-'): drop those that fold "
+        "onto a header Sidegate sets or strips, drop all, reject all (400), or allow all",
+    )
 
 
 class AdminListener(_Model):

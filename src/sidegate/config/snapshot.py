@@ -140,6 +140,12 @@ class InboundLimits:
     # Request fields always removed from what clients send (lower-case): the identity headers
     # Sidegate itself sets, so that no client can claim to be a consumer.
     drop_fields: frozenset[bytes] = frozenset()
+    chunk_line: int = 4096  # a chunk-size line with its extensions (400 above it; 502 upstream)
+    # Request fields whose name has an underscore: drop_managed, drop, reject or allow; "managed"
+    # means a name, "_" read as "-", that Sidegate sets or strips: the special fields, the identity
+    # headers and the names in managed_fields (lower-case: the routes' request header edits).
+    underscore_headers: str = "drop_managed"
+    managed_fields: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,13 @@
 """Upstream response reader: bytes in, response heads and body chunks out.
 
-llhttp frames the response (Content-Length, chunked, 1xx, 204, 304, close-delimited). What it
-cannot know is the request method: a response to HEAD has no body whatever its Content-Length
-says, so for HEAD the reader ends the message at the head and starts a fresh parser for the next.
+llhttp reads response heads (given each head whole, trimmed of the whitespace after field
+values, as the request reader does); the body is framed here: Content-Length counted, chunked
+read by :class:`~sidegate.http.chunked.ChunkedBody` (its chunk lines bounded), close-delimited
+until the upstream closes; 1xx, 204 and 304 have none. llhttp cannot know the request method: a
+response to HEAD has no body whatever its Content-Length says, so for HEAD the message ends at
+the head. Limits: ``MAX_RESPONSE_HEAD`` bytes and ``MAX_RESPONSE_FIELDS`` fields (502 beyond).
 
-The fast lane (``sidegate.http.wire``, in C) reads plain heads whole before llhttp sees them, and
-their Content-Length bodies are counted here; everything else is llhttp's.
+The fast lane (``sidegate.http.wire``, in C) reads plain heads whole before llhttp sees them.
 
 Hop-by-hop and framing headers are kept out of ``ResponseHead.headers``; the framing is described
 by fields (``content_length``, ``chunked``, ``close_delimited``) and re-written by the proxy.
@@ -18,10 +20,17 @@ from typing import Final
 import httptools
 from mypy_extensions import mypyc_attr
 
-from sidegate.http.counted import CountedBody
+from sidegate.http.chunked import CHUNK_LINE_MAX, ChunkedBody
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import ResponseHead
-from sidegate.http.syntax import PLAIN_FIELD, FieldKinds, connection_tokens, nominated_headers
+from sidegate.http.syntax import (
+    PLAIN_FIELD,
+    FieldKinds,
+    connection_tokens,
+    head_end,
+    nominated_headers,
+    trim_field_lines,
+)
 from sidegate.http.wire import AVAILABLE as FAST_LANE_BUILT
 from sidegate.http.wire import scan_response
 
@@ -45,6 +54,7 @@ _SPECIAL: Final[dict[bytes, int]] = {
 }
 _FIELDS: Final = FieldKinds(_SPECIAL)
 MAX_RESPONSE_HEAD: Final = 64 * 1024
+MAX_RESPONSE_FIELDS: Final = 100  # as the inbound listener's default header_count (and Envoy's)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests and tools read with their own sinks
@@ -72,38 +82,50 @@ class ParsedResponse(ResponseHead):
     content_length_raw: bytes = b""  # as received, re-sent as is
 
 
-class _HeadOnlyError(Exception):
-    """Raised from a callback to stop llhttp after the head of a response to HEAD."""
-
-
-class ResponseParser(CountedBody):
+class ResponseParser(ChunkedBody):
     """One per upstream connection; ``expect(head_request)`` before each request is sent."""
 
     __slots__ = (
+        "_after_close",
         "_close_delimited",
+        "_closing_message",
         "_fast",
+        "_field_count",
         "_head",
         "_head_bytes",
         "_head_request",
         "_idle",
         "_parser",
+        "_pieces",
+        "_stale",
+        "_tail",
+        "_until_close",
         "in_body",
         "in_message",
         "sink",
     )
 
-    def __init__(self, sink: ResponseSink, fast_lane: bool = True) -> None:
+    def __init__(
+        self, sink: ResponseSink, fast_lane: bool = True, *, chunk_line_max: int = CHUNK_LINE_MAX
+    ) -> None:
         self.sink = sink
         # Plain heads are read whole by the fast lane (when built), and their Content-Length
         # bodies counted here; llhttp reads the rest.
         self._fast = fast_lane and FAST_LANE_BUILT
-        super().__init__()
+        super().__init__(502, chunk_line_max, MAX_RESPONSE_HEAD)
         self._idle = True  # llhttp is between messages (it holds no byte of one)
         self._parser = httptools.HttpResponseParser(self)
         self._head = ParsedResponse()
         self._close_delimited = False
         self._head_request = False
         self._head_bytes = 0
+        self._field_count = 0  # special fields of the head being read (the rest: head.headers)
+        self._pieces: list[bytes] = []  # a head not ended yet (see _reference_head)
+        self._tail = b""
+        self._stale = False  # llhttp waits for a body read here: a new parser before its next head
+        self._until_close = False  # a close-delimited body is being read
+        self._closing_message = False  # the response being read closes the connection
+        self._after_close = False  # ...and it is over: nothing may follow
         self.in_body = False
         self.in_message = False
 
@@ -114,91 +136,118 @@ class ResponseParser(CountedBody):
 
     def feed(self, data: bytes) -> int | None:
         """Parse ``data``; returns the offset of tunnel bytes after a 101, else None."""
-        taken = 0  # bytes read by the fast lane
-        if self._body_left or (self._fast and self._idle and self.in_message):
-            try:
-                taken = self._fast_lane(data)
-            except ProtocolError:
-                raise
-            except Exception:  # in the sink, as llhttp's callbacks would have raised it
-                raise ProtocolError(502, "invalid response") from None
-            if taken:
-                if taken == len(data):
-                    return None
-                data = data[taken:]
-        # The raw-byte guard counts a read only when it starts inside a head, as the llhttp path
-        # does (it restarts the count at a message's end, even mid-read): a head that never ends
-        # is cut one read later; the exact measure decides at the head's end either way.
-        if not (self.in_body or taken):
-            self._head_bytes += len(data)
+        pos = 0
+        size = len(data)
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            return taken + (int(exc.args[0]) if exc.args else len(data))
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _HeadOnlyError):
-                self._parser = httptools.HttpResponseParser(self)
-                self._idle = True
-                self._message_end()
-                return None
-            if isinstance(cause, ProtocolError):
-                raise cause from None
+            while pos < size:
+                if self.in_chunked:
+                    pos = self._read_chunked(data, pos)
+                elif self._body_left:
+                    pos = self._count_body(data, pos)
+                elif self._until_close:
+                    self.sink.on_response_body(data[pos:] if pos else data)
+                    return None
+                elif self._fast and self._idle and self.in_message and not self._pieces:
+                    taken = self._lane_head(data, pos)
+                    if taken < 0:
+                        return -1 - taken  # a 101: the rest is the tunnel's
+                    pos = taken
+                else:
+                    taken = self._reference_head(data, pos)
+                    if taken < 0:
+                        return -1 - taken
+                    pos = taken
+        except ProtocolError:
+            raise
+        except Exception:  # in the sink, as llhttp's callbacks would have raised it
             raise ProtocolError(502, "invalid response") from None
-        except httptools.HttpParserError as exc:
-            raise ProtocolError(502, f"malformed response: {exc}") from None
-        if self.in_message and not self.in_body and self._head_bytes > MAX_RESPONSE_HEAD:
-            raise ProtocolError(502, "response head too large")
         return None
 
     def eof(self) -> bool:
         """The upstream closed. True if that ended a close-delimited body (a complete response)."""
         if self.in_body and self._close_delimited:
-            self.on_message_complete()
+            self._until_close = False
+            self._message_end()
             return True
         return False
 
-    def _fast_lane(self, data: bytes) -> int:
-        """Read what the fast lane can at the start of ``data``: the rest of a counted body, then
-        plain heads (one call each) and their Content-Length bodies. Returns how many bytes were
-        read; llhttp reads from there."""
-        taken = 0
-        size = len(data)
-        while taken < size:
-            if self._body_left:
-                taken = self._count_body(data, taken)
-                continue
-            if not (self._fast and self._idle and self.in_message):
-                break
-            scanned = scan_response(data, taken, MAX_RESPONSE_HEAD)
-            if scanned is None:
-                break
-            end, status, length, fields = scanned
-            no_body = status in {204, 304}
-            if length < 0 and not no_body:
-                break  # delimited by the close (or a HEAD answer llhttp would read so): llhttp reads it
-            bodiless = no_body or self._head_request
-            head = self._head
-            spellings = _FIELDS.spellings
-            for pair in fields:  # a plain field's pair is kept as the lane made it (often shared)
-                kind = spellings.get(pair[0])
-                if kind == PLAIN_FIELD:
-                    head.headers.append(pair)
-                elif kind == _CL:  # the lane has read the one Content-Length there is
-                    head.content_length = length
-                    head.content_length_raw = pair[1]
-                else:
-                    self.on_header(pair[0], pair[1])
-            head.status = status  # HTTP/1.1 and no Connection but keep-alive: the lane takes no other
-            taken = end
-            if self._hand_off(head):  # a response to HEAD: what else came in this read is dropped
-                self._message_end()
-                return size
-            if bodiless or not length:
-                self._message_end()
+    def _lane_head(self, data: bytes, pos: int) -> int:
+        """A plain head at ``data[pos:]`` read whole by the fast lane (one call), else by
+        llhttp; returns where it ends."""
+        scanned = scan_response(data, pos, MAX_RESPONSE_HEAD)
+        if scanned is None:
+            return self._reference_head(data, pos)
+        end, status, length, fields = scanned
+        no_body = status in {204, 304}
+        if (length < 0 and not no_body) or len(fields) > MAX_RESPONSE_FIELDS:
+            return self._reference_head(data, pos)  # delimited by the close, or over the bound
+        head = self._head
+        spellings = _FIELDS.spellings
+        for pair in fields:  # a plain field's pair is kept as the lane made it (often shared)
+            kind = spellings.get(pair[0])
+            if kind == PLAIN_FIELD:
+                head.headers.append(pair)
+            elif kind == _CL:  # the lane has read the one Content-Length there is
+                head.content_length = length
+                head.content_length_raw = pair[1]
             else:
-                self._body_left = length
-        return taken
+                self.on_header(pair[0], pair[1])
+        head.status = status  # HTTP/1.1 and no Connection but keep-alive: the lane takes no other
+        self._field_count = 0
+        self._closing_message = False
+        self._hand_off(head)
+        if self._head_request:  # a response to HEAD: what else came in this read is dropped
+            self._message_end()
+            return len(data)
+        if no_body or not length:
+            self._message_end()
+        else:
+            self._body_left = length
+        return end
+
+    def _reference_head(self, data: bytes, pos: int) -> int:
+        """Give llhttp the head at ``data[pos:]``, whole and trimmed (``trim_field_lines``), held
+        in pieces until it ends (or given as it comes past ``MAX_RESPONSE_HEAD``, for the 502).
+        Returns where the head ends, ``len(data)`` when it goes on in a later read, or ``-1 -
+        offset`` after a 101 (the tunnel starts at ``offset``)."""
+        if self._after_close:  # as llhttp says it
+            raise ProtocolError(502, "malformed response: Data after `Connection: close`")
+        if self._stale:
+            self._parser = httptools.HttpResponseParser(self)
+            self._stale = False
+        tail = self._tail
+        end = head_end(tail, data, pos)
+        if end < 0:
+            piece = data[pos:] if pos else data
+            self._tail = (tail + piece[-3:])[-3:]
+            self._head_bytes += len(piece)
+            if self._head_bytes > MAX_RESPONSE_HEAD:
+                raise ProtocolError(502, "response head too large")
+            if piece.find(b"\n\n") >= 0 or (tail + piece[:2]).find(b"\n\n") >= 0:
+                raise ProtocolError(502, "malformed response: bare LF in the head")  # it never ends
+            self._pieces.append(piece)
+            return len(data)
+        head = data[pos:end] if pos or end < len(data) else data
+        self._tail = b""
+        if self._pieces:
+            head = b"".join(self._pieces) + head
+            self._pieces = []
+        self._head_bytes = len(head)
+        try:
+            self._parser.feed_data(trim_field_lines(head))
+        except httptools.HttpParserUpgrade:
+            self._stale = True
+            return -1 - end
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                raise cause from None
+            raise ProtocolError(502, "invalid response") from None
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(502, f"malformed response: {exc}") from None
+        if self._head_request and not self.in_message:  # HEAD answered: the rest is dropped
+            return len(data)
+        return end
 
     # -- llhttp callbacks ----------------------------------------------------------------------
 
@@ -216,7 +265,9 @@ class ResponseParser(CountedBody):
             kind = _FIELDS.learn(name)
         if kind == PLAIN_FIELD:
             self._head.headers.append((name, value))
-        elif kind == _CL and not self.in_body:  # the most common special one, inline
+            return
+        self._field_count += 1
+        if kind == _CL and not self.in_body:  # the most common special one, inline
             head = self._head
             head.content_length = int(value)  # llhttp has checked: digits, one value
             head.content_length_raw = value
@@ -243,16 +294,33 @@ class ResponseParser(CountedBody):
     def on_headers_complete(self) -> None:
         head = self._head
         parser = self._parser
+        if self._field_count + len(head.headers) > MAX_RESPONSE_FIELDS:
+            raise ProtocolError(502, f"response with more than {MAX_RESPONSE_FIELDS} header fields")
+        self._field_count = 0
         if self._head_bytes > MAX_RESPONSE_HEAD and _size(head) > MAX_RESPONSE_HEAD:
             raise ProtocolError(502, f"response head larger than {MAX_RESPONSE_HEAD} bytes")
-        head.status = parser.get_status_code()
+        head.status = status = parser.get_status_code()
         head.keep_alive = parser.should_keep_alive()  # llhttp: version and Connection together
-        if self._hand_off(head):
-            raise _HeadOnlyError
+        # After a HEAD answer llhttp started afresh: only what it ended itself closes the stream.
+        self._closing_message = not (head.keep_alive or self._head_request)
+        self._hand_off(head)
+        if status < 200 or (status in {204, 304} and not self._head_request):
+            return  # no body: llhttp ends the message (or stops at a 101)
+        if head.content_length == 0 and not self._head_request:
+            return
+        # llhttp is given heads only: the body is read here (with a new llhttp for the next head).
+        self._stale = True
+        if self._head_request:
+            self._message_end()
+        elif head.chunked:
+            self._start_chunked()
+        elif head.content_length is None:
+            self._until_close = True
+        else:
+            self._body_left = head.content_length
 
-    def _hand_off(self, head: ParsedResponse) -> bool:
-        """Give a complete head to the sink, with this reader ready for the next one. True when
-        the message ends here though llhttp would read a body (a response to HEAD)."""
+    def _hand_off(self, head: ParsedResponse) -> None:
+        """Give a complete head to the sink, with this reader ready for the next one."""
         status = head.status
         tokens = head.connection_tokens
         if tokens:
@@ -267,7 +335,7 @@ class ResponseParser(CountedBody):
                 self.sink.on_response_head(head)
             else:
                 self.sink.on_informational(head)
-            return False
+            return
         bodiless = self._head_request or status in {204, 304}
         close_delimited = not bodiless and head.content_length is None and not head.chunked
         if close_delimited:
@@ -276,15 +344,16 @@ class ResponseParser(CountedBody):
         self._close_delimited = close_delimited
         self.in_body = True
         self.sink.on_response_head(head)
-        return self._head_request
 
     def on_body(self, body: bytes) -> None:
         self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        if self._stale:
+            return  # the body is read here (a Content-Length 0 answer to HEAD ended already)
+        self._message_end()
         # After a response that closes the connection, llhttp refuses what follows: so must the lane.
         self._idle = self._parser.should_keep_alive()
-        self._message_end()
 
     def _body_part(self, data: bytes) -> None:
         self.sink.on_response_body(data)
@@ -296,6 +365,8 @@ class ResponseParser(CountedBody):
         if not self.in_body:  # after an informational (1xx) head: the final response follows
             return
         self.in_body = False
+        self._idle = not self._closing_message
+        self._after_close = self._closing_message
         self._head_bytes = 0
         if self._head.headers:  # trailer fields landed in the next head: drop them
             self._head = ParsedResponse()

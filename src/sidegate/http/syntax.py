@@ -8,6 +8,9 @@ import re
 _REG_NAME_PORT = re.compile(rb"([A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]*))?")
 _IPV6_PORT = re.compile(rb"\[([0-9A-Fa-f:.]+)\](?::([0-9]*))?")
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+# Whitespace that ends a field line (after a byte that is not whitespace: a line of whitespace
+# alone is obs-fold, refused as it is).
+_TRAILING_OWS = re.compile(rb"(?<=[^ \t\r\n])[ \t]+\r\n")
 
 PLAIN_FIELD = -1  # FieldKinds: a field forwarded as it is
 _SPELLINGS_MAX = 1024
@@ -20,13 +23,28 @@ class FieldKinds:
     again and again cost one dict look-up each and no lower-casing. One table is shared by every
     connection that parses with it."""
 
-    def __init__(self, special: dict[bytes, int]) -> None:
+    def __init__(
+        self,
+        special: dict[bytes, int],
+        underscored: int | None = None,
+        folded: frozenset[bytes] | None = None,
+    ) -> None:
         self.special = special  # lower-case name -> kind
         self.spellings: dict[bytes, int] = {}  # name as sent -> kind
+        # The kind of a name with "_" that is not special: every such name (``folded`` None), or
+        # only those that, "_" read as "-", are one of ``folded``; None: such names are plain.
+        self.underscored = underscored
+        self.folded = folded
 
     def learn(self, name: bytes) -> int:
         """The kind of a ``name`` not in ``spellings`` (parsers look there first), remembered."""
-        kind = self.special.get(name.lower(), PLAIN_FIELD)
+        lower = name.lower()
+        kind = self.special.get(lower, PLAIN_FIELD)
+        underscored = self.underscored
+        if kind == PLAIN_FIELD and underscored is not None and lower.find(b"_") >= 0:
+            folded = self.folded
+            if folded is None or lower.replace(b"_", b"-") in folded:
+                kind = underscored
         if len(self.spellings) < _SPELLINGS_MAX:
             self.spellings[name] = kind
         return kind
@@ -89,6 +107,15 @@ def connection_tokens(value: bytes) -> tuple[bytes, ...]:
     return tuple(token for token in (part.strip().lower() for part in value.split(b",")) if token)
 
 
+def upgrade_without_h2c(value: bytes) -> bytes:
+    """An ``Upgrade`` value without its ``h2c`` protocol (a proxy never passes that upgrade on);
+    empty when nothing else was asked for."""
+    if value.lower().find(b"h2c") < 0:
+        return value
+    kept = [p.strip() for p in value.split(b",") if p.strip() and p.strip().lower() != b"h2c"]
+    return b", ".join(kept)
+
+
 def nominated_headers(tokens: tuple[bytes, ...]) -> frozenset[bytes]:
     """Header names that ``Connection`` marks as hop-by-hop, besides its own options."""
     for token in tokens:
@@ -98,3 +125,29 @@ def nominated_headers(tokens: tuple[bytes, ...]) -> frozenset[bytes]:
 
 
 _NONE_NOMINATED: frozenset[bytes] = frozenset()
+
+
+def head_end(tail: bytes, data: bytes, pos: int) -> int:
+    """The offset in ``data`` just past the CRLF CRLF that ends a head starting at ``pos`` (or
+    before it: ``tail`` is the last bytes, at most three, of the head's earlier reads); -1 when
+    the head does not end in ``data``."""
+    if tail:
+        probe = tail + data[pos : pos + 3]
+        found = probe.find(b"\r\n\r\n")
+        if found >= 0:
+            return pos + found + 4 - len(tail)
+    found = data.find(b"\r\n\r\n", pos)
+    return found + 4 if found >= 0 else -1
+
+
+def trim_field_lines(head: bytes) -> bytes:
+    """``head`` (a complete head) with the optional whitespace after each field value removed
+    (RFC 9110 section 5.5: it is not part of the value), so that every check, and the value
+    forwarded, sees the value alone. The start line is left as it is."""
+    if head.find(b" \r\n") < 0 and head.find(b"\t\r\n") < 0:
+        return head
+    start = 0
+    while head.startswith(b"\r\n", start):  # empty lines before a message (llhttp skips them)
+        start += 2
+    first = head.find(b"\r\n", start) + 2
+    return head[:first] + _TRAILING_OWS.sub(b"\r\n", head[first:])

@@ -265,6 +265,7 @@ class Metrics:
         "config_last_reload_success",
         "config_version",
         "connections_active",
+        "fields_dropped",
         "requests_active",
         "start_time",
         "streams_active",
@@ -280,6 +281,7 @@ class Metrics:
         self.streams_active = 0  # upgraded tunnels (WebSocket, CONNECT) and event streams open now
         self.bytes_received = 0  # from clients
         self.bytes_sent = 0  # to clients
+        self.fields_dropped = 0  # request header fields dropped (an underscore in the name)
         self.config_version = 0
         self.config_last_reload_success = 1
         self.start_time = time.time()
@@ -344,6 +346,7 @@ class Metrics:
             "streams_active": self.streams_active,
             "bytes_received": self.bytes_received,
             "bytes_sent": self.bytes_sent,
+            "fields_dropped": self.fields_dropped,
             "config_reloads": {"ok": self._reloads_ok, "failed": self._reloads_failed},
             "config_version": self.config_version,
             "config_last_reload_success": self.config_last_reload_success,

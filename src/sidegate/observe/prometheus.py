@@ -143,6 +143,13 @@ _SIMPLE: tuple[tuple[str, str, str, float | None, str], ...] = (
     ("sidegate_received_bytes_total", "counter", "bytes_received", 0, "Bytes received from clients."),
     ("sidegate_sent_bytes_total", "counter", "bytes_sent", 0, "Bytes sent to clients."),
     (
+        "sidegate_request_fields_dropped_total",
+        "counter",
+        "fields_dropped",
+        0,
+        "Request header fields dropped for an underscore in the name (listeners.inbound.underscore_headers).",
+    ),
+    (
         "process_resident_memory_bytes",
         "gauge",
         "process_resident_memory_bytes",

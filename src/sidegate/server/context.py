@@ -19,6 +19,7 @@ class ConnectionStats:
         self.connections_active = 0
         self.connections_total = 0
         self.protocol_errors = 0
+        self.fields_dropped = 0  # request fields dropped for an underscore in the name
 
 
 class ServerContext:

@@ -31,7 +31,8 @@ from mypy_extensions import trait
 
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import LocalResponse, ReadyResponse
-from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink, special_fields
+from sidegate.http.request_fields import special_fields
+from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
 from sidegate.http.writer import error_response, render_local
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ class _Queued(Exchange):
 class InboundConnection(RequestSink):
     __slots__ = (
         "_closing",
+        "_cork_fresh",
         "_ctx",
         "_eof",
         "_exchange",
@@ -156,8 +158,9 @@ class InboundConnection(RequestSink):
         self._ctx = ctx
         self._loop = ctx.loop
         limits = ctx.limits
+        fields = special_fields(limits.drop_fields, limits.underscore_headers, limits.managed_fields)
         self._parser = RequestParser(
-            self, limits.head_size, limits.header_count, special_fields(limits.drop_fields)
+            self, limits.head_size, limits.header_count, fields, chunk_line_max=limits.chunk_line
         )
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
@@ -168,9 +171,10 @@ class InboundConnection(RequestSink):
         self._queue: deque[_Queued] = deque()
         self._paused = 0
         self._wbuf: list[bytes] | None = None
+        self._cork_fresh = False  # corked before any byte of the current response
         self._closing = False
-        # Any of: closing, tunnelling, upgrade pending, a broken request held. Only ever turns on;
-        # data_received checks this one flag on its fast path.
+        # Any of: closing, tunnelling, upgrade pending, a broken request held (off again only
+        # when an upgrade is refused); data_received checks this one flag on its fast path.
         self._special_mode = False
         self.keep_alive_wanted = True  # false once closing or draining: responses say Connection: close
         self.feeding = False  # inside the parser: exchanges hold upstream bytes until it returns
@@ -234,6 +238,12 @@ class InboundConnection(RequestSink):
         if exchange is not None:
             exchange.flush_upstream()
         if offset is not None:
+            if self._exchange is None and not self._queue:  # answered already, by Sidegate itself
+                if not self._closing:
+                    self._parser.upgrade_refused()
+                    if offset < len(data):
+                        self.data_received(data[offset:])
+                return
             # An Upgrade request: what follows its head belongs to the tunnel, if one opens.
             self._upgrade_buffer = [data[offset:]] if offset < len(data) else []
             self._special_mode = True
@@ -285,6 +295,9 @@ class InboundConnection(RequestSink):
         if type(reading) is _Queued and self._queued_bytes() > self._ctx.buffer_high_water:
             self._pause(PAUSE_QUEUE)
 
+    def on_field_dropped(self, name: bytes) -> None:
+        self._ctx.stats.fields_dropped += 1
+
     def on_request_end(self) -> None:
         self._phase = _IDLE
         if self._exchange is None and not self._queue:
@@ -308,6 +321,17 @@ class InboundConnection(RequestSink):
     def cork(self) -> None:
         if self._wbuf is None:
             self._wbuf = []
+            self._cork_fresh = not self.response_started
+
+    def retract(self) -> bool:
+        """Take back the current response if none of it has left yet (it is all in the cork
+        buffer): the upstream read that began it turned out broken, and a 502 can still be sent
+        instead. False when some of it is out already."""
+        if self._wbuf is None or not self._cork_fresh:
+            return False
+        self._wbuf = []
+        self.response_started = False
+        return True
 
     def uncork(self) -> None:
         wbuf, self._wbuf = self._wbuf, None
@@ -340,6 +364,8 @@ class InboundConnection(RequestSink):
             return
         if self._queue:
             self._start_queued()
+        elif self._upgrade_buffer is not None and self._tunnel is None:
+            self._upgrade_declined()
         elif self._held_error is not None:  # every request before the broken one is answered
             error, self._held_error = self._held_error, None
             self._answer_error(error)
@@ -364,12 +390,19 @@ class InboundConnection(RequestSink):
         self._resume(PAUSE_UPGRADE)
         return early
 
-    def upgrade_refused(self) -> None:
-        """The upstream answered an Upgrade request without switching: close after this response."""
+    def _upgrade_declined(self) -> None:
+        """The app answered an upgrade request without switching protocols (any status but
+        101): the connection is still HTTP/1.1, so what the client sent behind that request is
+        read as the next requests, in order."""
+        buffered = b"".join(self._upgrade_buffer or ())
         self._upgrade_buffer = None
-        self._closing = True
-        self._special_mode = True
-        self.keep_alive_wanted = False
+        self._special_mode = self._held_error is not None  # nothing else turned it on
+        self._parser.upgrade_refused()
+        self._phase = _IDLE
+        self.deadline = self._loop.time() + self._ctx.keepalive_idle
+        self._resume(PAUSE_UPGRADE)
+        if buffered:
+            self.data_received(buffered)
 
     def close(self) -> None:
         if self.transport is not None:

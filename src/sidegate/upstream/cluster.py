@@ -42,10 +42,17 @@ class ClusterSet:
     builds a new one when it changed, and retires clusters that are gone.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sweeper: Sweeper, buffer_high_water: int) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sweeper: Sweeper,
+        buffer_high_water: int,
+        chunk_line: int = 4096,
+    ) -> None:
         self._loop = loop
         self._sweeper = sweeper
         self._buffer = buffer_high_water
+        self._chunk_line = chunk_line
         self.clusters: dict[str, Cluster] = {}
 
     def update(self, specs: Mapping[str, UpstreamSpec]) -> dict[str, Cluster]:
@@ -63,6 +70,7 @@ class ClusterSet:
                     max_idle=spec.max_idle,
                     idle_timeout=spec.idle_timeout,
                     buffer_high_water=self._buffer,
+                    chunk_line=self._chunk_line,
                 )
                 for endpoint in spec.endpoints
             )

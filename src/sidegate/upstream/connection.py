@@ -63,7 +63,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self._loop = pool.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = ResponseParser(_Detached())
+        self.parser = ResponseParser(_Detached(), chunk_line_max=pool.chunk_line)
         self.user: UpstreamUser | None = None
         self.deadline = 0.0
         self.response_window = 0.0

@@ -40,6 +40,7 @@ class EndpointPool:
         max_idle: int = 128,
         idle_timeout: float = 60.0,
         buffer_high_water: int = 64 * 1024,
+        chunk_line: int = 4096,
     ) -> None:
         self.loop = loop
         self.clock = loop.time
@@ -48,6 +49,7 @@ class EndpointPool:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.buffer_high_water = buffer_high_water
+        self.chunk_line = chunk_line  # the longest chunk line a response may have (502 above)
         self.idle: list[UpstreamConnection] = []
         self.retired = False
         self.connects = 0  # connections opened, for stats and tests
