@@ -10,7 +10,7 @@ import pytest
 
 from sidegate.config.load import load_config_text
 from sidegate.errors import ConfigError, ConfigIssue
-from sidegate.http.request_parser import _SPECIAL
+from sidegate.http.request_fields import _SPECIAL
 from sidegate.routing.router import FIELD_HEADERS, UNMATCHABLE_HEADERS
 
 HEAD = """\

@@ -71,6 +71,7 @@ UNMATCHABLE_HEADERS = frozenset(
         b"te",
         b"trailer",
         b"proxy-authorization",
+        b"http2-settings",  # only with an h2c upgrade, which Sidegate never forwards
     }
 )
 
