@@ -61,9 +61,12 @@ class Proc:
                 text += path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:]) or "(no output)"
 
-    def rss_bytes(self) -> int:
-        """VmRSS of the process and all its descendants (e.g. nginx master + worker)."""
-        return sum(_vm_rss(pid) for pid in [self.pid, *_descendants(self.pid)])
+    def rss_bytes(self, *, checker: bool = False) -> int:
+        """VmRSS of the process and all its descendants (e.g. nginx master + worker). Sidegate's
+        config checker server (a separate, idle Python kept warm for reloads) is counted apart:
+        ``checker=True`` gives its RSS alone, else the serving processes' without it."""
+        pids = [self.pid, *_descendants(self.pid)]
+        return sum(_vm_rss(pid) for pid in pids if _is_checker(pid) == checker)
 
     def pin(self, cpu: int) -> None:
         """Move every thread of the process and its descendants to `cpu`."""
@@ -193,6 +196,13 @@ def _vm_rss(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _is_checker(pid: int) -> bool:
+    try:
+        return b"sidegate.config.check" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _descendants(root: int) -> list[int]:
