@@ -85,6 +85,9 @@ class Limits(_Model):
     buffer: Size = Field(
         default=64 * KiB, gt=0, description="per-connection buffer high-water mark (backpressure)"
     )
+    send_timeout: Duration = Field(
+        default=60.0, gt=0, description="a client that accepts no response byte for this long is cut"
+    )
 
 
 class Forwarded(_Model):
@@ -228,6 +231,9 @@ class Timeouts(_Model):
         default=15.0, description="until the response head arrives (504); 0 = no limit"
     )
     idle: Duration = Field(default=60.0, description="between response body bytes (504); 0 = no limit")
+    send: Duration = Field(
+        default=60.0, description="the app taking no request byte for this long (504); 0 = no limit"
+    )
 
 
 class RegexRewrite(_Model):

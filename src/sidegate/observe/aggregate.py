@@ -12,7 +12,14 @@ from typing import Any
 
 from sidegate.observe.metrics import BUCKETS, SNAPSHOT_FORMAT
 
-_SUMMED = ("connections_active", "requests_active", "streams_active", "bytes_received", "bytes_sent")
+_SUMMED = (
+    "connections_active",
+    "requests_active",
+    "streams_active",
+    "bytes_received",
+    "bytes_sent",
+    "client_send_timeouts",
+)
 
 
 def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:

@@ -143,6 +143,13 @@ _SIMPLE: tuple[tuple[str, str, str, float | None, str], ...] = (
     ("sidegate_received_bytes_total", "counter", "bytes_received", 0, "Bytes received from clients."),
     ("sidegate_sent_bytes_total", "counter", "bytes_sent", 0, "Bytes sent to clients."),
     (
+        "sidegate_client_send_timeouts_total",
+        "counter",
+        "client_send_timeouts",
+        0,
+        "Client connections cut for taking no byte for send_timeout.",
+    ),
+    (
         "process_resident_memory_bytes",
         "gauge",
         "process_resident_memory_bytes",

@@ -19,6 +19,7 @@ class ConnectionStats:
         self.connections_active = 0
         self.connections_total = 0
         self.protocol_errors = 0
+        self.send_timeouts = 0  # clients cut for accepting nothing for send_timeout
 
 
 class ServerContext:
@@ -31,6 +32,7 @@ class ServerContext:
     body_idle: float
     keepalive_idle: float
     buffer_high_water: int
+    send_timeout: float
 
     def __init__(
         self,
@@ -54,3 +56,4 @@ class ServerContext:
         self.body_idle = limits.body_idle
         self.keepalive_idle = limits.keepalive_idle
         self.buffer_high_water = limits.buffer_high_water
+        self.send_timeout = limits.send_timeout
