@@ -54,21 +54,28 @@ def access_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gw(gateway_module: GatewayFactory, app: SlowApp, access_log: Path) -> GatewayProcess:
+def gw(
+    gateway_module: GatewayFactory, app: SlowApp, access_log: Path, origin_server: OriginProcess
+) -> GatewayProcess:
     idle = {"idle": "1s"}
     stuck = {"idle": "1s", "send": f"{UPSTREAM_SEND_TIMEOUT}s"}
+    fresh = {"path_prefix": "/big", "headers": {"x-fresh": "1"}}  # a new connection per request
     routes = [
+        {"name": "fresh", "match": fresh, "upstream": "fresh", "timeouts": idle},
         {"name": "big", "match": {"path_prefix": "/big"}, "upstream": "app", "timeouts": idle},
         {"name": "upload", "match": {"path_prefix": "/upload"}, "upstream": "slow", "timeouts": idle},
         {"name": "stuck", "match": {"path_prefix": "/stuck"}, "upstream": "slow", "timeouts": stuck},
         {"name": "tstuck", "match": {"path_prefix": "/tunnel-stuck"}, "upstream": "slow", "timeouts": stuck},
         {"name": "tunnel", "match": {"path_prefix": "/tunnel"}, "upstream": "slow", "timeouts": idle},
     ]
-    for route in routes[1:3]:
+    for route in routes[2:4]:
         route["max_body"] = 0  # no limit: the uploads here are big on purpose
     return gateway_module(
         routes=routes,
-        upstreams={"slow": {"endpoints": [app.address]}},
+        upstreams={
+            "slow": {"endpoints": [app.address]},
+            "fresh": {"endpoints": [origin_server.address], "pool": {"max_idle": 0}},
+        },
         limits={"body_idle": "1s", "send_timeout": f"{SEND_TIMEOUT}s"},
         observability={"access_log": {"enabled": True, "path": str(access_log)}},
         drain_timeout="1s",
@@ -177,6 +184,31 @@ def test_upload_to_an_app_that_reads_slowly_completes(
     assert peak - baseline < RSS_GROWTH_KIB, f"Sidegate grew by {peak - baseline} KiB"
     line = log_line(access_log, head)
     assert (line["status"], line["flags"], line["bytes_received"]) == (200, "", size), line
+
+
+def test_pipelined_download_waits_for_the_slow_reader_too(gw: GatewayProcess, origin: OriginProcess) -> None:
+    """Two big downloads pipelined: the second starts (on a new connection to the app) while the
+    client has not yet taken the end of the first, and must not stream into Sidegate's memory
+    meanwhile."""
+    size = 32 * MiB
+    baseline = gw.rss_kib()
+    with small_receive_buffer_client(gw.port) as sock:
+        sock.sendall(get(f"/big?bytes={size}", headers={"X-Fresh": "1"}) * 2)
+        for index in range(2):
+            head, start = read_head(sock)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            digest = hashlib.sha256(start)
+            got = len(start)
+            while got < size:
+                data = sock.recv(min(1 << 20, size - got))
+                assert data, f"response {index + 1} was cut after {got} of {size} bytes"
+                digest.update(data)
+                got += len(data)
+                if index == 0 and size - got < 256 * 1024 and got - len(data) <= size - 256 * 1024:
+                    time.sleep(PAUSE)  # the first is all but read: the second is under way
+                    grown = gw.rss_kib() - baseline
+                    assert grown < RSS_GROWTH_KIB, f"Sidegate grew by {grown} KiB while the client paused"
+            assert digest.hexdigest() == stream_digest(size), f"response {index + 1} arrived changed"
 
 
 def test_slow_reader_of_a_tunnel_gets_all_of_it(gw: GatewayProcess, app: SlowApp) -> None:
