@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from support.gateway import GatewayFactory, GatewayProcess, OriginProcess, get, request
+from support.gateway import GatewayFactory, GatewayProcess, OriginProcess, get, http_get, request
 from support.slow_peers import (
     BLOCK,
     SlowApp,
@@ -66,6 +66,7 @@ def gw(
         {"name": "upload", "match": {"path_prefix": "/upload"}, "upstream": "slow", "timeouts": idle},
         {"name": "stuck", "match": {"path_prefix": "/stuck"}, "upstream": "slow", "timeouts": stuck},
         {"name": "tstuck", "match": {"path_prefix": "/tunnel-stuck"}, "upstream": "slow", "timeouts": stuck},
+        {"name": "tslow", "match": {"path_prefix": "/tunnel-slow"}, "upstream": "slow", "timeouts": idle},
         {"name": "tunnel", "match": {"path_prefix": "/tunnel"}, "upstream": "slow", "timeouts": idle},
     ]
     for route in routes[2:4]:
@@ -104,6 +105,13 @@ def read_body(sock: socket.socket, head: bytes, start: bytes) -> bytes:
         assert more, f"closed inside the body: {body!r}"
         body += more
     return body
+
+
+def explain(gw: GatewayProcess, request_id: str) -> dict[str, Any]:
+    status, body = http_get(gw.admin_port, f"/explain/{request_id}")
+    assert status == 200, (status, body[:300])
+    record: dict[str, Any] = json.loads(body)
+    return record
 
 
 def wait_for(what: str, check: Any, timeout: float) -> float:
@@ -223,6 +231,25 @@ def test_slow_reader_of_a_tunnel_gets_all_of_it(gw: GatewayProcess, app: SlowApp
     assert digest == stream_digest(size), "the tunnel's bytes arrived changed"
 
 
+def test_tunnel_to_an_app_that_reads_slowly_completes(gw: GatewayProcess, app: SlowApp) -> None:
+    """The other way through a tunnel: 24 MiB to an app that reads 8 MiB, then nothing for 1.5 s,
+    with an idle timeout of 1 s: the client is silent only because Sidegate holds it back."""
+    size = 24 * MiB
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as sock:
+        sock.sendall(upgrade(f"/tunnel-slow?bytes={size}&burst={8 * MiB}&pause={PAUSE}"))
+        head, start = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        sender = _Uploader(sock, b"", size)
+        answer = start
+        while len(answer) < 64:
+            more = sock.recv(64)
+            assert more, f"the tunnel closed before the app's answer (sent: {sender.error!r})"
+            answer += more
+        sender.join(10)
+    assert sender.error is None, sender.error
+    assert answer.decode() == stream_digest(size), "the tunnel's bytes arrived changed"
+
+
 # --- peers that take nothing are cut -----------------------------------------------------------
 
 
@@ -251,6 +278,7 @@ def test_client_that_stops_reading_is_cut_after_send_timeout(
     line = log_line(access_log, head)
     assert line["status"] == 200 and line["flags"] == "client_send_timeout", line
     assert 0 < line["bytes_sent"] < size, line
+    assert explain(gw, line["request_id"])["response_flags"] == "client_send_timeout"
     wait_for("the app's connection closed", lambda: big.peer_port not in origin.state()["open"], 3)
 
 
@@ -272,6 +300,9 @@ def test_app_that_stops_reading_an_upload_gets_504(
     assert UPSTREAM_SEND_TIMEOUT - 0.3 < elapsed < UPSTREAM_SEND_TIMEOUT + 6, elapsed
     line = log_line(access_log, head)
     assert (line["status"], line["flags"]) == (504, "upstream_send_timeout"), line
+    record = explain(gw, line["request_id"])
+    assert record["response_flags"] == "upstream_send_timeout"
+    assert "send_timeout" in record["upstream"]["tries"][0]["result"], record
     held = app.wait_held()
     wait_for("the app's connection closed", lambda: tcp_state(held) != "ESTABLISHED", 3)
     assert (gw.metric("sidegate_upstream_failures_total", kind="send_timeout") or 0) == before + 1

@@ -14,6 +14,8 @@ the kernel. Paths:
 ``/tunnel?bytes=N``                            answers 101, then writes N bytes of
                                                :func:`stream_block` as fast as it is let
 ``/tunnel-stuck``                              answers 101, then reads nothing
+``/tunnel-slow?bytes=N&burst=B&pause=P``       answers 101, reads N bytes as ``/upload`` does,
+                                               writes their SHA-256 (64 hex digits), closes
 =============================================  ==============================================
 
 ``states`` keeps, per connection, the socket of every ``/stuck`` and ``/tunnel-stuck`` request, so
@@ -112,6 +114,11 @@ class SlowApp:
                     sock.sendall(_SWITCHING)
                 self.held.append(sock)
                 return  # never read: the test closes it at the end
+            elif parts.path == "/tunnel-slow":
+                sock.sendall(_SWITCHING)
+                burst, pause = int(args.get("burst", "65536")), float(args.get("pause", "1"))
+                sock.sendall(self._read_slowly(sock, rest, int(args["bytes"]), burst, pause).encode())
+                time.sleep(0.5)
             elif parts.path == "/tunnel":
                 sock.sendall(_SWITCHING)
                 size = int(args.get("bytes", "0"))
@@ -126,8 +133,16 @@ class SlowApp:
             self.errors.append(repr(exc))
             sock.close()
 
+    @classmethod
+    def _upload(cls, sock: socket.socket, rest: bytes, length: int, burst: int, pause: float) -> None:
+        hexdigest = cls._read_slowly(sock, rest, length, burst, pause)
+        body = json.dumps({"bytes": length, "sha256": hexdigest}).encode()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        sock.sendall(head + body)
+
     @staticmethod
-    def _upload(sock: socket.socket, rest: bytes, length: int, burst: int, pause: float) -> None:
+    def _read_slowly(sock: socket.socket, rest: bytes, length: int, burst: int, pause: float) -> str:
+        """Read ``length`` bytes (``rest`` first), ``burst`` at a time with ``pause`` s between."""
         digest = hashlib.sha256(rest)
         got = len(rest)
         while got < length:
@@ -141,10 +156,7 @@ class SlowApp:
                 burst_left -= len(data)
             if got < length:
                 time.sleep(pause)
-        body = json.dumps({"bytes": got, "sha256": digest.hexdigest()}).encode()
-        sock.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(body), body)
-        )
+        return digest.hexdigest()
 
 
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\nConnection: Upgrade\r\n\r\n"
