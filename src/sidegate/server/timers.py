@@ -124,7 +124,8 @@ class Sweeper:
             if watch.deadline <= now:
                 stalled.append(obj)
         for obj in stalled:
-            del self._sending[obj]
+            if self._sending.pop(obj, None) is None:
+                continue  # an earlier handler let it go (its connection was closed with another)
             try:
                 obj.on_send_timeout()
             except Exception:
