@@ -59,7 +59,7 @@ class UpstreamFailure:
 
     ``kind`` is stable and appears in the JSON error body and in logs:
     ``connect_refused``, ``connect_timeout``, ``connect_error``, ``response_timeout``,
-    ``idle_timeout``, ``reset``, ``protocol_error``, ``no_endpoint``.
+    ``idle_timeout``, ``send_timeout``, ``reset``, ``protocol_error``, ``no_endpoint``.
     """
 
     kind: str
@@ -86,6 +86,10 @@ def response_timeout(endpoint: str, seconds: float) -> UpstreamFailure:
 
 def idle_timeout(endpoint: str, seconds: float) -> UpstreamFailure:
     return UpstreamFailure("idle_timeout", 504, f"{endpoint} sent nothing for {seconds:g}s mid-response")
+
+
+def send_timeout(endpoint: str, seconds: float) -> UpstreamFailure:
+    return UpstreamFailure("send_timeout", 504, f"{endpoint} took no request bytes for {seconds:g}s")
 
 
 def reset(endpoint: str, retryable: bool) -> UpstreamFailure:

@@ -270,11 +270,23 @@ class Exchange(UpstreamUser, InboundExchange):
 
     def client_writable(self, writable: bool) -> None:
         upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
+        if upstream is not None:
             if writable:
-                upstream.transport.resume_reading()
+                upstream.resume_reading()
             else:
-                upstream.transport.pause_reading()
+                upstream.pause_reading()
+
+    def client_stalled(self) -> None:
+        """The client took nothing for ``send_timeout``: the response is cut (the connection is
+        being aborted), the upstream connection closed, as it cannot be reused mid-response."""
+        if self.finished:
+            return
+        upstream, self.upstream = self.upstream, None
+        self.outbox = None
+        if upstream is not None:
+            upstream.close()
+        self.flag = "client_send_timeout"
+        self._complete(self.status or 499, keep_alive=False, notify=False)
 
     @property
     def conn_high_water(self) -> int:
@@ -300,7 +312,16 @@ class Exchange(UpstreamUser, InboundExchange):
         assert route is not None
         self.upstream = upstream
         head_request = self.head.method == b"HEAD"
-        upstream.attach(self, head_request, route.response_timeout, route.idle_timeout, self.request_done)
+        upstream.attach(
+            self,
+            head_request,
+            route.response_timeout,
+            route.idle_timeout,
+            self.request_done,
+            send=route.send_timeout,
+        )
+        if not self.conn.writable:  # the client has not taken the previous response yet
+            upstream.pause_reading()
         pending, self.pending = self.pending, None
         if pending:
             self._send_up(b"".join([self.upstream_head, *pending]))

@@ -9,7 +9,8 @@ demand from the exchanges the proxy remembers (a ring), so remembering costs one
 Response flags (the ``flags`` field) say why a request ended as it did; empty when the app
 answered normally: ``no_route``, ``body_too_large``, ``client_closed``, ``upstream_<kind>`` (kind:
 ``connect_refused``, ``connect_timeout``, ``connect_error``, ``response_timeout``,
-``idle_timeout``, ``reset``, ``protocol_error``; ``..._mid_response`` when the response was cut),
+``idle_timeout``, ``send_timeout``, ``reset``, ``protocol_error``; ``..._mid_response`` when the
+response was cut), ``client_send_timeout`` (the client took no byte for ``send_timeout``: cut),
 and for answers a filter gave: ``auth_failed``, ``auth_forbidden``, ``access_denied``,
 ``rate_limited``, ``rate_limit_unavailable``, ``cors_preflight``, ``cors_denied``,
 ``direct_response``...

@@ -57,3 +57,4 @@ class RoutePlan:
         self.connect_timeout = timeouts.connect
         self.response_timeout = timeouts.response
         self.idle_timeout = timeouts.idle
+        self.send_timeout = timeouts.send

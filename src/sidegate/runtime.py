@@ -130,6 +130,7 @@ class Gateway:
         self.metrics.connections_active = self.ctx.stats.connections_active
         self.metrics.fields_dropped = self.ctx.stats.fields_dropped
         snapshot = self.metrics.snapshot()
+        snapshot["client_send_timeouts"] = self.ctx.stats.send_timeouts
         snapshot["policy"] = POLICY.snapshot()
         snapshot["telemetry"] = self.telemetry_counters()
         if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):

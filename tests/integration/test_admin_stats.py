@@ -42,7 +42,7 @@ def test_routes_lists_the_running_routes_in_order_with_totals(loaded: Loaded) ->
     limited = doc["routes"][1]
     assert limited["match"] == {"path_prefix": "/limited"} and limited["upstream"] == "app"
     assert limited["filters"] == ["rate_limit"]
-    assert limited["timeouts"] == {"connect": 2.0, "response": 15.0, "idle": 60.0}
+    assert limited["timeouts"] == {"connect": 2.0, "response": 15.0, "idle": 60.0, "send": 60.0}
     assert limited["requests"] == traffic.LIMIT + 2
     assert limited["status"] == {"2xx": traffic.LIMIT, "4xx": 2}
     assert doc["routes"][2]["upstream"] == "dead" and doc["routes"][2]["status"] == {"5xx": 2}

@@ -144,6 +144,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             body_idle=limits["body_idle"],
             keepalive_idle=limits["keepalive_idle"],
             buffer_high_water=limits["buffer"],
+            send_timeout=limits["send_timeout"],
             drop_fields=frozenset(
                 name.lower() for name in (identity.consumer_header, identity.tenant_header) if name
             ),
@@ -214,7 +215,12 @@ def compile_route(route: Plain, filters: tuple[Filter, ...] = ()) -> Route:
     return Route(
         name=route["name"],
         upstream=route["upstream"],
-        timeouts=Timeouts(connect=timeouts["connect"], response=timeouts["response"], idle=timeouts["idle"]),
+        timeouts=Timeouts(
+            connect=timeouts["connect"],
+            response=timeouts["response"],
+            idle=timeouts["idle"],
+            send=timeouts["send"],
+        ),
         rewrite=compile_rewrite(rewrite) if rewrite is not None else None,
         request_headers=compile_edits(headers["request"]),
         response_headers=compile_edits(headers["response"]),

@@ -92,6 +92,9 @@ class Limits(_Model):
         gt=0,
         description="longest chunk-size line of a chunked body, extensions included (400; 502 upstream)",
     )
+    send_timeout: Duration = Field(
+        default=60.0, gt=0, description="a client that accepts no response byte for this long is cut"
+    )
 
 
 def _trusted_network(value: str) -> str:
@@ -282,6 +285,9 @@ class Timeouts(_Model):
         default=15.0, description="until the response head arrives (504); 0 = no limit"
     )
     idle: Duration = Field(default=60.0, description="between response body bytes (504); 0 = no limit")
+    send: Duration = Field(
+        default=60.0, description="the app taking no request byte for this long (504); 0 = no limit"
+    )
 
 
 class RegexRewrite(_Model):

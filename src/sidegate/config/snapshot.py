@@ -27,6 +27,7 @@ class Timeouts:
     connect: float = 2.0
     response: float = 15.0  # until the response head arrives
     idle: float = 60.0  # between body bytes once the response streams; also for upgraded tunnels
+    send: float = 60.0  # the app accepting no byte of what Sidegate has for it (upload, tunnel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class InboundLimits:
     body_idle: float = 30.0
     keepalive_idle: float = 60.0
     buffer_high_water: int = 64 * 1024
+    send_timeout: float = 60.0  # the client accepting no byte of what Sidegate has for it
     # Request fields always removed from what clients send (lower-case): the identity headers
     # Sidegate itself sets, so that no client can claim to be a consumer.
     drop_fields: frozenset[bytes] = frozenset()

@@ -19,6 +19,7 @@ _SUMMED = (
     "bytes_received",
     "bytes_sent",
     "fields_dropped",
+    "client_send_timeouts",
 )
 
 

@@ -150,6 +150,13 @@ _SIMPLE: tuple[tuple[str, str, str, float | None, str], ...] = (
         "Request header fields dropped for an underscore in the name (listeners.inbound.underscore_headers).",
     ),
     (
+        "sidegate_client_send_timeouts_total",
+        "counter",
+        "client_send_timeouts",
+        0,
+        "Client connections cut for taking no byte for send_timeout.",
+    ),
+    (
         "process_resident_memory_bytes",
         "gauge",
         "process_resident_memory_bytes",

@@ -20,6 +20,7 @@ class ConnectionStats:
         self.connections_total = 0
         self.protocol_errors = 0
         self.fields_dropped = 0  # request fields dropped for an underscore in the name
+        self.send_timeouts = 0  # clients cut for accepting nothing for send_timeout
 
 
 class ServerContext:
@@ -32,6 +33,7 @@ class ServerContext:
     body_idle: float
     keepalive_idle: float
     buffer_high_water: int
+    send_timeout: float
 
     def __init__(
         self,
@@ -55,3 +57,4 @@ class ServerContext:
         self.body_idle = limits.body_idle
         self.keepalive_idle = limits.keepalive_idle
         self.buffer_high_water = limits.buffer_high_water
+        self.send_timeout = limits.send_timeout

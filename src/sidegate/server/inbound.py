@@ -15,6 +15,11 @@ high-water mark the connection stops reading from the client until the queue dra
 Deadlines (see :mod:`sidegate.server.timers`) follow the read side: waiting for the first byte of
 a request (keep-alive idle: close quietly), inside a head (408), inside a body (408).
 While a response is being produced, the exchange's upstream timeouts govern instead.
+They measure the client's silence only while Sidegate reads from it: while reading is paused
+(the app takes the body slower than the client sends it, or pipelined requests wait), the
+deadline does not run, and it starts whole again when reading resumes. The other half is the
+send timeout: while the client's write buffer is over high water, a client that takes no byte
+for ``send_timeout`` is cut (its exchange ends ``client_send_timeout``).
 
 Writes are "corked" while the handler processes one upstream read, so a response head and the
 body bytes that came with it leave in one ``write`` (one syscall, one packet).
@@ -34,6 +39,7 @@ from sidegate.http.messages import LocalResponse, ReadyResponse
 from sidegate.http.request_fields import special_fields
 from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
 from sidegate.http.writer import error_response, render_local
+from sidegate.server.timers import cut
 
 if TYPE_CHECKING:
     from sidegate.server.context import ServerContext
@@ -85,6 +91,9 @@ class Exchange:
 
     def client_writable(self, writable: bool) -> None:
         """The client's socket buffer crossed its high-water mark (False) or drained (True)."""
+
+    def client_stalled(self) -> None:
+        """The client took no byte of the response for ``send_timeout``: it is being cut."""
 
 
 class TunnelPeer(Protocol):
@@ -203,6 +212,7 @@ class InboundConnection(RequestSink):
         ctx.connections.discard(self)
         ctx.stats.connections_active -= 1
         ctx.sweeper.discard(self)
+        ctx.sweeper.unwatch_send(self)
         self._closing = True
         self._special_mode = True
         self.keep_alive_wanted = False
@@ -262,13 +272,31 @@ class InboundConnection(RequestSink):
 
     def pause_writing(self) -> None:
         self.writable = False
+        if self.transport is not None:
+            self._ctx.sweeper.watch_send(self, self.transport, self._ctx.send_timeout)
         if self._exchange is not None:
             self._exchange.client_writable(False)
 
     def resume_writing(self) -> None:
         self.writable = True
+        self._ctx.sweeper.unwatch_send(self)
         if self._exchange is not None:
             self._exchange.client_writable(True)
+
+    def on_send_timeout(self) -> None:
+        """The client took no byte for ``send_timeout`` while Sidegate had bytes for it: cut it
+        (an abort: a close would wait for the buffer to drain, which it does not)."""
+        self._ctx.stats.send_timeouts += 1
+        self._closing = True
+        self._special_mode = True
+        self.keep_alive_wanted = False
+        self._queue.clear()
+        self._wbuf = None
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.client_stalled()
+        if self.transport is not None:
+            cut(self.transport)
 
     # -- parser sink ---------------------------------------------------------------------------
 
@@ -276,7 +304,7 @@ class InboundConnection(RequestSink):
         head.client_ip = head.peer_ip = self.client_ip  # the exchange may find the real client
         if head.has_body:
             self._phase = _BODY
-            self.deadline = self._loop.time() + self._ctx.body_idle
+            self.deadline = 0.0 if self._paused else self._loop.time() + self._ctx.body_idle
         if self._exchange is None and not self._queue:
             self.response_started = False
             self._exchange = self._reading = exchange = self._ctx.handler.begin(self, head)
@@ -488,8 +516,11 @@ class InboundConnection(RequestSink):
         return not self._closing and self._held_error is None
 
     def _pause(self, reason: int) -> None:
-        if not self._paused and self.transport is not None:
-            self.transport.pause_reading()
+        if not self._paused:
+            if self.transport is not None:
+                self.transport.pause_reading()
+            if self._phase != _IDLE:
+                self.deadline = 0.0  # the client's silence is Sidegate's doing from now on
         self._paused |= reason
 
     def _resume(self, reason: int) -> None:
@@ -497,6 +528,10 @@ class InboundConnection(RequestSink):
         self._paused &= ~reason
         if was and not self._paused and self.transport is not None and not self._closing:
             self.transport.resume_reading()
+            if self._phase == _BODY:  # the client's time starts again, whole
+                self.deadline = self._loop.time() + self._ctx.body_idle
+            elif self._phase == _HEAD:
+                self.deadline = self._loop.time() + self._ctx.head_timeout
 
     def _close_soon(self) -> None:
         self._closing = True
@@ -504,5 +539,8 @@ class InboundConnection(RequestSink):
         self.keep_alive_wanted = False
         if self._wbuf is not None:
             self.uncork()
-        if self.transport is not None:
-            self.transport.close()  # flushes what is buffered, then closes
+        transport = self.transport
+        if transport is not None:
+            transport.close()  # flushes what is buffered, then closes
+            if transport.get_write_buffer_size():  # ... if the client takes it within send_timeout
+                self._ctx.sweeper.watch_send(self, transport, self._ctx.send_timeout)

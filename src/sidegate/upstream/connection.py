@@ -8,6 +8,13 @@ While a user is attached the connection also carries that user's upstream deadli
 timeout until the head arrives, then the idle timeout, refreshed on every read, so a stream
 that keeps sending is never cut by a total-time limit.
 
+Those deadlines measure the app's silence only while Sidegate reads from it: while reading is
+paused (:meth:`pause_reading`: the client takes the response slower than the app sends it) the
+deadline does not run, and it starts whole when reading resumes; a request still in the write
+buffer does not start the response timeout either. In a tunnel, the idle timeout stops while
+either direction is held. What runs instead is the send timeout: while the write buffer is over
+high water, an app that takes no byte for ``send_window`` is cut (``send_timeout``).
+
 After a ``101 Switching Protocols`` it becomes a byte tunnel to the client transport.
 """
 
@@ -16,12 +23,24 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Final, cast
 
-from sidegate.errors import UpstreamFailure, idle_timeout, protocol_error, reset, response_timeout
+from sidegate.errors import (
+    UpstreamFailure,
+    idle_timeout,
+    protocol_error,
+    reset,
+    response_timeout,
+    send_timeout,
+)
 from sidegate.http.errors import ProtocolError
 from sidegate.http.response_parser import ParsedResponse, ResponseParser, ResponseSink
+from sidegate.server.timers import cut
 
 if TYPE_CHECKING:
     from sidegate.upstream.pool import EndpointPool
+
+# Why the deadline is held (bit flags of ``held``).
+_READ_PAUSED: Final = 1  # Sidegate stopped reading: the client is not taking the response
+_WRITE_FULL: Final = 2  # the app is not taking what Sidegate writes (pause_writing)
 
 
 class UpstreamUser(ResponseSink):
@@ -48,12 +67,15 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_loop",
         "deadline",
+        "held",
         "idle_window",
         "parser",
         "pool",
         "received",
         "response_window",
         "reused",
+        "send_window",
+        "sent",
         "transport",
         "tunnel_to",
         "user",
@@ -68,6 +90,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.response_window = 0.0
         self.idle_window = 0.0
+        self.send_window = 0.0
+        self.sent = False  # the whole request is written (the response timeout may run)
+        self.held = 0  # _READ_PAUSED | _WRITE_FULL
         self.received = False  # any response byte since attach
         self.reused = False  # this connection served a request before
         self.tunnel_to: asyncio.Transport | None = None
@@ -75,28 +100,79 @@ class UpstreamConnection(asyncio.Protocol):
     # -- lifecycle -----------------------------------------------------------------------------
 
     def attach(
-        self, user: UpstreamUser, head_request: bool, response_timeout: float, idle: float, sent: bool
+        self,
+        user: UpstreamUser,
+        head_request: bool,
+        response_timeout: float,
+        idle: float,
+        sent: bool,
+        *,
+        send: float,
     ) -> None:
         """Lend this connection to ``user``; ``sent``: the request is whole (the response timeout
-        starts now; otherwise at :meth:`request_sent`)."""
+        starts now; otherwise at :meth:`request_sent`); ``send``: the send timeout."""
         self.user = user
         parser = self.parser
         parser.sink = user
         parser.expect(head_request)
         self.received = False
+        self.sent = sent
         self.response_window = response_timeout
         self.idle_window = idle
+        self.send_window = send
         self.deadline = self._loop.time() + response_timeout if sent and response_timeout else 0.0
 
     def request_sent(self) -> None:
-        """The whole request is out: the response timeout starts now (a slow upload is not cut)."""
-        if self.response_window and not self.parser.in_body:
+        """The whole request is out: the response timeout starts now (a slow upload is not cut),
+        or once the app has taken it from the buffer."""
+        self.sent = True
+        if self.response_window and not self.parser.in_body and not self.held:
             self.deadline = self._loop.time() + self.response_window
 
     def detach(self) -> None:
         self.user = None
         self.parser.sink = _DETACHED
         self.reused = True
+        if self.held & _READ_PAUSED:  # idle in the pool, it must see the app close
+            self.resume_reading()
+
+    def pause_reading(self) -> None:
+        """Stop reading from the app (the client is not taking the response): its deadline stops."""
+        if self.transport is not None and not self.held & _READ_PAUSED:
+            self.transport.pause_reading()
+        self.held |= _READ_PAUSED
+        self.deadline = 0.0
+
+    def resume_reading(self) -> None:
+        """Read again; the app's time starts again, whole."""
+        if not self.held & _READ_PAUSED:
+            return
+        self.held &= ~_READ_PAUSED
+        if self.transport is not None:
+            self.transport.resume_reading()
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """The deadline of what the connection waits for, after a hold ended."""
+        window = 0.0
+        if self.user is None:
+            return
+        if self.tunnel_to is not None:
+            window = 0.0 if self.held else self.idle_window
+        elif self.held & _READ_PAUSED:
+            window = 0.0
+        elif self.parser.in_body:
+            window = self.idle_window
+        elif self.sent and not self.held:
+            window = self.response_window
+        self.deadline = self._loop.time() + window if window else 0.0
+
+    def abort(self) -> None:
+        """Close at once with a reset, dropping what is buffered (an app that takes nothing
+        never drains it)."""
+        self.user = None
+        if self.transport is not None:
+            cut(self.transport)
 
     def send(self, data: bytes) -> None:
         if self.transport is not None:
@@ -120,6 +196,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool.sweeper.discard(self)
+        self.pool.sweeper.unwatch_send(self)
         self.pool.discard(self)
         self.transport = None
         tunnel = self.tunnel_to
@@ -139,8 +216,8 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel_to
         if tunnel is not None:
-            tunnel.write(data)
-            if self.idle_window:
+            tunnel.write(data)  # may hold this side (the client is full): then no idle deadline
+            if self.idle_window and not self.held:
                 self.deadline = self._loop.time() + self.idle_window
             return
         user = self.user
@@ -169,12 +246,31 @@ class UpstreamConnection(asyncio.Protocol):
         return False
 
     def pause_writing(self) -> None:
+        self.held |= _WRITE_FULL
+        if self.tunnel_to is not None:
+            self.deadline = 0.0  # held both ways now: the send timeout governs
+        if self.transport is not None:
+            self.pool.sweeper.watch_send(self, self.transport, self.send_window)
         if self.user is not None:
             self.user.upstream_writable(False)
 
     def resume_writing(self) -> None:
+        self.held &= ~_WRITE_FULL
+        self.pool.sweeper.unwatch_send(self)
         if self.user is not None:
+            self._rearm()
             self.user.upstream_writable(True)
+
+    def on_send_timeout(self) -> None:
+        """The app took no byte of the request (or of the tunnel) for ``send_window``."""
+        user = self.user
+        self.abort()
+        if user is None:
+            return
+        failure = send_timeout(str(self.pool.endpoint), self.send_window)
+        if self.tunnel_to is None:  # a stuck tunnel peer is not a failure of the endpoint
+            self.pool.failed(failure)
+        user.upstream_failed(failure)
 
     # -- deadlines -----------------------------------------------------------------------------
 
@@ -196,12 +292,12 @@ class UpstreamConnection(asyncio.Protocol):
     def start_tunnel(self, client: asyncio.Transport, idle: float) -> None:
         self.tunnel_to = client
         self.idle_window = idle
-        self.deadline = self._loop.time() + idle if idle else 0.0
+        self.deadline = self._loop.time() + idle if idle and not self.held else 0.0
 
     def tunnel_write(self, data: bytes) -> None:
         if self.transport is not None:
-            self.transport.write(data)
-        if self.idle_window:
+            self.transport.write(data)  # may fill the app's buffer: then no idle deadline
+        if self.idle_window and not self.held:
             self.deadline = self._loop.time() + self.idle_window
 
 
