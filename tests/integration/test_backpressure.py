@@ -63,13 +63,19 @@ def gw(
     routes = [
         {"name": "fresh", "match": fresh, "upstream": "fresh", "timeouts": idle},
         {"name": "big", "match": {"path_prefix": "/big"}, "upstream": "app", "timeouts": idle},
+        {
+            "name": "steady",
+            "match": {"path_prefix": "/upload", "headers": {"x-steady": "1"}},
+            "upstream": "slow",
+            "timeouts": {"idle": "1s", "response": "1s"},
+        },
         {"name": "upload", "match": {"path_prefix": "/upload"}, "upstream": "slow", "timeouts": idle},
         {"name": "stuck", "match": {"path_prefix": "/stuck"}, "upstream": "slow", "timeouts": stuck},
         {"name": "tstuck", "match": {"path_prefix": "/tunnel-stuck"}, "upstream": "slow", "timeouts": stuck},
         {"name": "tslow", "match": {"path_prefix": "/tunnel-slow"}, "upstream": "slow", "timeouts": idle},
         {"name": "tunnel", "match": {"path_prefix": "/tunnel"}, "upstream": "slow", "timeouts": idle},
     ]
-    for route in routes[2:4]:
+    for route in routes[2:5]:
         route["max_body"] = 0  # no limit: the uploads here are big on purpose
     return gateway_module(
         routes=routes,
@@ -217,6 +223,22 @@ def test_pipelined_download_waits_for_the_slow_reader_too(gw: GatewayProcess, or
                     grown = gw.rss_kib() - baseline
                     assert grown < RSS_GROWTH_KIB, f"Sidegate grew by {grown} KiB while the client paused"
             assert digest.hexdigest() == stream_digest(size), f"response {index + 1} arrived changed"
+
+
+def test_response_timeout_waits_until_the_app_has_taken_the_upload(gw: GatewayProcess) -> None:
+    """8 MiB to an app that reads 2 MiB/s steadily, on a route whose response timeout is 1 s: much
+    of the body is still in the socket buffers when Sidegate has written it all, and the app's
+    time to answer starts only once it has taken the body."""
+    size = 8 * MiB
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as sock:
+        target = f"/upload?burst={64 * 1024}&pause=0.03125"
+        headers = {"Content-Length": str(size), "X-Steady": "1"}
+        sender = _Uploader(sock, request("POST", target, None, headers=headers), size)
+        head, start = read_head(sock)
+        body = read_body(sock, head, start)
+        sender.join(10)
+    assert head.startswith(b"HTTP/1.1 200"), (head, body)
+    assert json.loads(body) == {"bytes": size, "sha256": stream_digest(size)}
 
 
 def test_slow_reader_of_a_tunnel_gets_all_of_it(gw: GatewayProcess, app: SlowApp) -> None:

@@ -21,6 +21,9 @@ After a ``101 Switching Protocols`` it becomes a byte tunnel to the client trans
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import termios
 from typing import TYPE_CHECKING, Final, cast
 
 from sidegate.errors import (
@@ -41,6 +44,20 @@ if TYPE_CHECKING:
 # Why the deadline is held (bit flags of ``held``).
 _READ_PAUSED: Final = 1  # Sidegate stopped reading: the client is not taking the response
 _WRITE_FULL: Final = 2  # the app is not taking what Sidegate writes (pause_writing)
+_DRAIN_CHECK: Final = 1.0  # seconds between looks at a request still in the socket buffers
+_INT: Final = b"\0\0\0\0"
+
+
+def _kernel_queued(transport: asyncio.Transport) -> int:
+    """Bytes written but not yet taken by the peer's kernel (SIOCOUTQ); 0 if unknown."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        queued: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, _INT))[0]
+    except (OSError, ValueError):
+        return 0
+    return queued
 
 
 class UpstreamUser(ResponseSink):
@@ -71,11 +88,13 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_window",
         "parser",
         "pool",
+        "queued_seen",
         "received",
         "response_window",
         "reused",
         "send_window",
         "sent",
+        "stalled_since",
         "transport",
         "tunnel_to",
         "user",
@@ -93,6 +112,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.send_window = 0.0
         self.sent = False  # the whole request is written (the response timeout may run)
         self.held = 0  # _READ_PAUSED | _WRITE_FULL
+        self.queued_seen = 0  # request bytes the app had still to take at the last look (0: none)
+        self.stalled_since = 0.0
         self.received = False  # any response byte since attach
         self.reused = False  # this connection served a request before
         self.tunnel_to: asyncio.Transport | None = None
@@ -133,6 +154,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.user = None
         self.parser.sink = _DETACHED
         self.reused = True
+        self.queued_seen = 0
         if self.held & _READ_PAUSED:  # idle in the pool, it must see the app close
             self.resume_reading()
 
@@ -279,8 +301,11 @@ class UpstreamConnection(asyncio.Protocol):
         if user is None:
             self.close()  # idle in the pool for too long
             return
+        in_body = self.parser.in_body
+        if not in_body and self.tunnel_to is None and self._still_taking(now):
+            return
         endpoint = str(self.pool.endpoint)
-        if self.parser.in_body or self.tunnel_to is not None:
+        if in_body or self.tunnel_to is not None:
             failure = idle_timeout(endpoint, self.idle_window)
         else:
             failure = response_timeout(endpoint, self.response_window)
@@ -288,6 +313,30 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.failed(failure)
         self.close()
         user.upstream_failed(failure)
+
+    def _still_taking(self, now: float) -> bool:
+        """The response timeout ran out, but the app may still be taking the request: a big
+        upload sits in the socket buffers after Sidegate wrote it. While it is (looked at every
+        second) the response timeout waits, and starts whole once all is taken; no progress for
+        ``send_window`` is a send timeout. Only a deadline that ran out pays for the look."""
+        transport = self.transport
+        if transport is None:
+            return False
+        queued = transport.get_write_buffer_size() + _kernel_queued(transport)
+        if not queued:
+            if not self.queued_seen:
+                return False  # the app had the whole request: a real response timeout
+            self.queued_seen = 0
+            self.deadline = now + self.response_window  # taken now: its answer's time starts
+            return True
+        if not self.queued_seen or queued < self.queued_seen:
+            self.stalled_since = now
+        self.queued_seen = queued
+        if self.send_window and now - self.stalled_since >= self.send_window:
+            self.on_send_timeout()
+            return True
+        self.deadline = now + _DRAIN_CHECK
+        return True
 
     def start_tunnel(self, client: asyncio.Transport, idle: float) -> None:
         self.tunnel_to = client
