@@ -30,7 +30,7 @@ from sidegate.upstream.connection import UpstreamUser
 from sidegate.upstream.pool import ConnectFailedError, EndpointPool
 
 if TYPE_CHECKING:
-    from sidegate.http.request_parser import ParsedRequest
+    from sidegate.http.request_head import ParsedRequest
     from sidegate.http.response_parser import ParsedResponse
     from sidegate.plan import RoutePlan
     from sidegate.proxy import Proxy

@@ -41,7 +41,7 @@ import ipaddress
 from typing import Final
 
 from sidegate.config.snapshot import ForwardedSpec
-from sidegate.http.request_parser import ParsedRequest
+from sidegate.http.request_head import ParsedRequest
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -27,7 +27,7 @@ from sidegate.observe.tracing import Span
 if TYPE_CHECKING:
     from sidegate.exchange import Exchange
     from sidegate.filters.context import RequestContext
-    from sidegate.http.request_parser import ParsedRequest
+    from sidegate.http.request_head import ParsedRequest
     from sidegate.observe.trace_context import TraceContext
     from sidegate.plan import RoutePlan
     from sidegate.proxy import View

@@ -41,7 +41,7 @@ from sidegate.plan import RoutePlan
 from sidegate.server.inbound import RequestHandler
 
 if TYPE_CHECKING:
-    from sidegate.http.request_parser import ParsedRequest
+    from sidegate.http.request_head import ParsedRequest
     from sidegate.observe.metrics import Metrics
     from sidegate.server.inbound import InboundConnection
     from sidegate.upstream.cluster import Cluster

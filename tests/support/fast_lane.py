@@ -17,7 +17,8 @@ from typing import Literal
 import pytest
 
 from sidegate.http.errors import ProtocolError
-from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
+from sidegate.http.request_head import ParsedRequest
+from sidegate.http.request_parser import RequestParser, RequestSink
 from sidegate.http.response_parser import ParsedResponse, ResponseParser, ResponseSink
 
 MAX_HEAD = 8192

@@ -16,7 +16,8 @@ import pytest
 
 from sidegate.http import request_parser, wire
 from sidegate.http.errors import ProtocolError
-from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
+from sidegate.http.request_head import ParsedRequest
+from sidegate.http.request_parser import RequestParser, RequestSink
 from support.fast_lane import (
     MAX_COUNT,
     MAX_HEAD,

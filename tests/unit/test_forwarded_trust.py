@@ -14,7 +14,7 @@ from sidegate.config.load import load_config_text
 from sidegate.config.snapshot import ForwardedSpec
 from sidegate.errors import ConfigError, ConfigIssue
 from sidegate.forwarding import MAX_ENTRIES, ClientAddresses, ForwardingCache, node_address
-from sidegate.http.request_parser import ParsedRequest
+from sidegate.http.request_head import ParsedRequest
 from support.configs import MINIMAL
 
 

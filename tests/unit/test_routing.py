@@ -247,7 +247,8 @@ def test_parse_query(query: bytes, params: dict[bytes, list[bytes]]) -> None:
 
 def parsed(raw: bytes) -> RequestHead:
     """The head the HTTP layer hands to the router for ``raw`` request bytes."""
-    from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
+    from sidegate.http.request_head import ParsedRequest
+    from sidegate.http.request_parser import RequestParser, RequestSink
 
     heads: list[ParsedRequest] = []
 

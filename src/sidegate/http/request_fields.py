@@ -1,16 +1,19 @@
-"""How the request reader classifies header fields: the kinds, and the tables that map names to them.
+"""How the request reader classifies header fields: the kinds, the tables that map names to them,
+and what a special field does to the head (``apply_special``).
 
 A field's kind is found once per spelling of its name (``FieldKinds`` remembers the names as
 sent): plain fields are forwarded as they are; the special ones are framing, hop-by-hop or
-rewritten by the proxy (see ``RequestParser._special``). Names with an underscore get a kind of
-their own when they fold onto a name Sidegate manages (``special_fields``).
+rewritten by the proxy. Names with an underscore get a kind of their own when they fold onto a
+name Sidegate manages (``special_fields``).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from sidegate.http.syntax import FieldKinds
+from sidegate.http.errors import ProtocolError
+from sidegate.http.request_head import ParsedRequest
+from sidegate.http.syntax import FieldKinds, connection_tokens, valid_request_id
 
 # Header kinds (small ints so the dispatch in on_header is one dict lookup).
 HOST: Final = 0
@@ -86,3 +89,48 @@ def special_fields(
             kind = None
         _TABLES[key] = table = FieldKinds(special, kind, folded)
     return table
+
+
+def apply_special(head: ParsedRequest, kind: int, name: bytes, value: bytes) -> bool:
+    """Set what a special field of a request's head says (the reader does ``TE`` and
+    ``UNDERSCORE_DROP`` itself). True when the field is kept in ``head.headers`` (``Expect``)."""
+    if kind == HOST:
+        if head.host_header or value.find(b",") >= 0:
+            raise ProtocolError(400, "more than one Host header")
+        if not value:
+            raise ProtocolError(400, "empty Host header")
+        head.host_header = value
+    elif kind == CL:
+        head.content_length = int(value)  # llhttp has checked it is digits and unique
+    elif kind == CONN:
+        head.connection_tokens += connection_tokens(value)
+    elif kind == UPGRADE:
+        head.upgrade = value
+    elif kind == XFF:
+        head.plain_forwarding = False
+        head.xff = head.xff + b", " + value if head.xff else value
+    elif kind == XFP:
+        head.plain_forwarding = False
+        head.xfp = value
+    elif kind == XFH:
+        head.plain_forwarding = False
+        head.xfh = value
+    elif kind == FWD:
+        head.plain_forwarding = False
+        head.forwarded = head.forwarded + b", " + value if head.forwarded else value
+    elif kind == VIA:
+        head.plain_forwarding = False
+        head.via = head.via + b", " + value if head.via else value
+    elif kind == EXPECT:
+        head.headers.append((name, value))  # end-to-end: the app answers 100 Continue itself
+        head.expect_continue = value.lower() == b"100-continue"
+        return True
+    elif kind == RID:
+        head.request_id = value if valid_request_id(value) else b""
+    elif kind == TRACE:
+        # Two are invalid (a new trace starts); joined, they are forwarded as received.
+        head.traceparent = head.traceparent + b", " + value if head.traceparent else value
+    elif kind == UNDERSCORE_REJECT:
+        shown = name[:64].decode("latin-1")
+        raise ProtocolError(400, f"header field name with an underscore refused: {shown}")
+    return False  # HOP: dropped

@@ -5,15 +5,14 @@ Theory of operation
 llhttp (through httptools) reads the heads the fast lane leaves to it and is already strict about
 most of RFC 9112: CL with TE, duplicate or malformed Content-Length, bare LF/CR, obs-fold, invalid
 header names and values, NUL and CR in fields all raise ``HttpParserError``. It is given each head
-whole (held in pieces until it ends) with the whitespace after field values trimmed
-(``trim_field_lines``: it is not part of a value, and llhttp would keep it, or refuse
-``chunked`` followed by a tab). Bodies are read here: Content-Length counted, chunked by
-:class:`~sidegate.http.chunked.ChunkedBody` (every legal chunk line, bounded). This module adds
-what llhttp leaves to the application:
+whole, trimmed of the whitespace after field values (held until it ends: ``held``). Bodies are
+read here: Content-Length counted, chunked by :class:`~sidegate.http.chunked.ChunkedBody` (every
+legal chunk line, bounded). This module adds what llhttp leaves to the application:
 
 * limits: head size and header count (431), URI length (414), bytes received while still in a head
   (so a header that never ends cannot grow without bound);
-* Host: exactly one for HTTP/1.1, a valid authority; absolute-form targets take their authority;
+* Host: exactly one for HTTP/1.1, a valid authority; absolute-form targets take their authority
+  (``request_head``);
 * Transfer-Encoding: only ``chunked`` is understood (501 for other codings, 400 on HTTP/1.0);
 * versions other than 1.0 and 1.1 (505; HTTP/0.9: 400); CONNECT, unknown forms of request-target
   and fragments (400/405); ``h2c`` taken out of ``Upgrade``.
@@ -38,50 +37,17 @@ tries ``sub`` as an integer and formats (then discards) a TypeError, ten times t
 
 from __future__ import annotations
 
-from typing import Final
-
 import httptools
 from mypy_extensions import mypyc_attr
 
 from sidegate.http.chunked import CHUNK_LINE_MAX, ChunkedBody
 from sidegate.http.errors import ProtocolError
-from sidegate.http.messages import RequestHead
-from sidegate.http.request_fields import (
-    CL,
-    CONN,
-    DEFAULT_FIELDS,
-    EXPECT,
-    FWD,
-    HOST,
-    RID,
-    TE,
-    TRACE,
-    UNDERSCORE_DROP,
-    UNDERSCORE_REJECT,
-    UPGRADE,
-    VIA,
-    XFF,
-    XFH,
-    XFP,
-)
-from sidegate.http.syntax import (
-    PLAIN_FIELD,
-    FieldKinds,
-    connection_tokens,
-    head_end,
-    nominated_headers,
-    normalize_path,
-    parse_authority,
-    trim_field_lines,
-    upgrade_without_h2c,
-    valid_request_id,
-)
+from sidegate.http.held import HELD, HeldHead, llhttp_refusal
+from sidegate.http.request_fields import DEFAULT_FIELDS, HOST, TE, UNDERSCORE_DROP, apply_special
+from sidegate.http.request_head import ParsedRequest, drop_nominated, resolve_host, split_target
+from sidegate.http.syntax import PLAIN_FIELD, FieldKinds, upgrade_without_h2c
 from sidegate.http.wire import AVAILABLE as FAST_LANE_BUILT
 from sidegate.http.wire import scan_request
-
-# Host header value -> validated host name; a pod sees few distinct hosts.
-_HOSTS: Final[dict[bytes, bytes]] = {}
-_HOSTS_MAX: Final = 1024
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests and tools parse with their own sinks
@@ -102,22 +68,6 @@ class RequestSink:
         """A field was dropped from the request (a name with an underscore: see special_fields)."""
 
 
-class ParsedRequest(RequestHead):
-    """A request head plus the forwarding headers the proxy rewrites (empty when absent)."""
-
-    host_header: bytes = b""  # Host as sent (with port), forwarded upstream unchanged
-    connection_tokens: tuple[bytes, ...] = ()
-    xff: bytes = b""
-    xfp: bytes = b""
-    xfh: bytes = b""
-    forwarded: bytes = b""
-    via: bytes = b""
-    # True when none of the forwarding headers above came in (the common case, cached bytes).
-    plain_forwarding: bool = True
-    expect_continue: bool = False  # the client waits for "100 Continue" before sending the body
-    traceparent: bytes = b""  # W3C trace context as sent
-
-
 class RequestParser(ChunkedBody):
     """Feeds heads to llhttp; validates; reads bodies; reports heads, body chunks and ends to a
     sink."""
@@ -129,20 +79,17 @@ class RequestParser(ChunkedBody):
         "_fields",
         "_head",
         "_head_bytes",
+        "_held",
         "_idle",
         "_in_head",
         "_max_count",
         "_max_size",
         "_parser",
-        "_pieces",
-        "_pieces_size",
-        "_raw",
         "_sink",
         "_special_count",
         "_special_size",
         "_spellings",
         "_stale",
-        "_tail",
         "_te_values",
         "_tunnel_at",
         "_upgrading",
@@ -178,12 +125,9 @@ class RequestParser(ChunkedBody):
         self._te_values: list[bytes] = []
         self._in_head = False
         self.in_body = False
-        # llhttp is given heads only, each whole when it fits (to be trimmed: see _reference_head);
-        # bodies are read here. A head that has not ended yet is held in pieces.
-        self._pieces: list[bytes] = []
-        self._pieces_size = 0
-        self._tail = b""  # the last bytes (at most three) of a head's earlier reads
-        self._raw = False  # this head goes to llhttp as it comes (too large, or bare LFs)
+        # llhttp is given heads only, each whole when it fits (see _reference_head); bodies are
+        # read here.
+        self._held = HeldHead()
         self._stale = False  # llhttp waits for a body read here: a new parser before its next head
         self._closing_message = False  # the message being read closes the connection
         self._after_close = False  # ...and it is over: nothing may follow
@@ -202,7 +146,7 @@ class RequestParser(ChunkedBody):
                     pos = self._read_chunked(data, pos)
                 elif self._body_left:
                     pos = self._count_body(data, pos)
-                elif not (self._fast and self._idle and not self._pieces):
+                elif not (self._fast and self._idle and not self._held.holding):
                     pos = self._reference_head(data, pos)
                     if self._tunnel_at >= 0:
                         at, self._tunnel_at = self._tunnel_at, -1
@@ -236,7 +180,7 @@ class RequestParser(ChunkedBody):
             else:
                 self.on_header(pair[0], pair[1])
         head.method = method  # HTTP/1.1 and kept alive: the lane takes no other
-        self._resolve_host(head)
+        resolve_host(head)
         head.path = path
         head.query = query
         head.target = target
@@ -258,43 +202,18 @@ class RequestParser(ChunkedBody):
         if self._stale:
             self._parser = httptools.HttpRequestParser(self)
             self._stale = False
-        tail = self._tail
-        end = head_end(tail, data, pos)
-        if end < 0:
-            piece = data[pos:] if pos else data
-            self._tail = (tail + piece[-3:])[-3:]
-            if not self._raw:
-                held = self._pieces_size + len(piece)
-                if (
-                    held <= self._max_size
-                    and (tail + piece[:2]).find(b"\n\n") < 0
-                    and piece.find(b"\n\n") < 0
-                ):
-                    self._pieces.append(piece)
-                    self._pieces_size = held
-                    return len(data)
-                self._raw = True
-                if self._pieces:
-                    piece = b"".join(self._pieces) + piece
-                    self._pieces = []
-                    self._pieces_size = 0
+        held = self._held
+        end = held.feed(data, pos, self._max_size)
+        if end >= 0:
+            self._llhttp(held.take(data, pos, end), end)
+            return end
+        if end != HELD:  # too large, bare LFs, or already so: llhttp reads it as it comes
+            piece = held.spill(data, pos)
             self._head_bytes += len(piece)
             self._llhttp(piece, -1)
             if self._in_head and self._head_bytes > self._max_size:
                 raise ProtocolError(431, f"request head larger than {self._max_size} bytes")
-            return len(data)
-        head = data[pos:end] if pos or end < len(data) else data
-        self._tail = b""
-        if self._raw:
-            self._raw = False
-            self._llhttp(head, end)  # the rest of a head llhttp has been reading as it came
-        else:
-            if self._pieces:
-                head = b"".join(self._pieces) + head
-                self._pieces = []
-                self._pieces_size = 0
-            self._llhttp(trim_field_lines(head), end)
-        return end
+        return len(data)
 
     def _llhttp(self, data: bytes, end: int) -> None:
         """Feed llhttp; its errors as ProtocolErrors. ``end``: where the head ends in the read."""
@@ -310,13 +229,8 @@ class RequestParser(ChunkedBody):
             raise ProtocolError(400, "invalid or unsupported method") from None
         except httptools.HttpParserInvalidURLError:
             raise ProtocolError(400, "invalid request-target") from None
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, ProtocolError):
-                raise cause from None
-            raise ProtocolError(400, "invalid request") from None
         except httptools.HttpParserError as exc:
-            raise ProtocolError(400, f"malformed request: {exc}") from None
+            raise llhttp_refusal(exc, 400, "request") from None
 
     def upgrade_refused(self) -> None:
         """The app answered an upgrade request without switching protocols: the connection is
@@ -371,56 +285,17 @@ class RequestParser(ChunkedBody):
             self._special(kind, name, value)
 
     def _special(self, kind: int, name: bytes, value: bytes) -> None:
-        head = self._head
         self._special_size += len(name) + len(value) + 4
         self._special_count += 1
         if self.in_body:
             return  # a trailer field: dropped (the body is re-framed)
-        if kind == HOST:
-            if head.host_header or value.find(b",") >= 0:
-                raise ProtocolError(400, "more than one Host header")
-            if not value:
-                raise ProtocolError(400, "empty Host header")
-            head.host_header = value
-        elif kind == CL:
-            head.content_length = int(value)  # llhttp has checked it is digits and unique
-        elif kind == TE:
+        if kind == TE:
             self._te_values.append(value)
-        elif kind == CONN:
-            head.connection_tokens += connection_tokens(value)
-        elif kind == UPGRADE:
-            head.upgrade = value
-        elif kind == XFF:
-            head.plain_forwarding = False
-            head.xff = head.xff + b", " + value if head.xff else value
-        elif kind == XFP:
-            head.plain_forwarding = False
-            head.xfp = value
-        elif kind == XFH:
-            head.plain_forwarding = False
-            head.xfh = value
-        elif kind == FWD:
-            head.plain_forwarding = False
-            head.forwarded = head.forwarded + b", " + value if head.forwarded else value
-        elif kind == VIA:
-            head.plain_forwarding = False
-            head.via = head.via + b", " + value if head.via else value
-        elif kind == EXPECT:
-            head.headers.append((name, value))  # end-to-end: the app answers 100 Continue itself
-            self._special_count -= 1  # counted once, as one of head.headers
-            self._special_size -= len(name) + len(value) + 4
-            head.expect_continue = value.lower() == b"100-continue"
-        elif kind == RID:
-            head.request_id = value if valid_request_id(value) else b""
-        elif kind == TRACE:
-            # Two are invalid (a new trace starts); joined, they are forwarded as received.
-            head.traceparent = head.traceparent + b", " + value if head.traceparent else value
         elif kind == UNDERSCORE_DROP:
             self._sink.on_field_dropped(name)
-        elif kind == UNDERSCORE_REJECT:
-            shown = name[:64].decode("latin-1")
-            raise ProtocolError(400, f"header field name with an underscore refused: {shown}")
-        # HOP: dropped
+        elif apply_special(self._head, kind, name, value):  # kept in head.headers: counted there
+            self._special_count -= 1
+            self._special_size -= len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         head = self._head
@@ -443,7 +318,7 @@ class RequestParser(ChunkedBody):
         head.method = method = parser.get_method()
         if method == b"CONNECT":
             raise ProtocolError(405, "CONNECT is not accepted on the inbound listener")
-        self._target(head, self._url)
+        split_target(head, self._url)
         if self._te_values:
             self._transfer_encoding(head)
         self._closing_message = not keep_alive
@@ -460,7 +335,7 @@ class RequestParser(ChunkedBody):
         """Give a complete head to the sink, with this reader ready for the next one."""
         tokens = head.connection_tokens
         if tokens:
-            _drop_nominated(head, tokens)
+            drop_nominated(head, tokens)
             if head.upgrade:
                 # Upgrade without "Connection: upgrade" is not an upgrade; h2c is never passed on
                 # (through a proxy it smuggles requests past it): without it, maybe no upgrade.
@@ -511,65 +386,3 @@ class RequestParser(ChunkedBody):
             self._head = ParsedRequest()
             self._special_count = self._special_size = 0
         self._sink.on_request_end()
-
-    # -- helpers -------------------------------------------------------------------------------
-
-    @staticmethod
-    def _resolve_host(head: ParsedRequest) -> None:
-        """The host name from Host (or the target's authority), validated; 400 when missing."""
-        host_header = head.host_header
-        if host_header:
-            host = _HOSTS.get(host_header)
-            if host is None:
-                host = _valid_host(host_header)
-            head.host = host
-        elif head.version == b"1.1":
-            raise ProtocolError(400, "missing Host header")
-
-    @staticmethod
-    def _target(head: ParsedRequest, url: bytes) -> None:
-        """Split the request-target; resolve Host per RFC 9112 section 3.2."""
-        if url.find(b"#") >= 0:  # RFC 9112 section 3.2: a fragment is never sent
-            raise ProtocolError(400, "a fragment (#) has no place in a request-target")
-        if url[:1] == b"/":
-            path, _, query = url.partition(b"?")
-        elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
-            rest = url.split(b"://", 1)[1]
-            end = min(i for i in (rest.find(b"/"), rest.find(b"?"), len(rest)) if i >= 0)
-            authority, path_q = rest[:end], rest[end:]
-            if not authority:
-                raise ProtocolError(400, "absolute-form target without an authority")
-            head.host_header = authority  # the target's authority overrides Host
-            path, _, query = path_q.partition(b"?")
-            path = path or b"/"
-            url = path + b"?" + query if query else path
-        elif url == b"*" and head.method == b"OPTIONS":
-            path, query = b"*", b""
-        else:
-            raise ProtocolError(400, "request-target must start with '/' or be an absolute URL")
-        RequestParser._resolve_host(head)
-        if path.find(b"/.") >= 0:  # dot-segments: route on the path the app will see
-            path = normalize_path(path)
-            url = path + b"?" + query if query else path
-        head.path = path
-        head.query = query
-        head.target = url
-
-
-def _valid_host(host_header: bytes) -> bytes:
-    if host_header.find(b",") >= 0:  # never cached, so every such request comes here
-        raise ProtocolError(400, "more than one Host header")
-    host = parse_authority(host_header)
-    if host is None:
-        raise ProtocolError(400, "invalid Host header")
-    if len(_HOSTS) >= _HOSTS_MAX:
-        _HOSTS.clear()
-    _HOSTS[host_header] = host
-    return host
-
-
-def _drop_nominated(head: ParsedRequest, tokens: tuple[bytes, ...]) -> None:
-    """Remove headers that ``Connection`` names as hop-by-hop (RFC 9110 section 7.6.1)."""
-    nominated = nominated_headers(tokens)
-    if nominated:
-        head.headers = [(n, v) for n, v in head.headers if n.lower() not in nominated]

@@ -1,7 +1,7 @@
 """Upstream response reader: bytes in, response heads and body chunks out.
 
 llhttp reads response heads (given each head whole, trimmed of the whitespace after field
-values, as the request reader does); the body is framed here: Content-Length counted, chunked
+values, as the request reader does: ``held``); the body is framed here: Content-Length counted, chunked
 read by :class:`~sidegate.http.chunked.ChunkedBody` (its chunk lines bounded), close-delimited
 until the upstream closes; 1xx, 204 and 304 have none. llhttp cannot know the request method: a
 response to HEAD has no body whatever its Content-Length says, so for HEAD the message ends at
@@ -22,15 +22,9 @@ from mypy_extensions import mypyc_attr
 
 from sidegate.http.chunked import CHUNK_LINE_MAX, ChunkedBody
 from sidegate.http.errors import ProtocolError
+from sidegate.http.held import HELD, OVER, HeldHead, llhttp_refusal
 from sidegate.http.messages import ResponseHead
-from sidegate.http.syntax import (
-    PLAIN_FIELD,
-    FieldKinds,
-    connection_tokens,
-    head_end,
-    nominated_headers,
-    trim_field_lines,
-)
+from sidegate.http.syntax import PLAIN_FIELD, FieldKinds, connection_tokens, nominated_headers
 from sidegate.http.wire import AVAILABLE as FAST_LANE_BUILT
 from sidegate.http.wire import scan_response
 
@@ -94,11 +88,10 @@ class ResponseParser(ChunkedBody):
         "_head",
         "_head_bytes",
         "_head_request",
+        "_held",
         "_idle",
         "_parser",
-        "_pieces",
         "_stale",
-        "_tail",
         "_until_close",
         "in_body",
         "in_message",
@@ -120,8 +113,7 @@ class ResponseParser(ChunkedBody):
         self._head_request = False
         self._head_bytes = 0
         self._field_count = 0  # special fields of the head being read (the rest: head.headers)
-        self._pieces: list[bytes] = []  # a head not ended yet (see _reference_head)
-        self._tail = b""
+        self._held = HeldHead()  # a head not ended yet (see _reference_head)
         self._stale = False  # llhttp waits for a body read here: a new parser before its next head
         self._until_close = False  # a close-delimited body is being read
         self._closing_message = False  # the response being read closes the connection
@@ -147,7 +139,7 @@ class ResponseParser(ChunkedBody):
                 elif self._until_close:
                     self.sink.on_response_body(data[pos:] if pos else data)
                     return None
-                elif self._fast and self._idle and self.in_message and not self._pieces:
+                elif self._fast and self._idle and self.in_message and not self._held.holding:
                     taken = self._lane_head(data, pos)
                     if taken < 0:
                         return -1 - taken  # a 101: the rest is the tunnel's
@@ -215,36 +207,23 @@ class ResponseParser(ChunkedBody):
         if self._stale:
             self._parser = httptools.HttpResponseParser(self)
             self._stale = False
-        tail = self._tail
-        end = head_end(tail, data, pos)
+        held = self._held
+        # A 1xx head's bytes count until the final response ends (_head_bytes: see _message_end).
+        end = held.feed(data, pos, MAX_RESPONSE_HEAD - self._head_bytes)
         if end < 0:
-            piece = data[pos:] if pos else data
-            self._tail = (tail + piece[-3:])[-3:]
-            self._head_bytes += len(piece)
-            if self._head_bytes > MAX_RESPONSE_HEAD:
+            if end == HELD:
+                return len(data)
+            if end == OVER:
                 raise ProtocolError(502, "response head too large")
-            if piece.find(b"\n\n") >= 0 or (tail + piece[:2]).find(b"\n\n") >= 0:
-                raise ProtocolError(502, "malformed response: bare LF in the head")  # it never ends
-            self._pieces.append(piece)
-            return len(data)
-        head = data[pos:end] if pos or end < len(data) else data
-        self._tail = b""
-        if self._pieces:
-            head = b"".join(self._pieces) + head
-            self._pieces = []
-        self._head_bytes = len(head)
+            raise ProtocolError(502, "malformed response: bare LF in the head")  # it never ends
+        self._head_bytes = held.size + end - pos  # the whole head, before it is trimmed
         try:
-            self._parser.feed_data(trim_field_lines(head))
+            self._parser.feed_data(held.take(data, pos, end))
         except httptools.HttpParserUpgrade:
             self._stale = True
             return -1 - end
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, ProtocolError):
-                raise cause from None
-            raise ProtocolError(502, "invalid response") from None
         except httptools.HttpParserError as exc:
-            raise ProtocolError(502, f"malformed response: {exc}") from None
+            raise llhttp_refusal(exc, 502, "response") from None
         if self._head_request and not self.in_message:  # HEAD answered: the rest is dropped
             return len(data)
         return end

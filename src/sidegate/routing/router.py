@@ -47,7 +47,7 @@ _PREFIX: Final = 1
 _REGEX: Final = 2
 
 # Headers the HTTP parser takes out of ``RequestHead.headers`` and keeps in a field of the head
-# (the forwarding ones on :class:`sidegate.http.request_parser.ParsedRequest`).
+# (the forwarding ones on :class:`sidegate.http.request_head.ParsedRequest`).
 FIELD_HEADERS: dict[bytes, str] = {
     b"upgrade": "upgrade",
     b"x-request-id": "request_id",

@@ -37,7 +37,8 @@ from mypy_extensions import trait
 from sidegate.http.errors import ProtocolError
 from sidegate.http.messages import LocalResponse, ReadyResponse
 from sidegate.http.request_fields import special_fields
-from sidegate.http.request_parser import ParsedRequest, RequestParser, RequestSink
+from sidegate.http.request_head import ParsedRequest
+from sidegate.http.request_parser import RequestParser, RequestSink
 from sidegate.http.writer import error_response, render_local
 from sidegate.server.timers import cut
 
