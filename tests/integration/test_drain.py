@@ -106,7 +106,7 @@ def test_drain_timeout_bounds_the_wait(gateway: Any, origin: OriginProcess, work
     finally:
         slow.close()
     assert code == 0, gw.log()
-    assert 0.9 <= elapsed < 4, f"exited {elapsed:.1f}s after SIGTERM with drain_timeout 1s"
+    assert 1.9 <= elapsed < 5, f"exited {elapsed:.1f}s after SIGTERM with drain_timeout 2s"
     assert response is None or response.status != 200 or not response.complete
 
 
@@ -162,7 +162,9 @@ def test_an_event_stream_in_flight_is_finished(gateway: Any, origin: OriginProce
 def test_a_websocket_works_during_the_drain_and_is_closed_at_drain_timeout(
     gateway: Any, demo: DemoApp, workers: int
 ) -> None:
-    gw = start(gateway, workers, "1s", routes=[proxied("all", "/")], upstream=demo.address)
+    # 2 s: the WebSocket must still answer after new connections are seen refused, which can take
+    # most of a second on a loaded 2-core machine with two workers.
+    gw = start(gateway, workers, "2s", routes=[proxied("all", "/")], upstream=demo.address)
     url = f"ws://127.0.0.1:{gw.port}/ws"
     with connect(url, proxy=None, compression=None, ping_interval=None, open_timeout=5) as ws:
         ws.send("before")
@@ -177,4 +179,4 @@ def test_a_websocket_works_during_the_drain_and_is_closed_at_drain_timeout(
         code = gw.proc.wait(10)
         elapsed = time.monotonic() - sent
     assert code == 0, gw.log()
-    assert 0.9 <= elapsed < 4, f"exited {elapsed:.1f}s after SIGTERM with drain_timeout 1s"
+    assert 1.9 <= elapsed < 5, f"exited {elapsed:.1f}s after SIGTERM with drain_timeout 2s"
