@@ -14,11 +14,12 @@ from pathlib import Path
 
 # The modules setup.py compiles (it reads this tuple from this file, so it is the one list).
 HOT_MODULES = (
-    "sidegate.exchange",
+    "sidegate.request.exchange",
     "sidegate.forwarding",
-    "sidegate.proxy",
-    "sidegate.outcome",
-    "sidegate.plan",
+    "sidegate.request.proxy",
+    "sidegate.request.outcome",
+    "sidegate.request.plan",
+    "sidegate.request.upstream_head",
     "sidegate.observe.trace_context",
     "sidegate.http.counted",
     "sidegate.http.chunked",

@@ -4,7 +4,7 @@ This is the only module that imports every layer. It loads and compiles the conf
 listeners, wires the proxy to the server and the metrics, starts the admin API and the config
 watcher, and owns the process's life: SIGHUP reloads, SIGTERM/SIGINT drain then exit 0.
 
-Reload is a value swap: a new :class:`~sidegate.proxy.View` replaces the proxy's reference;
+Reload is a value swap: a new :class:`~sidegate.request.proxy.View` replaces the proxy's reference;
 requests already running keep the view they took, so nothing in flight changes underneath them.
 """
 
@@ -35,9 +35,9 @@ from sidegate.observe.app_metrics import scrape_app
 from sidegate.observe.metrics import Metrics
 from sidegate.observe.oplog import configure as configure_logging
 from sidegate.observe.prometheus import render
-from sidegate.outcome import explain
-from sidegate.proxy import Proxy, View
 from sidegate.ratelimit.pod import remove_table
+from sidegate.request.outcome import explain
+from sidegate.request.proxy import Proxy, View
 from sidegate.server.context import ServerContext
 from sidegate.server.inbound import InboundConnection
 from sidegate.server.listener import bind_tcp

@@ -554,7 +554,7 @@ def test_the_serving_path_never_imports_pydantic_or_yaml(tmp_path: Path) -> None
     path = write(tmp_path, RICH)
     code = f"""
 import sys
-import sidegate.runtime, sidegate.proxy, sidegate.supervisor, sidegate.cli
+import sidegate.runtime, sidegate.request.proxy, sidegate.supervisor, sidegate.cli
 import sidegate.config.compile, sidegate.config.isolated, sidegate.filters.registry, sidegate.filters.builtin
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import validate_file

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A request's line (UTF-8 bytes with its newline) is made on the event loop
-(:mod:`sidegate.outcome`) and appended to :attr:`AccessLogWriter.lines` (the proxy does it inline,
+(:mod:`sidegate.request.outcome`) and appended to :attr:`AccessLogWriter.lines` (the proxy does it inline,
 :meth:`AccessLogWriter.write` is the same), unless ``max_lines`` are already waiting: then the
 line is dropped and counted. The loop never waits for the sink, whatever it is (a slow terminal, a
 full pipe, a stalled disk).

@@ -1,7 +1,7 @@
 """L4: what became of a finished request, told three ways: a JSON access log line, a trace span,
 and the decision record that ``GET /explain/{request-id}`` returns.
 
-All three read the finished :class:`~sidegate.exchange.Exchange`, which keeps what they need in
+All three read the finished :class:`~sidegate.request.exchange.Exchange`, which keeps what they need in
 plain slots (flag, answering filter, failed tries, timings, byte counts). The access line and the
 span are made when a request ends, only when their feature is on; the explain record is made on
 demand from the exchanges the proxy remembers (a ring), so remembering costs one list store.
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Final
 from sidegate.observe.tracing import Span
 
 if TYPE_CHECKING:
-    from sidegate.exchange import Exchange
     from sidegate.filters.context import RequestContext
     from sidegate.http.request_head import ParsedRequest
     from sidegate.observe.trace_context import TraceContext
-    from sidegate.plan import RoutePlan
-    from sidegate.proxy import View
+    from sidegate.request.exchange import Exchange
+    from sidegate.request.plan import RoutePlan
+    from sidegate.request.proxy import View
     from sidegate.upstream.pool import EndpointPool
 
 _MILLIS: Final = tuple(f".{n:03d}Z" for n in range(1000))

@@ -1,7 +1,7 @@
 """L4: a route's hot fields, copied once per snapshot into a compiled object the exchange reads.
 
 ``Route`` is an interpreted dataclass: compiled code reading its attributes pays a generic look-up
-each time. :class:`~sidegate.proxy.Proxy` builds one plan per route and config snapshot (so a
+each time. :class:`~sidegate.request.proxy.Proxy` builds one plan per route and config snapshot (so a
 reload starts fresh plans), with the route's cluster, its single pool when it has one, its metric
 children and its access log memo already made.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sidegate.config.snapshot import ObservabilitySpec, Route
-from sidegate.outcome import LineMemo
+from sidegate.request.outcome import LineMemo
 
 if TYPE_CHECKING:
     from sidegate.observe.metrics import RouteStats, UpstreamStats

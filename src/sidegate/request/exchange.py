@@ -1,4 +1,4 @@
-"""One request and its response: the phase loop that :class:`~sidegate.proxy.Proxy` starts.
+"""One request and its response: the phase loop that :class:`~sidegate.request.proxy.Proxy` starts.
 
 The exchange implements both sides' callbacks: the inbound connection feeds it the request body,
 the upstream connection feeds it the response. It holds upstream-bound bytes until the client
@@ -25,6 +25,7 @@ from sidegate.http.writer import (
     status_line,
 )
 from sidegate.observe.trace_context import TraceContext
+from sidegate.request.upstream_head import upstream_head
 from sidegate.server.inbound import Exchange as InboundExchange
 from sidegate.upstream.connection import UpstreamUser
 from sidegate.upstream.pool import ConnectFailedError, EndpointPool
@@ -32,8 +33,8 @@ from sidegate.upstream.pool import ConnectFailedError, EndpointPool
 if TYPE_CHECKING:
     from sidegate.http.request_head import ParsedRequest
     from sidegate.http.response_parser import ParsedResponse
-    from sidegate.plan import RoutePlan
-    from sidegate.proxy import Proxy
+    from sidegate.request.plan import RoutePlan
+    from sidegate.request.proxy import Proxy
     from sidegate.server.inbound import InboundConnection
     from sidegate.upstream.connection import UpstreamConnection
 
@@ -181,7 +182,15 @@ class Exchange(UpstreamUser, InboundExchange):
         head = self.head
         route = self.route
         assert route is not None
-        self.upstream_head = self._build_upstream_head(head, route)
+        ctx = self.ctx
+        self.upstream_head = upstream_head(
+            head,
+            route,
+            self.view.forwarding.lines(head),
+            identity=ctx.upstream_lines if ctx is not None else b"",
+            request_id_line=self.request_id_line,
+            trace=self.trace,
+        )
         self.upstream_at = self.proxy.clock()
         self.pool = pool = route.single_pool or route.cluster.pick()
         upstream = pool.acquire()
@@ -599,37 +608,6 @@ class Exchange(UpstreamUser, InboundExchange):
         proxy.record(self)
         if notify:
             self.conn.finish(keep_alive and self.request_done)
-
-    # -- building the upstream head ------------------------------------------------------------
-
-    def _build_upstream_head(self, head: ParsedRequest, route: RoutePlan) -> bytes:
-        target = head.target
-        if route.rewrite is not None:
-            path = route.rewrite.apply(head.path)
-            target = path + b"?" + head.query if head.query else path
-        edits = route.request_headers
-        headers = edits.apply(head.headers) if edits is not None else head.headers
-        lead = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host_header or b"localhost", b"\r\n"]
-        parts = [self.view.forwarding.lines(head)]  # what follows the fields
-        if edits is not None:
-            parts.append(edits.block)
-        ctx = self.ctx
-        if ctx is not None and ctx.upstream_lines:
-            parts.append(ctx.upstream_lines)  # identity headers of an authenticated consumer
-        parts.append(self.request_id_line)
-        trace = self.trace
-        if trace is not None:
-            parts.append(trace.header_line())
-        elif head.traceparent:  # tracing is off: the caller's trace context goes on as it came
-            parts += (b"traceparent: ", head.traceparent, b"\r\n")
-        if head.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        elif head.content_length is not None:
-            parts.append(b"Content-Length: %d\r\n" % head.content_length)
-        if head.upgrade:
-            parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
-        parts.append(b"\r\n")
-        return join_head(lead, headers, parts)
 
 
 def _describe(head: ParsedRequest) -> str:

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :class:`Proxy` is the inbound connection's request handler. For each request head it makes an
-:class:`~sidegate.exchange.Exchange`, which
+:class:`~sidegate.request.exchange.Exchange`, which
 
 1. takes the current :class:`View` (snapshot, live clusters, metric children) once: a reload
    never changes a request mid-flight;
@@ -31,13 +31,13 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from sidegate.config.snapshot import ObservabilitySpec, Snapshot
-from sidegate.exchange import Exchange
 from sidegate.forwarding import ClientAddresses, ForwardingCache
 from sidegate.observe.access_log import AccessLogWriter
 from sidegate.observe.trace_context import Sampler, sampler_from_env
 from sidegate.observe.tracing import Tracer
-from sidegate.outcome import Finished, access_line, rejected_line, span_of
-from sidegate.plan import RoutePlan
+from sidegate.request.exchange import Exchange
+from sidegate.request.outcome import Finished, access_line, rejected_line, span_of
+from sidegate.request.plan import RoutePlan
 from sidegate.server.inbound import RequestHandler
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class View:
         self.via_line = b"Via: " + via + b"\r\n" if via else b""
 
 
-log = logging.getLogger("sidegate.proxy")
+log = logging.getLogger("sidegate.request.proxy")
 
 
 class Proxy(RequestHandler):
