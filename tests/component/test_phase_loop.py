@@ -1,5 +1,6 @@
 """The phase loop with no sockets: routing, local answers, the upstream head, the response relayed,
-failures, upgrades and keep-alive, seen as the bytes a client and the app exchange with the gateway.
+upgrades and keep-alive, seen as the bytes a client and the app exchange with the gateway (the
+app's failures: ``test_phase_loop_failures.py``).
 
 Each test builds a gateway from its config over fake transports (:mod:`support.wired`); the app
 is played by the test on each connection the gateway opens to it.
@@ -11,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from support.gateway import Response, chunked, get, request
-from support.wired import APP, App, Client, Wire, Wired, reply
+from support.gateway import chunked, get, request
+from support.wired import Wire, Wired, expect_error, reply
 
 ROUTES: list[dict[str, Any]] = [
     {
@@ -52,8 +53,6 @@ ROUTES: list[dict[str, Any]] = [
             "response": {"set": {"Content-Type": "text/x-set"}, "add": {"X-Added": "1"}, "remove": ["X-End"]},
         },
     },
-    {"name": "slow", "match": {"path_prefix": "/slow"}, "upstream": "app", "timeouts": {"response": "2s"}},
-    {"name": "stall", "match": {"path_prefix": "/stall"}, "upstream": "app", "timeouts": {"idle": "1s"}},
     {"name": "all", "match": {"path_regex": "/(?!nowhere).*"}, "upstream": "app"},
 ]
 KEY = "billing-key-0123456789"
@@ -63,24 +62,6 @@ CONSUMERS = [{"name": "billing", "tenant": "acme", "api_keys": [KEY]}]
 @pytest.fixture
 def gw(wire: Wire) -> Wired:
     return wire(routes=ROUTES, consumers=CONSUMERS)
-
-
-def exchange(gw: Wired, client: Client, data: bytes, answer: bytes, method: str = "GET") -> Response:
-    """The client sends ``data``; the app (the latest connection) answers it with ``answer``."""
-    client.send(data)
-    gw.upstream().request()
-    gw.upstream().send(answer)
-    return client.response(method)
-
-
-def expect_error(response: Response, status: int, kind: str) -> dict[str, Any]:
-    """A JSON error answer made by the gateway: status, kind, a request id."""
-    assert response.status == status, response
-    assert (response.headers.get("content-type") or "").startswith("application/json")
-    assert response.headers.get("x-request-id")
-    body: dict[str, Any] = response.json()
-    assert body["error"] == kind and body["status"] == status, body
-    return body
 
 
 # -- the upstream head ------------------------------------------------------------------------------
@@ -166,14 +147,14 @@ def test_no_route_is_404_json_and_keeps_the_connection(gw: Wired) -> None:
     body = expect_error(client.response(), 404, "no_route")
     assert "/nowhere" in body["detail"]
     assert gw.upstreams == [], "the app must not be asked"
-    assert exchange(gw, client, get("/after"), reply(b"ok")).status == 200
+    assert gw.round_trip(client, get("/after"), reply(b"ok")).status == 200
 
 
 def test_no_route_with_a_small_body_reads_it_and_keeps_the_connection(gw: Wired) -> None:
     client = gw.client()
     client.send(request("POST", "/nowhere", b"x" * 1000))
     expect_error(client.response(), 404, "no_route")
-    assert exchange(gw, client, get("/after"), reply(b"ok")).body == b"ok"
+    assert gw.round_trip(client, get("/after"), reply(b"ok")).body == b"ok"
 
 
 def test_content_length_over_max_body_is_413_and_close(gw: Wired) -> None:
@@ -231,7 +212,7 @@ def test_api_key_missing_is_401_and_a_good_key_passes_with_the_consumer(gw: Wire
 
 def test_content_length_response_relayed(gw: Wired) -> None:
     client = gw.client()
-    response = exchange(gw, client, get("/cl"), reply(b"x" * 5000, headers={"X-App": "1"}))
+    response = gw.round_trip(client, get("/cl"), reply(b"x" * 5000, headers={"X-App": "1"}))
     assert response.status == 200 and response.body == b"x" * 5000 and not response.chunked
     assert response.headers.get("content-length") == "5000" and response.headers.get("x-app") == "1"
 
@@ -299,7 +280,7 @@ def test_head_keeps_content_length_without_body(gw: Wired) -> None:
     app.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
     head = client.response("HEAD")
     assert head.body == b"" and head.headers.get("content-length") == "100"
-    assert exchange(gw, client, get("/after"), reply(b"after")).body == b"after"
+    assert gw.round_trip(client, get("/after"), reply(b"after")).body == b"after"
     assert client.unread == b"", "no stray body bytes"
     assert len(gw.upstreams) == 1, "the upstream connection was reused"
 
@@ -307,10 +288,10 @@ def test_head_keeps_content_length_without_body(gw: Wired) -> None:
 @pytest.mark.parametrize("status", [204, 304])
 def test_bodiless_statuses(gw: Wired, status: int) -> None:
     client = gw.client()
-    response = exchange(gw, client, get("/s"), reply(status=status, reason="X", length=False))
+    response = gw.round_trip(client, get("/s"), reply(status=status, reason="X", length=False))
     assert response.status == status and response.body == b""
     assert "transfer-encoding" not in response.headers
-    assert exchange(gw, client, get("/after"), reply(b"after")).body == b"after"
+    assert gw.round_trip(client, get("/after"), reply(b"after")).body == b"after"
     assert len(gw.upstreams) == 1
 
 
@@ -326,149 +307,6 @@ def test_early_hints_forwarded_to_http11_not_to_http10(gw: Wired) -> None:
     old.send(request("GET", "/early", version="1.0"))
     gw.upstream().send(hints + reply(b"after hints"))
     assert [r.status for r in old.responses()] == [200]
-
-
-# -- upstream connections and failures -----------------------------------------------------------------
-
-
-def test_keep_alive_reuses_one_upstream_connection(gw: Wired) -> None:
-    client = gw.client()
-    for path in ("/one", "/two", "/three"):
-        assert exchange(gw, client, get(path), reply(path.encode())).body == path.encode()
-    assert len(gw.upstreams) == 1
-
-
-def test_upstream_connection_close_is_not_reused(gw: Wired) -> None:
-    client = gw.client()
-    exchange(gw, client, get("/first"), reply(b"closing", headers={"Connection": "close"}))
-    assert gw.upstream(0).closed
-    client.send(request("POST", "/echo", b"must arrive"))
-    assert len(gw.upstreams) == 2
-    assert gw.upstream(1).request().body == b"must arrive"
-
-
-def reuse_then_reset(gw: Wired, client: Client, data: bytes) -> App:
-    """One answered request leaves a connection idle in the pool; ``data`` goes on it and the
-    app resets that connection before answering. Returns that (pooled) connection."""
-    exchange(gw, client, get("/warm"), reply(b"warm"))
-    client.send(data)
-    pooled = gw.upstream(0)
-    pooled.request()
-    pooled.reset()
-    return pooled
-
-
-def test_reset_of_a_pooled_connection_is_retried_once_for_get(gw: Wired) -> None:
-    client = gw.client()
-    reuse_then_reset(gw, client, get("/again"))
-    assert len(gw.upstreams) == 2, "a GET goes once more, on a new connection"
-    assert gw.upstream(1).request().target == "/again"
-    gw.upstream(1).send(reply(b"second try"))
-    assert client.response().body == b"second try"
-
-
-@pytest.mark.parametrize(
-    "data", [request("POST", "/once", b"once"), request("POST", "/once")], ids=["with-body", "bodiless"]
-)
-def test_reset_of_a_pooled_connection_is_not_retried_for_post(gw: Wired, data: bytes) -> None:
-    client = gw.client()
-    reuse_then_reset(gw, client, data)
-    expect_error(client.response(), 502, "reset")
-    assert len(gw.upstreams) == 1, "a POST must never be sent twice"
-
-
-def test_a_retry_is_tried_only_once(gw: Wired) -> None:
-    client = gw.client()
-    reuse_then_reset(gw, client, get("/again"))
-    gw.upstream(1).request()
-    gw.upstream(1).reset()
-    expect_error(client.response(), 502, "reset")
-    assert len(gw.upstreams) == 2
-
-
-def test_reset_of_a_new_connection_is_502(gw: Wired) -> None:
-    client = gw.client()
-    client.send(get("/drop"))
-    gw.upstream().hang_up()
-    expect_error(client.response(), 502, "reset")
-    assert len(gw.upstreams) == 1
-    assert exchange(gw, client, get("/ok"), reply(b"ok")).status == 200
-
-
-def test_connect_refused_is_503(gw: Wired) -> None:
-    gw.connect = "refuse"
-    client = gw.client()
-    client.send(get("/dead"))
-    body = expect_error(client.response(), 503, "connect_refused")
-    assert APP in body["detail"]
-    gw.connect = "accept"
-    assert exchange(gw, client, get("/ok"), reply(b"ok")).status == 200, "the client connection stays usable"
-
-
-def test_connect_timeout_is_503(gw: Wired) -> None:
-    gw.connect = "hang"
-    client = gw.client()
-    client.send(get("/hole"))
-    gw.advance(1.5)
-    assert client.output == b"", "not before the connect timeout (2 s)"
-    gw.advance(1.0)
-    expect_error(client.response(), 503, "connect_timeout")
-
-
-def test_response_timeout_is_504_and_a_late_answer_does_not_leak(gw: Wired) -> None:
-    client = gw.client()
-    client.send(get("/slow"))
-    gw.advance(1.5)
-    assert client.output == b""
-    gw.advance(1.0)
-    body = expect_error(client.response(), 504, "response_timeout")
-    assert "2s" in body["detail"]
-    assert gw.upstream(0).closed, "a connection owing a response cannot be reused"
-    response = exchange(gw, client, get("/ok"), reply(b"ok"))
-    assert response.body == b"ok" and len(gw.upstreams) == 2
-
-
-def test_invalid_response_is_502_protocol_error(gw: Wired) -> None:
-    client = gw.client()
-    response = exchange(gw, client, get("/garbage"), b"SSH-2.0-OpenSSH_9.0\r\n\r\n")
-    expect_error(response, 502, "protocol_error")
-    assert gw.upstream().closed
-
-
-def test_a_broken_body_in_the_read_that_brought_the_head_is_still_a_502(gw: Wired) -> None:
-    """Nothing of the response left yet (the head waited in the cork buffer): a clean 502."""
-    client = gw.client()
-    client.send(get("/broken"))
-    gw.upstream().send(reply(headers={"Transfer-Encoding": "chunked"}) + b"5\r\nhello\r\nzz\r\n")
-    expect_error(client.response(), 502, "protocol_error")
-    assert client.unread == b"" and not client.closed
-    assert exchange(gw, client, get("/after"), reply(b"after")).body == b"after"
-
-
-def test_failure_mid_response_cuts_the_client_connection(gw: Wired) -> None:
-    client = gw.client()
-    client.send(get("/cut"))
-    app = gw.upstream()
-    app.send(reply(headers={"Content-Length": "1000"}) + b"s" * 100)
-    app.reset()
-    assert client.closed
-    (response,) = client.responses()
-    assert response.status == 200 and response.body == b"s" * 100 and not response.complete
-
-
-def test_idle_timeout_mid_body_cuts_the_client_connection(gw: Wired) -> None:
-    client = gw.client()
-    client.send(get("/stall"))
-    app = gw.upstream()
-    app.send(reply(headers={"Content-Length": "1000"}) + b"s" * 100)
-    gw.advance(0.5)
-    app.send(b"s" * 100)  # a read moves the idle deadline
-    gw.advance(0.8)
-    assert not client.closed
-    gw.advance(0.5)
-    assert client.closed and app.closed
-    (response,) = client.responses()
-    assert response.body == b"s" * 200 and not response.complete
 
 
 # -- upgrades -------------------------------------------------------------------------------------------
@@ -538,12 +376,11 @@ def test_connection_close_from_an_http11_client(gw: Wired) -> None:
 
 def test_http10_keep_alive_only_when_asked(gw: Wired) -> None:
     client = gw.client()
-    first = exchange(
-        gw, client, request("GET", "/a", headers={"Connection": "keep-alive"}, version="1.0"), reply(b"a")
-    )
+    asked = request("GET", "/a", headers={"Connection": "keep-alive"}, version="1.0")
+    first = gw.round_trip(client, asked, reply(b"a"))
     assert (first.headers.get("connection") or "").lower() == "keep-alive"
     assert not client.closed
-    second = exchange(gw, client, request("GET", "/b", version="1.0"), reply(b"b"))
+    second = gw.round_trip(client, request("GET", "/b", version="1.0"), reply(b"b"))
     assert second.body == b"b"
     assert client.closed, "an HTTP/1.0 request without keep-alive ends the connection"
 

@@ -26,6 +26,9 @@ What the test sees is bytes and what a user notices: :meth:`Client.response` par
 response the client received (strictly: :func:`support.gateway.parse_one`), :meth:`App.request`
 the next request the app received; ``closed``/``aborted`` tell whether the gateway closed the
 connection (and whether with a reset); ``reading`` whether it reads from it.
+:meth:`Wired.round_trip` is one request answered by the app, :func:`expect_error` checks a JSON
+error the gateway made. Examples of every kind: ``tests/component/test_phase_loop*.py`` and
+``test_inbound_connection.py``.
 
 The seam
 --------
@@ -162,6 +165,17 @@ def reply(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+def expect_error(response: Response, status: int, kind: str) -> dict[str, Any]:
+    """``response`` is a JSON error the gateway made: ``status``, its ``kind``, a request id.
+    Returns the JSON body (``detail`` says why)."""
+    assert response.status == status, response
+    assert (response.headers.get("content-type") or "").startswith("application/json"), response
+    assert response.headers.get("x-request-id"), response
+    body: dict[str, Any] = response.json()
+    assert body["error"] == kind and body["status"] == status, body
+    return body
+
+
 # -- the two kinds of peer -------------------------------------------------------------------------
 
 
@@ -254,6 +268,14 @@ class Wired:
         idle_upstream(self.gateway, app, upstream)
         self.upstreams.append(app)
         return app
+
+    def round_trip(self, client: Client, data: bytes, answer: bytes, method: str = "GET") -> Response:
+        """``client`` sends ``data``; the app (on the latest upstream connection) reads the request
+        and sends ``answer``; returns the response the client received."""
+        client.send(data)
+        self.upstream().request()
+        self.upstream().send(answer)
+        return client.response(method)
 
     def settle(self) -> None:
         """Run the loop until nothing is left to do now."""
