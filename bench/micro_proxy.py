@@ -3,6 +3,9 @@
 Feeds a request to an inbound connection and the app's response to the upstream connection, over
 fake transports, and reports microseconds per request. This isolates what Sidegate's own code
 costs per request (parsing, routing, head rebuilding, bookkeeping) from syscalls and the kernel.
+The transports and the gateway's assembly come from ``tests/support`` (``fake_transport``,
+``wired``), the ones the socket-free tests use, so a change of the gateway's internals is mended
+in one place.
 
     .venv/bin/python bench/micro_proxy.py [--requests 200000] [--profile] [--auth | --token-only] [--extra F]
 
@@ -24,23 +27,25 @@ import asyncio
 import atexit
 import cProfile
 import pstats
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import uvloop
 import yaml
 
 from auth import Credentials, make_credentials
 from gateway import bench_config
-from sidegate.config.check import check_text
-from sidegate.config.compile import compile_checked
 from sidegate.ratelimit.pod import remove_table
 from sidegate.runtime import Gateway
 from sidegate.server.inbound import InboundConnection
 from sidegate.upstream.connection import UpstreamConnection
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake transport's home
+from support.fake_transport import CountingTransport
+from support.wired import gateway_for, idle_upstream, inbound_connection
 
 CONFIG = """
 listeners:
@@ -93,48 +98,16 @@ def _kept_credentials(directory: Path) -> Credentials:
     return credentials
 
 
-class FakeTransport:
-    """Collects writes; enough of asyncio.Transport for the connections."""
-
-    def __init__(self) -> None:
-        self.written = 0
-
-    def write(self, data: bytes) -> None:
-        self.written += 1
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 def wire(
     loop: asyncio.AbstractEventLoop, config: str
-) -> tuple[InboundConnection, FakeTransport, UpstreamConnection, FakeTransport]:
+) -> tuple[InboundConnection, CountingTransport, UpstreamConnection, CountingTransport]:
     """A gateway for ``config`` with one inbound connection and one pooled upstream connection
-    of upstream ``app``, over fake transports: (inbound, its transport, upstream, its transport)."""
-    gateway = Gateway(loop, compile_checked(check_text(config)))
-    inbound = InboundConnection(gateway.ctx)
-    client = FakeTransport()
-    inbound.connection_made(client)  # type: ignore[arg-type]
-    pool = gateway.clusters.clusters["app"].pools[0]
-    upstream = UpstreamConnection(pool)
-    server = FakeTransport()
-    upstream.connection_made(server)  # type: ignore[arg-type]
-    pool.idle.append(upstream)
+    of upstream ``app``, over counting transports: (inbound, its transport, upstream, its transport)."""
+    gateway = gateway_for(loop, config)
+    client = CountingTransport()
+    inbound = inbound_connection(gateway, client)
+    server = CountingTransport()
+    upstream = idle_upstream(gateway, server, "app")
     _KEEP.append(gateway)
     return inbound, client, upstream, server
 
