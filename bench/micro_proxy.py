@@ -37,8 +37,8 @@ from auth import Credentials, make_credentials
 from gateway import bench_config
 from sidegate.config.check import check_text
 from sidegate.config.compile import compile_checked
+from sidegate.gateway import Gateway
 from sidegate.ratelimit.pod import remove_table
-from sidegate.runtime import Gateway
 from sidegate.server.inbound import InboundConnection
 from sidegate.upstream.connection import UpstreamConnection
 

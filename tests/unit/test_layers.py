@@ -28,7 +28,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "server": ("server", "http", "config.snapshot", "errors"),
     "upstream": ("upstream", "server.timers", "http", "config.snapshot", "errors"),
     "observe": ("observe", "errors"),
-    "admin": ("admin", "observe", "http", "errors"),
+    "admin": ("admin", "observe", "http", "cache", "config.snapshot", "errors"),
     "forwarding": ("forwarding", "config.snapshot", "http"),
     "plan": ("plan", "outcome", "observe", "upstream", "config.snapshot"),
     "exchange": (
@@ -58,8 +58,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "errors",
         "outcome",
     ),
-    "cache_api": ("admin", "cache", "config.snapshot"),
-    "explain_api": ("admin",),
     "outcome": (
         "outcome",
         "exchange",
@@ -73,6 +71,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
     "watch": (),
     "native": (),
+    "gateway": ("",),
+    "control": ("",),
+    "reload": ("",),
     "runtime": ("",),
     "supervisor": ("",),
     "cli": ("",),
