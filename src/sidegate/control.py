@@ -15,7 +15,7 @@ from typing import Any
 
 from sidegate.admin.cache import cache_routes
 from sidegate.admin.dashboard import dashboard_routes
-from sidegate.admin.explain import Explain, Traces, explain_routes
+from sidegate.admin.explain import ExplainLookup, TraceLookup, explain_routes
 from sidegate.admin.server import start_admin_server
 from sidegate.admin.stats import StatsBackend, stats_routes
 from sidegate.config.snapshot import CacheSettings, ListenerSpec
@@ -42,7 +42,7 @@ class ControlPlane:
         path: str,
         stopped: asyncio.Event,
         cache: Callable[[], CacheSettings],
-        history: tuple[Explain, Traces],
+        history: tuple[ExplainLookup, TraceLookup],
     ) -> None:
         self._backend = backend
         self._history = history

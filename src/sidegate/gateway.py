@@ -40,7 +40,7 @@ class Gateway:
         self.snapshot = snapshot
         self.started_with = snapshot
         self.proxy = Proxy(loop, self.metrics, self._view(snapshot))
-        self.ctx = ServerContext(loop, self.proxy, self.sweeper, snapshot.limits)
+        self.server_context = ServerContext(loop, self.proxy, self.sweeper, snapshot.limits)
         self.server: asyncio.Server | None = None
         self.metrics.config_version = 1
 
@@ -55,7 +55,7 @@ class Gateway:
         self.server = await self.loop.create_server(
             # InboundConnection has every asyncio.Protocol method but derives from the parser's
             # sink base (native calls when compiled); the loop only ever calls the methods.
-            lambda: cast(asyncio.Protocol, InboundConnection(self.ctx)),
+            lambda: cast(asyncio.Protocol, InboundConnection(self.server_context)),
             sock=sock,
             backlog=1024,
         )
@@ -72,36 +72,36 @@ class Gateway:
             warnings.append(f"workers stays {old.workers} until restart")
         self.proxy.view = self._view(snapshot)
         self.proxy.configure(snapshot.observability)
-        self.ctx.set_limits(snapshot.limits)
+        self.server_context.set_limits(snapshot.limits)
         self.snapshot = snapshot
         self.metrics.config_version += 1
         return warnings
 
     def metrics_snapshot(self) -> dict[str, Any]:
-        self.metrics.connections_active = self.ctx.stats.connections_active
-        self.metrics.fields_dropped = self.ctx.stats.fields_dropped
-        snapshot = self.metrics.snapshot()
-        snapshot["client_send_timeouts"] = self.ctx.stats.send_timeouts
-        snapshot["policy"] = POLICY.snapshot()
-        snapshot["telemetry"] = self.telemetry_counters()
+        self.metrics.connections_active = self.server_context.stats.connections_active
+        self.metrics.fields_dropped = self.server_context.stats.fields_dropped
+        numbers = self.metrics.snapshot()
+        numbers["client_send_timeouts"] = self.server_context.stats.send_timeouts
+        numbers["policy"] = POLICY.snapshot()
+        numbers["telemetry"] = self.telemetry_counters()
         if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
-            snapshot["cache"] = COUNTERS.snapshot()
+            numbers["cache"] = COUNTERS.snapshot()
             from sidegate.admin.cache import store_stats  # LMDB: only when a route caches
 
-            snapshot["cache_store"] = store_stats(self.snapshot.cache)
-        return snapshot
+            numbers["cache_store"] = store_stats(self.snapshot.cache)
+        return numbers
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), then close the rest."""
-        self.ctx.draining = True
+        self.server_context.draining = True
         if self.server is not None:
             self.server.close()
-        for conn in list(self.ctx.connections):
+        for conn in list(self.server_context.connections):
             conn.drain()
         deadline = self.loop.time() + timeout
-        while self.ctx.connections and self.loop.time() < deadline:
+        while self.server_context.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for conn in list(self.ctx.connections):
+        for conn in list(self.server_context.connections):
             conn.close()
         self.clusters.close()
         self.sweeper.stop()

@@ -60,12 +60,12 @@ class SingleProcess:
     async def metrics_text(self, openmetrics: bool = False) -> bytes:
         gateway = self.gateway
         assert gateway is not None
-        snapshot = merge([gateway.metrics_snapshot()])
+        numbers = merge([gateway.metrics_snapshot()])
         spec = gateway.snapshot.observability
         app = None
         if spec.app_metrics_url:
             app = await scrape_app(spec.app_metrics_url, spec.app_metrics_timeout, openmetrics=openmetrics)
-        return render(snapshot, openmetrics=openmetrics, app=app)
+        return render(numbers, openmetrics=openmetrics, app=app)
 
     def config_dump(self) -> dict[str, Any]:
         assert self.gateway is not None

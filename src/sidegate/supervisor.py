@@ -55,12 +55,12 @@ log = logging.getLogger("sidegate.supervisor")
 
 
 def worker_main(
-    path: str, checked: Normalised, channel: Connection, index: int, log_settings: tuple[int, str]
+    path: str, checked: Normalised, channel: Connection, index: int, logging_setup: tuple[int, str]
 ) -> None:
-    """Entry point of a worker process (spawned); ``log_settings``: the supervisor's level and format."""
+    """Entry point of a worker process (spawned); ``logging_setup``: the supervisor's level and format."""
     import uvloop
 
-    configure_logging(*log_settings, worker=index)
+    configure_logging(*logging_setup, worker=index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
     uvloop.run(_worker(path, checked, channel))
 

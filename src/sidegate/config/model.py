@@ -70,8 +70,8 @@ class _Model(BaseModel):
 # --- listeners ---------------------------------------------------------------------------------
 
 
-class Limits(_Model):
-    """Limits that protect the pod from slow or oversized requests."""
+class InboundLimits(_Model):
+    """Limits that protect the pod from slow or oversized requests (``listeners.inbound.limits``)."""
 
     head_size: Size = Field(default=32 * KiB, gt=0, description="largest request head (431/414 above it)")
     header_count: int = Field(default=100, ge=1, description="most request header lines (431 above it)")
@@ -156,7 +156,7 @@ class InboundListener(_Model):
     """The listener that clients outside the pod connect to."""
 
     address: ListenAddress = Field(default="0.0.0.0:8080", description='where clients connect, "host:port"')
-    limits: Limits = Field(default_factory=Limits, description="limits that protect the pod")
+    limits: InboundLimits = Field(default_factory=InboundLimits, description="limits that protect the pod")
     forwarded: Forwarded = Field(default_factory=Forwarded, description="forwarding headers")
     underscore_headers: Literal["drop_managed", "drop", "reject", "allow"] = Field(
         default="drop_managed",
