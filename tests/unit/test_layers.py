@@ -17,11 +17,22 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "sidegate"
 # What each part may import from sidegate (a prefix match on the dotted module name).
 ALLOWED: dict[str, tuple[str, ...]] = {
     "errors": (),
+    "units": (),
     "http": ("http", "errors"),
     "policy": ("policy", "http", "errors"),
     "routing": ("routing", "http", "config.snapshot", "errors"),
-    "config": ("config", "routing", "filters", "http", "errors"),
-    "filters": ("filters", "http", "config.snapshot", "policy", "cache", "auth", "ratelimit", "errors"),
+    "config": ("config", "routing", "filters", "http", "units", "errors"),
+    "filters": (
+        "filters",
+        "http",
+        "config.snapshot",
+        "units",
+        "policy",
+        "cache",
+        "auth",
+        "ratelimit",
+        "errors",
+    ),
     "auth": ("auth", "policy", "http", "config.snapshot", "errors"),
     "ratelimit": ("ratelimit", "policy", "http", "config.snapshot", "errors"),
     "cache": ("cache", "policy", "http", "config.snapshot", "errors"),
@@ -78,7 +89,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "supervisor": ("",),
     "cli": ("",),
 }
-NO_IO = ("http", "policy", "routing", "config", "filters", "forwarding")
+NO_IO = ("http", "policy", "routing", "config", "filters", "forwarding", "units")
 IO_MODULES = {"asyncio", "socket", "uvloop", "selectors"}
 
 

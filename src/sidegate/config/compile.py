@@ -373,7 +373,7 @@ def _without_nulls(value: Any) -> Any:
 def _host_port(address: str) -> tuple[str, int]:
     """A checked ``"host:port"`` as ``(host, port)``, an IPv6 host without its brackets.
 
-    Not :func:`sidegate.config.units.parse_address`: the checker has validated the address, and
+    Not :func:`sidegate.units.parse_address`: the checker has validated the address, and
     that module's imports (decimal) would cost the serving process memory for nothing.
     """
     host, _, port = address.rpartition(":")
