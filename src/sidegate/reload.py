@@ -37,7 +37,7 @@ class Swapped:
     """What swapping in a new snapshot did."""
 
     warnings: list[str]  # settings that keep their old value until a restart
-    unconfirmed: int = 0  # workers that did not confirm the swap (a supervisor's)
+    unconfirmed: int | None = None  # workers that did not confirm (a supervisor's; None: no workers)
 
 
 #: Swaps the new config in (checked, and compiled once here); may ask worker processes to.
@@ -121,7 +121,7 @@ class Reloader:
     def _swapped(
         self, checked: Normalised, swapped: Swapped, began: float, checked_in: float
     ) -> tuple[bool, str]:
-        state, warnings, unconfirmed = self._state, swapped.warnings, swapped.unconfirmed
+        state, warnings, unconfirmed = self._state, swapped.warnings, swapped.unconfirmed or 0
         self._metrics.config_reload(not unconfirmed)
         state.last_error = f"{unconfirmed} workers did not confirm" if unconfirmed else None
         state.loaded_at = time.time()
@@ -132,9 +132,10 @@ class Reloader:
         version = self._metrics.config_version
         seconds = round(time.monotonic() - began, 3)
         result = "partial" if unconfirmed else "ok"
-        fields = reload_fields(
-            result, version, unconfirmed=unconfirmed, seconds=seconds, checked_in=checked_in
-        )
+        fields = reload_fields(result, version)
+        if swapped.unconfirmed is not None:
+            fields["unconfirmed"] = unconfirmed
+        fields.update(seconds=seconds, checked_in=checked_in)
         msg = "config reloaded: version %d (%.3f s, checked in %.3f s)"
         self._log.info(msg, version, seconds, checked_in, extra=fields)
         return True, f"version {version}" + ("; " + "; ".join(warnings) if warnings else "")
