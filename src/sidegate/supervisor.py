@@ -223,9 +223,9 @@ class Supervisor:
             replies, app = await asyncio.gather(asyncio.gather(*asks, return_exceptions=True), scrape)
         else:
             replies = await asyncio.gather(*asks, return_exceptions=True)
-        snapshots = [r["metrics"] for r in replies if isinstance(r, dict)]
+        per_worker = [r["metrics"] for r in replies if isinstance(r, dict)]
         own = self.metrics.snapshot()
-        merged = merge([*snapshots, own])
+        merged = merge([*per_worker, own])
         merged["config_version"] = self.metrics.config_version
         return render(merged, openmetrics=openmetrics, app=app)
 
