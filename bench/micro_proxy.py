@@ -38,8 +38,8 @@ import yaml
 
 from auth import Credentials, make_credentials
 from gateway import bench_config
+from sidegate.gateway import Gateway
 from sidegate.ratelimit.pod import remove_table
-from sidegate.runtime import Gateway
 from sidegate.server.inbound import InboundConnection
 from sidegate.upstream.connection import UpstreamConnection
 

@@ -148,9 +148,8 @@ def schema() -> int:
 def run(config_path: str, log_level: str, log_format: str = "text") -> int:
     """Run the gateway until it is stopped (the runtime is imported only here)."""
     try:
-        # runtime.py is the lead's composition root; the ignore is for before it exists.
-        from sidegate import runtime  # type: ignore[attr-defined,unused-ignore]
-    except ModuleNotFoundError as exc:
+        from sidegate import runtime
+    except ModuleNotFoundError as exc:  # a broken install: say which part is missing
         if exc.name not in ("sidegate.runtime", "uvloop", "httptools"):
             raise
         print(f"sidegate run: the runtime is not available ({exc})", file=sys.stderr)

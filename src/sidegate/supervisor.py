@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The supervisor process loads and validates the config, then spawns N workers. Each worker binds
 its own inbound socket with SO_REUSEPORT (the kernel spreads connections across them) and runs a
-:class:`~sidegate.runtime.Gateway`. The supervisor keeps what must be one per pod: the admin
+:class:`~sidegate.gateway.Gateway`. The supervisor keeps what must be one per pod: the admin
 API, the config watcher and the signals.
 
 Supervisor and worker talk over a :mod:`multiprocessing` pipe with small dict messages:
@@ -36,9 +36,11 @@ from typing import Any
 
 from sidegate.admin.stats import StatsParts, merge_upstreams
 from sidegate.config.compile import compile_checked
-from sidegate.config.isolated import Normalised, validate_file
+from sidegate.config.isolated import Normalised
 from sidegate.config.snapshot import Snapshot
+from sidegate.control import ControlPlane
 from sidegate.errors import ConfigError
+from sidegate.gateway import Gateway
 from sidegate.observe.aggregate import merge
 from sidegate.observe.app_metrics import AppScrape, scrape_app
 from sidegate.observe.metrics import Metrics
@@ -46,19 +48,19 @@ from sidegate.observe.oplog import configure as configure_logging
 from sidegate.observe.oplog import settings as log_settings
 from sidegate.observe.prometheus import render
 from sidegate.ratelimit.pod import name_table_for_workers, remove_table
-from sidegate.runtime import ConfigState, ControlPlane, Gateway, issue_list, log_warnings, reload_fields
+from sidegate.reload import ConfigState, Reloader, Swapped
 from sidegate.server.listener import bind_tcp
 
 log = logging.getLogger("sidegate.supervisor")
 
 
 def worker_main(
-    path: str, checked: Normalised, channel: Connection, index: int, log_settings: tuple[int, str]
+    path: str, checked: Normalised, channel: Connection, index: int, logging_setup: tuple[int, str]
 ) -> None:
-    """Entry point of a worker process (spawned); ``log_settings``: the supervisor's level and format."""
+    """Entry point of a worker process (spawned); ``logging_setup``: the supervisor's level and format."""
     import uvloop
 
-    configure_logging(*log_settings, worker=index)
+    configure_logging(*logging_setup, worker=index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
     uvloop.run(_worker(path, checked, channel))
 
@@ -137,7 +139,7 @@ class Supervisor:
         self.stopped = asyncio.Event()
         self._ids = itertools.count(1)
         self._mp = multiprocessing.get_context("spawn")
-        self._reload_lock = asyncio.Lock()
+        self._reload = Reloader(self.state, self.metrics, self._swap, log)
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -221,9 +223,9 @@ class Supervisor:
             replies, app = await asyncio.gather(asyncio.gather(*asks, return_exceptions=True), scrape)
         else:
             replies = await asyncio.gather(*asks, return_exceptions=True)
-        snapshots = [r["metrics"] for r in replies if isinstance(r, dict)]
+        per_worker = [r["metrics"] for r in replies if isinstance(r, dict)]
         own = self.metrics.snapshot()
-        merged = merge([*snapshots, own])
+        merged = merge([*per_worker, own])
         merged["config_version"] = self.metrics.config_version
         return render(merged, openmetrics=openmetrics, app=app)
 
@@ -269,49 +271,19 @@ class Supervisor:
         return dump
 
     async def reload(self) -> tuple[bool, str]:
-        async with self._reload_lock:
-            self.state.last_attempt = time.time()
-            began = time.monotonic()
-            try:
-                # The checker child reads the file (a missing or unreadable one is an issue too).
-                checked = await asyncio.get_running_loop().run_in_executor(None, validate_file, self.path)
-                checked_in = round(time.monotonic() - began, 3)
-                snapshot = compile_checked(checked)
-            except ConfigError as error:
-                return self._rejected(error)
-            log_warnings(checked)
-            self.checked, self.snapshot = checked, snapshot
-            replies = await asyncio.gather(
-                *(self._ask(w, {"op": "reload", "config": checked}) for w in self.workers),
-                return_exceptions=True,
-            )
-            failed = [r for r in replies if not (isinstance(r, dict) and r.get("ok"))]
-            warnings = sorted({w for r in replies if isinstance(r, dict) for w in r.get("warnings", ())})
-            self.metrics.config_reload(not failed)
-            self.metrics.config_version += 1
-            self.state.last_error = None if not failed else f"{len(failed)} workers did not confirm"
-            self.state.loaded_at = time.time()
-            self.state.restart_pending = warnings
-            for warning in warnings:
-                log.warning("config reload: %s", warning, extra={"event": "restart_pending"})
-            version = self.metrics.config_version
-            result = "ok" if not failed else "partial"
-            seconds = round(time.monotonic() - began, 3)
-            fields = reload_fields(
-                result, version, unconfirmed=len(failed), seconds=seconds, checked_in=checked_in
-            )
-            msg = "config reloaded: version %d (%.3f s, checked in %.3f s)"
-            log.info(msg, version, seconds, checked_in, extra=fields)
-            message = f"version {self.metrics.config_version}"
-            return True, message + ("; " + "; ".join(warnings) if warnings else "")
+        return await self._reload()
 
-    def _rejected(self, error: ConfigError) -> tuple[bool, str]:
-        self.state.last_error = str(error)
-        self.metrics.config_reload(False)
-        version = self.metrics.config_version
-        fields = reload_fields("rejected", version, issues=issue_list(error))
-        log.error("config reload rejected, still serving version %d: %s", version, error, extra=fields)
-        return False, str(error)
+    async def _swap(self, checked: Normalised, snapshot: Snapshot) -> Swapped:
+        """Send the checked config to every worker (each compiles it) and count who confirmed."""
+        self.checked, self.snapshot = checked, snapshot
+        replies = await asyncio.gather(
+            *(self._ask(w, {"op": "reload", "config": checked}) for w in self.workers),
+            return_exceptions=True,
+        )
+        failed = [r for r in replies if not (isinstance(r, dict) and r.get("ok"))]
+        warnings = sorted({w for r in replies if isinstance(r, dict) for w in r.get("warnings", ())})
+        self.metrics.config_version += 1
+        return Swapped(warnings, unconfirmed=len(failed))
 
     # -- life ----------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ import yaml
 
 from sidegate.config.check import check_text
 from sidegate.config.compile import compile_checked
-from sidegate.runtime import Gateway
+from sidegate.gateway import Gateway
 from sidegate.server.inbound import InboundConnection
 from sidegate.upstream.connection import UpstreamConnection
 from support.fake_transport import FakeTransport, ManualClockLoop, settle
@@ -73,7 +73,7 @@ def gateway_for(loop: asyncio.AbstractEventLoop, config: str) -> Gateway:
 
 def inbound_connection(gateway: Gateway, transport: Attachable) -> InboundConnection:
     """A client connection accepted by ``gateway``'s inbound listener over ``transport``."""
-    conn = InboundConnection(gateway.ctx)
+    conn = InboundConnection(gateway.server_context)
     transport.attach(conn)
     return conn
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidegate.config.units import parse_address, parse_duration, parse_size
+from sidegate.units import parse_address, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

@@ -17,18 +17,29 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "sidegate"
 # What each part may import from sidegate (a prefix match on the dotted module name).
 ALLOWED: dict[str, tuple[str, ...]] = {
     "errors": (),
+    "units": (),
     "http": ("http", "errors"),
     "policy": ("policy", "http", "errors"),
     "routing": ("routing", "http", "config.snapshot", "errors"),
-    "config": ("config", "routing", "filters", "http", "errors"),
-    "filters": ("filters", "http", "config.snapshot", "policy", "cache", "auth", "ratelimit", "errors"),
+    "config": ("config", "routing", "filters", "http", "units", "errors"),
+    "filters": (
+        "filters",
+        "http",
+        "config.snapshot",
+        "units",
+        "policy",
+        "cache",
+        "auth",
+        "ratelimit",
+        "errors",
+    ),
     "auth": ("auth", "policy", "http", "config.snapshot", "errors"),
     "ratelimit": ("ratelimit", "policy", "http", "config.snapshot", "errors"),
     "cache": ("cache", "policy", "http", "config.snapshot", "errors"),
     "server": ("server", "http", "config.snapshot", "errors"),
     "upstream": ("upstream", "server.timers", "http", "config.snapshot", "errors"),
     "observe": ("observe", "errors"),
-    "admin": ("admin", "observe", "http", "errors"),
+    "admin": ("admin", "observe", "http", "cache", "config.snapshot", "errors"),
     "forwarding": ("forwarding", "config.snapshot", "http"),
     "request": (
         "request",
@@ -42,15 +53,16 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "config.snapshot",
         "errors",
     ),
-    "cache_api": ("admin", "cache", "config.snapshot"),
-    "explain_api": ("admin",),
     "watch": (),
     "native": (),
+    "gateway": ("",),
+    "control": ("",),
+    "reload": ("",),
     "runtime": ("",),
     "supervisor": ("",),
     "cli": ("",),
 }
-NO_IO = ("http", "policy", "routing", "config", "filters", "forwarding")
+NO_IO = ("http", "policy", "routing", "config", "filters", "forwarding", "units")
 IO_MODULES = {"asyncio", "socket", "uvloop", "selectors"}
 
 

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from sidegate.observe import BUCKETS, MAX_CONSUMERS, Metrics, merge, render_prometheus
-from sidegate.observe.prometheus import escape_label
+from sidegate.observe.exposition import escape_label
 
 DURATION = "http_server_request_duration_seconds"
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-from sidegate.auth.proxies import Proxy, proxy_for
+from sidegate.auth.proxies import ForwardProxy, proxy_for
 from sidegate.http.messages import Headers
 from sidegate.policy.cache_control import format_http_date, response_directives
 from sidegate.policy.cache_rules import freshness_lifetime
@@ -101,7 +101,7 @@ def lifetime(headers: Headers, sent: float, received: float) -> float | None:
 
 
 async def _get(
-    parts: SplitResult, port: int, proxy: Proxy | None, max_bytes: int
+    parts: SplitResult, port: int, proxy: ForwardProxy | None, max_bytes: int
 ) -> tuple[bytes, Headers, bytes]:
     """(status, fields, body) of one GET; the body is read for a 200 only."""
     import asyncio

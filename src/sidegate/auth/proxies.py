@@ -2,7 +2,7 @@
 
 Theory of operation: :func:`proxy_for` looks at the URL's scheme and host and the process
 environment, once per request (a redirect to another host asks again), and answers with the proxy's
-:class:`Proxy` or None for a direct connection.
+:class:`ForwardProxy` or None for a direct connection.
 
 - ``https://`` URLs use ``https_proxy`` (or ``HTTPS_PROXY``), ``http://`` URLs ``http_proxy`` (or
   ``HTTP_PROXY``); either falls back to ``all_proxy``/``ALL_PROXY``. The lower-case name wins when
@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 
 @dataclass(frozen=True)
-class Proxy:
+class ForwardProxy:
     """An HTTP proxy: where to connect, and the ``Proxy-Authorization`` value ("" = none)."""
 
     host: str
@@ -37,7 +37,7 @@ class Proxy:
         return f"{self.host}:{self.port}"
 
 
-def proxy_for(scheme: str, host: str, port: int, environ: Mapping[str, str]) -> Proxy | None:
+def proxy_for(scheme: str, host: str, port: int, environ: Mapping[str, str]) -> ForwardProxy | None:
     """The proxy for a request to ``scheme://host:port`` under ``environ``; None to go direct.
 
     Raises ValueError for a proxy setting that cannot be used (not http://, no host, a bad port).
@@ -49,8 +49,8 @@ def proxy_for(scheme: str, host: str, port: int, environ: Mapping[str, str]) -> 
     return parse_proxy(value)
 
 
-def parse_proxy(value: str) -> Proxy:
-    """A proxy setting (``http://[user:password@]host[:port]``, the scheme optional) as a Proxy."""
+def parse_proxy(value: str) -> ForwardProxy:
+    """A proxy setting (``http://[user:password@]host[:port]``, the scheme optional) as a ForwardProxy."""
     text = value.strip()
     parts = urlsplit(text if "://" in text else "http://" + text)
     try:
@@ -63,7 +63,7 @@ def parse_proxy(value: str) -> Proxy:
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         authorization = "Basic " + base64.b64encode(pair).decode("ascii")
-    return Proxy(parts.hostname, port, authorization)
+    return ForwardProxy(parts.hostname, port, authorization)
 
 
 def bypassed(host: str, port: int, no_proxy: str) -> bool:

@@ -7,6 +7,10 @@ addresses as ``"host:port"`` strings and each route's ``filters`` as ``{name: co
 order. It has been validated already, so nothing here validates it again: this module, and
 everything it imports, stays free of pydantic and YAML, which the serving process never loads.
 
+Defaults live in the model (:mod:`sidegate.config.model`) only: the checker writes every one of
+them into the normalised config, so every value here is read as given (``config["key"]``, never
+``config.get("key", default)``), and a missing key is the "unexpected shape" error below.
+
 Everything the data plane needs is precomputed into plain values so that nothing is parsed,
 looked up by name or lower-cased per request:
 
@@ -71,6 +75,8 @@ HOOKS = (
 )
 Plain = Mapping[str, Any]  # one mapping of the normalised config
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+")  # as sidegate.config.source.format_path
+#: The shared cache's directory when neither ``cache.dir`` nor ``$CACHE_DIR`` names one.
+CACHE_DIR = "/var/cache/sidegate"
 
 
 def compile_checked(checked: Normalised) -> Snapshot:
@@ -98,23 +104,23 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
     upstreams = MappingProxyType(
         {name: compile_upstream(name, up) for name, up in config["upstreams"].items()}
     )
-    cache = compile_cache(config.get("cache") or {})
-    consumers = tuple(compile_consumer(c) for c in config.get("consumers") or ())
-    identity_cfg = config.get("identity") or {}
+    cache = compile_cache(config["cache"])
+    consumers = tuple(compile_consumer(c) for c in config["consumers"])
+    identity_cfg = config["identity"]
     identity = IdentitySpec(
-        consumer_header=identity_cfg.get("consumer_header", "X-Consumer").encode(),
-        tenant_header=identity_cfg.get("tenant_header", "X-Tenant").encode(),
+        consumer_header=identity_cfg["consumer_header"].encode(),
+        tenant_header=identity_cfg["tenant_header"].encode(),
     )
-    redis_cfg = config.get("redis") or {}
+    redis_cfg = config["redis"]
     redis = RedisSpec(
-        url=redis_cfg.get("url", ""),
-        timeout=redis_cfg.get("timeout", 0.05),
-        connect_timeout=redis_cfg.get("connect_timeout", 0.5),
-        password=redis_cfg.get("password", ""),
+        url=redis_cfg["url"],
+        timeout=redis_cfg["timeout"],
+        connect_timeout=redis_cfg["connect_timeout"],
+        password=redis_cfg["password"],
         tls=_redis_tls(redis_cfg),
     )
     for index, route in enumerate(config["routes"]):
-        env = RouteEnvironment(
+        environment = RouteEnvironment(
             route["name"],
             upstreams[route["upstream"]],
             cache,
@@ -125,13 +131,13 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             identity=identity,
             redis=redis,
         )
-        filters = _filters(route["filters"], index, env, lines, issues)
+        filters = _filters(route["filters"], index, environment, lines, issues)
         entries.append((compile_match(route["match"]), compile_route(route, filters)))
     if issues:
         raise ConfigError(issues, source)
     inbound = config["listeners"]["inbound"]
     limits, forwarded = inbound["limits"], inbound["forwarded"]
-    observability = compile_observability(config.get("observability") or {})
+    observability = compile_observability(config["observability"])
     return Snapshot(
         router=Router(entries),
         upstreams=upstreams,
@@ -148,16 +154,16 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             drop_fields=frozenset(
                 name.lower() for name in (identity.consumer_header, identity.tenant_header) if name
             ),
-            chunk_line=limits.get("chunk_line", 4096),
-            underscore_headers=inbound.get("underscore_headers", "drop_managed"),
+            chunk_line=limits["chunk_line"],
+            underscore_headers=inbound["underscore_headers"],
             managed_fields=_edited_names(route for _, route in entries),
         ),
         forwarded=ForwardedSpec(
             mode=forwarded["mode"],
             trust_incoming=forwarded["trust_incoming"],
             via=forwarded["via"].encode(),
-            trusted=tuple(forwarded.get("trusted") or ()),
-            trusted_hops=forwarded.get("trusted_hops", 0),
+            trusted=tuple(forwarded["trusted"]),
+            trusted_hops=forwarded["trusted_hops"],
         ),
         workers=config["workers"],
         drain_timeout=config["drain_timeout"],
@@ -174,10 +180,15 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
 
 def _redis_tls(config: Plain) -> RedisTls | None:
     """``redis.tls`` for a ``rediss://`` URL (its files checked by the model), else None."""
-    if not str(config.get("url", "")).startswith("rediss://"):
+    if not config["url"].startswith("rediss://"):
         return None
-    tls = config.get("tls") or {}
-    return RedisTls(**{key: tls.get(key, "") for key in ("ca_file", "cert_file", "key_file", "server_name")})
+    tls = config["tls"]
+    return RedisTls(
+        ca_file=tls["ca_file"],
+        cert_file=tls["cert_file"],
+        key_file=tls["key_file"],
+        server_name=tls["server_name"],
+    )
 
 
 def _edited_names(routes: Iterable[Route]) -> frozenset[bytes]:
@@ -191,20 +202,18 @@ def _edited_names(routes: Iterable[Route]) -> frozenset[bytes]:
 
 
 def compile_observability(config: Plain) -> ObservabilitySpec:
-    access_log = config.get("access_log") or {}
-    tracing = config.get("tracing") or {}
-    app_metrics = config.get("app_metrics") or {}
+    access_log, tracing, app_metrics = config["access_log"], config["tracing"], config["app_metrics"]
     return ObservabilitySpec(
-        metrics=(config.get("metrics") or {}).get("enabled", True),
-        access_log=access_log.get("enabled", False),
-        access_log_path=access_log.get("path", "-"),
-        access_log_buffer=access_log.get("buffer_lines", 10_000),
-        tracing=tracing.get("enabled", False),
-        sample_ratio=tracing.get("sample_ratio", 0.01),
-        recent_traces=tracing.get("recent", 256),
-        recent_requests=(config.get("explain") or {}).get("recent", 2048),
-        app_metrics_url=app_metrics.get("url", ""),
-        app_metrics_timeout=app_metrics.get("timeout", 1.0),
+        metrics=config["metrics"]["enabled"],
+        access_log=access_log["enabled"],
+        access_log_path=access_log["path"],
+        access_log_buffer=access_log["buffer_lines"],
+        tracing=tracing["enabled"],
+        sample_ratio=tracing["sample_ratio"],
+        recent_traces=tracing["recent"],
+        recent_requests=config["explain"]["recent"],
+        app_metrics_url=app_metrics["url"],
+        app_metrics_timeout=app_metrics["timeout"],
     )
 
 
@@ -236,31 +245,28 @@ def compile_route(route: Plain, filters: tuple[Filter, ...] = ()) -> Route:
 
 
 def compile_cache(cache: Plain) -> CacheSettings:
-    """Top-level ``cache`` (defaults when absent): the directory resolved from ``$CACHE_DIR``."""
-    defaults = CacheSettings()
-    directory = cache.get("dir") or os.environ.get("CACHE_DIR") or defaults.dir
+    """Top-level ``cache``, its directory resolved: ``dir``, else ``$CACHE_DIR``, else
+    :data:`CACHE_DIR` (resolved here, in the serving process, whose environment counts)."""
     return CacheSettings(
-        dir=directory,
-        max_size=cache.get("max_size", defaults.max_size),
-        max_entry_size=cache.get("max_entry_size", defaults.max_entry_size),
-        quotas=MappingProxyType(
-            {name: part["max_size"] for name, part in (cache.get("partitions") or {}).items()}
-        ),
+        dir=cache["dir"] or os.environ.get("CACHE_DIR") or CACHE_DIR,
+        max_size=cache["max_size"],
+        max_entry_size=cache["max_entry_size"],
+        quotas=MappingProxyType({name: part["max_size"] for name, part in cache["partitions"].items()}),
     )
 
 
 def compile_consumer(consumer: Plain) -> ConsumerSpec:
     """A consumer with its API keys as SHA-256 digests (a plain key is hashed here and forgotten)."""
     hashes = []
-    for key in consumer.get("api_keys") or ():
+    for key in consumer["api_keys"]:
         if key.startswith("sha256:"):
             hashes.append(bytes.fromhex(key.removeprefix("sha256:")))
         else:
             hashes.append(hashlib.sha256(key.encode()).digest())
     return ConsumerSpec(
         name=consumer["name"],
-        tenant=consumer.get("tenant", ""),
-        labels=MappingProxyType(dict(consumer.get("labels") or {})),
+        tenant=consumer["tenant"],
+        labels=MappingProxyType(dict(consumer["labels"])),
         api_key_hashes=tuple(hashes),
     )
 
@@ -332,7 +338,11 @@ def filter_path(index: int, name: str) -> str:
 
 
 def _filters(
-    configs: Plain, index: int, env: RouteEnvironment, lines: Mapping[str, int], issues: list[ConfigIssue]
+    configs: Plain,
+    index: int,
+    environment: RouteEnvironment,
+    lines: Mapping[str, int],
+    issues: list[ConfigIssue],
 ) -> tuple[Filter, ...]:
     built: list[Filter] = []
     for name, data in configs.items():
@@ -341,7 +351,7 @@ def _filters(
             if cls is None:
                 raise LookupError(f"filter {name!r} is not registered in this process")
             built.append(flt := cls(cls.config_model.from_plain(data)))
-            flt.bind(env)
+            flt.bind(environment)
         except Exception as exc:
             path = filter_path(index, name)
             issues.append(ConfigIssue(path, f"cannot set up filter: {exc}", lines.get(path)))
@@ -369,7 +379,7 @@ def _without_nulls(value: Any) -> Any:
 def _host_port(address: str) -> tuple[str, int]:
     """A checked ``"host:port"`` as ``(host, port)``, an IPv6 host without its brackets.
 
-    Not :func:`sidegate.config.units.parse_address`: the checker has validated the address, and
+    Not :func:`sidegate.units.parse_address`: the checker has validated the address, and
     that module's imports (decimal) would cost the serving process memory for nothing.
     """
     host, _, port = address.rpartition(":")

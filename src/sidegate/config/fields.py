@@ -2,7 +2,7 @@
 
 Each is an ``Annotated`` pydantic type whose validator raises :class:`ValueError` with the bad
 value and what would work; :mod:`sidegate.config.load` shows that message next to the dotted path.
-Durations and sizes accept numbers or unit strings (:mod:`sidegate.config.units`) and say so in
+Durations and sizes accept numbers or unit strings (:mod:`sidegate.units`) and say so in
 the JSON Schema. Header and query *values* accept YAML numbers and booleans as their text.
 """
 
@@ -15,8 +15,8 @@ from pydantic import AfterValidator, BeforeValidator, GetJsonSchemaHandler, With
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from sidegate.config.units import is_hostname, parse_address, parse_duration, parse_size
 from sidegate.routing.router import UNMATCHABLE_HEADERS
+from sidegate.units import is_hostname, parse_address, parse_duration, parse_size
 
 KiB = 1024
 MiB = 1024 * 1024

@@ -6,6 +6,12 @@ ready for the hot path: nothing is parsed, looked up by name or formatted per re
 
 A request takes the current snapshot once, when its head arrives, and keeps it to the end; a
 reload builds a new snapshot and swaps one reference, so nothing in flight ever sees a mix.
+
+Defaults belong to the config model (:mod:`sidegate.config.model`), and the compiler passes every
+value: what only the compiler builds (the snapshot, its limits, cache and upstreams) has no
+defaults here. The few values that code also builds as placeholders before a config is applied
+(route timeouts, forwarding, identity, Redis, observability) keep defaults, and a test checks that
+they are the model's (``tests/unit/test_config_defaults.py``).
 """
 
 from __future__ import annotations
@@ -114,9 +120,9 @@ class UpstreamSpec:
 
     name: str
     endpoints: tuple[Endpoint, ...]
-    balancer: str = "round_robin"
-    max_idle: int = 128  # idle keep-alive connections kept per endpoint
-    idle_timeout: float = 60.0  # an idle pooled connection is closed after this
+    balancer: str
+    max_idle: int  # idle keep-alive connections kept per endpoint
+    idle_timeout: float  # an idle pooled connection is closed after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,22 +138,22 @@ class ListenerSpec:
 class InboundLimits:
     """Limits that protect the pod (DESIGN.md, "Defaults that protect the pod")."""
 
-    head_size: int = 32 * 1024
-    header_count: int = 100
-    head_timeout: float = 10.0
-    body_idle: float = 30.0
-    keepalive_idle: float = 60.0
-    buffer_high_water: int = 64 * 1024
-    send_timeout: float = 60.0  # the client accepting no byte of what Sidegate has for it
+    head_size: int
+    header_count: int
+    head_timeout: float
+    body_idle: float
+    keepalive_idle: float
+    buffer_high_water: int
+    send_timeout: float  # the client accepting no byte of what Sidegate has for it
     # Request fields always removed from what clients send (lower-case): the identity headers
     # Sidegate itself sets, so that no client can claim to be a consumer.
-    drop_fields: frozenset[bytes] = frozenset()
-    chunk_line: int = 4096  # a chunk-size line with its extensions (400 above it; 502 upstream)
+    drop_fields: frozenset[bytes]
+    chunk_line: int  # a chunk-size line with its extensions (400 above it; 502 upstream)
     # Request fields whose name has an underscore: drop_managed, drop, reject or allow; "managed"
     # means a name, "_" read as "-", that Sidegate sets or strips: the special fields, the identity
     # headers and the names in managed_fields (lower-case: the routes' request header edits).
-    underscore_headers: str = "drop_managed"
-    managed_fields: frozenset[bytes] = frozenset()
+    underscore_headers: str
+    managed_fields: frozenset[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +179,10 @@ class ForwardedSpec:
 class CacheSettings:
     """The pod's shared response cache (top-level ``cache:``); routes opt in with the cache filter."""
 
-    dir: str = "/var/cache/sidegate"
-    max_size: int = 256 * 1024 * 1024  # bytes of keys and values, least recently used evicted above
-    max_entry_size: int = 8 * 1024 * 1024  # a larger response streams through uncached
-    quotas: Mapping[str, int] = field(default_factory=dict)  # partition (tenant) -> its own max bytes
+    dir: str
+    max_size: int  # bytes of keys and values, least recently used evicted above
+    max_entry_size: int  # a larger response streams through uncached
+    quotas: Mapping[str, int]  # partition (tenant) -> its own max bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,15 +248,15 @@ class Snapshot:
     upstreams: Mapping[str, UpstreamSpec]
     inbound: ListenerSpec
     admin: ListenerSpec
-    limits: InboundLimits = field(default_factory=InboundLimits)
-    forwarded: ForwardedSpec = field(default_factory=ForwardedSpec)
-    workers: int = 1
-    drain_timeout: float = 20.0
-    routes: tuple[Route, ...] = ()
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    consumers: tuple[ConsumerSpec, ...] = ()
-    identity: IdentitySpec = field(default_factory=IdentitySpec)
-    redis: RedisSpec = field(default_factory=RedisSpec)
-    observability: ObservabilitySpec = field(default_factory=ObservabilitySpec)
-    dump: Mapping[str, Any] = field(default_factory=dict)  # normalised config, secrets redacted
-    source: str = ""
+    limits: InboundLimits
+    forwarded: ForwardedSpec
+    workers: int
+    drain_timeout: float
+    routes: tuple[Route, ...]
+    cache: CacheSettings
+    consumers: tuple[ConsumerSpec, ...]
+    identity: IdentitySpec
+    redis: RedisSpec
+    observability: ObservabilitySpec
+    dump: Mapping[str, Any]  # normalised config, secrets redacted
+    source: str

@@ -28,7 +28,6 @@ When every limit of a route is local (the common case), the filter's hooks are t
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
 from sidegate.policy.gcra import Decision, Gcra
 from sidegate.ratelimit.local import LocalLimit, LocalLimits
+from sidegate.units import parse_duration
 
 if TYPE_CHECKING:
     from sidegate.ratelimit.pod import PendingDecision
@@ -62,8 +62,6 @@ if TYPE_CHECKING:
     from sidegate.ratelimit.shared import SharedTable
 
 _STATE: Final = "rate_limit"
-_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _KEYS: Final = ("ip", "consumer", "tenant", "route")
 
 
@@ -104,10 +102,13 @@ class RateLimitConfig(FilterConfig):
 
 
 def parse_window(text: str) -> float:
-    match = _DURATION.match(text)
-    if match is None or float(match.group(1)) <= 0:
+    try:
+        seconds = parse_duration(text)  # the config's one duration parser
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
         raise ValueError(f"per: {text!r} is not a window; write 500ms, 1s, 1m, 1h or 1d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ _FILE_BATCH = 256 * 1024
 class AccessLogWriter:
     """Lines to standard output (``path="-"``) or appended to a file, written off the loop."""
 
-    def __init__(self, path: str = "-", max_lines: int = 10_000, interval: float = 0.05) -> None:
+    def __init__(self, path: str, max_lines: int, interval: float = 0.05) -> None:
         self.path = path
         self.max_lines = max_lines
         self.interval = interval

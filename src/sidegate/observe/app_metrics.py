@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from sidegate.observe.prometheus import escape_help
+from sidegate.observe.exposition import escape_help
 
 log = logging.getLogger("sidegate.app_metrics")
 

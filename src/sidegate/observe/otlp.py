@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,15 +38,16 @@ _STATUS_ERROR = 2
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """Where and how spans are exported, as the ``OTEL_*`` variables say."""
+    """Where and how spans are exported, as the ``OTEL_*`` variables say (their defaults, the
+    OpenTelemetry specification's, are written once: in :func:`settings_from_env`)."""
 
     endpoint: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeout: float = 10.0
-    resource: Mapping[str, str] = field(default_factory=dict)
-    schedule_delay: float = 5.0
-    max_queue: int = 2048
-    max_batch: int = 512
+    headers: Mapping[str, str]
+    timeout: float  # seconds
+    resource: Mapping[str, str]
+    schedule_delay: float  # seconds
+    max_queue: int
+    max_batch: int
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> tuple[ExportSettings | None, list[str]]:

@@ -18,10 +18,10 @@ already uses is left out and counted.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from sidegate.observe.exposition import escape_help, escape_label, format_value
 from sidegate.observe.metrics import BUCKETS
 
 if TYPE_CHECKING:
@@ -54,30 +54,6 @@ def wants_openmetrics(accept: str) -> bool:
         elif media == "text/plain":
             text = max(text, q)
     return openmetrics > 0 and openmetrics >= text
-
-
-def escape_label(value: str) -> str:
-    """Escape a label value: backslash, double quote and line feed."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def escape_help(text: str, *, openmetrics: bool = False) -> str:
-    """Escape a help text: backslash and line feed (and double quote in OpenMetrics)."""
-    text = text.replace("\\", "\\\\").replace("\n", "\\n")
-    return text.replace('"', '\\"') if openmetrics else text
-
-
-def format_value(value: float) -> str:
-    """A sample value as Prometheus writes it (integers without a decimal point, Go-style infinities)."""
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
 
 
 def _labels(labels: _Labels) -> str:

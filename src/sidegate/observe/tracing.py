@@ -9,10 +9,7 @@ the standard ``OTEL_EXPORTER_OTLP_*`` variables name a collector, spans also go 
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from sidegate.observe.otlp import OtlpExporter
+from typing import Any, Protocol
 
 
 class Span:
@@ -55,10 +52,26 @@ class Span:
         }
 
 
+class SpanExporter(Protocol):
+    """Where finished spans go besides the ring: :class:`~sidegate.observe.otlp.OtlpExporter`.
+
+    Declared here, beside :class:`Span`, so that the exporter depends on the tracer's types and
+    never the other way round."""
+
+    def submit(self, span: Span) -> None:
+        """Take a finished span; never blocks (a full queue drops it and counts)."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``GET /traces`` and the metrics: exported, dropped, failed."""
+
+    def close(self) -> None:
+        """Send what is queued (within the export timeout) and stop."""
+
+
 class Tracer:
     """Keeps the last ``recent`` spans and passes each to the exporter, if there is one."""
 
-    def __init__(self, recent: int, exporter: OtlpExporter | None = None) -> None:
+    def __init__(self, recent: int, exporter: SpanExporter | None = None) -> None:
         self.spans: collections.deque[Span] = collections.deque(maxlen=max(recent, 0))
         self.exporter = exporter
         self.finished = 0

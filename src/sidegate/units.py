@@ -1,12 +1,15 @@
-"""Human units in the config: durations, sizes and ``host:port`` addresses.
+"""Human units in the config: durations, sizes and ``host:port`` addresses, parsed one way.
 
 Each parser takes what YAML (or an ``${ENV}`` substitution) produced and returns a plain number or
 pair, or raises :class:`ValueError` with a message that shows the bad value and what would work.
-The config model wraps them as pydantic types; nothing here knows about pydantic.
+The config model wraps them as pydantic types (:mod:`sidegate.config.fields`); a filter whose
+config holds a duration as text (the rate limit's ``per``) parses it with the same function. So
+this module sits below both ``config`` and ``filters``, imports nothing of Sidegate and knows
+nothing about pydantic.
 
 - Durations: a number is seconds; a string is one or more ``<number><unit>`` parts with units
-  ``ms``, ``s``, ``m``, ``h`` (``"500ms"``, ``"2s"``, ``"1.5m"``, ``"1h30m"``); a bare numeric
-  string is seconds.
+  ``ms``, ``s``, ``m``, ``h``, ``d`` (``"500ms"``, ``"2s"``, ``"1.5m"``, ``"1h30m"``, ``"1d"``); a
+  bare numeric string is seconds.
 - Sizes: an integer is bytes; a string is ``<number><unit>`` with ``B``, decimal ``KB MB GB TB``
   (powers of 1000) or binary ``KiB MiB GiB TiB`` (powers of 1024), case-insensitive.
 - Addresses: ``host:port`` where host is an IPv4 address, a hostname, or an IPv6 address in
@@ -18,10 +21,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from decimal import Decimal
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_HELP = 'write seconds as a number, or a string like "500ms", "2s", "1.5m", "1h"'
 
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", re.IGNORECASE)
@@ -86,6 +88,10 @@ def parse_size(value: object) -> int:
             raise ValueError(f"a size in bytes must be a whole number, got {value!r}; {_SIZE_HELP}")
         size = int(value)
     elif isinstance(value, str):
+        # Imported here: the serving process parses durations (a rate limit's window), never
+        # sizes, and decimal would cost it memory for nothing.
+        from decimal import Decimal
+
         match = _SIZE.fullmatch(value.strip())
         unit = match.group(2).lower() if match else ""
         if match is None or unit not in _SIZE_UNITS:

@@ -16,13 +16,15 @@ from typing import Any
 
 from sidegate.admin.app import AdminRequest, AdminResponse, Handler, error_response
 
-Explain = Callable[[str], Awaitable[dict[str, Any] | None]]
-Traces = Callable[[str, int], Awaitable[dict[str, Any]]]
+#: Finds the decision record of a recent request by its id (None: not among the recent ones).
+ExplainLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
+#: The recent sampled spans (of one trace id, or all when empty), at most ``limit``.
+TraceLookup = Callable[[str, int], Awaitable[dict[str, Any]]]
 
 _MAX_ID = 200  # X-Request-Id values Sidegate keeps are 1-200 visible characters
 
 
-def explain_routes(explain: Explain, traces: Traces) -> dict[tuple[str, str], Handler]:
+def explain_routes(explain: ExplainLookup, traces: TraceLookup) -> dict[tuple[str, str], Handler]:
     """Admin routes over a backend's ``explain(request_id)`` and ``traces(trace_id, limit)``."""
 
     async def by_path(request: AdminRequest) -> AdminResponse:

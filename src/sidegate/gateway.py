@@ -1,0 +1,145 @@
+"""L5: the data plane of one process: inbound listener, proxy, upstream pools and metrics.
+
+Both ways of running build it: :mod:`sidegate.runtime` (``workers: 1``) runs one in its only
+process, and each worker of :mod:`sidegate.supervisor` runs one of its own. It knows nothing of
+the admin API, the config file or signals; those are the control plane's
+(:mod:`sidegate.control`). A reload hands it a new compiled snapshot (:meth:`Gateway.apply`):
+requests already running keep the :class:`~sidegate.request.proxy.View` they took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from sidegate.cache.counters import COUNTERS
+from sidegate.config.snapshot import Snapshot
+from sidegate.filters.counters import POLICY
+from sidegate.observe.metrics import Metrics
+from sidegate.request.outcome import explain
+from sidegate.request.proxy import Proxy, View
+from sidegate.server.context import ServerContext
+from sidegate.server.inbound import InboundConnection
+from sidegate.server.listener import bind_tcp
+from sidegate.server.timers import Sweeper
+from sidegate.upstream.cluster import ClusterSet
+
+
+class Gateway:
+    """The data plane of one process: listener, proxy, pools, metrics."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, snapshot: Snapshot, *, reuse_port: bool = False
+    ) -> None:
+        self.loop = loop
+        self.reuse_port = reuse_port
+        self.metrics = Metrics()
+        self.sweeper = Sweeper(loop)
+        limits = snapshot.limits
+        self.clusters = ClusterSet(loop, self.sweeper, limits.buffer_high_water, limits.chunk_line)
+        self.snapshot = snapshot
+        self.started_with = snapshot
+        self.proxy = Proxy(loop, self.metrics, self._view(snapshot))
+        self.server_context = ServerContext(loop, self.proxy, self.sweeper, snapshot.limits)
+        self.server: asyncio.Server | None = None
+        self.metrics.config_version = 1
+
+    def _view(self, snapshot: Snapshot) -> View:
+        return View(snapshot, self.clusters.update(snapshot.upstreams), self.metrics)
+
+    async def start(self) -> None:
+        spec = self.snapshot.inbound
+        # Workers share the port through SO_REUSEPORT; a single process binds it alone, so a
+        # second gateway started on the same port fails instead of silently sharing traffic.
+        sock = bind_tcp(spec.host, spec.port, reuse_port=self.reuse_port)
+        self.server = await self.loop.create_server(
+            # InboundConnection has every asyncio.Protocol method but derives from the parser's
+            # sink base (native calls when compiled); the loop only ever calls the methods.
+            lambda: cast(asyncio.Protocol, InboundConnection(self.server_context)),
+            sock=sock,
+            backlog=1024,
+        )
+
+    def apply(self, snapshot: Snapshot) -> list[str]:
+        """Swap in a new snapshot; returns warnings about settings that need a restart."""
+        warnings = []
+        old = self.started_with  # what is bound, not what the last reload asked for
+        if snapshot.inbound != old.inbound:
+            warnings.append(f"listeners.inbound.address stays {old.inbound} until restart")
+        if snapshot.admin != old.admin:
+            warnings.append(f"listeners.admin.address stays {old.admin} until restart")
+        if snapshot.workers != old.workers:
+            warnings.append(f"workers stays {old.workers} until restart")
+        self.proxy.view = self._view(snapshot)
+        self.proxy.configure(snapshot.observability)
+        self.server_context.set_limits(snapshot.limits)
+        self.snapshot = snapshot
+        self.metrics.config_version += 1
+        return warnings
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        self.metrics.connections_active = self.server_context.stats.connections_active
+        self.metrics.fields_dropped = self.server_context.stats.fields_dropped
+        numbers = self.metrics.snapshot()
+        numbers["client_send_timeouts"] = self.server_context.stats.send_timeouts
+        numbers["policy"] = POLICY.snapshot()
+        numbers["telemetry"] = self.telemetry_counters()
+        if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
+            numbers["cache"] = COUNTERS.snapshot()
+            from sidegate.admin.cache import store_stats  # LMDB: only when a route caches
+
+            numbers["cache_store"] = store_stats(self.snapshot.cache)
+        return numbers
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), then close the rest."""
+        self.server_context.draining = True
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.server_context.connections):
+            conn.drain()
+        deadline = self.loop.time() + timeout
+        while self.server_context.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.server_context.connections):
+            conn.close()
+        self.clusters.close()
+        self.sweeper.stop()
+        self.proxy.close()  # what the access log and the span exporter still hold goes out
+
+    def explain(self, request_id: str) -> dict[str, Any] | None:
+        """The decision record of a recent request of this process, or None."""
+        done = self.proxy.find(request_id.encode("latin-1", "replace"))
+        return None if done is None else explain(done, self.proxy.wall_offset)
+
+    def traces(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
+        """This process's recent sampled spans, newest first."""
+        tracer = self.proxy.tracer
+        return [] if tracer is None else tracer.recent(trace_id, limit)
+
+    def telemetry_counters(self) -> dict[str, list[list[Any]]]:
+        """Access log lines and spans as ``[result, count]`` tables (rendered as metrics)."""
+        tables: dict[str, list[list[Any]]] = {}
+        stats = self.observability_stats()
+        if stats["access_log"] is not None:
+            tables["access_log"] = [[k, stats["access_log"][k]] for k in ("written", "dropped")]
+        tracing = stats["tracing"]
+        if tracing is not None:
+            export = tracing.get("export") or {}
+            tables["spans"] = [
+                ["recorded", tracing["finished"]],
+                *([k, export[k]] for k in ("exported", "dropped", "failed") if k in export),
+            ]
+        return tables
+
+    def observability_stats(self) -> dict[str, Any]:
+        """Access log and tracing counters (lines written and dropped, spans exported...)."""
+        proxy = self.proxy
+        return {
+            "access_log": (
+                {**proxy.access_log.stats(), "dropped": proxy.access_log.dropped + proxy.log_dropped}
+                if proxy.access_log is not None
+                else None
+            ),
+            "tracing": proxy.tracer.stats() if proxy.tracer is not None else None,
+        }
