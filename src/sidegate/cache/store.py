@@ -55,7 +55,7 @@ from sidegate.cache.writer import (
 )
 from sidegate.http.messages import Headers
 
-__all__ = ["Limits", "Store", "StoreError", "StoreStats", "open_store"]
+__all__ = ["Store", "StoreError", "StoreLimits", "StoreStats", "open_store"]
 
 TOUCH_EVERY_MS: Final = 1000  # an entry's place in the LRU index moves at most once a second
 # Decoded entries kept per process for the hit path, checked against the stored bytes on each use.
@@ -82,7 +82,7 @@ class StoreStats:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class StoreLimits:
     """The limits Sidegate recorded in the store (what the app-side client follows by default)."""
 
     max_size: int | None
@@ -139,13 +139,13 @@ class Store:
         if self._publish_limits:
             self._write(env, self._record_limits)
 
-    def recorded_limits(self) -> Limits:
+    def recorded_limits(self) -> StoreLimits:
         """The limits Sidegate recorded (max_size None when no Sidegate store published any)."""
         env = self._handle()
         with env.transaction(write=False) as txn:
             size = read_number(txn, env, MAX_SIZE) or None
             quotas = {name: value for name, value in numbers(txn, env, QUOTA).items() if value > 0}
-        return Limits(size, quotas)
+        return StoreLimits(size, quotas)
 
     @staticmethod
     def _check_limits(max_size: int, quotas: Mapping[str, int]) -> None:
@@ -212,10 +212,10 @@ class Store:
         next(env.begin_count)
         try:
             try:
-                txn = env.env.begin(buffers=True)
+                txn = env.lmdb.begin(buffers=True)
             except lmdb.MapResizedError:
                 env.adopt_map_size()
-                txn = env.env.begin(buffers=True)
+                txn = env.lmdb.begin(buffers=True)
             try:
                 names = txn.get(primary, None, env.variants)
                 if names is None:
@@ -294,7 +294,7 @@ class Store:
                 evictions=read_number(txn, env, EVICTIONS),
                 corrupt=read_number(txn, env, CORRUPT),
                 max_size=self.max_size,
-                map_size=env.env.info()["map_size"],
+                map_size=env.lmdb.info()["map_size"],
                 partitions={k: v for k, v in numbers(txn, env, PARTITION_BYTES).items() if v},
                 partition_entries={k: v for k, v in numbers(txn, env, PARTITION_ENTRIES).items() if v},
             )
@@ -335,7 +335,7 @@ class Store:
         except lmdb.MapFullError:
             # The map fills before max_size only when readers pin old pages or another process
             # mapped less: clear dead readers' slots, evict half, try once more.
-            env.env.reader_check()
+            env.lmdb.reader_check()
             try:
                 self._write(env, lambda w: w.evict_to(w.number(BYTES) // 2, keep=key), full_ok=True)
                 self._write(env, put, full_ok=True)
