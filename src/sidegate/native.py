@@ -39,6 +39,7 @@ HOT_MODULES = (
     "sidegate.server.timers",
     "sidegate.upstream.connection",
     "sidegate.upstream.pool",
+    "sidegate.upstream.fetch",  # not per request: compiled as its base class UpstreamUser is
     "sidegate.cache.hitpath",
     "sidegate.cache.keys",
     "sidegate.cache.store",

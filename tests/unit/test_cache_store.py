@@ -205,10 +205,10 @@ def test_a_corrupt_value_is_a_miss_and_is_deleted(store: Store, tmp_path: Path) 
     assert store.store("", URL, (), [], entry())
     env = acquire(tmp_path / "cache", 1 << 20)  # the process's one environment, as any writer sees it
     try:
-        with env.env.begin(write=True) as txn:
+        with env.lmdb.begin(write=True) as txn:
             txn.put(b"\x1f" + URL + b"\x00", b"garbage, not an entry", db=env.entries)
         assert store.lookup("", URL, [], 1000.0) is None
-        with env.env.begin() as txn:
+        with env.lmdb.begin() as txn:
             assert txn.get(b"\x1f" + URL + b"\x00", db=env.entries) is None
             assert txn.get(b"\x1f" + URL, db=env.variants) is None
     finally:

@@ -12,6 +12,7 @@ Modules:
 - ``store``   :class:`Store`: lookup / store / invalidate / purge, with LRU eviction
 - ``writer``  every change inside one write transaction, indexes and totals kept consistent
 - ``env``     the LMDB environment: opened once per process, reopened after fork
+- ``layout``  the environment's named databases, which ``env`` opens and ``writer`` changes
 - ``client``  the app's side: :class:`SharedCache`, no network and no server import
 
 Nothing is imported here: LMDB is loaded only by a process whose config caches (import the

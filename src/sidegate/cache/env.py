@@ -38,6 +38,7 @@ from typing import Any, Final
 
 import lmdb
 
+from sidegate.cache.layout import DB_NAMES, DUPSORT
 from sidegate.cache.writer import apply_touches
 from sidegate.errors import SidegateError
 
@@ -45,8 +46,6 @@ MiB: Final = 1 << 20
 MIN_MAP_SIZE: Final = 256 * MiB  # sparse: only pages in use take memory on the tmpfs volume
 MAX_READERS: Final = 1024  # read transactions at once over all processes (one per thread in use)
 MAX_DBS: Final = 8
-DB_NAMES: Final = (b"entries", b"variants", b"lru", b"access", b"tags", b"meta")
-DUPSORT: Final = frozenset((b"lru", b"tags"))
 FILES: Final = ("data.mdb", "lock.mdb")
 GENERATION_FILE: Final = "generation"
 GENERATION_SIZE: Final = 8
@@ -82,7 +81,8 @@ def map_size_for(max_size: int) -> int:
 
 
 class Env:
-    """One open environment: the LMDB handle, its named DBs and the queue of LRU touches."""
+    """One open environment: the py-lmdb handle (``lmdb``), its named databases (the
+    :class:`~sidegate.cache.layout.Databases` a writer changes) and the queue of LRU touches."""
 
     def __init__(self, path: str, map_size: int) -> None:
         self.path = path
@@ -93,12 +93,12 @@ class Env:
         # Transactions begun and ended; in flight = begun - ended (each next() is atomic).
         self.begin_count = itertools.count()
         self.end_count = itertools.count()
-        self.env = _open(path, map_size)
+        self.lmdb = _open(path, map_size)
         try:
             with self.transaction(write=True) as txn:
-                dbs = {name: self.env.open_db(name, txn, dupsort=name in DUPSORT) for name in DB_NAMES}
+                dbs = {name: self.lmdb.open_db(name, txn, dupsort=name in DUPSORT) for name in DB_NAMES}
         except lmdb.Error as exc:
-            self.env.close()
+            self.lmdb.close()
             raise StoreError(
                 f"cache directory {path}: the LMDB file holds databases Sidegate cannot use ({exc}); "
                 "delete data.mdb and lock.mdb there (the cache starts empty)"
@@ -109,7 +109,7 @@ class Env:
         self.access = dbs[b"access"]
         self.tags = dbs[b"tags"]
         self.meta = dbs[b"meta"]
-        self.env.reader_check()  # slots of readers that died (killed workers) hold old pages
+        self.lmdb.reader_check()  # slots of readers that died (killed workers) hold old pages
         self.generation_map = _open_generation(path)
         self.pending: dict[bytes, int] = {}  # entry key -> access time (ms) to write
         self._lock = threading.Lock()
@@ -128,14 +128,14 @@ class Env:
     def grow(self, map_size: int) -> None:
         """Use a bigger map when a later Store of this process wants one (best effort: LMDB
         refuses while a transaction is open, and the old map still works)."""
-        if map_size > self.env.info()["map_size"]:
+        if map_size > self.lmdb.info()["map_size"]:
             with contextlib.suppress(lmdb.Error):
-                self.env.set_mapsize(map_size)
+                self.lmdb.set_mapsize(map_size)
 
     def adopt_map_size(self) -> None:
         """Another process grew the map (MDB_MAP_RESIZED): map the size recorded in the file."""
         with contextlib.suppress(lmdb.Error):
-            self.env.set_mapsize(0)
+            self.lmdb.set_mapsize(0)
 
     # LRU touches -------------------------------------------------------------------------
 
@@ -186,10 +186,10 @@ class Env:
         next(self.begin_count)
         try:
             try:
-                txn = self.env.begin(write=write, buffers=True)
+                txn = self.lmdb.begin(write=write, buffers=True)
             except lmdb.MapResizedError:
                 self.adopt_map_size()
-                txn = self.env.begin(write=write, buffers=True)
+                txn = self.lmdb.begin(write=write, buffers=True)
             try:
                 yield txn
             except BaseException:
@@ -205,7 +205,7 @@ class Env:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.flush_touches()
-        self.env.close()
+        self.lmdb.close()
         self.generation_map.close()
 
 
@@ -239,7 +239,7 @@ def _close_inherited(path: str) -> None:
             "cache, so the handle it inherited cannot be closed safely; open the cache (Store or "
             "SharedCache) in each process after it is forked"
         )
-    inherited.env.close()  # no transaction of it was in flight: nothing of the parent's is touched
+    inherited.lmdb.close()  # no transaction of it was in flight: nothing of the parent's is touched
     del _inherited[path]
 
 

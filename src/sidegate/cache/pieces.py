@@ -40,6 +40,7 @@ from sidegate.policy.cache_ranges import Span, content_range, join_pieces, stron
 
 if TYPE_CHECKING:
     from sidegate.cache.env import Env
+    from sidegate.cache.layout import Databases
     from sidegate.cache.writer import Txn, Writer
 
 PIECE_KEY_EXTRA: Final = 9  # 0x00 + u64be(first) after the entry key
@@ -105,7 +106,7 @@ def write_piece(
     return written[1]
 
 
-def read_pieces(env: Env, txn: Txn, key: bytes) -> list[tuple[bytes, Entry]]:
+def read_pieces(env: Databases, txn: Txn, key: bytes) -> list[tuple[bytes, Entry]]:
     """The pieces stored for entry ``key``, by first byte (a damaged value is skipped)."""
     start = key + VARIANT_SEP
     out: list[tuple[bytes, Entry]] = []

@@ -1,102 +1,47 @@
-"""Background revalidation (``stale-while-revalidate``): one request to the app, off any client.
+"""Background revalidation (``stale-while-revalidate``): what the cache asks of the upstream client.
 
-A client that may be served a stale entry gets it at once; the cache filter then asks
-:func:`start_refresh` to fetch the URL again (conditionally, with the entry's validators) on a
-connection of its own, and hands the answer to a callback that stores it. The fetch is bounded in
-time and size and never raises: a failure only leaves the stale entry as it was.
+A client that may be served a stale entry gets it at once; the cache then has the URL fetched
+again, conditionally (with the entry's validators), and stores the answer. The cache opens no
+connection of its own: the serving layer gives each route's cache filter a :class:`Refetch`
+(``Cache.use_upstream``), which sends the request as the route's proxied requests go (the pool,
+the route's rewrite and header edits, the client's forwarding headers, a new request id) and
+never raises. Without one (a filter not served by a proxy) nothing is revalidated in the
+background and the entry stays as it is. This module holds only that contract and the fields of
+the revalidation, so the cache never imports the layer that sends it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable
+from typing import Final, Protocol
 
-import httptools
+from sidegate.http.messages import Fetched, Headers, RequestHead
+from sidegate.policy.cache_rules import conditional_headers
 
-from sidegate.http.messages import Headers
-
-log = logging.getLogger("sidegate.cache")
-
-#: (status, headers, body, request_time, response_time) of a fetched response
-Fetched = tuple[int, Headers, bytes, float, float]
-
-_TASKS: set[asyncio.Task[None]] = set()
+# The client's own conditionals and ranges: a revalidation asks for the whole stored response.
+CONDITIONALS: Final = frozenset((b"if-none-match", b"if-modified-since", b"if-range", b"range"))
 
 
-def start_refresh(
-    host: str,
-    port: int,
-    request_head: bytes,
-    *,
-    timeout: float,
-    max_body: int,
-    clock: Callable[[], float],
-    done: Callable[[Fetched | None], None],
-) -> None:
-    """Fetch in the background; ``done`` gets the response, or None if it failed."""
+class Refetch(Protocol):
+    """A route's way to send a request of the cache's own to its upstream."""
 
-    async def run() -> None:
-        result: Fetched | None = None
-        try:
-            result = await asyncio.wait_for(fetch(host, port, request_head, max_body, clock), timeout or None)
-        except (OSError, TimeoutError, ValueError, httptools.HttpParserError) as exc:
-            log.info(
-                "cache: background revalidation of %s:%d failed: %s", host, port, exc or type(exc).__name__
-            )
-        try:
-            done(result)
-        except Exception:  # a bug in the callback must not kill the loop's task silently
-            log.exception("cache: storing a revalidated response failed")
-
-    task = asyncio.get_running_loop().create_task(run())
-    _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
+    def __call__(
+        self,
+        request: RequestHead,
+        headers: Headers,
+        *,
+        identity: bytes,
+        timeout: float,
+        max_body: int,
+        done: Callable[[Fetched | None], None],
+    ) -> None:
+        """GET ``request``'s URL in the background with ``headers`` as its end-to-end fields and
+        ``identity`` (the consumer's identity header lines, or empty); ``done`` gets the whole
+        response, or None when it failed or took over ``timeout`` seconds or ``max_body`` bytes."""
 
 
-async def fetch(
-    host: str, port: int, request_head: bytes, max_body: int, clock: Callable[[], float]
-) -> Fetched:
-    """Send ``request_head`` (a complete head asking ``Connection: close``) and read the answer."""
-    request_time = clock()
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(request_head)
-        sink = _Sink()
-        parser = httptools.HttpResponseParser(sink)
-        received = 0
-        while not sink.finished():
-            data = await reader.read(65536)
-            if not data:
-                parser.feed_data(b"")  # close-delimited bodies end here
-                if not sink.finished():
-                    raise ValueError("the app closed the connection before the response ended")
-                break
-            received += len(data)
-            if received > max_body + 65536:
-                raise ValueError(f"response larger than {max_body} bytes")
-            parser.feed_data(data)
-        return parser.get_status_code(), sink.headers, b"".join(sink.body), request_time, clock()
-    finally:
-        writer.close()
-
-
-class _Sink:
-    """httptools callbacks: collect the head fields and the body."""
-
-    def __init__(self) -> None:
-        self.headers: Headers = []
-        self.body: list[bytes] = []
-        self.complete = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-
-    def finished(self) -> bool:
-        return self.complete
+def revalidation_headers(client_headers: Headers, stored_headers: Headers) -> Headers:
+    """The fields of a revalidation: the client's, without its conditionals and ranges, and the
+    stored response's validators (If-None-Match, If-Modified-Since)."""
+    kept = [(n, v) for n, v in client_headers if n.lower() not in CONDITIONALS]
+    return kept + conditional_headers(stored_headers)

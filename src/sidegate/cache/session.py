@@ -15,18 +15,18 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final, TypeVar
 
 from sidegate.cache.counters import COUNTERS
 from sidegate.cache.entry import MUST_REVALIDATE, NO_CACHE, Entry
 from sidegate.cache.flights import Flight
+from sidegate.cache.refresh import Refetch, revalidation_headers
 from sidegate.cache.store import Store, StoreError, open_store
-from sidegate.config.snapshot import CacheSettings, HeaderEdits, Rewrite, UpstreamSpec
-from sidegate.http.messages import Headers, RequestHead, ResponseHead
+from sidegate.config.snapshot import CacheSettings
+from sidegate.http.messages import Fetched, Headers, RequestHead, ResponseHead
 from sidegate.policy.cache_ranges import Span, content_range
 from sidegate.policy.cache_rules import (
     RequestDirectives,
-    conditional_headers,
     freshness_lifetime,
     initial_age,
     invalidation_urls,
@@ -36,34 +36,20 @@ from sidegate.policy.cache_rules import (
     vary_names,
 )
 
-if TYPE_CHECKING:
-    from sidegate.cache.refresh import Fetched
-
 log = logging.getLogger("sidegate.cache")
 T = TypeVar("T")
 _RETRY_OPEN: Final = 10.0  # seconds between attempts to open an unusable store
-_CONDITIONALS: Final = frozenset((b"if-none-match", b"if-modified-since", b"if-range", b"range"))
 
 
 class StoreHandle:
-    """A route's way to the shared store, plus what a background revalidation needs."""
+    """A route's way to the shared store, and to its upstream for background revalidations."""
 
-    def __init__(
-        self,
-        settings: CacheSettings,
-        upstream: UpstreamSpec,
-        rewrite: Rewrite | None = None,
-        edits: HeaderEdits | None = None,
-        timeout: float = 0.0,
-    ) -> None:
+    def __init__(self, settings: CacheSettings, timeout: float = 0.0) -> None:
         self.settings = settings
-        self.upstream = upstream
-        self.rewrite = rewrite
-        self.edits = edits
-        self.timeout = timeout or 30.0
+        self.timeout = timeout or 30.0  # the longest a background revalidation may take
+        self.refetch: Refetch | None = None  # given by the serving layer (see sidegate.cache.refresh)
         self.current: Store | None = None  # the open store (None until opened, or while unusable)
         self._retry_at = 0.0
-        self._next_endpoint = 0
 
     def store(self) -> Store | None:
         """The open store, or None while it is unusable (the reason was logged)."""
@@ -87,11 +73,6 @@ class StoreHandle:
         """A store operation failed: counted and logged; the request goes on uncached."""
         COUNTERS.store_errors[type(exc).__name__] += 1
         log.warning("cache: %s on %s, going on uncached: %s", type(exc).__name__, url.decode("latin-1"), exc)
-
-    def endpoint(self) -> tuple[str, int]:
-        endpoints = self.upstream.endpoints
-        self._next_endpoint = index = (self._next_endpoint + 1) % len(endpoints)
-        return endpoints[index].host, endpoints[index].port
 
 
 class CacheSession:
@@ -117,7 +98,7 @@ class CacheSession:
         self.client_headers = request.headers  # kept: the filter may swap in its own validators
         self.partition = partition
         self.url = url
-        self.host = request.host  # the Host header as sent, set by the filter
+        self.identity = b""  # the consumer's identity header lines (set by the filter), for revalidations
         self.directives = directives
         self.key_headers = key_headers
         self.default_ttl = default_ttl
@@ -282,22 +263,14 @@ class CacheSession:
         return stale.age(time.time()) - stale.freshness <= stale.stale_if_error
 
     def refresh_in_background(self, entry: Entry, flight: Flight, land: Callable[[Flight], None]) -> None:
-        """Serve ``entry`` stale now; fetch it again conditionally on a connection of our own."""
-        from sidegate.cache.refresh import start_refresh  # asyncio: the serving process only
-
+        """Serve ``entry`` stale now; have the route's upstream client fetch it again
+        conditionally, and store the answer (the flight lands either way)."""
         handle = self.handle
-        request = self.request
+        refetch = handle.refetch
+        if refetch is None:  # no upstream client: the entry stays stale until a miss refreshes it
+            land(flight)
+            return
         self._vary = tuple(dict.fromkeys(self.key_headers + (vary_names(entry.headers) or ())))
-        path = handle.rewrite.apply(request.path) if handle.rewrite is not None else request.path
-        target = path + b"?" + request.query if request.query else path
-        headers = [(n, v) for n, v in self.client_headers if n.lower() not in _CONDITIONALS]
-        if handle.edits is not None:
-            headers = handle.edits.apply(headers)
-        parts = [b"GET ", target, b" HTTP/1.1\r\nHost: ", self.host or b"localhost", b"\r\n"]
-        parts += [n + b": " + v + b"\r\n" for n, v in headers + conditional_headers(entry.headers)]
-        parts.append(handle.edits.block if handle.edits is not None else b"")
-        parts.append(b"Connection: close\r\n\r\n")
-        host, port = handle.endpoint()
 
         def done(fetched: Fetched | None) -> None:
             try:
@@ -306,13 +279,12 @@ class CacheSession:
             finally:
                 land(flight)
 
-        start_refresh(
-            host,
-            port,
-            b"".join(parts),
+        refetch(
+            self.request,
+            revalidation_headers(self.client_headers, entry.headers),
+            identity=self.identity,
             timeout=handle.timeout,
             max_body=handle.settings.max_entry_size,
-            clock=time.time,
             done=done,
         )
 

@@ -55,7 +55,7 @@ from sidegate.cache.writer import (
 )
 from sidegate.http.messages import Headers
 
-__all__ = ["Limits", "Store", "StoreError", "StoreStats", "open_store"]
+__all__ = ["Store", "StoreError", "StoreLimits", "StoreStats", "open_store"]
 
 TOUCH_EVERY_MS: Final = 1000  # an entry's place in the LRU index moves at most once a second
 # Decoded entries kept per process for the hit path, checked against the stored bytes on each use.
@@ -82,7 +82,7 @@ class StoreStats:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class StoreLimits:
     """The limits Sidegate recorded in the store (what the app-side client follows by default)."""
 
     max_size: int | None
@@ -134,18 +134,18 @@ class Store:
         """Change the limits (a configuration reload); published when this Store publishes."""
         self._check_limits(max_size, quotas)
         self.max_size, self.quotas = max_size, dict(quotas)
-        env = self._handle()
+        env = self._live_env()
         env.grow(map_size_for(max_size))
         if self._publish_limits:
             self._write(env, self._record_limits)
 
-    def recorded_limits(self) -> Limits:
+    def recorded_limits(self) -> StoreLimits:
         """The limits Sidegate recorded (max_size None when no Sidegate store published any)."""
-        env = self._handle()
+        env = self._live_env()
         with env.transaction(write=False) as txn:
             size = read_number(txn, env, MAX_SIZE) or None
             quotas = {name: value for name, value in numbers(txn, env, QUOTA).items() if value > 0}
-        return Limits(size, quotas)
+        return StoreLimits(size, quotas)
 
     @staticmethod
     def _check_limits(max_size: int, quotas: Mapping[str, int]) -> None:
@@ -163,7 +163,7 @@ class Store:
             txn.put(QUOTA + name.encode(), U64.pack(quota), db=meta)
 
     def _check_format(self) -> None:
-        env = self._handle()
+        env = self._live_env()
         with env.transaction(write=True) as txn:
             found = txn.get(FORMAT, db=env.meta)
             version = None if found is None else int.from_bytes(found, "little")
@@ -186,7 +186,7 @@ class Store:
         """
         env = self._env
         if env is None or env.stale:
-            env = self._handle()
+            env = self._live_env()
         prefix = self._prefixes.get(partition) or self._prefix(partition)
         primary = prefix + url
         if len(primary) >= MAX_KEY:
@@ -212,10 +212,10 @@ class Store:
         next(env.begin_count)
         try:
             try:
-                txn = env.env.begin(buffers=True)
+                txn = env.lmdb.begin(buffers=True)
             except lmdb.MapResizedError:
                 env.adopt_map_size()
-                txn = env.env.begin(buffers=True)
+                txn = env.lmdb.begin(buffers=True)
             try:
                 names = txn.get(primary, None, env.variants)
                 if names is None:
@@ -286,7 +286,7 @@ class Store:
 
     def stats(self) -> StoreStats:
         """Entry and byte totals, evictions and corrupt values, over all processes."""
-        env = self._handle()
+        env = self._live_env()
         with env.transaction(write=False) as txn:
             return StoreStats(
                 entries=read_number(txn, env, ENTRIES),
@@ -294,7 +294,7 @@ class Store:
                 evictions=read_number(txn, env, EVICTIONS),
                 corrupt=read_number(txn, env, CORRUPT),
                 max_size=self.max_size,
-                map_size=env.env.info()["map_size"],
+                map_size=env.lmdb.info()["map_size"],
                 partitions={k: v for k, v in numbers(txn, env, PARTITION_BYTES).items() if v},
                 partition_entries={k: v for k, v in numbers(txn, env, PARTITION_ENTRIES).items() if v},
             )
@@ -311,7 +311,7 @@ class Store:
         evicting. Other variants of the URL are dropped when its Vary names changed. The entry's
         ``response_time`` is its first access time in the LRU index.
         """
-        env = self._handle()
+        env = self._live_env()
         prefix = self._prefix(partition)
         names = tuple(name.lower() for name in vary)
         key = prefix + url + VARIANT_SEP + secondary_key(names, request_headers)
@@ -335,7 +335,7 @@ class Store:
         except lmdb.MapFullError:
             # The map fills before max_size only when readers pin old pages or another process
             # mapped less: clear dead readers' slots, evict half, try once more.
-            env.env.reader_check()
+            env.lmdb.reader_check()
             try:
                 self._write(env, lambda w: w.evict_to(w.number(BYTES) // 2, keep=key), full_ok=True)
                 self._write(env, put, full_ok=True)
@@ -356,14 +356,15 @@ class Store:
             return write_piece(writer, primary, vary, request_headers, piece, quota=quota, max_size=max_size)
 
         try:
-            return self._write(self._handle(), put, full_ok=True)
+            return self._write(self._live_env(), put, full_ok=True)
         except lmdb.MapFullError:
             return None
 
     def pieces(self, partition: str, url: bytes, request_headers: Headers, now: float) -> list[Entry]:
         """The 206 pieces stored for this request's variant of ``url``, by first byte (``now``
         dates their LRU touch, as for ``lookup``)."""
-        return stored_pieces(self._handle(), self._prefix(partition) + url, request_headers, int(now * 1000))
+        primary = self._prefix(partition) + url
+        return stored_pieces(self._live_env(), primary, request_headers, int(now * 1000))
 
     def invalidate(self, partition: str, url: bytes) -> int:
         """Delete every variant of ``url``; the number of entries deleted."""
@@ -374,23 +375,23 @@ class Store:
             writer.txn.delete(primary, db=writer.env.variants)
             return count
 
-        return self._write(self._handle(), drop) if len(primary) < MAX_KEY else 0
+        return self._write(self._live_env(), drop) if len(primary) < MAX_KEY else 0
 
     def purge_prefix(self, partition: str, prefix: bytes) -> int:
         """Delete the entries whose URL starts with ``prefix`` (e.g. ``b"http://api.local/users/"``)."""
         start = self._prefix(partition) + prefix
-        return self._write(self._handle(), lambda w: w.delete_prefix(start)) if len(start) <= MAX_KEY else 0
+        return self._write(self._live_env(), lambda w: w.delete_prefix(start)) if len(start) <= MAX_KEY else 0
 
     def purge_tag(self, partition: str, tag: str) -> int:
         """Delete the entries of ``partition`` stored with ``tag``."""
         prefix = self._prefix(partition)
         if len(tag_key(prefix, tag)) > MAX_KEY:
             return 0
-        return self._write(self._handle(), lambda w: w.delete_tag(prefix, tag))
+        return self._write(self._live_env(), lambda w: w.delete_tag(prefix, tag))
 
     def purge_all(self, partition: str | None = None) -> int:
         """Delete every entry (of ``partition`` when given); the number deleted."""
-        env = self._handle()
+        env = self._live_env()
         if partition is None:
             return self._write(env, Writer.drop_everything)
         prefix = self._prefix(partition)
@@ -431,7 +432,7 @@ class Store:
             prefix = self._prefixes[partition] = partition_prefix(partition)
         return prefix
 
-    def _handle(self) -> Env:
+    def _live_env(self) -> Env:
         """The open environment; reopened in a forked child (LMDB handles do not survive fork)."""
         env = self._env
         if env is not None and not env.stale:

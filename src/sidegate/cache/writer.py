@@ -42,7 +42,7 @@ QUOTA: Final = b"quota:"
 FORMAT_VERSION: Final = 1
 
 if TYPE_CHECKING:
-    from sidegate.cache.env import Env
+    from sidegate.cache.layout import Databases
 
     Txn = lmdb.Transaction[memoryview]  # buffers=True: values are views valid until the next write
 
@@ -51,7 +51,7 @@ class Writer:
     """Changes made in ``txn`` (a write transaction opened with ``buffers=True``); call
     :meth:`finish` before committing so the totals in ``meta`` follow."""
 
-    def __init__(self, env: Env, txn: Txn) -> None:
+    def __init__(self, env: Databases, txn: Txn) -> None:
         self.env = env
         self.txn = txn
         self._deltas: dict[bytes, int] = {}
@@ -261,7 +261,7 @@ class Writer:
         return out
 
 
-def apply_touches(env: Env, txn: Txn, touches: dict[bytes, int]) -> None:
+def apply_touches(env: Databases, txn: Txn, touches: dict[bytes, int]) -> None:
     """Move each entry read since the last flush to its new place in the LRU index."""
     for key, ms in touches.items():
         access = txn.get(key, db=env.access)
@@ -276,12 +276,14 @@ def apply_touches(env: Env, txn: Txn, touches: dict[bytes, int]) -> None:
         txn.put(key, ACCESS.pack(ms, size), db=env.access)
 
 
-def read_number(txn: lmdb.Transaction[memoryview] | lmdb.Transaction[bytes], env: Env, key: bytes) -> int:
+def read_number(
+    txn: lmdb.Transaction[memoryview] | lmdb.Transaction[bytes], env: Databases, key: bytes
+) -> int:
     value = txn.get(key, db=env.meta)
     return int.from_bytes(value, "little") if value is not None and len(value) == 8 else 0
 
 
-def numbers(txn: Txn, env: Env, prefix: bytes) -> dict[str, int]:
+def numbers(txn: Txn, env: Databases, prefix: bytes) -> dict[str, int]:
     """The meta counters named ``prefix + partition``, by partition."""
     out: dict[str, int] = {}
     with txn.cursor(env.meta) as cur:

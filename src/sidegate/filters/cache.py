@@ -46,6 +46,7 @@ from sidegate.cache.hitpath import (
     Lookup,
     PlainHits,
 )
+from sidegate.cache.refresh import Refetch
 from sidegate.cache.session import CacheSession, StoreHandle
 from sidegate.cache.urlkey import request_url
 from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
@@ -118,9 +119,12 @@ class Cache(Filter):
     def bind(self, env: RouteEnvironment) -> None:
         self.route = env.route
         self.counts = COUNTERS.route(env.route)
-        self.handle = StoreHandle(
-            env.cache, env.upstream, env.rewrite, env.request_edits, env.response_timeout
-        )
+        self.handle = StoreHandle(env.cache, env.response_timeout)
+
+    def use_upstream(self, refetch: Refetch) -> None:
+        """The route's upstream client for background revalidations (given when it is served)."""
+        assert self.handle is not None, "bind() runs at config load"
+        self.handle.refetch = refetch
 
     # -- request -------------------------------------------------------------------------------
 
@@ -224,7 +228,7 @@ class Cache(Filter):
             default_ttl=cfg.default_ttl,
             unsafe=unsafe,
         )
-        session.host = ctx.host or request.host
+        session.identity = ctx.upstream_lines  # a revalidation carries the consumer's identity too
         return session
 
     def _from_pieces(self, session: CacheSession, request: RequestHead, now: float) -> Answer | None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 Headers = list[tuple[bytes, bytes]]
+#: A whole response read by Sidegate for itself (a background request, no client):
+#: (status, end-to-end headers, body, request time, response time)
+Fetched = tuple[int, Headers, bytes, float, float]
 
 
 class RequestHead:

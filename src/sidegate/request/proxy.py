@@ -35,6 +35,7 @@ from sidegate.forwarding import ClientAddresses, ForwardingCache
 from sidegate.observe.access_log import AccessLogWriter
 from sidegate.observe.trace_context import Sampler, sampler_from_env
 from sidegate.observe.tracing import Tracer
+from sidegate.request.background import lend_to_cache
 from sidegate.request.exchange import Exchange
 from sidegate.request.outcome import Finished, access_line, rejected_line, span_of
 from sidegate.request.plan import RoutePlan
@@ -97,6 +98,8 @@ class View:
             ClientAddresses(forwarded) if forwarded.trusted or forwarded.trusted_hops else None
         )
         self.forwarding = ForwardingCache(forwarded, self.client_addresses)
+        for plan in self.plans.values():  # cache revalidations go upstream as this view's requests do
+            lend_to_cache(plan, self.forwarding)
         self.via = via = snapshot.forwarded.via
         self.via_line = b"Via: " + via + b"\r\n" if via else b""
 

@@ -24,8 +24,9 @@ import asyncio
 import fcntl
 import struct
 import termios
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, cast
 
+from sidegate.config.snapshot import Endpoint
 from sidegate.errors import (
     UpstreamFailure,
     idle_timeout,
@@ -36,10 +37,7 @@ from sidegate.errors import (
 )
 from sidegate.http.errors import ProtocolError
 from sidegate.http.response_parser import ParsedResponse, ResponseParser, ResponseSink
-from sidegate.server.timers import cut
-
-if TYPE_CHECKING:
-    from sidegate.upstream.pool import EndpointPool
+from sidegate.server.timers import Sweeper, cut
 
 # Why the deadline is held (bit flags of ``held``).
 _READ_PAUSED: Final = 1  # Sidegate stopped reading: the client is not taking the response
@@ -80,6 +78,35 @@ class UpstreamUser(ResponseSink):
         raise NotImplementedError
 
 
+class ConnectionOwner:
+    """What a connection needs of the pool it belongs to (:class:`~sidegate.upstream.pool.EndpointPool`
+    is the one owner): its loop, endpoint, timers and buffer sizes, and two notices. Declared here
+    so the connection never imports the pool that makes it."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        endpoint: Endpoint,
+        sweeper: Sweeper,
+        *,
+        buffer_high_water: int,
+        chunk_line: int,
+    ) -> None:
+        self.loop = loop
+        self.endpoint = endpoint
+        self.sweeper = sweeper
+        self.buffer_high_water = buffer_high_water
+        self.chunk_line = chunk_line  # the longest chunk line a response may have (502 above)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """``conn`` closed: forget it if it was idle here."""
+        raise NotImplementedError
+
+    def failed(self, failure: UpstreamFailure) -> None:
+        """An attempt on this endpoint failed (called on failure paths only)."""
+        raise NotImplementedError
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_loop",
@@ -100,7 +127,7 @@ class UpstreamConnection(asyncio.Protocol):
         "user",
     )
 
-    def __init__(self, pool: EndpointPool) -> None:
+    def __init__(self, pool: ConnectionOwner) -> None:
         self.pool = pool
         self._loop = pool.loop
         self.transport: asyncio.Transport | None = None

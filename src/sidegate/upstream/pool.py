@@ -21,7 +21,7 @@ from typing import Any
 from sidegate.config.snapshot import Endpoint
 from sidegate.errors import UpstreamFailure, connect_error, connect_refused, connect_timeout
 from sidegate.server.timers import Sweeper
-from sidegate.upstream.connection import UpstreamConnection
+from sidegate.upstream.connection import ConnectionOwner, UpstreamConnection
 
 
 class ConnectFailedError(Exception):
@@ -30,7 +30,7 @@ class ConnectFailedError(Exception):
         self.failure = failure
 
 
-class EndpointPool:
+class EndpointPool(ConnectionOwner):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -42,14 +42,10 @@ class EndpointPool:
         buffer_high_water: int = 64 * 1024,
         chunk_line: int = 4096,
     ) -> None:
-        self.loop = loop
+        super().__init__(loop, endpoint, sweeper, buffer_high_water=buffer_high_water, chunk_line=chunk_line)
         self.clock = loop.time
-        self.endpoint = endpoint
-        self.sweeper = sweeper
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
-        self.buffer_high_water = buffer_high_water
-        self.chunk_line = chunk_line  # the longest chunk line a response may have (502 above)
         self.idle: list[UpstreamConnection] = []
         self.retired = False
         self.connects = 0  # connections opened, for stats and tests
