@@ -127,7 +127,7 @@ def wire(
     """A gateway for ``config`` with one inbound connection and one pooled upstream connection
     of upstream ``app``, over fake transports: (inbound, its transport, upstream, its transport)."""
     gateway = Gateway(loop, compile_checked(check_text(config)))
-    inbound = InboundConnection(gateway.ctx)
+    inbound = InboundConnection(gateway.shared)
     client = FakeTransport()
     inbound.connection_made(client)  # type: ignore[arg-type]
     pool = gateway.clusters.clusters["app"].pools[0]

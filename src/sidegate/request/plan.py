@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sidegate.config.snapshot import ObservabilitySpec, Route
-from sidegate.request.outcome import LineMemo
+from sidegate.request.access_text import LineMemo
 
 if TYPE_CHECKING:
     from sidegate.observe.metrics import RouteStats, UpstreamStats
