@@ -15,6 +15,7 @@ from pathlib import Path
 # The modules setup.py compiles (it reads this tuple from this file, so it is the one list).
 HOT_MODULES = (
     "sidegate.request.exchange",
+    "sidegate.request.forward",
     "sidegate.forwarding",
     "sidegate.request.proxy",
     "sidegate.request.outcome",

@@ -24,53 +24,33 @@ from sidegate.errors import UpstreamFailure
 from sidegate.filters.base import RequestContext, Wait
 from sidegate.http.messages import LocalResponse, ReadyResponse
 from sidegate.http.writer import LAST_CHUNK, chunk, error_response
+from sidegate.request.forward import Forwarder
 from sidegate.request.record import RequestRecord
-from sidegate.request.upstream_head import upstream_head
 from sidegate.server.stream import RequestStream
-from sidegate.upstream.connection import UpstreamUser
-from sidegate.upstream.pool import ConnectFailedError, EndpointPool
 
 if TYPE_CHECKING:
     from sidegate.http.request_head import ParsedRequest
     from sidegate.http.response_parser import ParsedResponse
-    from sidegate.request.plan import RoutePlan
     from sidegate.request.services import RequestServices
     from sidegate.server.stream import ResponseChannel
-    from sidegate.upstream.connection import UpstreamConnection
 
 _RETRY_SAFE: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _DISCARD_LIMIT: Final = 64 * 1024
 
 
-class Exchange(UpstreamUser, RequestStream):
+class Exchange(Forwarder, RequestStream):
     """One request and its response; the request stream of the client's connection and the
     user of the upstream connection."""
 
     __slots__ = (
         "body_seen",
-        "channel",
-        "ctx",
         "deferred",
-        "finished",
-        "outbox",
-        "pending",
-        "pool",
-        "record",
         "replacement",
-        "request",
-        "request_done",
         "request_id",
-        "request_id_line",
         "retried",
-        "route",
-        "sent_up",
-        "services",
         "status",
         "tunnel",
-        "upstream",
-        "upstream_head",
         "upstream_keep_alive",
-        "view",
     )
 
     def __init__(self, services: RequestServices, channel: ResponseChannel, request: ParsedRequest) -> None:
@@ -86,15 +66,15 @@ class Exchange(UpstreamUser, RequestStream):
         self.record = RequestRecord(request_id, bool(request.request_id), trace, services.clock())
         # A request without a body is complete with its head.
         self.request_done = not (request.chunked or request.content_length)
-        self.route: RoutePlan | None = None
-        self.ctx: RequestContext | None = None
-        self.upstream: UpstreamConnection | None = None
-        self.pool: EndpointPool | None = None
-        self.pending: list[bytes] | None = None  # request bytes waiting for a connection
+        self.route = None
+        self.ctx = None
+        self.upstream = None
+        self.pool = None
+        self.pending = None  # request bytes waiting for a connection
         self.upstream_head = b""
         self.deferred: LocalResponse | ReadyResponse | None = None  # sent once the body is read
         self.replacement: LocalResponse | ReadyResponse | None = None  # sent instead of the upstream's
-        self.outbox: list[bytes] | None = None  # upstream bytes held until the client read parses
+        self.outbox = None  # upstream bytes held until the client read parses
         self.retried = False
         self.finished = False
         self.tunnel = False
@@ -155,29 +135,6 @@ class Exchange(UpstreamUser, RequestStream):
         if not self.finished:
             self._run_request_filters(index)
 
-    def _forward(self) -> None:
-        """Build the upstream head and send it on a pooled (or new) connection."""
-        head = self.request
-        route = self.route
-        assert route is not None
-        ctx = self.ctx
-        self.upstream_head = upstream_head(
-            head,
-            route,
-            self.view.forwarding.lines(head),
-            identity=ctx.upstream_lines if ctx is not None else b"",
-            request_id_line=self.request_id_line,
-            trace=self.record.trace,
-        )
-        self.record.upstream_at = self.services.clock()
-        self.pool = pool = route.single_pool or route.cluster.pick()
-        upstream = pool.acquire()
-        if upstream is not None:
-            self._attach(upstream)
-        else:
-            self.pending = []
-            self.services.spawn(self._connect(pool))
-
     def request_body(self, data: bytes) -> None:
         if self.finished or self.deferred is not None:
             return
@@ -210,37 +167,6 @@ class Exchange(UpstreamUser, RequestStream):
         if self.upstream is not None:
             self.upstream.request_sent()
 
-    def _send_up(self, data: bytes) -> None:
-        """Request bytes for the upstream: held while connecting, or until the client read that
-        carried them has parsed cleanly (so a request found broken later in the same read never
-        reaches the app), else written at once."""
-        upstream = self.upstream
-        if upstream is None:
-            pending = self.pending
-            if pending is not None:
-                pending.append(data)
-                if sum(map(len, pending)) > self.high_water:
-                    self.channel.pause_reading()
-        elif self.channel.feeding:
-            outbox = self.outbox
-            if outbox is None:
-                self.outbox = [data]
-            else:
-                outbox.append(data)
-        else:
-            self.sent_up = True
-            upstream.send(data)
-
-    def flush_upstream(self) -> None:
-        """The client read that produced held bytes parsed cleanly: send them."""
-        outbox = self.outbox
-        if outbox is not None:
-            self.outbox = None
-            upstream = self.upstream
-            if upstream is not None:
-                self.sent_up = True
-                upstream.send(outbox[0] if len(outbox) == 1 else b"".join(outbox))
-
     def client_lost(self) -> None:
         if self.finished:
             return
@@ -254,14 +180,6 @@ class Exchange(UpstreamUser, RequestStream):
         self.record.flag = "client_closed"
         self._complete(499)
 
-    def client_writable(self, writable: bool) -> None:
-        upstream = self.upstream
-        if upstream is not None:
-            if writable:
-                upstream.resume_reading()
-            else:
-                upstream.pause_reading()
-
     def client_stalled(self) -> None:
         """The client took nothing for ``send_timeout``: the response is cut (the connection is
         being aborted), the upstream connection closed, as it cannot be reused mid-response."""
@@ -274,58 +192,7 @@ class Exchange(UpstreamUser, RequestStream):
         self.record.flag = "client_send_timeout"
         self._complete(self.status or 499)
 
-    @property
-    def high_water(self) -> int:
-        return self.view.snapshot.limits.buffer_high_water
-
     # -- upstream side -------------------------------------------------------------------------
-
-    async def _connect(self, pool: EndpointPool) -> None:
-        route = self.route
-        assert route is not None
-        try:
-            upstream = await pool.connect(route.connect_timeout)
-        except ConnectFailedError as failed:
-            self.upstream_failed(failed.failure)
-            return
-        if self.finished:
-            pool.release(upstream)
-            return
-        self._attach(upstream)
-
-    def _attach(self, upstream: UpstreamConnection) -> None:
-        route = self.route
-        assert route is not None
-        self.upstream = upstream
-        head_request = self.request.method == b"HEAD"
-        upstream.attach(
-            self,
-            head_request,
-            route.response_timeout,
-            route.idle_timeout,
-            self.request_done,
-            send=route.send_timeout,
-        )
-        if not self.channel.writable:  # the client has not taken the previous response yet
-            upstream.pause_reading()
-        pending, self.pending = self.pending, None
-        if pending:
-            self._send_up(b"".join([self.upstream_head, *pending]))
-            self.channel.resume_reading()
-        else:
-            self._send_up(self.upstream_head)
-
-    def upstream_read_begin(self) -> None:
-        self.channel.cork()  # the response bytes of one upstream read leave in one write
-
-    def upstream_read_end(self) -> None:
-        self.channel.uncork()
-
-    def upstream_writable(self, writable: bool) -> None:
-        if writable:
-            self.channel.resume_reading()
-        else:
-            self.channel.pause_reading()
 
     def on_informational(self, head: ParsedResponse) -> None:
         if not self.finished:
@@ -362,7 +229,9 @@ class Exchange(UpstreamUser, RequestStream):
             added.append(edits.block)
         view = self.view
         if response.via:
-            added += (b"Via: ", response.via + b", " + view.via if view.via else response.via, b"\r\n")
+            added.append(b"Via: ")
+            added.append(response.via + b", " + view.via if view.via else response.via)
+            added.append(b"\r\n")
         else:
             added.append(view.via_line)
         added.append(self.request_id_line)

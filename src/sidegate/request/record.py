@@ -27,6 +27,19 @@ if TYPE_CHECKING:
 class RequestRecord:
     """What became of one request (see the module's docstring)."""
 
+    # Set by seal(), which every record passes before anything reads it (not before: one
+    # store each per request instead of two).
+    status: int
+    route: RoutePlan | None
+    ctx: RequestContext | None
+    pool: EndpointPool | None
+    method: bytes
+    host: bytes
+    path: bytes
+    version: bytes
+    client: str
+    peer: str
+
     def __init__(
         self, request_id: bytes, client_id: bool, trace: TraceContext | None, started_at: float
     ) -> None:
@@ -42,17 +55,6 @@ class RequestRecord:
         self.tries: list[tuple[str, str]] | None = None  # failed upstream attempts: (endpoint, why)
         self.bytes_in = 0  # request body bytes from the client
         self.bytes_out = 0  # response body bytes to the client
-        # Set by seal():
-        self.status = 0
-        self.route: RoutePlan | None = None
-        self.ctx: RequestContext | None = None
-        self.pool: EndpointPool | None = None
-        self.method = b""
-        self.host = b""
-        self.path = b""
-        self.version = b""
-        self.client = ""
-        self.peer = ""
         self.view: View | None = None  # only when no route took the request (explain's routing)
         self.unrouted: ParsedRequest | None = None
 

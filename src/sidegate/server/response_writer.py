@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sidegate.http.request_head import ParsedRequest
 
 _STATUS_LINES: Final = STATUS_LINES
+_CHUNKED: Final = CHUNKED
 
 
 class ResponseWriter(RequestSink, ResponseChannel):
@@ -40,13 +41,19 @@ class ResponseWriter(RequestSink, ResponseChannel):
         self.keep_alive_wanted = True  # false once closing or draining: responses say Connection: close
         self._wbuf: list[bytes] | None = None
         self._cork_fresh = False  # corked before any byte of the current response
-        self._request: ParsedRequest | None = None  # the request the current response answers
+        # What framing needs of the request the current response answers (not the request
+        # itself: it goes with its exchange, and the connection outlives both).
+        self._method = b""
+        self._version = b""
+        self._keep_alive_asked = False
         self._keep = False  # the current response keeps the connection open
         self._chunked = False  # the current response body is re-chunked
 
     def _begin_response(self, request: ParsedRequest) -> None:
         """A new request is being answered."""
-        self._request = request
+        self._method = request.method
+        self._version = request.version
+        self._keep_alive_asked = request.keep_alive
         self.response_started = False
         self._keep = False
         self._chunked = False
@@ -54,23 +61,23 @@ class ResponseWriter(RequestSink, ResponseChannel):
     # -- response events (ResponseChannel) -----------------------------------------------------
 
     def informational(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        request = self._request
-        if request is not None and request.version == b"1.1":  # HTTP/1.0 has no 1xx
+        if self._version == b"1.1":  # HTTP/1.0 has no 1xx
             self.send(status_line(status, reason) + header_block(headers) + b"\r\n")
 
     def response_head(
         self, status: int, headers: list[tuple[bytes, bytes]], added: list[bytes], length: bytes | None
     ) -> None:
-        request = self._request
-        assert request is not None
-        framing = body_framing(request.method, request.version, status, length is not None)
-        self._keep = keep = keep_open(request.keep_alive, self.keep_alive_wanted, framing=framing)
+        version = self._version
+        framing = body_framing(self._method, version, status, length is not None)
+        self._keep = keep = keep_open(self._keep_alive_asked, self.keep_alive_wanted, framing=framing)
         if length is not None:
-            added += (b"Content-Length: ", length, b"\r\n")
-        elif framing == CHUNKED:
+            added.append(b"Content-Length: ")
+            added.append(length)
+            added.append(b"\r\n")
+        elif framing == _CHUNKED:
             added.append(b"Transfer-Encoding: chunked\r\n")
             self._chunked = True
-        added.append(head_end(keep, request.version))
+        added.append(head_end(keep, version))
         self.send(join_head([_STATUS_LINES.get(status) or status_line(status)], headers, added))
 
     def response_body(self, data: bytes) -> None:
@@ -84,10 +91,10 @@ class ResponseWriter(RequestSink, ResponseChannel):
     def local_answer(
         self, response: LocalResponse | ReadyResponse, request_id: bytes, *, request_read: bool
     ) -> None:
-        request = self._request
-        keep_alive = request.keep_alive if request is not None else False
-        head_only = request is not None and request.method == b"HEAD"
-        keep = request_read and keep_open(keep_alive, self._open_for_local(), asked_close=response.close)
+        head_only = self._method == b"HEAD"
+        keep = request_read and keep_open(
+            self._keep_alive_asked, self._open_for_local(), asked_close=response.close
+        )
         if isinstance(response, ReadyResponse):
             parts = [response.head, b"X-Request-Id: ", request_id, b"\r\n"]
             parts.append(b"\r\n" if keep else b"Connection: close\r\n\r\n")

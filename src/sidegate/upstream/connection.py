@@ -351,7 +351,7 @@ class UpstreamConnection(asyncio.Protocol):
         """The response head arrived: from now on only the idle window applies (refreshed by
         every read), not the response timeout."""
         idle = self.idle_window
-        self.deadline = self._loop.time() + idle if idle else 0.0
+        self.deadline = self.pool.clock() + idle if idle else 0.0
 
     def start_tunnel(self, tunnel: TunnelEnd, idle: float) -> None:
         """After a 101: what the app sends goes to ``tunnel``; the idle timeout covers both ways."""
