@@ -17,10 +17,11 @@ from sidegate.config.snapshot import Snapshot
 from sidegate.filters.counters import POLICY
 from sidegate.observe.metrics import Metrics
 from sidegate.request.outcome import explain
-from sidegate.request.proxy import Proxy, View
-from sidegate.server.context import ServerContext
+from sidegate.request.proxy import Proxy
+from sidegate.request.view import View
 from sidegate.server.inbound import InboundConnection
 from sidegate.server.listener import bind_tcp
+from sidegate.server.shared import ListenerShared
 from sidegate.server.timers import Sweeper
 from sidegate.upstream.cluster import ClusterSet
 
@@ -40,7 +41,7 @@ class Gateway:
         self.snapshot = snapshot
         self.started_with = snapshot
         self.proxy = Proxy(loop, self.metrics, self._view(snapshot))
-        self.server_context = ServerContext(loop, self.proxy, self.sweeper, snapshot.limits)
+        self.shared = ListenerShared(loop, self.proxy, self.sweeper, snapshot.limits)
         self.server: asyncio.Server | None = None
         self.metrics.config_version = 1
 
@@ -55,7 +56,7 @@ class Gateway:
         self.server = await self.loop.create_server(
             # InboundConnection has every asyncio.Protocol method but derives from the parser's
             # sink base (native calls when compiled); the loop only ever calls the methods.
-            lambda: cast(asyncio.Protocol, InboundConnection(self.server_context)),
+            lambda: cast(asyncio.Protocol, InboundConnection(self.shared)),
             sock=sock,
             backlog=1024,
         )
@@ -71,17 +72,17 @@ class Gateway:
         if snapshot.workers != old.workers:
             warnings.append(f"workers stays {old.workers} until restart")
         self.proxy.view = self._view(snapshot)
-        self.proxy.configure(snapshot.observability)
-        self.server_context.set_limits(snapshot.limits)
+        self.proxy.recorder.configure(snapshot.observability)
+        self.shared.set_limits(snapshot.limits)
         self.snapshot = snapshot
         self.metrics.config_version += 1
         return warnings
 
     def metrics_snapshot(self) -> dict[str, Any]:
-        self.metrics.connections_active = self.server_context.stats.connections_active
-        self.metrics.fields_dropped = self.server_context.stats.fields_dropped
+        self.metrics.connections_active = self.shared.stats.connections_active
+        self.metrics.fields_dropped = self.shared.stats.fields_dropped
         numbers = self.metrics.snapshot()
-        numbers["client_send_timeouts"] = self.server_context.stats.send_timeouts
+        numbers["client_send_timeouts"] = self.shared.stats.send_timeouts
         numbers["policy"] = POLICY.snapshot()
         numbers["telemetry"] = self.telemetry_counters()
         if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
@@ -93,28 +94,28 @@ class Gateway:
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), then close the rest."""
-        self.server_context.draining = True
+        self.shared.draining = True
         if self.server is not None:
             self.server.close()
-        for conn in list(self.server_context.connections):
+        for conn in list(self.shared.connections):
             conn.drain()
         deadline = self.loop.time() + timeout
-        while self.server_context.connections and self.loop.time() < deadline:
+        while self.shared.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for conn in list(self.server_context.connections):
+        for conn in list(self.shared.connections):
             conn.close()
         self.clusters.close()
         self.sweeper.stop()
-        self.proxy.close()  # what the access log and the span exporter still hold goes out
+        self.proxy.recorder.close()  # what the access log and the span exporter still hold goes out
 
     def explain(self, request_id: str) -> dict[str, Any] | None:
         """The decision record of a recent request of this process, or None."""
-        done = self.proxy.find(request_id.encode("latin-1", "replace"))
-        return None if done is None else explain(done, self.proxy.wall_offset)
+        done = self.proxy.recorder.find(request_id.encode("latin-1", "replace"))
+        return None if done is None else explain(done, self.proxy.recorder.wall_offset)
 
     def traces(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
         """This process's recent sampled spans, newest first."""
-        tracer = self.proxy.tracer
+        tracer = self.proxy.recorder.tracer
         return [] if tracer is None else tracer.recent(trace_id, limit)
 
     def telemetry_counters(self) -> dict[str, list[list[Any]]]:
@@ -134,12 +135,12 @@ class Gateway:
 
     def observability_stats(self) -> dict[str, Any]:
         """Access log and tracing counters (lines written and dropped, spans exported...)."""
-        proxy = self.proxy
+        recorder = self.proxy.recorder
         return {
             "access_log": (
-                {**proxy.access_log.stats(), "dropped": proxy.access_log.dropped + proxy.log_dropped}
-                if proxy.access_log is not None
+                {**recorder.access_log.stats(), "dropped": recorder.access_log.dropped + recorder.log_dropped}
+                if recorder.access_log is not None
                 else None
             ),
-            "tracing": proxy.tracer.stats() if proxy.tracer is not None else None,
+            "tracing": recorder.tracer.stats() if recorder.tracer is not None else None,
         }

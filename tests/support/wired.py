@@ -73,7 +73,7 @@ def gateway_for(loop: asyncio.AbstractEventLoop, config: str) -> Gateway:
 
 def inbound_connection(gateway: Gateway, transport: Attachable) -> InboundConnection:
     """A client connection accepted by ``gateway``'s inbound listener over ``transport``."""
-    conn = InboundConnection(gateway.server_context)
+    conn = InboundConnection(gateway.shared)
     transport.attach(conn)
     return conn
 
@@ -304,7 +304,7 @@ class Wired:
         gateway = self.gateway
         gateway.clusters.close()
         gateway.sweeper.stop()
-        gateway.proxy.close()
+        gateway.proxy.recorder.close()
         for task in asyncio.all_tasks(self.loop):
             task.cancel()
         with contextlib.suppress(AssertionError):

@@ -2,11 +2,13 @@
 
 Theory of operation
 -------------------
-One :class:`InboundConnection` per client socket. It owns the transport, the strict request
-parser, the per-connection deadline and the order of responses. It knows nothing of routes or
-upstreams: for each request head it asks the handler (the proxy) for an :class:`Exchange` and
-then feeds it the body; the exchange writes the response back through :meth:`send` and ends it
-with :meth:`finish`.
+One :class:`InboundConnection` per client socket: the HTTP/1.1 connection of the stream interface
+(:mod:`sidegate.server.stream`). It owns the transport, the strict request parser, the
+per-connection deadline and the order of responses. It knows nothing of routes or upstreams: for
+each request head it asks the handler (the proxy) for a :class:`RequestStream` and feeds it the
+request events; the stream answers with response events, which the write side
+(:class:`~sidegate.server.response_writer.ResponseWriter`, this class's base) frames and writes.
+After a ``101`` the bytes go through a :class:`~sidegate.server.tunnel.Tunnel`.
 
 Pipelining: requests are answered strictly in order. A request that arrives while another is
 being answered waits in a queue with its body buffered; when the buffered bytes pass the
@@ -14,15 +16,13 @@ high-water mark the connection stops reading from the client until the queue dra
 
 Deadlines (see :mod:`sidegate.server.timers`) follow the read side: waiting for the first byte of
 a request (keep-alive idle: close quietly), inside a head (408), inside a body (408).
-While a response is being produced, the exchange's upstream timeouts govern instead.
+While a response is being produced, the stream's upstream timeouts govern instead.
 They measure the client's silence only while Sidegate reads from it: while reading is paused
 (the app takes the body slower than the client sends it, or pipelined requests wait), the
 deadline does not run, and it starts whole again when reading resumes. The other half is the
 send timeout: while the client's write buffer is over high water, a client that takes no byte
-for ``send_timeout`` is cut (its exchange ends ``client_send_timeout``).
+for ``send_timeout`` is cut (its stream ends ``client_send_timeout``).
 
-Writes are "corked" while the handler processes one upstream read, so a response head and the
-body bytes that came with it leave in one ``write`` (one syscall, one packet).
 """
 
 from __future__ import annotations
@@ -30,20 +30,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Final, Protocol, cast
-
-from mypy_extensions import trait
+from typing import TYPE_CHECKING, Final, cast
 
 from sidegate.http.errors import ProtocolError
-from sidegate.http.messages import LocalResponse, ReadyResponse
 from sidegate.http.request_fields import special_fields
 from sidegate.http.request_head import ParsedRequest
-from sidegate.http.request_parser import RequestParser, RequestSink
-from sidegate.http.writer import error_response, render_local
+from sidegate.http.request_parser import RequestParser
+from sidegate.http.writer import error_response, header_block, render_local, status_line
+from sidegate.server.response_writer import ResponseWriter
+from sidegate.server.stream import RequestStream
 from sidegate.server.timers import cut
+from sidegate.server.tunnel import Tunnel
 
 if TYPE_CHECKING:
-    from sidegate.server.context import ServerContext
+    from sidegate.server.shared import ListenerShared
+    from sidegate.server.tunnel import TunnelPeer
 
 log = logging.getLogger("sidegate.inbound")
 
@@ -68,58 +69,7 @@ _ERROR_KINDS: Final = {
 }
 
 
-@trait
-class Exchange:
-    """One request being answered; created by the handler, driven by the connection.
-
-    A mypyc trait rather than a ``Protocol``: the proxy's exchange also derives from the upstream
-    layer's base class, and compiled calls through a trait are native, not Python look-ups.
-    """
-
-    finished: bool
-
-    def flush_upstream(self) -> None:
-        """The client read that carried request bytes parsed cleanly: send what was held."""
-
-    def request_body(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def request_end(self) -> None:
-        raise NotImplementedError
-
-    def client_lost(self) -> None:
-        """The client went away (or its request broke) before the response was complete."""
-
-    def client_writable(self, writable: bool) -> None:
-        """The client's socket buffer crossed its high-water mark (False) or drained (True)."""
-
-    def client_stalled(self) -> None:
-        """The client took no byte of the response for ``send_timeout``: it is being cut."""
-
-
-class TunnelPeer(Protocol):
-    """The far end of an upgraded connection."""
-
-    def tunnel_write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
-
-
-class RequestHandler:
-    """What a connection hands each request head to (the proxy); a base class, for native calls."""
-
-    def request_id(self) -> bytes:
-        """A new request id (for answers the connection makes itself, e.g. a 400)."""
-        raise NotImplementedError
-
-    def begin(self, conn: InboundConnection, head: ParsedRequest) -> Exchange:
-        """Start answering ``head``; the exchange may already be finished when this returns."""
-        raise NotImplementedError
-
-    def rejected(self, conn: InboundConnection, status: int, reason: str, request_id: bytes) -> None:
-        """The connection answered a request it could not read (400, 408, 413, 431...) itself."""
-
-
-class _Queued(Exchange):
+class _Queued(RequestStream):
     """A pipelined request waiting for the ones before it to be answered."""
 
     def __init__(self, head: ParsedRequest) -> None:
@@ -137,13 +87,10 @@ class _Queued(Exchange):
         self.ended = True
 
 
-class InboundConnection(RequestSink):
+class InboundConnection(ResponseWriter):
     __slots__ = (
         "_closing",
-        "_cork_fresh",
-        "_ctx",
         "_eof",
-        "_exchange",
         "_held_error",
         "_loop",
         "_parser",
@@ -151,49 +98,39 @@ class InboundConnection(RequestSink):
         "_phase",
         "_queue",
         "_reading",
+        "_shared",
         "_special_mode",
+        "_stream",
         "_tunnel",
         "_upgrade_buffer",
-        "_wbuf",
         "client_ip",
         "deadline",
-        "feeding",
-        "keep_alive_wanted",
-        "response_started",
-        "transport",
-        "writable",
     )
 
-    def __init__(self, ctx: ServerContext) -> None:
-        self._ctx = ctx
-        self._loop = ctx.loop
-        limits = ctx.limits
+    def __init__(self, shared: ListenerShared) -> None:
+        super().__init__()
+        self._shared = shared
+        self._loop = shared.loop
+        limits = shared.limits
         fields = special_fields(limits.drop_fields, limits.underscore_headers, limits.managed_fields)
         self._parser = RequestParser(
             self, limits.head_size, limits.header_count, fields, chunk_line_max=limits.chunk_line
         )
-        self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.deadline = 0.0
         self._phase = _IDLE
-        self._exchange: Exchange | None = None
-        self._reading: Exchange | None = None
+        self._stream: RequestStream | None = None
+        self._reading: RequestStream | None = None
         self._queue: deque[_Queued] = deque()
         self._paused = 0
-        self._wbuf: list[bytes] | None = None
-        self._cork_fresh = False  # corked before any byte of the current response
         self._closing = False
         # Any of: closing, tunnelling, upgrade pending, a broken request held (off again only
         # when an upgrade is refused); data_received checks this one flag on its fast path.
         self._special_mode = False
-        self.keep_alive_wanted = True  # false once closing or draining: responses say Connection: close
-        self.feeding = False  # inside the parser: exchanges hold upstream bytes until it returns
         self._eof = False  # the client half-closed: answer what it sent, then close
         self._held_error: ProtocolError | None = None
-        self._tunnel: TunnelPeer | None = None
+        self._tunnel: Tunnel | None = None
         self._upgrade_buffer: list[bytes] | None = None
-        self.response_started = False
-        self.writable = True
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -201,42 +138,42 @@ class InboundConnection(RequestSink):
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
-        transport.set_write_buffer_limits(high=self._ctx.buffer_high_water)
-        ctx = self._ctx
-        ctx.connections.add(self)
-        ctx.stats.connections_active += 1
-        self.deadline = self._loop.time() + ctx.keepalive_idle
-        ctx.sweeper.add(self)
+        transport.set_write_buffer_limits(high=self._shared.buffer_high_water)
+        shared = self._shared
+        shared.connections.add(self)
+        shared.stats.connections_active += 1
+        self.deadline = self._loop.time() + shared.keepalive_idle
+        shared.sweeper.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        ctx = self._ctx
-        ctx.connections.discard(self)
-        ctx.stats.connections_active -= 1
-        ctx.sweeper.discard(self)
-        ctx.sweeper.unwatch_send(self)
+        shared = self._shared
+        shared.connections.discard(self)
+        shared.stats.connections_active -= 1
+        shared.sweeper.discard(self)
+        shared.sweeper.unwatch_send(self)
         self._closing = True
         self._special_mode = True
         self.keep_alive_wanted = False
         if self._tunnel is not None:
-            self._tunnel.close()
+            self._tunnel.client_closed()
             self._tunnel = None
-        exchange, self._exchange = self._exchange, None
-        if exchange is not None:
-            exchange.client_lost()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.client_lost()
         self._queue.clear()
 
     def data_received(self, data: bytes) -> None:
         if self._special_mode:
             if self._tunnel is not None:
-                self._tunnel.tunnel_write(data)
+                self._tunnel.from_client(data)
             elif self._upgrade_buffer is not None:
                 self._upgrade_buffer.append(data)
             return  # closing, or a broken request is waiting for its 400: ignore the rest
         if self._phase == _IDLE:
             self._phase = _HEAD
-            self.deadline = self._loop.time() + self._ctx.head_timeout
+            self.deadline = self._loop.time() + self._shared.head_timeout
         elif self._phase == _BODY:
-            self.deadline = self._loop.time() + self._ctx.body_idle
+            self.deadline = self._loop.time() + self._shared.body_idle
         self.feeding = True
         try:
             offset = self._parser.feed(data)
@@ -245,11 +182,11 @@ class InboundConnection(RequestSink):
             self._protocol_error(error)
             return
         self.feeding = False
-        exchange = self._exchange
-        if exchange is not None:
-            exchange.flush_upstream()
+        stream = self._stream
+        if stream is not None:
+            stream.flush_upstream()
         if offset is not None:
-            if self._exchange is None and not self._queue:  # answered already, by Sidegate itself
+            if self._stream is None and not self._queue:  # answered already, by Sidegate itself
                 if not self._closing:
                     self._parser.upgrade_refused()
                     if offset < len(data):
@@ -262,11 +199,11 @@ class InboundConnection(RequestSink):
 
     def eof_received(self) -> bool:
         if self._tunnel is not None:
-            self._tunnel.close()
+            self._tunnel.client_closed()
             return False
         # Half-close: answer what was asked, then close (keep the write side open meanwhile).
         # A request cut off in its head or body can never complete: that is a client gone.
-        if (self._exchange is None and not self._queue) or self._phase != _IDLE:
+        if (self._stream is None and not self._queue) or self._phase != _IDLE:
             return False
         self._eof = True
         return True
@@ -274,43 +211,43 @@ class InboundConnection(RequestSink):
     def pause_writing(self) -> None:
         self.writable = False
         if self.transport is not None:
-            self._ctx.sweeper.watch_send(self, self.transport, self._ctx.send_timeout)
-        if self._exchange is not None:
-            self._exchange.client_writable(False)
+            self._shared.sweeper.watch_send(self, self.transport, self._shared.send_timeout)
+        if self._stream is not None:
+            self._stream.client_writable(False)
 
     def resume_writing(self) -> None:
         self.writable = True
-        self._ctx.sweeper.unwatch_send(self)
-        if self._exchange is not None:
-            self._exchange.client_writable(True)
+        self._shared.sweeper.unwatch_send(self)
+        if self._stream is not None:
+            self._stream.client_writable(True)
 
     def on_send_timeout(self) -> None:
         """The client took no byte for ``send_timeout`` while Sidegate had bytes for it: cut it
         (an abort: a close would wait for the buffer to drain, which it does not)."""
-        self._ctx.stats.send_timeouts += 1
+        self._shared.stats.send_timeouts += 1
         self._closing = True
         self._special_mode = True
         self.keep_alive_wanted = False
         self._queue.clear()
         self._wbuf = None
-        exchange, self._exchange = self._exchange, None
-        if exchange is not None:
-            exchange.client_stalled()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.client_stalled()
         if self.transport is not None:
             cut(self.transport)
 
     # -- parser sink ---------------------------------------------------------------------------
 
     def on_request_head(self, head: ParsedRequest) -> None:
-        head.client_ip = head.peer_ip = self.client_ip  # the exchange may find the real client
+        head.client_ip = head.peer_ip = self.client_ip  # the stream may find the real client
         if head.has_body:
             self._phase = _BODY
-            self.deadline = 0.0 if self._paused else self._loop.time() + self._ctx.body_idle
-        if self._exchange is None and not self._queue:
-            self.response_started = False
-            self._exchange = self._reading = exchange = self._ctx.handler.begin(self, head)
-            if exchange.finished:  # answered on the spot (finish() has run already)
-                self._exchange = None
+            self.deadline = 0.0 if self._paused else self._loop.time() + self._shared.body_idle
+        if self._stream is None and not self._queue:
+            self._begin_response(head)
+            self._stream = self._reading = stream = self._shared.handler.begin(self, head)
+            if stream.finished:  # answered on the spot (finish() has run already)
+                self._stream = None
         else:
             queued = _Queued(head)
             self._queue.append(queued)
@@ -321,74 +258,30 @@ class InboundConnection(RequestSink):
         if reading is None:
             return
         reading.request_body(data)
-        if type(reading) is _Queued and self._queued_bytes() > self._ctx.buffer_high_water:
+        if type(reading) is _Queued and self._queued_bytes() > self._shared.buffer_high_water:
             self._pause(PAUSE_QUEUE)
 
     def on_field_dropped(self, name: bytes) -> None:
-        self._ctx.stats.fields_dropped += 1
+        self._shared.stats.fields_dropped += 1
 
     def on_request_end(self) -> None:
         self._phase = _IDLE
-        if self._exchange is None and not self._queue:
-            self.deadline = self._loop.time() + self._ctx.keepalive_idle
+        if self._stream is None and not self._queue:
+            self.deadline = self._loop.time() + self._shared.keepalive_idle
         else:
             self.deadline = 0.0
         reading, self._reading = self._reading, None
         if reading is not None:
             reading.request_end()
 
-    # -- used by the exchange ------------------------------------------------------------------
+    # -- used by the stream ------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
-        """Write response bytes (buffered while corked)."""
-        self.response_started = True
-        if self._wbuf is not None:
-            self._wbuf.append(data)
-        elif self.transport is not None:
-            self.transport.write(data)
-
-    def cork(self) -> None:
-        if self._wbuf is None:
-            self._wbuf = []
-            self._cork_fresh = not self.response_started
-
-    def retract(self) -> bool:
-        """Take back the current response if none of it has left yet (it is all in the cork
-        buffer): the upstream read that began it turned out broken, and a 502 can still be sent
-        instead. False when some of it is out already."""
-        if self._wbuf is None or not self._cork_fresh:
-            return False
-        self._wbuf = []
-        self.response_started = False
-        return True
-
-    def uncork(self) -> None:
-        wbuf, self._wbuf = self._wbuf, None
-        if wbuf and self.transport is not None:
-            self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))
-
-    def send_local(self, response: LocalResponse, request_id: bytes, *, head_only: bool = False) -> None:
-        """Answer the current request with a response made here, then finish it."""
-        keep = not response.close and self._keep_alive_possible()
-        self.send(render_local(response, request_id, keep_alive=keep, head_only=head_only))
-        self.finish(keep)
-
-    def send_ready(self, response: ReadyResponse, request_id: bytes, *, head_only: bool = False) -> None:
-        """Answer the current request with an already serialised response (a cache hit)."""
-        keep = not response.close and self._keep_alive_possible()
-        parts = [response.head, b"X-Request-Id: ", request_id, b"\r\n"]
-        parts.append(b"\r\n" if keep else b"Connection: close\r\n\r\n")
-        if not head_only:
-            parts.append(response.body)
-        self.send(b"".join(parts))
-        self.finish(keep)
-
-    def finish(self, keep_alive: bool) -> None:
+    def _finished(self, keep_alive: bool) -> None:
         """The current response is complete; start the next pipelined request or close."""
-        self._exchange = None
+        self._stream = None
         if self._paused & PAUSE_UPSTREAM:
             self._resume(PAUSE_UPSTREAM)
-        if not keep_alive or self._closing or (self._ctx.draining and not self._queue):
+        if not keep_alive or self._closing or (self._shared.draining and not self._queue):
             self._close_soon()
             return
         if self._queue:
@@ -401,7 +294,7 @@ class InboundConnection(RequestSink):
         elif self._eof:
             self._close_soon()
         elif self._phase == _IDLE:
-            self.deadline = self._loop.time() + self._ctx.keepalive_idle
+            self.deadline = self._loop.time() + self._shared.keepalive_idle
 
     def pause_reading(self) -> None:
         self._pause(PAUSE_UPSTREAM)
@@ -409,15 +302,34 @@ class InboundConnection(RequestSink):
     def resume_reading(self) -> None:
         self._resume(PAUSE_UPSTREAM)
 
-    def start_tunnel(self, peer: TunnelPeer) -> bytes:
-        """Switch to tunnelling raw bytes to ``peer``; returns client bytes already received."""
-        self._tunnel = peer
+    def switch_protocols(
+        self,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        upgrade: bytes,
+        added: bytes,
+        peer: TunnelPeer,
+    ) -> Tunnel | None:
+        """Send the ``101`` and switch to tunnelling raw bytes to ``peer`` (call the tunnel's
+        ``start`` once the peer is ready: it passes on what the client sent early)."""
+        transport = self.transport
+        if transport is None:
+            return None
+        self.send(
+            status_line(101, reason)
+            + header_block(headers)
+            + b"Connection: Upgrade\r\nUpgrade: "
+            + upgrade
+            + b"\r\n"
+            + added
+            + b"\r\n"
+        )
+        self._tunnel = tunnel = Tunnel(transport, peer, b"".join(self._upgrade_buffer or ()))
         self._special_mode = True
         self.deadline = 0.0
-        early = b"".join(self._upgrade_buffer or ())
         self._upgrade_buffer = None
         self._resume(PAUSE_UPGRADE)
-        return early
+        return tunnel
 
     def _upgrade_declined(self) -> None:
         """The app answered an upgrade request without switching protocols (any status but
@@ -428,19 +340,15 @@ class InboundConnection(RequestSink):
         self._special_mode = self._held_error is not None  # nothing else turned it on
         self._parser.upgrade_refused()
         self._phase = _IDLE
-        self.deadline = self._loop.time() + self._ctx.keepalive_idle
+        self.deadline = self._loop.time() + self._shared.keepalive_idle
         self._resume(PAUSE_UPGRADE)
         if buffered:
             self.data_received(buffered)
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
     @property
     def is_idle(self) -> bool:
         """Between requests with nothing owed: safe to close without cutting anything."""
-        return self._exchange is None and not self._queue and self._phase == _IDLE and self._tunnel is None
+        return self._stream is None and not self._queue and self._phase == _IDLE and self._tunnel is None
 
     def drain(self) -> None:
         """The gateway is stopping: close now if idle, else after the current response."""
@@ -454,31 +362,31 @@ class InboundConnection(RequestSink):
         if self._phase == _HEAD:
             self._answer_error(ProtocolError(408, "request head not received in time"))
         elif self._phase == _BODY:
-            exchange, self._exchange = self._exchange, None
+            stream, self._stream = self._stream, None
             started = self.response_started
-            if exchange is not None:
-                exchange.client_lost()
+            if stream is not None:
+                stream.client_lost()
             if started:
                 self._close_soon()
             else:
                 self._answer_error(ProtocolError(408, "request body stalled"))
-        elif self._exchange is None:
+        elif self._stream is None:
             self._close_soon()  # keep-alive idle
 
     def _protocol_error(self, error: ProtocolError) -> None:
         self._pause(PAUSE_QUEUE)
-        if self._reading is not None and self._reading is self._exchange:
+        if self._reading is not None and self._reading is self._stream:
             # The request being answered is itself broken (e.g. a bad chunk): abort it.
-            exchange, self._exchange = self._exchange, None
+            stream, self._stream = self._stream, None
             started = self.response_started
-            exchange.client_lost()
+            stream.client_lost()
             if started:
                 self._close_soon()
                 return
-        elif self._exchange is not None:
+        elif self._stream is not None:
             self._held_error = error  # answer after the responses already owed
             self._special_mode = True
-            self._exchange.flush_upstream()  # the request before the broken one was whole
+            self._stream.flush_upstream()  # the request before the broken one was whole
             return
         self._answer_error(error)
 
@@ -489,31 +397,31 @@ class InboundConnection(RequestSink):
         self._queue.clear()
         response = error_response(error.status, _ERROR_KINDS.get(error.status, "bad_request"), error.reason)
         if self.transport is not None and not self.transport.is_closing():
-            request_id = self._ctx.handler.request_id()
+            request_id = self._shared.handler.request_id()
             self.send(render_local(response, request_id, keep_alive=False))  # after what is corked
-            self._ctx.handler.rejected(self, error.status, error.reason, request_id)
-        self._ctx.stats.protocol_errors += 1
+            self._shared.handler.rejected(self.client_ip, error.status, error.reason, request_id)
+        self._shared.stats.protocol_errors += 1
         self._close_soon()
 
     def _start_queued(self) -> None:
         queued = self._queue.popleft()
-        self.response_started = False
-        self._exchange = exchange = self._ctx.handler.begin(self, queued.head)
-        if exchange.finished:
-            self._exchange = None
+        self._begin_response(queued.head)
+        self._stream = stream = self._shared.handler.begin(self, queued.head)
+        if stream.finished:
+            self._stream = None
         if self._reading is queued:
-            self._reading = exchange
+            self._reading = stream
         for chunk in queued.chunks:
-            exchange.request_body(chunk)
+            stream.request_body(chunk)
         if queued.ended:
-            exchange.request_end()
-        if self._paused & PAUSE_QUEUE and self._queued_bytes() <= self._ctx.buffer_high_water:
+            stream.request_end()
+        if self._paused & PAUSE_QUEUE and self._queued_bytes() <= self._shared.buffer_high_water:
             self._resume(PAUSE_QUEUE)
 
     def _queued_bytes(self) -> int:
         return sum(q.size for q in self._queue)
 
-    def _keep_alive_possible(self) -> bool:
+    def _open_for_local(self) -> bool:
         return not self._closing and self._held_error is None
 
     def _pause(self, reason: int) -> None:
@@ -530,9 +438,9 @@ class InboundConnection(RequestSink):
         if was and not self._paused and self.transport is not None and not self._closing:
             self.transport.resume_reading()
             if self._phase == _BODY:  # the client's time starts again, whole
-                self.deadline = self._loop.time() + self._ctx.body_idle
+                self.deadline = self._loop.time() + self._shared.body_idle
             elif self._phase == _HEAD:
-                self.deadline = self._loop.time() + self._ctx.head_timeout
+                self.deadline = self._loop.time() + self._shared.head_timeout
 
     def _close_soon(self) -> None:
         self._closing = True
@@ -544,4 +452,4 @@ class InboundConnection(RequestSink):
         if transport is not None:
             transport.close()  # flushes what is buffered, then closes
             if transport.get_write_buffer_size():  # ... if the client takes it within send_timeout
-                self._ctx.sweeper.watch_send(self, transport, self._ctx.send_timeout)
+                self._shared.sweeper.watch_send(self, transport, self._shared.send_timeout)

@@ -15,7 +15,9 @@ buffer does not start the response timeout either. In a tunnel, the idle timeout
 either direction is held. What runs instead is the send timeout: while the write buffer is over
 high water, an app that takes no byte for ``send_window`` is cut (``send_timeout``).
 
-After a ``101 Switching Protocols`` it becomes a byte tunnel to the client transport.
+After a ``101 Switching Protocols`` it carries one end of a tunnel: what the app sends goes to the
+tunnel (:class:`TunnelEnd`, the server's :class:`~sidegate.server.tunnel.Tunnel`), never
+straight to the client's socket.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import asyncio
 import fcntl
 import struct
 import termios
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 from sidegate.config.snapshot import Endpoint
 from sidegate.errors import (
@@ -56,6 +58,13 @@ def _kernel_queued(transport: asyncio.Transport) -> int:
     except (OSError, ValueError):
         return 0
     return queued
+
+
+class TunnelEnd(Protocol):
+    """Where a tunnelling connection hands what the app sends, and says that the app closed."""
+
+    def from_upstream(self, data: bytes) -> None: ...
+    def upstream_closed(self) -> None: ...
 
 
 class UpstreamUser(ResponseSink):
@@ -93,6 +102,7 @@ class ConnectionOwner:
         chunk_line: int,
     ) -> None:
         self.loop = loop
+        self.clock = loop.time  # the loop clock, which deadlines use
         self.endpoint = endpoint
         self.sweeper = sweeper
         self.buffer_high_water = buffer_high_water
@@ -143,7 +153,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.stalled_since = 0.0
         self.received = False  # any response byte since attach
         self.reused = False  # this connection served a request before
-        self.tunnel_to: asyncio.Transport | None = None
+        self.tunnel_to: TunnelEnd | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -250,7 +260,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = None
         tunnel = self.tunnel_to
         if tunnel is not None:
-            tunnel.close()
+            tunnel.upstream_closed()
             self.tunnel_to = None
         user, self.user = self.user, None
         if user is None:
@@ -265,7 +275,7 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel_to
         if tunnel is not None:
-            tunnel.write(data)  # may hold this side (the client is full): then no idle deadline
+            tunnel.from_upstream(data)  # may hold this side (the client is full): then no idle deadline
             if self.idle_window and not self.held:
                 self.deadline = self._loop.time() + self.idle_window
             return
@@ -289,7 +299,7 @@ class UpstreamConnection(asyncio.Protocol):
         finally:
             user.upstream_read_end()
         if offset is not None and self.tunnel_to is not None and offset < len(data):
-            self.tunnel_to.write(data[offset:])
+            self.tunnel_to.from_upstream(data[offset:])
 
     def eof_received(self) -> bool | None:
         return False
@@ -365,8 +375,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = now + _DRAIN_CHECK
         return True
 
-    def start_tunnel(self, client: asyncio.Transport, idle: float) -> None:
-        self.tunnel_to = client
+    def response_started(self) -> None:
+        """The response head arrived: from now on only the idle window applies (refreshed by
+        every read), not the response timeout."""
+        idle = self.idle_window
+        self.deadline = self.pool.clock() + idle if idle else 0.0
+
+    def start_tunnel(self, tunnel: TunnelEnd, idle: float) -> None:
+        """After a 101: what the app sends goes to ``tunnel``; the idle timeout covers both ways."""
+        self.tunnel_to = tunnel
         self.idle_window = idle
         self.deadline = self._loop.time() + idle if idle and not self.held else 0.0
 

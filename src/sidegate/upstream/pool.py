@@ -43,7 +43,6 @@ class EndpointPool(ConnectionOwner):
         chunk_line: int = 4096,
     ) -> None:
         super().__init__(loop, endpoint, sweeper, buffer_high_water=buffer_high_water, chunk_line=chunk_line)
-        self.clock = loop.time
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.idle: list[UpstreamConnection] = []

@@ -1,15 +1,23 @@
-"""What every inbound connection of one listener shares."""
+"""What every inbound connection of one listener shares: the loop, the request handler, the
+deadline sweeper, the inbound limits, the listener's counters and its open connections."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sidegate.config.snapshot import InboundLimits
 from sidegate.server.timers import Sweeper
 
 if TYPE_CHECKING:
-    from sidegate.server.inbound import InboundConnection, RequestHandler
+    from sidegate.server.stream import RequestHandler
+
+
+class ClientConnection(Protocol):
+    """What the listener needs of an open connection: to ask it to finish, or close it."""
+
+    def drain(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class ConnectionStats:
@@ -23,7 +31,7 @@ class ConnectionStats:
         self.send_timeouts = 0  # clients cut for accepting nothing for send_timeout
 
 
-class ServerContext:
+class ListenerShared:
     """Compiled (a native class): connections read its fields on every request. The timeouts
     and the buffer bound are copied out of ``limits`` by :meth:`set_limits` for the same reason
     (a frozen dataclass attribute costs a generic look-up)."""
@@ -46,7 +54,7 @@ class ServerContext:
         self.handler = handler
         self.sweeper = sweeper
         self.stats = ConnectionStats()
-        self.connections: set[InboundConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self.draining = False
         self.set_limits(limits)
 
