@@ -54,7 +54,7 @@ from sidegate.config.snapshot import (
     UpstreamSpec,
 )
 from sidegate.errors import ConfigError, ConfigIssue
-from sidegate.filters.base import Filter, RouteEnvironment
+from sidegate.filters.base import Filter, FilterServices
 from sidegate.filters.registry import lookup
 from sidegate.routing.router import RouteMatch, Router, ValueTest
 
@@ -114,7 +114,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         tls=_redis_tls(redis_cfg),
     )
     for index, route in enumerate(config["routes"]):
-        env = RouteEnvironment(
+        services = FilterServices(
             route["name"],
             upstreams[route["upstream"]],
             cache,
@@ -125,7 +125,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             identity=identity,
             redis=redis,
         )
-        filters = _filters(route["filters"], index, env, lines, issues)
+        filters = _filters(route["filters"], index, services, lines, issues)
         entries.append((compile_match(route["match"]), compile_route(route, filters)))
     if issues:
         raise ConfigError(issues, source)
@@ -332,7 +332,7 @@ def filter_path(index: int, name: str) -> str:
 
 
 def _filters(
-    configs: Plain, index: int, env: RouteEnvironment, lines: Mapping[str, int], issues: list[ConfigIssue]
+    configs: Plain, index: int, services: FilterServices, lines: Mapping[str, int], issues: list[ConfigIssue]
 ) -> tuple[Filter, ...]:
     built: list[Filter] = []
     for name, data in configs.items():
@@ -341,7 +341,7 @@ def _filters(
             if cls is None:
                 raise LookupError(f"filter {name!r} is not registered in this process")
             built.append(flt := cls(cls.config_model.from_plain(data)))
-            flt.bind(env)
+            flt.bind(services)
         except Exception as exc:
             path = filter_path(index, name)
             issues.append(ConfigIssue(path, f"cannot set up filter: {exc}", lines.get(path)))

@@ -48,7 +48,7 @@ from sidegate.cache.hitpath import (
 )
 from sidegate.cache.session import CacheSession, StoreHandle
 from sidegate.cache.urlkey import request_url
-from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
+from sidegate.filters.base import Answer, Filter, FilterConfig, FilterServices, RequestContext, Wait
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, ReadyResponse, RequestHead, ResponseHead
 from sidegate.http.writer import error_response
@@ -115,11 +115,15 @@ class Cache(Filter):
         self.handle: StoreHandle | None = None
         self.route = ""
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
-        self.counts = COUNTERS.route(env.route)
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
+        self.counts = COUNTERS.route(services.route)
         self.handle = StoreHandle(
-            env.cache, env.upstream, env.rewrite, env.request_edits, env.response_timeout
+            services.cache,
+            services.upstream,
+            services.rewrite,
+            services.request_edits,
+            services.response_timeout,
         )
 
     # -- request -------------------------------------------------------------------------------

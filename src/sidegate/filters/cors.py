@@ -18,7 +18,7 @@ from typing import Annotated, Final
 
 from annotated_types import Ge
 
-from sidegate.filters.base import Filter, FilterConfig, RequestContext, RouteEnvironment
+from sidegate.filters.base import Filter, FilterConfig, FilterServices, RequestContext
 from sidegate.filters.counters import POLICY
 from sidegate.filters.identity import deny
 from sidegate.filters.registry import register
@@ -69,8 +69,8 @@ class Cors(Filter):
             (b"Access-Control-Max-Age", str(config.max_age).encode()),
         )
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> LocalResponse | None:
         origin = asked_method = asked_headers = None

@@ -34,7 +34,7 @@ from typing import Annotated, Any, Final
 from annotated_types import Ge, Gt
 
 from sidegate.auth.jwks import JwksSource
-from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
+from sidegate.filters.base import Answer, Filter, FilterConfig, FilterServices, RequestContext, Wait
 from sidegate.filters.counters import POLICY
 from sidegate.filters.fastpath import TokenHit, TokenHits
 from sidegate.filters.identity import OTHER, Caller, by_name, caller, credential, deny, mark
@@ -138,11 +138,11 @@ class Jwt(Filter):
         self.challenge = realm
         self.scope_text = " ".join(config.required_scopes)
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
-        self.ok_key = (env.route, self.name, "ok")
-        self.callers = by_name(env.consumers, env.identity)
-        self.identity = env.identity
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
+        self.ok_key = (services.route, self.name, "ok")
+        self.callers = by_name(services.consumers, services.identity)
+        self.identity = services.identity
         self.hits.count_as(self.ok_key)
         self.hits.clear()
         if self.cfg.forward_token:  # else the general path edits the headers of every request

@@ -44,8 +44,8 @@ from sidegate.filters.base import (
     ConfigValueError,
     Filter,
     FilterConfig,
+    FilterServices,
     RequestContext,
-    RouteEnvironment,
     Wait,
 )
 from sidegate.filters.counters import POLICY
@@ -53,6 +53,7 @@ from sidegate.filters.fastpath import LimitPath
 from sidegate.filters.identity import OTHER
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
+from sidegate.http.writer import error_response
 from sidegate.policy.gcra import Decision, Gcra
 from sidegate.ratelimit.local import LocalLimit, LocalLimits
 
@@ -171,14 +172,15 @@ class RateLimit(Filter):
         self.route = ""
         self.redis_spec = RedisSpec()
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
-        self.redis_spec = env.redis
-        if any(limit.redis for limit in self.limits) and not env.redis.url:
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
+        self.redis_spec = services.redis
+        if any(limit.redis for limit in self.limits) and not services.redis.url:
             raise ValueError("a limit has store: redis but the top-level redis.url is not set")
-        prefix = env.route.encode() + b"\x1f"
+        prefix = services.route.encode() + b"\x1f"
         self.limits = tuple(
-            _replace(limit, prefix=prefix + b"%d\x1f" % limit.index, route=env.route) for limit in self.limits
+            _replace(limit, prefix=prefix + b"%d\x1f" % limit.index, route=services.route)
+            for limit in self.limits
         )
         self.local: LocalLimits | None = None  # made on first use: every limit local -> one compiled call
         self.all_local = not any(limit.redis for limit in self.limits)
@@ -278,10 +280,7 @@ class RateLimit(Filter):
 
     def _refused(self, limit: _Limit, decision: Decision) -> LocalResponse:
         retry = max(1, math.ceil(decision.retry_after))
-        body = b'{"error": "rate_limited", "status": 429, "detail": "limit %s: retry in %d s"}\n' % (
-            limit.name.encode(),
-            retry,
-        )
+        body = error_response(429, "rate_limited", f"limit {limit.name}: retry in {retry} s").body
         headers = ((b"Retry-After", b"%d" % retry), *(_headers(limit, decision) if self.cfg.headers else ()))
         return LocalResponse(status=429, body=body, headers=headers)
 
@@ -387,10 +386,6 @@ def _headers(limit: _Limit, decision: Decision) -> tuple[tuple[bytes, bytes], ..
 
 
 def _unavailable() -> LocalResponse:
-    return LocalResponse(status=503, body=_UNAVAILABLE, headers=((b"Retry-After", b"1"),))
-
-
-_UNAVAILABLE: Final = (
-    b'{"error": "rate_limit_unavailable", "status": 503, '
-    b'"detail": "the shared rate limit store did not answer in time"}\n'
-)
+    detail = "the shared rate limit store did not answer in time"
+    body = error_response(503, "rate_limit_unavailable", detail).body
+    return LocalResponse(status=503, body=body, headers=((b"Retry-After", b"1"),))
