@@ -94,7 +94,7 @@ class Access(Filter):
         if cfg.allow_tenants and tenant not in cfg.allow_tenants:
             return "this route admits only some tenants" if tenant else "no tenant identified"
         if cfg.claims:
-            claims = ctx.vars.get("claims") or {}
+            claims = ctx.claims or {}
             for name, wanted in cfg.claims.items():
                 value = claims.get(name)
                 if not (value == wanted or (isinstance(value, list) and wanted in value)):

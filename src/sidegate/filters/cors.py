@@ -14,7 +14,7 @@ credentials), ``Vary: Origin`` and the exposed headers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Annotated
 
 from annotated_types import Ge
 
@@ -23,8 +23,6 @@ from sidegate.filters.counters import POLICY
 from sidegate.filters.identity import deny
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
-
-_STATE: Final = "cors_origin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +86,11 @@ class Cors(Filter):
         if request.method == b"OPTIONS" and asked_method is not None:
             return self._preflight(origin, allowed, asked_method, asked_headers)
         if allowed:
-            ctx.vars[_STATE] = origin
+            ctx.cors_origin = origin
         return None
 
     def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> None:
-        origin = ctx.vars.get(_STATE)
+        origin = ctx.cors_origin
         if origin is not None:
             response.headers += self._allow_fields(origin)
             if self.cfg.expose_headers:

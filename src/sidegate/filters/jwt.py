@@ -42,7 +42,6 @@ from sidegate.filters.registry import register
 from sidegate.http.messages import RequestHead
 from sidegate.policy.jwt import SUPPORTED, JwtError, UnknownKeyError, Verifier
 
-_WAITED: Final = "jwt_waited"
 _KEY_FETCH_WAIT: Final = 5.0  # seconds a request may wait for the first key set of a URL
 _CALLERS_KEPT: Final = 4096  # consumers from tokens whose header lines are kept ready
 _TOKENS_KEPT: Final = 4096  # accepted tokens the fast path remembers
@@ -167,8 +166,8 @@ class Jwt(Filter):
             pending = source.maybe_refresh(now)  # a URL refresh runs as a task; waited for only with no keys
             verifier = self._current()
         if verifier is None:
-            if pending is not None and not ctx.vars.get(_WAITED):
-                ctx.vars[_WAITED] = True
+            if pending is not None and not ctx.keys_waited:
+                ctx.keys_waited = True
                 return Wait(pending, _KEY_FETCH_WAIT)
             return self._refuse("invalid", 401, "no signing keys are available", b'error="invalid_token"')
         try:
@@ -176,8 +175,8 @@ class Jwt(Filter):
         except UnknownKeyError as exc:
             self.hits.forget(request.headers)
             refetch = source.maybe_refresh(now, unknown_kid=True)
-            if refetch is not None and not ctx.vars.get(_WAITED):
-                ctx.vars[_WAITED] = True
+            if refetch is not None and not ctx.keys_waited:
+                ctx.keys_waited = True
                 return Wait(refetch, _KEY_FETCH_WAIT)
             return self._invalid(exc)
         except JwtError as exc:
@@ -188,7 +187,7 @@ class Jwt(Filter):
             return refusal
         who = self._caller(claims)
         mark(ctx, who)
-        ctx.vars["claims"] = claims
+        ctx.claims = claims
         POLICY.decisions[self.ok_key] += 1
         row = self._consumer_key(who)
         POLICY.consumers[row] += 1
