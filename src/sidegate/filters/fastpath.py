@@ -212,15 +212,20 @@ class LimitPath:
         decision = ctx.limit
         if decision is None:  # no decision (headers off, or answered here)
             return None
-        policy, rate = self.fields(ctx.limit_index, decision)
+        index = ctx.limit_index
         headers = response.headers
-        headers.append(policy)
-        headers.append(rate)
+        headers.append(self.policy_fields[index])
+        headers.append(self.rate_field(index, decision))
         return None
 
     def fields(self, index: int, decision: Decision) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
         """The ``RateLimit-Policy`` and ``RateLimit`` fields of limit ``index`` after ``decision``
         (on an allowed response, and on a refusal)."""
+        return self.policy_fields[index], self.rate_field(index, decision)
+
+    def rate_field(self, index: int, decision: Decision) -> tuple[bytes, bytes]:
+        """The ``RateLimit`` field of limit ``index`` after ``decision`` (the last one made, when
+        the values are the same)."""
         remaining = decision.remaining if decision.remaining > 0 else 0
         reset = math.ceil(decision.reset_after)
         rate = self.last_field
@@ -235,4 +240,4 @@ class LimitPath:
             self.last_index = index
             self.last_remaining = remaining
             self.last_reset = reset
-        return self.policy_fields[index], rate
+        return rate
