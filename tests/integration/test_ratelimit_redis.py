@@ -78,7 +78,7 @@ def command_stats(server: RedisServer) -> dict[str, dict[str, int]]:
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_a_limit_holds_and_says_when_to_retry(redis_server: RedisServer, loop: str) -> None:
     async def main() -> list[Decision]:
-        limiter = RedisLimiter(redis_server.url, timeout=PATIENT)
+        limiter = RedisLimiter(redis_server.url, timeout=PATIENT, connect_timeout=0.5)
         try:
             return await decide(limiter, b"rl:client-1", (5, 10.0, 5), 7)
         finally:
@@ -97,7 +97,7 @@ def test_a_limit_holds_and_says_when_to_retry(redis_server: RedisServer, loop: s
 
 def test_the_rate_follows_the_redis_clock(redis_server: RedisServer) -> None:
     async def main() -> tuple[Decision, Decision, Decision]:
-        limiter = RedisLimiter(redis_server.url, timeout=PATIENT)
+        limiter = RedisLimiter(redis_server.url, timeout=PATIENT, connect_timeout=0.5)
         try:
             first = await limiter.gcra(b"rl:paced", 10, 1.0, 1)
             second = await limiter.gcra(b"rl:paced", 10, 1.0, 1)
@@ -113,7 +113,7 @@ def test_the_rate_follows_the_redis_clock(redis_server: RedisServer) -> None:
 
 def test_two_pods_share_one_limit(redis_server: RedisServer) -> None:
     async def main() -> tuple[list[Decision], list[tuple[str, bool]]]:
-        pods = [RedisLimiter(redis_server.url, timeout=PATIENT) for _ in range(2)]
+        pods = [RedisLimiter(redis_server.url, timeout=PATIENT, connect_timeout=0.5) for _ in range(2)]
         try:
             # Both pods at once, 30 requests each against a burst of 20.
             calls = [pods[i % 2].gcra(b"rl:tenant-a", 20, 60.0, 20) for i in range(60)]
@@ -135,7 +135,7 @@ def test_two_pods_share_one_limit(redis_server: RedisServer) -> None:
 
 def test_concurrent_decisions_are_pipelined_and_answered_in_order(redis_server: RedisServer) -> None:
     async def main() -> list[Decision]:
-        limiter = RedisLimiter(redis_server.url, timeout=PATIENT)
+        limiter = RedisLimiter(redis_server.url, timeout=PATIENT, connect_timeout=0.5)
         try:
             return list(
                 await asyncio.gather(*(limiter.gcra(b"rl:busy", 1000, 60.0, 1000) for _ in range(300)))
@@ -150,7 +150,7 @@ def test_concurrent_decisions_are_pipelined_and_answered_in_order(redis_server: 
 
 def test_a_forgotten_script_is_sent_again(redis_server: RedisServer) -> None:
     async def main() -> list[Decision]:
-        limiter = RedisLimiter(redis_server.url, timeout=PATIENT)
+        limiter = RedisLimiter(redis_server.url, timeout=PATIENT, connect_timeout=0.5)
         try:
             first = await limiter.gcra(b"rl:flush", 3, 60.0, 3)
             redis_server.command("SCRIPT", "FLUSH")  # as after a failover to a fresh replica
@@ -169,7 +169,7 @@ def test_redis_down_fails_fast_and_recovers_when_it_is_back(redis_server: RedisS
     timeout = 0.2
 
     async def main() -> None:
-        limiter = RedisLimiter(redis_server.url, timeout=timeout)
+        limiter = RedisLimiter(redis_server.url, timeout=timeout, connect_timeout=0.5)
         try:
             assert (await limiter.gcra(b"rl:k", 5, 1.0, 5)).allowed
             redis_server.stop()
@@ -191,7 +191,7 @@ def test_no_redis_at_all_fails_within_the_timeout(redis_server: RedisServer) -> 
     timeout = 0.2
 
     async def main() -> tuple[float, float, bool]:
-        limiter = RedisLimiter(redis_server.url, timeout=timeout)
+        limiter = RedisLimiter(redis_server.url, timeout=timeout, connect_timeout=0.5)
         try:
             first = await unavailable_within(limiter, b"rl:k")
             second = await unavailable_within(limiter, b"rl:k")
@@ -237,8 +237,10 @@ def test_password_and_database_come_from_the_url(tmp_path: Path) -> None:
     try:
 
         async def main() -> tuple[bool, str, bool]:
-            good = RedisLimiter(server.url + "/3", timeout=PATIENT)
-            bad = RedisLimiter(f"redis://:wrong@127.0.0.1:{server.port}", timeout=PATIENT)
+            good = RedisLimiter(server.url + "/3", timeout=PATIENT, connect_timeout=0.5)
+            bad = RedisLimiter(
+                f"redis://:wrong@127.0.0.1:{server.port}", timeout=PATIENT, connect_timeout=0.5
+            )
             try:
                 allowed = (await good.gcra(b"rl:in-db-3", 5, 60.0, 5)).allowed
                 with pytest.raises(RedisUnavailable) as refused:
@@ -260,7 +262,7 @@ def test_password_and_database_come_from_the_url(tmp_path: Path) -> None:
 
 def test_a_closed_limiter_refuses_and_bad_urls_are_rejected(redis_server: RedisServer) -> None:
     async def main() -> None:
-        limiter = RedisLimiter(redis_server.url, timeout=PATIENT)
+        limiter = RedisLimiter(redis_server.url, timeout=PATIENT, connect_timeout=0.5)
         assert (await limiter.gcra(b"rl:k", 5, 1.0, 5)).allowed
         await limiter.close()
         assert not limiter.healthy()
@@ -275,7 +277,7 @@ def test_a_closed_limiter_refuses_and_bad_urls_are_rejected(redis_server: RedisS
         "redis://h/x",
     ]:
         with pytest.raises(ValueError, match="redis url"):
-            RedisLimiter(url)
+            RedisLimiter(url, timeout=0.05, connect_timeout=0.5)
 
 
 def test_the_password_key_may_hold_characters_that_urls_reserve(tmp_path: Path) -> None:

@@ -240,7 +240,12 @@ def test_a_url_that_does_not_match_the_port_says_which_to_use(
 
 def test_tls_settings_need_a_rediss_url() -> None:
     with pytest.raises(ValueError, match="rediss://"):
-        RedisLimiter("redis://127.0.0.1:6379", tls=RedisTls(ca_file="/etc/ssl/certs/ca-certificates.crt"))
+        RedisLimiter(
+            "redis://127.0.0.1:6379",
+            timeout=0.05,
+            connect_timeout=0.5,
+            tls=RedisTls(ca_file="/etc/ssl/certs/ca-certificates.crt"),
+        )
 
 
 # -- through Sidegate ------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_a_repeated_token_is_accepted_again_with_the_same_outcome(tmp_path: Path
             ctx1.tenant,
             ctx1.upstream_lines,
         )
-        assert ctx2.vars["claims"] == ctx1.vars["claims"] and ctx2.vars["claims"]["sub"] == "alice"
+        assert ctx2.claims == ctx1.claims and ctx2.claims["sub"] == "alice"
     assert decisions("fast-jwt-same") == {"ok": 4}
     consumers = [row for row in POLICY.snapshot()["consumers"] if row[0] == "fast-jwt-same"]
     assert consumers == [["fast-jwt-same", "_other", "_other", 4]]

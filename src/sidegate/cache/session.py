@@ -76,7 +76,7 @@ class StoreHandle:
 
 
 class CacheSession:
-    """What the cache filter keeps about one request (in ``ctx.vars["cache"]``)."""
+    """What the cache filter keeps about one request (in ``ctx.cache``, the request context)."""
 
     MUST_REVALIDATE: Final = MUST_REVALIDATE
     NO_CACHE: Final = NO_CACHE

@@ -58,7 +58,7 @@ from sidegate.config.snapshot import (
     UpstreamSpec,
 )
 from sidegate.errors import ConfigError, ConfigIssue
-from sidegate.filters.base import Filter, RouteEnvironment
+from sidegate.filters.base import Filter, FilterServices
 from sidegate.filters.registry import lookup
 from sidegate.routing.router import RouteMatch, Router, ValueTest
 
@@ -120,7 +120,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         tls=_redis_tls(redis_cfg),
     )
     for index, route in enumerate(config["routes"]):
-        environment = RouteEnvironment(
+        services = FilterServices(
             route["name"],
             upstreams[route["upstream"]],
             cache,
@@ -131,7 +131,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
             identity=identity,
             redis=redis,
         )
-        filters = _filters(route["filters"], index, environment, lines, issues)
+        filters = _filters(route["filters"], index, services, lines, issues)
         entries.append((compile_match(route["match"]), compile_route(route, filters)))
     if issues:
         raise ConfigError(issues, source)
@@ -338,11 +338,7 @@ def filter_path(index: int, name: str) -> str:
 
 
 def _filters(
-    configs: Plain,
-    index: int,
-    environment: RouteEnvironment,
-    lines: Mapping[str, int],
-    issues: list[ConfigIssue],
+    configs: Plain, index: int, services: FilterServices, lines: Mapping[str, int], issues: list[ConfigIssue]
 ) -> tuple[Filter, ...]:
     built: list[Filter] = []
     for name, data in configs.items():
@@ -351,7 +347,7 @@ def _filters(
             if cls is None:
                 raise LookupError(f"filter {name!r} is not registered in this process")
             built.append(flt := cls(cls.config_model.from_plain(data)))
-            flt.bind(environment)
+            flt.bind(services)
         except Exception as exc:
             path = filter_path(index, name)
             issues.append(ConfigIssue(path, f"cannot set up filter: {exc}", lines.get(path)))

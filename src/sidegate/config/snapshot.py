@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from sidegate.filters.base import Filter
+if TYPE_CHECKING:  # types only: the hooks module imports nothing of the config, nor does the router
+    from sidegate.filters.hooks import FilterHooks
     from sidegate.routing.router import Router
 
 
@@ -95,14 +95,14 @@ class Route:
     request_headers: HeaderEdits | None = None
     response_headers: HeaderEdits | None = None
     max_body: int = 10 * 1024 * 1024
-    filters: tuple[Filter, ...] = ()
+    filters: tuple[FilterHooks, ...] = ()
     # Only the filters that implement each hook, in chain order (decided at compile time).
-    on_request: tuple[Filter, ...] = ()
-    on_response: tuple[Filter, ...] = ()
-    on_response_body: tuple[Filter, ...] = ()
-    on_response_end: tuple[Filter, ...] = ()
-    on_upstream_failure: tuple[Filter, ...] = ()
-    on_log: tuple[Filter, ...] = ()
+    on_request: tuple[FilterHooks, ...] = ()
+    on_response: tuple[FilterHooks, ...] = ()
+    on_response_body: tuple[FilterHooks, ...] = ()
+    on_response_end: tuple[FilterHooks, ...] = ()
+    on_upstream_failure: tuple[FilterHooks, ...] = ()
+    on_log: tuple[FilterHooks, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +244,7 @@ class ObservabilitySpec:
 class Snapshot:
     """Everything the running gateway needs, compiled from one config file."""
 
-    router: Router
+    router: Router[Route]
     upstreams: Mapping[str, UpstreamSpec]
     inbound: ListenerSpec
     admin: ListenerSpec

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from sidegate.filters.base import Filter, FilterConfig, RequestContext, RouteEnvironment
+from sidegate.filters.base import Filter, FilterConfig, FilterServices, RequestContext
 from sidegate.filters.counters import POLICY
 from sidegate.filters.identity import deny
 from sidegate.filters.registry import register
@@ -63,8 +63,8 @@ class Access(Filter):
         self.deny_ips = _networks(config.deny_ips, "deny_ips")
         self.route = ""
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> LocalResponse | None:
         reason = self._refusal(request, ctx)
@@ -94,7 +94,7 @@ class Access(Filter):
         if cfg.allow_tenants and tenant not in cfg.allow_tenants:
             return "this route admits only some tenants" if tenant else "no tenant identified"
         if cfg.claims:
-            claims = ctx.vars.get("claims") or {}
+            claims = ctx.claims or {}
             for name, wanted in cfg.claims.items():
                 value = claims.get(name)
                 if not (value == wanted or (isinstance(value, list) and wanted in value)):

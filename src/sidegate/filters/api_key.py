@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sidegate.config.snapshot import IdentitySpec
-from sidegate.filters.base import Filter, FilterConfig, RequestContext, RouteEnvironment
+from sidegate.filters.base import Filter, FilterConfig, FilterServices, RequestContext
 from sidegate.filters.counters import POLICY
 from sidegate.filters.identity import OTHER, Caller, by_name, caller, credential, deny, mark
 from sidegate.filters.registry import register
@@ -76,15 +76,17 @@ class ApiKey(Filter):
             b'header="' + config.header.encode() + b'"' if config.header else b'query="' + self.query + b'"'
         )
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
-        self.callers = by_name(env.consumers, env.identity)
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
+        self.callers = by_name(services.consumers, services.identity)
         self.known = frozenset(self.callers)
         unknown = self.admitted - self.known
         if unknown:
             raise ValueError(f"consumers {sorted(unknown)} are not in the top-level consumers list")
-        self._configured = {d: (d, self.callers[c.name]) for c in env.consumers for d in c.api_key_hashes}
-        self._identity = env.identity
+        self._configured = {
+            d: (d, self.callers[c.name]) for c in services.consumers for d in c.api_key_hashes
+        }
+        self._identity = services.identity
         self.by_digest = dict(self._configured)
         if self.cfg.keys_file:
             self._load_file()

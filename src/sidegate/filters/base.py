@@ -5,15 +5,9 @@ into an instance shared by every request on that route, and called at the phases
 Only overridden hooks are called: the compiled route keeps, per phase, the tuple of filters that
 do work there, so an unused phase costs nothing.
 
-Phase chart (see docs/architecture.md)::
-
-    head parsed -> route matched -> on_request (in chain order; the first answer wins;
-                                            a Wait parks the request, then the chain goes on)
-                -> upstream request ... upstream response head
-                -> on_response (in chain order; may edit the head, or replace the response)
-                -> body streamed through on_response_body -> on_response_end (clean end only)
-                -> on_log (after the last byte, or on failure; always once)
-    upstream failed before any response byte -> on_upstream_failure (may answer instead)
+The hooks and their answers are :mod:`sidegate.filters.hooks` (the request loop's side, with the
+phase chart); this module adds what a filter is at config load: its config class and the
+services it is bound to.
 
 Filter configs are plain frozen dataclasses, so that the serving process never imports pydantic:
 
@@ -35,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Self, TypeVar
@@ -50,15 +44,16 @@ from sidegate.config.snapshot import (
     UpstreamSpec,
 )
 from sidegate.filters.context import RequestContext
-from sidegate.http.messages import LocalResponse, ReadyResponse, RequestHead, ResponseHead
+from sidegate.filters.hooks import Answer, FilterHooks, Wait
 
 __all__ = [
     "Answer",
     "ConfigValueError",
     "Filter",
     "FilterConfig",
+    "FilterHooks",
+    "FilterServices",
     "RequestContext",
-    "RouteEnvironment",
     "Wait",
 ]
 
@@ -128,20 +123,7 @@ class ConfigValueError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Wait:
-    """An ``on_request`` answer: park the request until ``until`` is done (or ``timeout`` seconds
-    pass), then call the same filter's ``on_request`` again and go on with the chain."""
-
-    until: Awaitable[object]
-    timeout: float
-
-
-#: What ``on_request`` may answer: a response made here, a stored one, or a wait.
-Answer = LocalResponse | ReadyResponse
-
-
-@dataclass(frozen=True, slots=True)
-class RouteEnvironment:
+class FilterServices:
     """What a filter may learn about where it runs, given once when the config is compiled."""
 
     route: str
@@ -155,14 +137,11 @@ class RouteEnvironment:
     redis: RedisSpec = field(default_factory=RedisSpec)
 
 
-class Filter:
-    """Base class of filters. Subclasses set ``name`` and ``config_model`` and override hooks."""
+class Filter(FilterHooks):
+    """Base class of filters. Subclasses set ``name`` and ``config_model`` and override hooks
+    (:class:`~sidegate.filters.hooks.FilterHooks`)."""
 
-    name: ClassVar[str] = ""
     config_model: ClassVar[type[FilterConfig]] = FilterConfig
-    #: The response flag (access log, explain) of an answer this filter gave, by status; a status
-    #: not listed is flagged with the filter's name.
-    answer_flags: ClassVar[Mapping[int, str]] = {}
     #: True for a filter that names the caller (``ctx.consumer``, ``ctx.tenant``) for later ones.
     names_caller: ClassVar[bool] = False
     #: What to do instead of reading a request header that never reaches filters, by what that
@@ -195,52 +174,9 @@ class Filter:
     def __init__(self, config: FilterConfig) -> None:
         self.config = config
 
-    def bind(self, env: RouteEnvironment) -> None:
+    def bind(self, services: FilterServices) -> None:
         """Called once per compiled route, before any request: the route's upstream and the
         pod-wide settings. Must not do I/O (the config may be checked, never served)."""
-
-    def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
-        """Called after routing, before the upstream is chosen.
-
-        Return a :class:`LocalResponse` or :class:`ReadyResponse` to answer the client without
-        calling the upstream (the remaining filters' ``on_request`` are skipped); a :class:`Wait`
-        to park the request and be asked again; None to go on. May edit ``request.headers``:
-        the upstream request is built after the chain.
-        """
-        return None
-
-    def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> Answer | None:
-        """Called with the upstream's response head before it is sent; may edit ``response.headers``.
-
-        Return an answer to send it instead of the upstream's response: the upstream body is then
-        read and dropped, the later filters' hooks are not called for it, and the answer goes out
-        when the upstream response ends.
-        """
-        return None
-
-    def on_response_body(self, data: bytes, ctx: RequestContext) -> None:
-        """Called with each piece of the upstream response body as it goes to the client."""
-
-    def on_response_end(self, ctx: RequestContext) -> None:
-        """Called when the upstream response ended cleanly (every body byte seen)."""
-
-    def on_upstream_failure(self, request: RequestHead, kind: str, ctx: RequestContext) -> Answer | None:
-        """Called when the upstream failed before any response byte went out (``kind``: refused,
-        timeout, reset...). Return an answer to send it instead of the 502/503/504."""
-        return None
-
-    def on_log(self, request: RequestHead, ctx: RequestContext) -> None:
-        """Called once the exchange is over (completed, answered locally, or failed)."""
-
-    def response_flag(self, status: int) -> str:
-        """Why a request this filter answered ended as it did (read only when logged or explained)."""
-        flag = self.answer_flags.get(status)
-        return self.name if flag is None else flag
-
-    def explain(self, ctx: RequestContext) -> str:
-        """What this filter decided for a finished request, for ``GET /explain`` ("" = nothing to
-        add). Read long after the request: only ``ctx`` is left."""
-        return ""
 
     def delegate(self, hook: str, fast: Callable[..., object]) -> None:
         """Have the chain call ``fast`` for ``hook`` on this instance (from :meth:`bind`).
@@ -253,8 +189,3 @@ class Filter:
         if not type(self).implements(hook):
             raise ValueError(f"{type(self).__name__} does not implement {hook}")
         setattr(self, hook, fast)
-
-    @classmethod
-    def implements(cls, hook: str) -> bool:
-        """True when this filter overrides ``hook`` (so the compiled chain should call it)."""
-        return getattr(cls, hook) is not getattr(Filter, hook)

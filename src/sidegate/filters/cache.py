@@ -49,7 +49,7 @@ from sidegate.cache.hitpath import (
 from sidegate.cache.refresh import Refetch
 from sidegate.cache.session import CacheSession, StoreHandle
 from sidegate.cache.urlkey import request_url
-from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
+from sidegate.filters.base import Answer, Filter, FilterConfig, FilterServices, RequestContext, Wait
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, ReadyResponse, RequestHead, ResponseHead
 from sidegate.http.writer import error_response
@@ -64,7 +64,6 @@ from sidegate.policy.cache_rules import (
 
 _LOOKUP_METHODS: Final = frozenset((b"GET", b"HEAD"))
 _NO_DIRECTIVES: Final = RequestDirectives()
-_STATE: Final = "cache"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +115,10 @@ class Cache(Filter):
         self.handle: StoreHandle | None = None
         self.route = ""
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
-        self.counts = COUNTERS.route(env.route)
-        self.handle = StoreHandle(env.cache, env.response_timeout)
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
+        self.counts = COUNTERS.route(services.route)
+        self.handle = StoreHandle(services.cache, services.response_timeout)
 
     def use_upstream(self, refetch: Refetch) -> None:
         """The route's upstream client for background revalidations (given when it is served)."""
@@ -129,19 +128,21 @@ class Cache(Filter):
     # -- request -------------------------------------------------------------------------------
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
-        state = ctx.vars.get(_STATE)
-        if state is not None:  # asked again after a Wait
-            return self._retry(state, request, ctx) if type(state) is CacheSession else None
+        session = ctx.cache
+        if session is not None:  # asked again after a Wait
+            return self._retry(session, request, ctx)
+        if ctx.cache_result:
+            return None
         method = request.method
         if method not in _LOOKUP_METHODS:
             if invalidates(method):
-                ctx.vars[_STATE] = self._session(request, ctx, _NO_DIRECTIVES, unsafe=True)
+                ctx.cache = self._session(request, ctx, _NO_DIRECTIVES, unsafe=True)
             return None
         handle = self.handle
         assert handle is not None, "bind() runs at config load"
         store = handle.current or handle.store()
         if store is None:
-            ctx.vars[_STATE] = "BYPASS"
+            ctx.cache_result = "BYPASS"
             return None
         now = time()
         host = ctx.host or request.host
@@ -149,10 +150,10 @@ class Cache(Filter):
             found = self.plain.lookup(store, request, host, ctx.tenant, now)
         except Exception as exc:  # the store is a cache: its failure costs the caching only
             handle.failed(exc, request.path)
-            ctx.vars[_STATE] = "BYPASS"
+            ctx.cache_result = "BYPASS"
             return None
         if type(found) is ReadyResponse:
-            ctx.vars[_STATE] = "HIT"
+            ctx.cache_result = "HIT"
             return found
         assert isinstance(found, Lookup)
         return self._general(found, request, ctx, now)
@@ -163,15 +164,15 @@ class Cache(Filter):
         """Everything but the plain fresh hit: directives, conditionals, ranges, stale entries, misses."""
         flags = found.flags
         if flags & BYPASS:
-            ctx.vars[_STATE] = "BYPASS"
+            ctx.cache_result = "BYPASS"
             return None
         directives = request_directives(request.headers) if flags & DIRECTIVES else _NO_DIRECTIVES
         if directives.no_store:
-            ctx.vars[_STATE] = "BYPASS"
+            ctx.cache_result = "BYPASS"
             return None
         session = self._session(request, ctx, directives, url=found.url, partition=found.partition)
         session.conditional, session.ranged = bool(flags & CONDITIONAL), bool(flags & RANGED)
-        ctx.vars[_STATE] = session
+        ctx.cache = session
         entry = found.entry
         if not found.looked_up:
             store = session.handle.current
@@ -308,12 +309,11 @@ class Cache(Filter):
     # -- response ------------------------------------------------------------------------------
 
     def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> Answer | None:
-        state = ctx.vars.get(_STATE)
-        if type(state) is not CacheSession:
-            if state == "BYPASS":
+        session = ctx.cache
+        if session is None:
+            if ctx.cache_result == "BYPASS":
                 response.headers += self.status.fields("BYPASS")
             return None
-        session = state
         if session.unsafe:
             session.invalidate_after(response)
             return None
@@ -338,25 +338,23 @@ class Cache(Filter):
 
     def explain(self, ctx: RequestContext) -> str:
         """The cache status of the request: HIT, MISS, STALE, REVALIDATED, BYPASS..."""
-        state = ctx.vars.get(_STATE)
-        if state is None:
-            return ""
-        if type(state) is CacheSession:
-            return "INVALIDATE" if state.unsafe else (state.result or "MISS")
-        return str(state)
+        session = ctx.cache
+        if session is not None:
+            return "INVALIDATE" if session.unsafe else (session.result or "MISS")
+        return ctx.cache_result
 
     def on_response_body(self, data: bytes, ctx: RequestContext) -> None:
-        session = _session_of(ctx)
+        session = ctx.cache
         if session is not None and session.body is not None:
             session.capture(data)
 
     def on_response_end(self, ctx: RequestContext) -> None:
-        session = _session_of(ctx)
+        session = ctx.cache
         if session is not None and session.body is not None:
             session.finish()
 
     def on_upstream_failure(self, request: RequestHead, kind: str, ctx: RequestContext) -> Answer | None:
-        session = _session_of(ctx)
+        session = ctx.cache
         if session is not None and session.stale is not None and session.may_serve_stale_on_error():
             return self._stale_on_error(session, request)
         return None
@@ -367,17 +365,13 @@ class Cache(Filter):
         return self._hit(session, request, stale, stale.age(time()), "STALE")
 
     def on_log(self, request: RequestHead, ctx: RequestContext) -> None:
-        state = ctx.vars.get(_STATE)
-        if type(state) is CacheSession:
-            flight, state.flight = state.flight, None
+        session = ctx.cache
+        result = ctx.cache_result
+        if session is not None:
+            flight, session.flight = session.flight, None
             if flight is not None:
                 self.flights.land(flight)
-            state.body = None  # a capture the response never finished: not kept with the request
-            state = state.result
-        if state:
-            self.counts[state] += 1
-
-
-def _session_of(ctx: RequestContext) -> CacheSession | None:
-    state = ctx.vars.get(_STATE)
-    return state if type(state) is CacheSession else None
+            session.body = None  # a capture the response never finished: not kept with the request
+            result = session.result
+        if result:
+            self.counts[result] += 1

@@ -14,17 +14,15 @@ credentials), ``Vary: Origin`` and the exposed headers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Annotated
 
 from annotated_types import Ge
 
-from sidegate.filters.base import Filter, FilterConfig, RequestContext, RouteEnvironment
+from sidegate.filters.base import Filter, FilterConfig, FilterServices, RequestContext
 from sidegate.filters.counters import POLICY
 from sidegate.filters.identity import deny
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
-
-_STATE: Final = "cors_origin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +67,8 @@ class Cors(Filter):
             (b"Access-Control-Max-Age", str(config.max_age).encode()),
         )
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> LocalResponse | None:
         origin = asked_method = asked_headers = None
@@ -88,11 +86,11 @@ class Cors(Filter):
         if request.method == b"OPTIONS" and asked_method is not None:
             return self._preflight(origin, allowed, asked_method, asked_headers)
         if allowed:
-            ctx.vars[_STATE] = origin
+            ctx.cors_origin = origin
         return None
 
     def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> None:
-        origin = ctx.vars.get(_STATE)
+        origin = ctx.cors_origin
         if origin is not None:
             response.headers += self._allow_fields(origin)
             if self.cfg.expose_headers:

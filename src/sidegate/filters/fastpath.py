@@ -20,7 +20,7 @@ from time import monotonic, time
 from typing import Any, Final
 
 from sidegate.filters.context import RequestContext
-from sidegate.http.messages import RequestHead, ResponseHead
+from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
 from sidegate.policy.gcra import Decision
 from sidegate.policy.tally import Tally, tally
 from sidegate.ratelimit.local import LocalLimits
@@ -107,7 +107,7 @@ class TokenHits:
                     ctx.consumer = hit.consumer
                     ctx.tenant = hit.tenant
                     ctx.upstream_lines = hit.lines
-                    ctx.vars["claims"] = hit.claims
+                    ctx.claims = hit.claims
                     self.ok.count += 1
                     counted.count += 1
                     return None
@@ -175,7 +175,7 @@ class LimitPath:
     def __init__(
         self,
         make_local: Callable[[], LocalLimits],
-        refuse: Callable[[int, Decision], object],
+        refuse: Callable[[int, Decision], LocalResponse],
         names: list[str],
         policies: list[bytes],
         *,
@@ -194,7 +194,7 @@ class LimitPath:
         self.last_reset = 0
         self.last_field: tuple[bytes, bytes] | None = None
 
-    def on_request(self, request: RequestHead, ctx: RequestContext) -> object:
+    def on_request(self, request: RequestHead, ctx: RequestContext) -> LocalResponse | None:
         local = self.local
         if local is None:
             local = self.local = self.make_local()
@@ -210,9 +210,22 @@ class LimitPath:
 
     def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> object:
         decision = ctx.limit
-        if not isinstance(decision, Decision):  # None: no decision (headers off, or answered here)
+        if decision is None:  # no decision (headers off, or answered here)
             return None
         index = ctx.limit_index
+        headers = response.headers
+        headers.append(self.policy_fields[index])
+        headers.append(self.rate_field(index, decision))
+        return None
+
+    def fields(self, index: int, decision: Decision) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+        """The ``RateLimit-Policy`` and ``RateLimit`` fields of limit ``index`` after ``decision``
+        (on an allowed response, and on a refusal)."""
+        return self.policy_fields[index], self.rate_field(index, decision)
+
+    def rate_field(self, index: int, decision: Decision) -> tuple[bytes, bytes]:
+        """The ``RateLimit`` field of limit ``index`` after ``decision`` (the last one made, when
+        the values are the same)."""
         remaining = decision.remaining if decision.remaining > 0 else 0
         reset = math.ceil(decision.reset_after)
         rate = self.last_field
@@ -227,7 +240,4 @@ class LimitPath:
             self.last_index = index
             self.last_remaining = remaining
             self.last_reset = reset
-        headers = response.headers
-        headers.append(self.policy_fields[index])
-        headers.append(rate)
-        return None
+        return rate

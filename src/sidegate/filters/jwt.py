@@ -34,7 +34,7 @@ from typing import Annotated, Any, Final
 from annotated_types import Ge, Gt
 
 from sidegate.auth.jwks import JwksSource
-from sidegate.filters.base import Answer, Filter, FilterConfig, RequestContext, RouteEnvironment, Wait
+from sidegate.filters.base import Answer, Filter, FilterConfig, FilterServices, RequestContext, Wait
 from sidegate.filters.counters import POLICY
 from sidegate.filters.fastpath import TokenHit, TokenHits
 from sidegate.filters.identity import OTHER, Caller, by_name, caller, credential, deny, mark
@@ -42,7 +42,6 @@ from sidegate.filters.registry import register
 from sidegate.http.messages import RequestHead
 from sidegate.policy.jwt import SUPPORTED, JwtError, UnknownKeyError, Verifier
 
-_WAITED: Final = "jwt_waited"
 _KEY_FETCH_WAIT: Final = 5.0  # seconds a request may wait for the first key set of a URL
 _CALLERS_KEPT: Final = 4096  # consumers from tokens whose header lines are kept ready
 _TOKENS_KEPT: Final = 4096  # accepted tokens the fast path remembers
@@ -138,11 +137,11 @@ class Jwt(Filter):
         self.challenge = realm
         self.scope_text = " ".join(config.required_scopes)
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
-        self.ok_key = (env.route, self.name, "ok")
-        self.callers = by_name(env.consumers, env.identity)
-        self.identity = env.identity
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
+        self.ok_key = (services.route, self.name, "ok")
+        self.callers = by_name(services.consumers, services.identity)
+        self.identity = services.identity
         self.hits.count_as(self.ok_key)
         self.hits.clear()
         if self.cfg.forward_token:  # else the general path edits the headers of every request
@@ -167,8 +166,8 @@ class Jwt(Filter):
             pending = source.maybe_refresh(now)  # a URL refresh runs as a task; waited for only with no keys
             verifier = self._current()
         if verifier is None:
-            if pending is not None and not ctx.vars.get(_WAITED):
-                ctx.vars[_WAITED] = True
+            if pending is not None and not ctx.keys_waited:
+                ctx.keys_waited = True
                 return Wait(pending, _KEY_FETCH_WAIT)
             return self._refuse("invalid", 401, "no signing keys are available", b'error="invalid_token"')
         try:
@@ -176,8 +175,8 @@ class Jwt(Filter):
         except UnknownKeyError as exc:
             self.hits.forget(request.headers)
             refetch = source.maybe_refresh(now, unknown_kid=True)
-            if refetch is not None and not ctx.vars.get(_WAITED):
-                ctx.vars[_WAITED] = True
+            if refetch is not None and not ctx.keys_waited:
+                ctx.keys_waited = True
                 return Wait(refetch, _KEY_FETCH_WAIT)
             return self._invalid(exc)
         except JwtError as exc:
@@ -188,7 +187,7 @@ class Jwt(Filter):
             return refusal
         who = self._caller(claims)
         mark(ctx, who)
-        ctx.vars["claims"] = claims
+        ctx.claims = claims
         POLICY.decisions[self.ok_key] += 1
         row = self._consumer_key(who)
         POLICY.consumers[row] += 1

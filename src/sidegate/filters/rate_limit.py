@@ -21,8 +21,10 @@ when Redis is slow or down the route falls back as ``on_redis_failure`` says, an
 A refused request gets 429 with ``Retry-After`` and ``RateLimit-Policy``/``RateLimit`` headers
 (draft-ietf-httpapi-ratelimit-headers); allowed responses carry the tightest limit's headers too.
 
-When every limit of a route is local (the common case), the filter's hooks are those of a compiled
-:class:`~sidegate.filters.fastpath.LimitPath`, which comes back here only to build a refusal.
+Each limit is kept by a store (:mod:`sidegate.ratelimit.store`: the pod's table or Redis, one
+interface). When every limit of a route is local (the common case), the filter's hooks are those
+of a compiled :class:`~sidegate.filters.fastpath.LimitPath`, which comes back here only to build a
+refusal; its state for one request is in the request's context (``ctx.limit*``).
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from sidegate.filters.base import (
     ConfigValueError,
     Filter,
     FilterConfig,
+    FilterServices,
     RequestContext,
-    RouteEnvironment,
     Wait,
 )
 from sidegate.filters.counters import POLICY
@@ -52,16 +54,14 @@ from sidegate.filters.fastpath import LimitPath
 from sidegate.filters.identity import OTHER
 from sidegate.filters.registry import register
 from sidegate.http.messages import LocalResponse, RequestHead, ResponseHead
+from sidegate.http.writer import error_response
 from sidegate.policy.gcra import Decision, Gcra
 from sidegate.ratelimit.local import LocalLimit, LocalLimits
 from sidegate.units import parse_duration
 
 if TYPE_CHECKING:
-    from sidegate.ratelimit.pod import PendingDecision
-    from sidegate.ratelimit.redis import RedisLimiter
-    from sidegate.ratelimit.shared import SharedTable
+    from sidegate.ratelimit.store import LimitStore, LocalStore
 
-_STATE: Final = "rate_limit"
 _KEYS: Final = ("ip", "consumer", "tenant", "route")
 
 
@@ -172,98 +172,94 @@ class RateLimit(Filter):
         self.route = ""
         self.redis_spec = RedisSpec()
 
-    def bind(self, env: RouteEnvironment) -> None:
-        self.route = env.route
-        self.redis_spec = env.redis
-        if any(limit.redis for limit in self.limits) and not env.redis.url:
+    def bind(self, services: FilterServices) -> None:
+        self.route = services.route
+        self.redis_spec = services.redis
+        if any(limit.redis for limit in self.limits) and not services.redis.url:
             raise ValueError("a limit has store: redis but the top-level redis.url is not set")
-        prefix = env.route.encode() + b"\x1f"
+        prefix = services.route.encode() + b"\x1f"
         self.limits = tuple(
-            _replace(limit, prefix=prefix + b"%d\x1f" % limit.index, route=env.route) for limit in self.limits
+            _replace(limit, prefix=prefix + b"%d\x1f" % limit.index, route=services.route)
+            for limit in self.limits
         )
-        self.local: LocalLimits | None = None  # made on first use: every limit local -> one compiled call
+        self.stores: tuple[LimitStore, ...] = ()  # each limit's store, found on first use
+        # The compiled side: every limit local -> it decides in one call; in any case it makes
+        # the RateLimit fields of a decision (for an allowed response and for a refusal alike).
+        self.fast = LimitPath(
+            self._local,
+            self._refused_at,
+            [limit.name for limit in self.limits],
+            [limit.policy for limit in self.limits],
+            headers=self.cfg.headers,
+        )
         self.all_local = not any(limit.redis for limit in self.limits)
         if self.all_local:
-            fast = LimitPath(
-                self._local,
-                self._refused_at,
-                [limit.name for limit in self.limits],
-                [limit.policy for limit in self.limits],
-                headers=self.cfg.headers,
-            )
-            self.delegate("on_request", fast.on_request)
-            self.delegate("on_response", fast.on_response)
+            self.delegate("on_request", self.fast.on_request)
+        self.delegate("on_response", self.fast.on_response)
 
     def on_request(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
+        """Every limit local: the compiled :class:`LimitPath` decides (bound to a route, it is
+        this hook). With a limit in Redis: in order, parking the request while Redis decides."""
         if self.all_local:
-            local = self.local or self._local()
-            refused, tightest, decision = local.decide(
-                request.client_ip, ctx.consumer, ctx.tenant, request.headers, time.monotonic()
-            )
-            if refused >= 0:
-                return self._refused(self.limits[refused], decision)
-            if self.cfg.headers:
-                ctx.vars[_STATE] = (self.limits[tightest], decision)
-            return None
+            return self.fast.on_request(request, ctx)
         return self._general(request, ctx)
 
+    def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> None:
+        """The tightest limit's RateLimit fields (made by the compiled :class:`LimitPath`)."""
+        self.fast.on_response(request, response, ctx)
+
     def _local(self) -> LocalLimits:
-        self.local = LocalLimits(
-            _table(),
+        return LocalLimits(
+            _local_store().table,
             [limit.keyer for limit in self.limits if limit.keyer is not None],
             self.route,
             POLICY.decisions,
             POLICY.quotas,
             tallies=POLICY.decision_tallies,
         )
-        return self.local
 
     def _general(self, request: RequestHead, ctx: RequestContext) -> Answer | Wait | None:
-        """Limits that include Redis ones: in order, parking the request while Redis decides."""
-        state: _State | None = ctx.vars.get(_STATE)
-        if state is None:
-            state = ctx.vars[_STATE] = _State()
+        """Limits that include Redis ones, each asked of its store (progress kept in ``ctx``)."""
+        stores = self.stores or self._stores()
         now = time.monotonic()
-        for limit in self.limits[state.next :]:
+        for limit in self.limits[ctx.limit_next :]:
             keyer = limit.keyer
             assert keyer is not None, "bind() runs at config load"
             key = keyer.key(request.client_ip, ctx.consumer, ctx.tenant, request.headers)
-            if limit.redis:
-                pending = state.pending
-                if pending is None:
-                    limiter = _redis(self.redis_spec)
-                    if limiter.healthy():
-                        state.pending = _start(limiter, key, limit.requests, limit.per, limit.burst)
-                        return Wait(state.pending.done, self.redis_spec.timeout * 2 + 0.05)
-                    decision = self._fallback(limit, key, now)
-                else:
-                    state.pending = None
-                    decision = (
-                        pending.decision if pending.decision is not None else self._fallback(limit, key, now)
-                    )
-                if decision is None:  # on_redis_failure: closed
+            pending = ctx.limit_pending
+            if pending is not None:  # asked again once the store's decision came (or not)
+                ctx.limit_pending = None
+                decision = pending.decision
+            else:
+                taken = stores[limit.index].take(key, limit.gcra, now)
+                if taken is not None and not isinstance(taken, Decision):
+                    ctx.limit_pending = taken
+                    return Wait(taken.done, taken.timeout)
+                decision = taken
+            if decision is None:  # the store could not decide: on_redis_failure says what now
+                decision = self._fallback(limit, key, now)
+                if decision is None:  # closed
                     POLICY.decisions[(self.route, self.name, "unavailable")] += 1
                     return _unavailable()
-            else:
-                decision = _table().gcra(key, limit.gcra, now)
-            state.next = limit.index + 1
+            ctx.limit_next = limit.index + 1
             POLICY.decisions[limit.allowed_key if decision.allowed else limit.limited_key] += 1
             if limit.quota:
                 result = "allowed" if decision.allowed else "limited"
                 POLICY.quotas[(self.route, limit.name, ctx.tenant or OTHER, result)] += 1
             if not decision.allowed:
                 return self._refused(limit, decision)
-            if state.tightest is None or decision.remaining < state.tightest[1].remaining:
-                state.tightest = (limit, decision)
+            if self.cfg.headers and (ctx.limit is None or decision.remaining < ctx.limit.remaining):
+                ctx.limit = decision
+                ctx.limit_index = limit.index
         return None
 
-    def on_response(self, request: RequestHead, response: ResponseHead, ctx: RequestContext) -> None:
-        state = ctx.vars.get(_STATE)
-        if state is None or not self.cfg.headers:
-            return
-        tightest = state.tightest if type(state) is _State else state
-        if tightest is not None:
-            response.headers += _headers(*tightest)
+    def _stores(self) -> tuple[LimitStore, ...]:
+        from sidegate.ratelimit.pod import redis_store
+
+        self.stores = tuple(
+            redis_store(self.redis_spec) if limit.redis else _local_store() for limit in self.limits
+        )
+        return self.stores
 
     def _fallback(self, limit: _Limit, key: bytes, now: float) -> Decision | None:
         mode = self.cfg.on_redis_failure
@@ -272,58 +268,26 @@ class RateLimit(Filter):
             return Decision(True, limit.requests, limit.requests, 0.0, 0.0)
         if mode == "closed":
             return None
-        return _table().gcra(key, limit.gcra, now)
+        return _local_store().take(key, limit.gcra, now)
 
     def _refused_at(self, index: int, decision: Decision) -> LocalResponse:
         return self._refused(self.limits[index], decision)
 
     def _refused(self, limit: _Limit, decision: Decision) -> LocalResponse:
         retry = max(1, math.ceil(decision.retry_after))
-        body = b'{"error": "rate_limited", "status": 429, "detail": "limit %s: retry in %d s"}\n' % (
-            limit.name.encode(),
-            retry,
-        )
-        headers = ((b"Retry-After", b"%d" % retry), *(_headers(limit, decision) if self.cfg.headers else ()))
-        return LocalResponse(status=429, body=body, headers=headers)
-
-
-class _State:
-    """One request's progress through the limits (kept across a Wait for Redis)."""
-
-    __slots__ = ("next", "pending", "tightest")
-
-    def __init__(self) -> None:
-        self.next = 0
-        self.pending: PendingDecision | None = None
-        self.tightest: tuple[_Limit, Decision] | None = None
+        body = error_response(429, "rate_limited", f"limit {limit.name}: retry in {retry} s").body
+        fields = self.fast.fields(limit.index, decision) if self.cfg.headers else ()
+        return LocalResponse(status=429, body=body, headers=((b"Retry-After", b"%d" % retry), *fields))
 
 
 # sidegate.ratelimit.pod is imported on first use: it needs asyncio, and `sidegate validate` loads
 # every filter without serving (it must not import the runtime).
 
 
-def _table() -> SharedTable:
-    table = _TABLE.get("pod")
-    if table is None:
-        from sidegate.ratelimit.pod import local_table
+def _local_store() -> LocalStore:
+    from sidegate.ratelimit.pod import local_store
 
-        table = _TABLE["pod"] = local_table()
-    return table
-
-
-_TABLE: dict[str, SharedTable] = {}  # the pod's table once opened (one per process)
-
-
-def _redis(spec: RedisSpec) -> RedisLimiter:
-    from sidegate.ratelimit.pod import redis_limiter
-
-    return redis_limiter(spec)
-
-
-def _start(limiter: RedisLimiter, key: bytes, requests: int, per: float, burst: int) -> PendingDecision:
-    from sidegate.ratelimit.pod import start_decision
-
-    return start_decision(limiter, key, requests, per, burst)
+    return local_store()
 
 
 def _placed(config: RateLimitConfig) -> list[tuple[ConfigPath, LimitConfig]]:
@@ -378,20 +342,7 @@ def _replace(limit: _Limit, *, prefix: bytes, route: str) -> _Limit:
     )
 
 
-def _headers(limit: _Limit, decision: Decision) -> tuple[tuple[bytes, bytes], ...]:
-    value = b'"%s";r=%d;t=%d' % (
-        limit.name.encode(),
-        max(0, decision.remaining),
-        math.ceil(decision.reset_after),
-    )
-    return ((b"RateLimit-Policy", limit.policy), (b"RateLimit", value))
-
-
 def _unavailable() -> LocalResponse:
-    return LocalResponse(status=503, body=_UNAVAILABLE, headers=((b"Retry-After", b"1"),))
-
-
-_UNAVAILABLE: Final = (
-    b'{"error": "rate_limit_unavailable", "status": 503, '
-    b'"detail": "the shared rate limit store did not answer in time"}\n'
-)
+    detail = "the shared rate limit store did not answer in time"
+    body = error_response(503, "rate_limit_unavailable", detail).body
+    return LocalResponse(status=503, body=body, headers=((b"Retry-After", b"1"),))

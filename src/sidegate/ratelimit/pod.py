@@ -8,7 +8,8 @@ use, so a config without local limits creates nothing, and removed by the proces
 
 The Redis client is one per process and URL, shared by every route and kept across reloads. A
 decision from Redis runs as a task: the filter answers ``Wait`` on it and reads the outcome when
-asked again (:class:`PendingDecision`).
+asked again (:class:`PendingDecision`). :func:`local_store` and :func:`redis_store` give both as
+a :class:`~sidegate.ratelimit.store.LimitStore`, the one interface the filter uses.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from typing import Final
 from urllib.parse import quote
 
 from sidegate.config.snapshot import RedisSpec, RedisTls
-from sidegate.policy.gcra import Decision
+from sidegate.policy.gcra import Decision, Gcra
 from sidegate.ratelimit.redis import RedisLimiter
 from sidegate.ratelimit.shared import SharedTable
+from sidegate.ratelimit.store import LocalStore
 
 ENV_TABLE: Final = "SIDEGATE_RATELIMIT_TABLE"
 TABLE_SLOTS: Final = 65536
 
 _table: SharedTable | None = None
+_local_store: LocalStore | None = None
+_stores: dict[RedisSpec, RedisStore] = {}
 _limiters: dict[tuple[str, str, float, float, RedisTls | None], RedisLimiter] = {}
 _TASKS: set[asyncio.Task[None]] = set()
 
@@ -62,6 +66,22 @@ def local_table() -> SharedTable:
     return _table
 
 
+def local_store() -> LocalStore:
+    """The pod's table as a limit store."""
+    global _local_store
+    if _local_store is None:
+        _local_store = LocalStore(local_table())
+    return _local_store
+
+
+def redis_store(spec: RedisSpec) -> RedisStore:
+    """The limit store in the Redis of ``spec`` (its client shared as :func:`redis_limiter` says)."""
+    store = _stores.get(spec)
+    if store is None:
+        store = _stores[spec] = RedisStore(redis_limiter(spec), wait=spec.timeout * 2 + 0.05)
+    return store
+
+
 def remove_table(path: str | None = None) -> None:
     """At exit of the process that named the table: remove its file."""
     with contextlib.suppress(OSError):
@@ -83,20 +103,35 @@ def redis_limiter(spec: RedisSpec) -> RedisLimiter:
     return limiter
 
 
+class RedisStore:
+    """Counts kept in Redis, one limit across every pod: a decision is a task (a
+    :class:`PendingDecision`), none while Redis is known to be down."""
+
+    def __init__(self, limiter: RedisLimiter, *, wait: float) -> None:
+        self.limiter = limiter
+        self.wait = wait  # what a request may wait for a decision: the timeout, with room to spare
+
+    def take(self, key: bytes, rule: Gcra, now: float) -> PendingDecision | None:
+        if not self.limiter.healthy():
+            return None
+        return start_decision(self.limiter, key, rule.requests, rule.per, rule.burst, timeout=self.wait)
+
+
 class PendingDecision:
     """A Redis decision in flight: ``done`` completes when ``decision`` or ``error`` is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.decision: Decision | None = None
         self.error: Exception | None = None
+        self.timeout = timeout  # the longest a request waits for it
 
 
 def start_decision(
-    limiter: RedisLimiter, key: bytes, requests: int, per: float, burst: int
+    limiter: RedisLimiter, key: bytes, requests: int, per: float, burst: int, *, timeout: float
 ) -> PendingDecision:
     """Ask Redis in a task; never raises (a failure is kept in ``error``)."""
-    pending = PendingDecision()
+    pending = PendingDecision(timeout)
 
     async def ask() -> None:
         try:

@@ -39,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 from sidegate.errors import SidegateError
 from sidegate.policy.gcra import Decision
 from sidegate.ratelimit.redis_tls import RedisTls, client_context, describe_tls_error
-from sidegate.ratelimit.resp import ProtocolError, Reply, ReplyError, encode, parse_reply
+from sidegate.ratelimit.resp import Reply, ReplyError, RespProtocolError, encode, parse_reply
 
 __all__ = ["RedisAddress", "RedisLimiter", "RedisUnavailable", "ReplyError", "parse_reply", "parse_url"]
 
@@ -164,12 +164,12 @@ class _Connection(asyncio.Protocol):
                 if parsed is None:
                     break
                 if not pending:
-                    raise ProtocolError("a reply nobody asked for")
+                    raise RespProtocolError("a reply nobody asked for")
                 value, pos = parsed
                 fut = pending.popleft()
                 if not fut.done():  # a request cancelled by its caller still owns its place in the FIFO
                     fut.set_result(value)
-        except ProtocolError as exc:
+        except RespProtocolError as exc:
             self.close(f"protocol error from redis: {exc}")
             return
         del buf[:pos]
@@ -198,10 +198,11 @@ class RedisLimiter:
     Made anywhere; bound to the event loop of its first use. ``timeout`` bounds every decision
     (connect included); ``connect_timeout`` bounds each background (re)connect, TLS handshake and
     login included. ``tls`` applies to a ``rediss://`` URL (default: the system trust store).
+    Both timeouts are given: their defaults are the config model's (``redis:``), written only there.
     """
 
     def __init__(
-        self, url: str, *, timeout: float = 0.05, connect_timeout: float = 0.5, tls: RedisTls | None = None
+        self, url: str, *, timeout: float, connect_timeout: float, tls: RedisTls | None = None
     ) -> None:
         if not timeout > 0 or not connect_timeout > 0:
             raise ValueError("redis timeouts must be positive")

@@ -3,7 +3,7 @@
 :func:`parse_reply` reads one reply from a buffer without copying what follows it (None while the
 reply is incomplete), so a data callback can parse every complete reply of one read and keep the
 rest; an error reply is a value (:class:`ReplyError`), never an exception, so one refused command
-cannot desynchronise the replies that follow. Bytes that are not RESP2 raise :class:`ProtocolError`.
+cannot desynchronise the replies that follow. Bytes that are not RESP2 raise :class:`RespProtocolError`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["ProtocolError", "Reply", "ReplyError", "encode", "parse_reply"]
+__all__ = ["Reply", "ReplyError", "RespProtocolError", "encode", "parse_reply"]
 
 _MAX_BULK = 64 * 1024 * 1024  # a reply larger than this is not one this client asked for
 
@@ -26,7 +26,7 @@ class ReplyError:
 Reply: TypeAlias = "bytes | int | ReplyError | list[Reply] | None"
 
 
-class ProtocolError(Exception):
+class RespProtocolError(Exception):
     """Bytes from the server that are not RESP2."""
 
 
@@ -35,7 +35,7 @@ def parse_reply(buf: bytes | bytearray, pos: int = 0) -> tuple[Reply, int] | Non
     end = buf.find(b"\r\n", pos)
     if end < 0:
         if len(buf) - pos > 65536:
-            raise ProtocolError("no line end in 64 KiB")
+            raise RespProtocolError("no line end in 64 KiB")
         return None
     kind = buf[pos]
     line = buf[pos + 1 : end]
@@ -46,12 +46,12 @@ def parse_reply(buf: bytes | bytearray, pos: int = 0) -> tuple[Reply, int] | Non
         if size == -1:
             return None, end + 2
         if size < 0 or size > _MAX_BULK:
-            raise ProtocolError(f"bulk string of {size} bytes")
+            raise RespProtocolError(f"bulk string of {size} bytes")
         stop = end + 2 + size
         if len(buf) < stop + 2:
             return None
         if buf[stop : stop + 2] != b"\r\n":
-            raise ProtocolError("bulk string not followed by CRLF")
+            raise RespProtocolError("bulk string not followed by CRLF")
         return bytes(buf[end + 2 : stop]), stop + 2
     if kind == 0x2B:  # '+' simple string
         return bytes(line), end + 2
@@ -62,7 +62,7 @@ def parse_reply(buf: bytes | bytearray, pos: int = 0) -> tuple[Reply, int] | Non
         if count == -1:
             return None, end + 2
         if count < 0 or count > _MAX_BULK:
-            raise ProtocolError(f"array of {count} elements")
+            raise RespProtocolError(f"array of {count} elements")
         items: list[Reply] = []
         at = end + 2
         for _ in range(count):
@@ -72,14 +72,14 @@ def parse_reply(buf: bytes | bytearray, pos: int = 0) -> tuple[Reply, int] | Non
             items.append(parsed[0])
             at = parsed[1]
         return items, at
-    raise ProtocolError(f"unknown reply type {bytes([kind])!r}")
+    raise RespProtocolError(f"unknown reply type {bytes([kind])!r}")
 
 
 def _int(line: bytes | bytearray) -> int:
     try:
         return int(line)
     except ValueError:
-        raise ProtocolError(f"not an integer: {bytes(line[:20])!r}") from None
+        raise RespProtocolError(f"not an integer: {bytes(line[:20])!r}") from None
 
 
 def encode(*args: bytes) -> bytes:

@@ -36,10 +36,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Generic, Protocol, TypeVar
 from urllib.parse import unquote_to_bytes
 
-from sidegate.config.snapshot import Route
 from sidegate.http.messages import RequestHead
 
 _EXACT: Final = 0
@@ -79,7 +78,19 @@ QueryParams = dict[bytes, list[bytes]]
 _Check = Callable[[RequestHead], bool]
 _QueryCheck = Callable[[QueryParams], bool]
 _FullMatch = Callable[[bytes], "re.Match[bytes] | None"]
-_Row = tuple[int, bytes, "_FullMatch | None", "_Check | None", "_QueryCheck | None", Route]
+
+
+class Named(Protocol):
+    """What the table needs of the value a route match leads to: its name (for :meth:`Router.explain`)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+#: What a match leads to: the compiled route (:class:`sidegate.config.snapshot.Route`). The table
+#: is generic in it so that routing needs nothing of the snapshot that holds the table.
+R = TypeVar("R", bound=Named)
+_Row = tuple[int, bytes, "_FullMatch | None", "_Check | None", "_QueryCheck | None", R]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,20 +133,20 @@ class RouteMatch:
     query: tuple[tuple[bytes, ValueTest], ...] = ()
 
 
-class Router:
+class Router(Generic[R]):
     """Routes in declaration order; :meth:`match` returns the first that accepts a request."""
 
     __slots__ = ("_entries", "_table", "routes")
 
-    def __init__(self, entries: Iterable[tuple[RouteMatch, Route]]) -> None:
+    def __init__(self, entries: Iterable[tuple[RouteMatch, R]]) -> None:
         self._entries = tuple(entries)
-        self.routes: tuple[Route, ...] = tuple(route for _, route in self._entries)
-        self._table: tuple[_Row, ...] = tuple(_row(spec, route) for spec, route in self._entries)
+        self.routes: tuple[R, ...] = tuple(route for _, route in self._entries)
+        self._table: tuple[_Row[R], ...] = tuple(_row(spec, route) for spec, route in self._entries)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def match(self, req: RequestHead) -> Route | None:
+    def match(self, req: RequestHead) -> R | None:
         """The first route whose match accepts ``req``, or None (the proxy answers 404)."""
         path = req.path
         params: QueryParams | None = None
@@ -197,7 +208,7 @@ def _unquote(raw: bytes) -> bytes:
 # --- compiling one route into a table row ------------------------------------------------------
 
 
-def _row(spec: RouteMatch, route: Route) -> _Row:
+def _row(spec: RouteMatch, route: R) -> _Row[R]:
     fullmatch: _FullMatch | None = None
     if spec.path_prefix is not None:
         kind, value = _PREFIX, spec.path_prefix
