@@ -2,7 +2,8 @@
 
 Arrows point down only: a lower layer never imports a higher one, ``http``/``routing``/
 ``policy``/``config``/``filters`` never touch asyncio or sockets, and ``server``/``upstream``
-see only the compiled snapshot, never the config model.
+see only the compiled snapshot, never the config model. And no two modules import each other, by any
+path: the import graph (TYPE_CHECKING and function-level imports included) has no circle.
 """
 
 from __future__ import annotations
@@ -109,3 +110,70 @@ def test_imports_follow_the_layers(module: str, path: Path) -> None:
 def test_pure_layers_do_no_io(module: str, path: Path) -> None:
     used = {name.split(".")[0] for name in _imports(path)} & IO_MODULES
     assert not used, f"{module} imports {used}; its layer must stay free of I/O"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Every module's sidegate imports, resolved to modules: top-level, function-level and
+    ``TYPE_CHECKING`` ones alike (a reader has to hold them all at once)."""
+    names = {module for module, _ in _modules()}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in names:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in _modules():
+        targets = graph.setdefault(module, set())
+        for name in _imports(path):
+            if name.startswith("sidegate."):
+                target = resolve(name.removeprefix("sidegate."))
+                if target is not None and target != module:
+                    targets.add(target)
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles() -> None:
+    circles = _circles(_module_graph())
+    assert not circles, "modules that import each other (break the circle): " + "; ".join(
+        " <-> ".join(c) for c in circles
+    )
+
+
+def test_the_circle_check_finds_a_circle() -> None:
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

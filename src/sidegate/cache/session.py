@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Final, TypeVar
 
@@ -22,7 +22,6 @@ from sidegate.cache.entry import MUST_REVALIDATE, NO_CACHE, Entry
 from sidegate.cache.flights import Flight
 from sidegate.cache.refresh import Refetch, revalidation_headers
 from sidegate.cache.store import Store, StoreError, open_store
-from sidegate.config.snapshot import CacheSettings
 from sidegate.http.messages import Fetched, Headers, RequestHead, ResponseHead
 from sidegate.policy.cache_ranges import Span, content_range
 from sidegate.policy.cache_rules import (
@@ -39,14 +38,21 @@ from sidegate.policy.cache_rules import (
 log = logging.getLogger("sidegate.cache")
 T = TypeVar("T")
 _RETRY_OPEN: Final = 10.0  # seconds between attempts to open an unusable store
+_REFRESH_BOUND: Final = 30.0  # a revalidation on a route with no response timeout still ends
 
 
 class StoreHandle:
     """A route's way to the shared store, and to its upstream for background revalidations."""
 
-    def __init__(self, settings: CacheSettings, timeout: float = 0.0) -> None:
-        self.settings = settings
-        self.timeout = timeout or 30.0  # the longest a background revalidation may take
+    def __init__(
+        self, directory: str, *, max_size: int, max_entry_size: int, quotas: Mapping[str, int], timeout: float
+    ) -> None:
+        """The top-level ``cache:`` settings, and the route's response timeout (0: none)."""
+        self.directory = directory
+        self.max_size = max_size
+        self.max_entry_size = max_entry_size  # a larger response streams through uncached
+        self.quotas = quotas
+        self.timeout = timeout or _REFRESH_BOUND  # the longest a background revalidation may take
         self.refetch: Refetch | None = None  # given by the serving layer (see sidegate.cache.refresh)
         self.current: Store | None = None  # the open store (None until opened, or while unusable)
         self._retry_at = 0.0
@@ -59,9 +65,8 @@ class StoreHandle:
         now = time.monotonic()
         if now < self._retry_at:
             return None
-        settings = self.settings
         try:
-            self.current = open_store(settings.dir, max_size=settings.max_size, quotas=settings.quotas)
+            self.current = open_store(self.directory, max_size=self.max_size, quotas=self.quotas)
         except StoreError as exc:
             self._retry_at = now + _RETRY_OPEN
             COUNTERS.store_errors["open"] += 1
@@ -152,7 +157,7 @@ class CacheSession:
         if reason is None and personal and not (rcc.public or rcc.s_maxage is not None):
             reason = "set-cookie"  # a personal answer unless the app says it is public
         length = response.content_length
-        if reason is None and length is not None and length > self.handle.settings.max_entry_size:
+        if reason is None and length is not None and length > self.handle.max_entry_size:
             reason = "too-large"
         if reason is None and response.status == 206:
             reason = self._partial(headers, length)
@@ -172,7 +177,7 @@ class CacheSession:
         if piece is None:
             return "partial"  # several ranges (multipart/byteranges) or an unknown length: passed through
         first, last, complete = piece
-        if complete > self.handle.settings.max_entry_size:
+        if complete > self.handle.max_entry_size:
             return "too-large"  # the pieces could never make an entry
         if length is not None and length != last - first + 1:
             return "partial"
@@ -182,7 +187,7 @@ class CacheSession:
     def capture(self, data: bytes) -> None:
         assert self.body is not None
         self._size += len(data)
-        if self._size > self.handle.settings.max_entry_size:
+        if self._size > self.handle.max_entry_size:
             self.body = None  # streams through uncached
         else:
             self.body.append(data)
@@ -284,7 +289,7 @@ class CacheSession:
             revalidation_headers(self.client_headers, entry.headers),
             identity=self.identity,
             timeout=handle.timeout,
-            max_body=handle.settings.max_entry_size,
+            max_body=handle.max_entry_size,
             done=done,
         )
 

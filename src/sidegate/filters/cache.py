@@ -118,7 +118,14 @@ class Cache(Filter):
     def bind(self, services: FilterServices) -> None:
         self.route = services.route
         self.counts = COUNTERS.route(services.route)
-        self.handle = StoreHandle(services.cache, services.response_timeout)
+        cache = services.cache
+        self.handle = StoreHandle(
+            cache.dir,
+            max_size=cache.max_size,
+            max_entry_size=cache.max_entry_size,
+            quotas=cache.quotas,
+            timeout=services.response_timeout,
+        )
 
     def use_upstream(self, refetch: Refetch) -> None:
         """The route's upstream client for background revalidations (given when it is served)."""
