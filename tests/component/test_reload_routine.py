@@ -21,18 +21,7 @@ from sidegate.config.snapshot import Snapshot
 from sidegate.errors import ConfigError, ConfigIssue
 from sidegate.observe.metrics import Metrics
 from sidegate.reload import ConfigState, Reloader, Swapped
-
-MINIMAL = """
-listeners:
-  inbound: {address: "127.0.0.1:8080"}
-  admin:   {address: "127.0.0.1:9901"}
-upstreams:
-  app: {endpoints: ["127.0.0.1:3000"]}
-routes:
-  - name: all
-    match: {path_prefix: "/"}
-    upstream: app
-"""
+from support.configs import MINIMAL
 
 
 class Checker:
