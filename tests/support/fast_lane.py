@@ -10,7 +10,7 @@ open that should close, a request answered 431 instead of being served).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +20,7 @@ from sidegate.http.errors import ProtocolError
 from sidegate.http.request_head import ParsedRequest
 from sidegate.http.request_parser import RequestParser, RequestSink
 from sidegate.http.response_parser import ParsedResponse, ResponseParser, ResponseSink
+from sidegate.http.wire import ScannedResponse
 
 MAX_HEAD = 8192
 MAX_COUNT = 100
@@ -132,11 +133,15 @@ class Expect:
 
 EOF: Literal["eof"] = "eof"  # the upstream closes: ``ResponseParser.eof()``, its answer recorded
 Step = Expect | bytes | Literal["eof"]
+ScanResponse = Callable[[bytes, int, int], ScannedResponse | None]
 
 
-def read_responses(steps: Iterable[Step], fast: bool) -> Record:
+def read_responses(steps: Iterable[Step], fast: bool, scan: ScanResponse | None = None) -> Record:
+    """Feed ``steps`` to one response reader (``scan``: instead of the lane, to watch its calls)."""
     sink = ResponseRecorder()
     parser = ResponseParser(sink, fast_lane=fast)
+    if scan is not None:
+        parser._scan = scan
     fed = 0
     try:
         for step in steps:

@@ -10,17 +10,18 @@ shapes it declines to be declined, so every case exercises the path it is meant 
 from __future__ import annotations
 
 import importlib
-from unittest import mock
 
 import pytest
 
-from sidegate.http import request_parser, wire
+from sidegate.http import wire
 from sidegate.http.errors import ProtocolError
 from sidegate.http.request_head import ParsedRequest
 from sidegate.http.request_parser import RequestParser, RequestSink
+from sidegate.http.wire import ScannedRequest
 from support.fast_lane import (
     MAX_COUNT,
     MAX_HEAD,
+    RequestRecorder,
     byte_by_byte,
     cases,
     field_lines,
@@ -567,15 +568,17 @@ def test_the_reader_takes_the_lane(fast: bool) -> None:
     """The reader calls the lane for each plain head (and not at all when it is off)."""
     taken: list[bool] = []
 
-    def spy(data: bytes, start: int, max_head: int, max_fields: int) -> object:
+    def spy(data: bytes, start: int, max_head: int, max_fields: int) -> ScannedRequest | None:
         scanned = wire.scan_request(data, start, max_head, max_fields)
         taken.append(scanned is not None)
         return scanned
 
     data = b"".join(data for _, data in PLAIN)
-    with mock.patch.object(request_parser, "scan_request", spy):
-        record = read_requests([data], fast)
-    assert len(heads(record)) == len(PLAIN)
+    sink = RequestRecorder()
+    parser = RequestParser(sink, MAX_HEAD, MAX_COUNT, fast_lane=fast)
+    parser._scan = spy
+    parser.feed(data)
+    assert len(heads(sink.events)) == len(PLAIN)
     assert taken == ([True] * len(PLAIN) if fast else [])
 
 

@@ -8,12 +8,11 @@ with the lane on and with it off and asserts the records are equal (see tests/su
 
 from __future__ import annotations
 
-from unittest import mock
-
 import pytest
 
-from sidegate.http import response_parser, wire
+from sidegate.http import wire
 from sidegate.http.response_parser import MAX_RESPONSE_HEAD
+from sidegate.http.wire import ScannedResponse
 from support.fast_lane import (
     EOF,
     Expect,
@@ -319,14 +318,13 @@ def test_the_reader_takes_the_lane(fast: bool) -> None:
     """The reader calls the lane for each plain head (and not at all when it is off)."""
     taken: list[bool] = []
 
-    def spy(data: bytes, start: int, max_head: int) -> object:
+    def spy(data: bytes, start: int, max_head: int) -> ScannedResponse | None:
         scanned = wire.scan_response(data, start, max_head)
         taken.append(scanned is not None)
         return scanned
 
     steps = [*exchange(OK), *exchange(EMPTY), *exchange(OK[:20], OK[20:]), *exchange(CHUNKED)]
-    with mock.patch.object(response_parser, "scan_response", spy):
-        record = read_responses(steps, fast)
+    record = read_responses(steps, fast, scan=spy)
     assert len(heads(record)) == 4 and "error" not in kinds(record)
     # Taken whole, taken whole, incomplete (llhttp then reads it all), chunked (llhttp's).
     assert taken == ([True, True, False, False] if fast else [])

@@ -37,6 +37,8 @@ tries ``sub`` as an integer and formats (then discards) a TypeError, ten times t
 
 from __future__ import annotations
 
+from typing import Final
+
 import httptools
 from mypy_extensions import mypyc_attr
 
@@ -46,8 +48,11 @@ from sidegate.http.held import HELD, HeldHead, llhttp_refusal
 from sidegate.http.request_fields import DEFAULT_FIELDS, HOST, TE, UNDERSCORE_DROP, apply_special
 from sidegate.http.request_head import ParsedRequest, drop_nominated, resolve_host, split_target
 from sidegate.http.syntax import PLAIN_FIELD, FieldKinds, upgrade_without_h2c
-from sidegate.http.wire import AVAILABLE as FAST_LANE_BUILT
-from sidegate.http.wire import scan_request
+from sidegate.http.wire import AVAILABLE, scan_request
+
+# Final: compiled code reads a Final module name from a C static, any other imported name from
+# the module's dict (a look-up per use).
+_FAST_LANE_BUILT: Final = AVAILABLE
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests and tools parse with their own sinks
@@ -85,6 +90,7 @@ class RequestParser(ChunkedBody):
         "_max_count",
         "_max_size",
         "_parser",
+        "_scan",
         "_sink",
         "_special_count",
         "_special_size",
@@ -109,7 +115,8 @@ class RequestParser(ChunkedBody):
     ) -> None:
         self._sink = sink
         # Plain heads are read whole by the fast lane (when built); llhttp reads the rest.
-        self._fast = fast_lane and FAST_LANE_BUILT
+        self._fast = fast_lane and _FAST_LANE_BUILT
+        self._scan = scan_request  # the lane itself, an attribute: no module-dict look-up per head
         self._idle = True  # llhttp is between messages (it holds no byte of one)
         super().__init__(400, chunk_line_max, max_head_size)
         self._fields = DEFAULT_FIELDS if fields is None else fields  # see special_fields()
@@ -152,7 +159,7 @@ class RequestParser(ChunkedBody):
                         at, self._tunnel_at = self._tunnel_at, -1
                         return at
                 else:
-                    scanned = scan_request(data, pos, self._max_size, self._max_count)
+                    scanned = self._scan(data, pos, self._max_size, self._max_count)
                     if scanned is None:
                         pos = self._reference_head(data, pos)
                         if self._tunnel_at >= 0:

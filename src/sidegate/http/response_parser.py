@@ -25,8 +25,11 @@ from sidegate.http.errors import ProtocolError
 from sidegate.http.held import HELD, OVER, HeldHead, llhttp_refusal
 from sidegate.http.messages import ResponseHead
 from sidegate.http.syntax import PLAIN_FIELD, FieldKinds, connection_tokens, nominated_headers
-from sidegate.http.wire import AVAILABLE as FAST_LANE_BUILT
-from sidegate.http.wire import scan_response
+from sidegate.http.wire import AVAILABLE, scan_response
+
+# Final: compiled code reads a Final module name from a C static, any other imported name from
+# the module's dict (a look-up per use).
+_FAST_LANE_BUILT: Final = AVAILABLE
 
 _CL: Final = 0
 _TE: Final = 1
@@ -91,6 +94,7 @@ class ResponseParser(ChunkedBody):
         "_held",
         "_idle",
         "_parser",
+        "_scan",
         "_stale",
         "_until_close",
         "in_body",
@@ -104,7 +108,8 @@ class ResponseParser(ChunkedBody):
         self.sink = sink
         # Plain heads are read whole by the fast lane (when built), and their Content-Length
         # bodies counted here; llhttp reads the rest.
-        self._fast = fast_lane and FAST_LANE_BUILT
+        self._fast = fast_lane and _FAST_LANE_BUILT
+        self._scan = scan_response  # the lane itself, an attribute: no module-dict look-up per head
         super().__init__(502, chunk_line_max, MAX_RESPONSE_HEAD)
         self._idle = True  # llhttp is between messages (it holds no byte of one)
         self._parser = httptools.HttpResponseParser(self)
@@ -166,7 +171,7 @@ class ResponseParser(ChunkedBody):
     def _lane_head(self, data: bytes, pos: int) -> int:
         """A plain head at ``data[pos:]`` read whole by the fast lane (one call), else by
         llhttp; returns where it ends."""
-        scanned = scan_response(data, pos, MAX_RESPONSE_HEAD)
+        scanned = self._scan(data, pos, MAX_RESPONSE_HEAD)
         if scanned is None:
             return self._reference_head(data, pos)
         end, status, length, fields = scanned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Final
 
 # reg-name / IPv4 (RFC 3986 unreserved + sub-delims + pct-encoded), optional port.
 _REG_NAME_PORT = re.compile(rb"([A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]*))?")
@@ -12,7 +13,7 @@ _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
 # alone is obs-fold, refused as it is).
 _TRAILING_OWS = re.compile(rb"(?<=[^ \t\r\n])[ \t]+\r\n")
 
-PLAIN_FIELD = -1  # FieldKinds: a field forwarded as it is
+PLAIN_FIELD: Final = -1  # FieldKinds: a field forwarded as it is
 _SPELLINGS_MAX = 1024
 
 

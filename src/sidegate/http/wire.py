@@ -11,6 +11,11 @@ takes the reference path, and ``join_head`` joins in Python.
 
 from __future__ import annotations
 
+# What the lanes return for a head they take: (end, method, target, version, host, content_length,
+# fields) for a request, (end, status, content_length, fields) for a response.
+ScannedRequest = tuple[int, bytes, bytes, bytes, bytes, int, list[tuple[bytes, bytes]]]
+ScannedResponse = tuple[int, int, int, list[tuple[bytes, bytes]]]
+
 try:
     from sidegate.http._wire import join_head, scan_request, scan_response
 
@@ -18,14 +23,10 @@ try:
 except ImportError:  # a pure-Python build: llhttp reads every head
     AVAILABLE = False
 
-    def scan_request(
-        data: bytes, start: int, max_head: int, max_fields: int
-    ) -> tuple[int, bytes, bytes, bytes, bytes, int, list[tuple[bytes, bytes]]] | None:
+    def scan_request(data: bytes, start: int, max_head: int, max_fields: int) -> ScannedRequest | None:
         return None
 
-    def scan_response(
-        data: bytes, start: int, max_head: int
-    ) -> tuple[int, int, int, list[tuple[bytes, bytes]]] | None:
+    def scan_response(data: bytes, start: int, max_head: int) -> ScannedResponse | None:
         return None
 
     def join_head(lead: list[bytes], fields: list[tuple[bytes, bytes]], trail: list[bytes]) -> bytes:
@@ -36,4 +37,4 @@ except ImportError:  # a pure-Python build: llhttp reads every head
         return b"".join(parts)
 
 
-__all__ = ["AVAILABLE", "join_head", "scan_request", "scan_response"]
+__all__ = ["AVAILABLE", "ScannedRequest", "ScannedResponse", "join_head", "scan_request", "scan_response"]

@@ -7,7 +7,7 @@ and the trace context, framed for HTTP/1.1. Pure: bytes in, bytes out, no socket
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sidegate.http.wire import join_head
 
@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from sidegate.http.request_head import ParsedRequest
     from sidegate.observe.trace_context import TraceContext
     from sidegate.request.plan import RoutePlan
+
+
+_join_head: Final = join_head  # Final: a C static when compiled (a module-dict look-up otherwise)
 
 
 def upstream_head(
@@ -57,4 +60,4 @@ def upstream_head(
     if head.upgrade:
         parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
     parts.append(b"\r\n")
-    return join_head(lead, headers, parts)
+    return _join_head(lead, headers, parts)

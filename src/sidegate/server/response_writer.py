@@ -26,7 +26,8 @@ from sidegate.server.stream import ResponseChannel
 if TYPE_CHECKING:
     from sidegate.http.request_head import ParsedRequest
 
-_STATUS_LINES: Final = STATUS_LINES
+_STATUS_LINES: Final = STATUS_LINES  # Final: read from a C static when compiled, not the module dict
+_join_head: Final = join_head
 _CHUNKED: Final = CHUNKED
 
 
@@ -78,7 +79,7 @@ class ResponseWriter(RequestSink, ResponseChannel):
             added.append(b"Transfer-Encoding: chunked\r\n")
             self._chunked = True
         added.append(head_end(keep, version))
-        self.send(join_head([_STATUS_LINES.get(status) or status_line(status)], headers, added))
+        self.send(_join_head([_STATUS_LINES.get(status) or status_line(status)], headers, added))
 
     def response_body(self, data: bytes) -> None:
         self.send(chunk(data) if self._chunked else data)
