@@ -19,6 +19,7 @@ from sidegate.admin.explain import ExplainLookup, TraceLookup, explain_routes
 from sidegate.admin.server import start_admin_server
 from sidegate.admin.stats import StatsBackend, stats_routes
 from sidegate.config.snapshot import CacheSettings, ListenerSpec
+from sidegate.server.listener import bind_tcp
 from sidegate.watch import watch_config
 
 _BACKGROUND: set[asyncio.Task[Any]] = set()
@@ -60,6 +61,9 @@ class ControlPlane:
             admin.host,
             admin.port,
             backend,
+            # Bound here: given a host string, the loop would encode it with the "idna" codec,
+            # which imports stringprep and unicodedata (~0.3 MiB of RSS for the process's life).
+            sock=bind_tcp(admin.host, admin.port, reuse_port=False),
             routes={
                 **cache_routes(self._cache),
                 **stats_routes(backend),
