@@ -28,7 +28,9 @@ def labels_text(version: str) -> str:
     return f'app="shop"\npod-template-hash="5d8f7c"\nversion="{version}"'
 
 
-def start(gateway: GatewayFactory, tmp_path: Path, version: str) -> tuple[GatewayProcess, ConfigMapDir]:
+def start(
+    gateway: GatewayFactory, tmp_path: Path, version: str, **top: Any
+) -> tuple[GatewayProcess, ConfigMapDir]:
     podinfo = ConfigMapDir(tmp_path / "podinfo", name="labels")
     podinfo.dir.mkdir()
     podinfo.write(labels_text(version))
@@ -52,7 +54,7 @@ def start(gateway: GatewayFactory, tmp_path: Path, version: str) -> tuple[Gatewa
             ]
         },
     }
-    gw = gateway(routes=routes, pod={"labels_file": str(podinfo.path)}, profiles=[canary])
+    gw = gateway(routes=routes, pod={"labels_file": str(podinfo.path)}, profiles=[canary], **top)
     return gw, podinfo
 
 
@@ -156,3 +158,14 @@ def test_malformed_labels_on_relabel_keep_the_running_profile(
     assert "line 1 is 'version v1', not key=\"value\"" in dump["last_reload"]["error"]
     assert dump["profiles"]["in_force"] == ["canary"]
     assert get(gw, "/") == (200, "canary")
+
+
+def test_with_workers_the_supervisor_watches_the_labels_and_every_worker_switches(
+    gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw, podinfo = start(gateway, tmp_path, "v1", workers=2)
+    assert get(gw, "/") == (200, None)
+    podinfo.write(labels_text("v2"))
+    wait_until(lambda: in_force(gw) == ["canary"], 5, what="the canary profile after the relabel")
+    # Every request on a new connection, so the kernel spreads them over both workers.
+    assert {get(gw, "/")[1] for _ in range(20)} == {"canary"}
