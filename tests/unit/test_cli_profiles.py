@@ -135,3 +135,24 @@ def test_a_config_without_profiles_says_nothing_about_labels(
         validate(capsys, "--config", str(path), "--labels", "version=v2")[1]
         == f"OK: {path} (1 route, 1 upstream)\n"
     )
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "profiles.yaml"
+
+
+@pytest.mark.parametrize(
+    ("labels", "summary"),
+    [
+        ([], "2 routes, 1 upstream; profiles checked: canary, drain-legacy"),
+        (["--labels", "version=v2"], "3 routes, 1 upstream; labels version=v2: profiles in force: canary"),
+        (
+            ["--labels", "version=v2,track=legacy"],
+            "2 routes, 1 upstream; labels version=v2,track=legacy: profiles in force: canary, drain-legacy",
+        ),
+    ],
+)
+def test_the_readmes_commands_on_the_example(
+    capsys: pytest.CaptureFixture[str], labels: list[str], summary: str
+) -> None:
+    code = cli.main(["validate", "--config", str(EXAMPLE), *labels])
+    assert (code, capsys.readouterr().out) == (0, f"OK: {EXAMPLE} ({summary})\n")
