@@ -201,6 +201,23 @@ def test_a_bad_value_from_a_profile_is_reported_at_the_profiles_line() -> None:
     assert issue.message.endswith("(set by profile 'canary')")
 
 
+def test_an_error_names_the_profile_that_set_the_value_when_several_apply() -> None:
+    profiles = """\
+    - name: canary
+      match: {version: v2}
+      patch: {routes: [{name: all, upstream: nowhere}]}
+    - name: eu
+      match: {zone: eu}
+      patch: {routes: [{name: legacy, $patch: delete}]}
+    """
+    with pytest.raises(ConfigError) as info:
+        load(profiles, "version=v2,zone=eu")
+    [issue] = info.value.issues
+    assert issue.path == "routes[1].upstream"  # "all" moved up when "eu" deleted "legacy"
+    assert issue.message.endswith("(set by profile 'canary')")
+    assert issue.line == BASE.count("\n") + 4
+
+
 def test_the_merged_config_is_checked_across_the_file() -> None:
     issues = issues_of("- {name: c, match: {version: v2}, patch: {upstreams: {app: null}}}\n")
     assert {issue.path for issue in issues} == {"routes[0].upstream", "routes[2].upstream"}
@@ -242,6 +259,11 @@ def test_a_profile_that_does_not_match_is_not_in_the_running_config() -> None:
             "- {name: c, match: {version: v2}, patch: {cache: {$patch: merge}}}\n",
             "profiles[0].patch.cache['$patch']",
             "is not a directive here; use one of: replace",
+        ),
+        (
+            "- {name: c, match: {version: v2}, patch: {$patch: replace, routes: []}}\n",
+            "profiles[0].patch['$patch']",
+            "cannot replace or delete it whole",
         ),
         (
             "- {name: c, match: {version: v2}}\n- {name: c, match: {version: v3}}\n",

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sidegate.config import load
 from sidegate.config.check import normalise
 from sidegate.config.compile import compile_checked
 from sidegate.config.labels import LabelsError, format_labels, parse_downward_labels, parse_env_labels
-from sidegate.config import load
 from sidegate.config.load import LoadedConfig
 from sidegate.config.snapshot import Snapshot
 from sidegate.errors import ConfigError, ConfigIssue

@@ -79,15 +79,25 @@ def apply_profiles(
         return applied
     origins: dict[Path, Path] = {path: path for path in doc.lines}
     for index, profile in chosen:
+        where: Path = ("profiles", index, "patch")
+        if DIRECTIVE in profile["patch"]:
+            _issue(
+                doc, (*where, DIRECTIVE), "a profile patches the config; it cannot replace or delete it whole"
+            )
+        patch = {k: v for k, v in profile["patch"].items() if k not in ("profiles", "pod", DIRECTIVE)}
         merger = _Merger(doc, origins, str(profile["name"]))
-        patch = {k: v for k, v in profile["patch"].items() if k not in ("profiles", "pod")}
-        data = merger.merge(data, (), patch, ("profiles", index, "patch"), ())
+        data = merger.merge(data, (), patch, where, ())
         origins = merger.new
-        applied.notes.update(merger.notes)
     doc.data = data
     source_lines = doc.lines
     doc.lines = {path: source_lines[src] for path, src in origins.items() if src in source_lines}
     applied.skip = {path for path, src in origins.items() if src in skip}
+    names = {index: str(profile["name"]) for index, profile in chosen}
+    applied.notes = {
+        format_path(path): f"set by profile {names[src[1]]!r}"
+        for path, src in origins.items()
+        if len(src) > 2 and src[0] == "profiles" and src[2] == "patch" and src[1] in names
+    }
     return applied
 
 
@@ -215,14 +225,13 @@ class _Merger:
     """One profile's patch merged onto the tree so far, recording where each value came from.
 
     ``old`` maps each path of the tree so far to the path in the file it was written at;
-    ``new`` is the same for the merged tree. ``notes`` names the profile for the values it set.
+    ``new`` is the same for the merged tree.
     """
 
     def __init__(self, doc: Document, old: dict[Path, Path], profile: str) -> None:
         self.doc = doc
         self.old = old
         self.new: dict[Path, Path] = {}
-        self.notes: dict[str, str] = {}
         self.profile = profile
 
     def merge(self, base: Any, base_at: Path, patch: Any, patch_src: Path, at: Path) -> Any:
@@ -326,7 +335,6 @@ class _Merger:
     def _take(self, value: Any, src: Path, at: Path) -> Any:
         """A value of the patch, placed at ``at``: without its directives and null keys."""
         self.new[at] = src
-        self.notes[format_path(at)] = f"set by profile {self.profile!r}"
         if isinstance(value, dict):
             self._directive(value, src, allowed=("replace",))
             return {
