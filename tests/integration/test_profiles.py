@@ -29,11 +29,13 @@ def labels_text(version: str) -> str:
 
 
 def start(
-    gateway: GatewayFactory, tmp_path: Path, version: str, **top: Any
+    gateway: GatewayFactory, tmp_path: Path, version: str | None, **top: Any
 ) -> tuple[GatewayProcess, ConfigMapDir]:
+    """The gateway, with the labels file at ``version`` (None: no labels file yet)."""
     podinfo = ConfigMapDir(tmp_path / "podinfo", name="labels")
     podinfo.dir.mkdir()
-    podinfo.write(labels_text(version))
+    if version is not None:
+        podinfo.write(labels_text(version))
     limit = {"requests": BASE_LIMIT, "per": "60s", "key": "header:X-Client"}
     routes: list[dict[str, Any]] = [
         {
@@ -169,3 +171,15 @@ def test_with_workers_the_supervisor_watches_the_labels_and_every_worker_switche
     wait_until(lambda: in_force(gw) == ["canary"], 5, what="the canary profile after the relabel")
     # Every request on a new connection, so the kernel spreads them over both workers.
     assert {get(gw, "/")[1] for _ in range(20)} == {"canary"}
+
+
+def test_without_the_labels_file_the_base_runs_with_a_warning_until_it_appears(
+    gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw, podinfo = start(gateway, tmp_path, None)
+    assert f"the labels file {podinfo.path} does not exist: no profile applies" in gw.log()
+    assert admin_json(gw.admin_port, "/config_dump")["profiles"]["labels"] is None
+    assert get(gw, "/") == (200, None)
+    podinfo.write(labels_text("v2"))  # the volume is mounted late (or the path is fixed)
+    wait_until(lambda: in_force(gw) == ["canary"], 5, what="the canary profile once the labels exist")
+    assert get(gw, "/") == (200, "canary")
