@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from sidegate.config.fields import scalar_to_str
+from sidegate.config.fields import OrPlainString, scalar_to_str
 
 DEFAULT_LABELS_FILE = "/etc/podinfo/labels"
 #: Top-level keys a profile's patch may not change: they choose the profiles.
@@ -40,7 +40,7 @@ def _values(value: object) -> object:
     return [scalar_to_str(value)]
 
 
-LabelValues = Annotated[list[str], BeforeValidator(_values), Field(min_length=1)]
+LabelValues = Annotated[list[str], BeforeValidator(_values), OrPlainString(), Field(min_length=1)]
 
 
 class Pod(_Model):

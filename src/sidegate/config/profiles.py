@@ -24,7 +24,6 @@ and says which profile set it (:func:`annotate`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,7 +192,7 @@ def _read_labels(
         _issue(doc, ("pod", "labels_file"), f"cannot read the labels file {path}: {exc.strerror or exc}")
         return None, f"file {path}"
     try:
-        return parse_downward_labels(text), f"file {os.path.abspath(path)}"
+        return parse_downward_labels(text), f"file {path}"
     except LabelsError as exc:
         _issue(doc, ("pod", "labels_file"), f"the labels file {path} cannot be read: {exc}")
         return None, f"file {path}"
