@@ -7,7 +7,9 @@ while ``validate``, a one-shot command, validates in-process and then compiles t
 gateway would, so that a filter that cannot start is reported too. ``validate``
 never shows a traceback: every outcome is one ``OK`` line, or one line per issue on stderr in the
 ``FILE:LINE: path: message`` form that editors and CI annotate; a warning (what works, but not as
-one may think) is ``FILE:LINE: path: warning: message`` and does not fail the check. ``run``
+one may think) is ``FILE:LINE: path: warning: message`` and does not fail the check. For a config
+with ``profiles:`` it checks the base and each profile (:mod:`sidegate.config.profile_check`), or,
+with ``--labels k=v,...`` or ``--labels-file``, exactly what a pod with those labels runs. ``run``
 reports a config it cannot start with in the same form, or as JSON log records with
 ``--log-format json``. Exit codes: 0 success, 1 invalid config or failure, 2 usage error (argparse).
 """

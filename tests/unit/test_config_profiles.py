@@ -266,6 +266,16 @@ def test_a_profile_that_does_not_match_is_not_in_the_running_config() -> None:
             "cannot replace or delete it whole",
         ),
         (
+            "- {name: c, match: {version: 'v2 beta'}}\n",
+            "profiles[0].match.version",
+            "'v2 beta' can never be a label's value",
+        ),
+        (
+            "- {name: c, match: {'app version': v2}}\n",
+            "profiles[0].match['app version']",
+            "'app version' is not a Kubernetes label key",
+        ),
+        (
             "- {name: c, match: {version: v2}}\n- {name: c, match: {version: v3}}\n",
             "profiles[1].name",
             "'c' is also profiles[0]; profile names are unique",

@@ -18,15 +18,23 @@ validated as a whole by :class:`~sidegate.config.model.SidegateConfig`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from sidegate.config.fields import OrPlainString, scalar_to_str
 
 DEFAULT_LABELS_FILE = "/etc/podinfo/labels"
 #: Top-level keys a profile's patch may not change: they choose the profiles.
 NOT_PATCHABLE = ("profiles", "pod")
+
+
+# Kubernetes' label syntax: a value no label can hold makes a profile that can never match.
+_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_PREFIX = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+_LABEL_KEY = re.compile(rf"(?:{_PREFIX}/)?{_NAME}")
+_LABEL_VALUE = re.compile(rf"(?:{_NAME})?")
 
 
 class _Model(BaseModel):
@@ -40,7 +48,27 @@ def _values(value: object) -> object:
     return [scalar_to_str(value)]
 
 
-LabelValues = Annotated[list[str], BeforeValidator(_values), OrPlainString(), Field(min_length=1)]
+def _label_values(values: list[str]) -> list[str]:
+    for value in values:
+        if not _LABEL_VALUE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} can never be a label's value (at most 63 of A-Z a-z 0-9 - _ ., "
+                "starting and ending with a letter or digit), so this profile would never match"
+            )
+    return values
+
+
+def _label_key(key: str) -> str:
+    if not _LABEL_KEY.fullmatch(key) or len(key) > 317:
+        msg = f"{key!r} is not a Kubernetes label key (e.g. version, app.kubernetes.io/version)"
+        raise ValueError(msg)
+    return key
+
+
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValues = Annotated[
+    list[str], BeforeValidator(_values), AfterValidator(_label_values), OrPlainString(), Field(min_length=1)
+]
 
 
 class Pod(_Model):
@@ -62,7 +90,7 @@ class Profile(_Model):
     """An overlay applied on top of the base config when the pod's labels match."""
 
     name: str = Field(min_length=1, description="unique profile name (shown in /config_dump and logs)")
-    match: dict[str, LabelValues] = Field(
+    match: dict[LabelKey, LabelValues] = Field(
         min_length=1, description="labels the pod must have: a value, or a list of accepted values"
     )
     patch: dict[str, Any] = Field(
