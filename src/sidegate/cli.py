@@ -7,7 +7,9 @@ while ``validate``, a one-shot command, validates in-process and then compiles t
 gateway would, so that a filter that cannot start is reported too. ``validate``
 never shows a traceback: every outcome is one ``OK`` line, or one line per issue on stderr in the
 ``FILE:LINE: path: message`` form that editors and CI annotate; a warning (what works, but not as
-one may think) is ``FILE:LINE: path: warning: message`` and does not fail the check. ``run``
+one may think) is ``FILE:LINE: path: warning: message`` and does not fail the check. For a config
+with ``profiles:`` it checks the base and each profile (:mod:`sidegate.config.profile_check`), or,
+with ``--labels k=v,...`` or ``--labels-file``, exactly what a pod with those labels runs. ``run``
 reports a config it cannot start with in the same form, or as JSON log records with
 ``--log-format json``. Exit codes: 0 success, 1 invalid config or failure, 2 usage error (argparse).
 """
@@ -32,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: str = args.command
     if command == "validate":
-        return validate(args.config)
+        return validate(args.config, args.labels, args.labels_file)
     if command == "schema":
         return schema()
     if command == "version":
@@ -66,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     check.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    pod = check.add_mutually_exclusive_group()
+    pod.add_argument(
+        "--labels",
+        metavar="K=V,...",
+        help="check the config a pod with these labels runs (its profiles merged); "
+        "default: the base and each profile on its own",
+    )
+    pod.add_argument(
+        "--labels-file", metavar="FILE", help="like --labels, read from a downward API labels file"
+    )
     for name, text in (("schema", "print the config JSON Schema"), ("version", "print the version")):
         commands.add_parser(name, help=text, description=text.capitalize() + ".", formatter_class=_Formatter)
     return parser
@@ -98,15 +110,18 @@ def _terminal_width() -> int:
         return 80
 
 
-def validate(path: str) -> int:
-    """Load and compile ``path``; print ``OK: ...`` (exit 0) or every issue on stderr (exit 1)."""
-    try:
-        from sidegate.config.check import normalise
-        from sidegate.config.compile import compile_checked
-        from sidegate.config.load import load_config
+def validate(path: str, labels: str | None = None, labels_file: str | None = None) -> int:
+    """Load and compile ``path``; print ``OK: ...`` (exit 0) or every issue on stderr (exit 1).
 
-        loaded = load_config(path)
-        snapshot = compile_checked(normalise(loaded))
+    With ``labels`` (``k=v,...``) or ``labels_file`` (the downward API format), check the config
+    a pod with those labels runs; without, the base config and then each profile on top of it,
+    with labels its ``match`` asks for (a profile is a config a pod may run: CI checks them all).
+    """
+    try:
+        from sidegate.config.profile_check import check_profiles, read_labels_option
+
+        pod_labels = read_labels_option(labels, labels_file)
+        checked = check_profiles(path, pod_labels)
     except ConfigError as exc:
         _print_issues(exc.source or path, exc.issues, exc.warnings)
         print(f"{path}: {_count(len(exc.issues), 'problem')} found", file=sys.stderr)
@@ -114,10 +129,11 @@ def validate(path: str) -> int:
     except Exception as exc:  # never a traceback: say what broke and where
         print(f"{path}: cannot validate: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    _print_issues(path, [], loaded.warnings)
-    routes, upstreams = len(snapshot.routes), len(snapshot.upstreams)
-    warned = f"; {_count(len(loaded.warnings), 'warning')}" if loaded.warnings else ""
-    print(f"OK: {path} ({_count(routes, 'route')}, {_count(upstreams, 'upstream')}{warned})")
+    _print_issues(path, [], checked.warnings)
+    routes, upstreams = len(checked.snapshot.routes), len(checked.snapshot.upstreams)
+    warned = f"; {_count(len(checked.warnings), 'warning')}" if checked.warnings else ""
+    summary = f"; {checked.summary}" if checked.summary else ""
+    print(f"OK: {path} ({_count(routes, 'route')}, {_count(upstreams, 'upstream')}{warned}{summary})")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from sidegate.admin.cache import cache_routes
@@ -44,11 +44,14 @@ class ControlPlane:
         stopped: asyncio.Event,
         cache: Callable[[], CacheSettings],
         history: tuple[ExplainLookup, TraceLookup],
+        *,
+        watched: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self._backend = backend
         self._history = history
         self._cache = cache
         self._path = path
+        self._watched = watched  # the files whose change reloads (default: the config file)
         self._stopped = stopped
         self._stop_watch = asyncio.Event()
         self._admin: asyncio.Server | None = None
@@ -71,7 +74,9 @@ class ControlPlane:
                 **explain_routes(*self._history),
             },
         )
-        self._watcher = background(watch_config(self._path, backend.reload, self._stop_watch))
+        self._watcher = background(
+            watch_config(self._path, backend.reload, self._stop_watch, watched=self._watched)
+        )
         loop.add_signal_handler(signal.SIGHUP, lambda: background(backend.reload()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)

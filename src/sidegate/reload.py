@@ -21,7 +21,7 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,11 @@ class ConfigState:
         # What the process is bound to: a reload cannot move these.
         self._running = {"inbound": str(running.inbound), "admin": str(running.admin)}
         self._workers = running.workers
+        self.labels_file = labels_file_of(running.dump)
+
+    def watched(self) -> tuple[str, ...]:
+        """The files whose change reloads: the config, and the labels file its profiles read."""
+        return (self.path,) if self.labels_file is None else (self.path, self.labels_file)
 
     def dump(self, snapshot: Snapshot, version: int) -> dict[str, Any]:
         config = copy.deepcopy(dict(snapshot.dump))
@@ -74,6 +79,7 @@ class ConfigState:
                 "at": self.last_attempt,
             },
             "restart_pending": self.restart_pending,
+            "profiles": profiles_in_force(config),
             "config": config,
         }
 
@@ -126,13 +132,14 @@ class Reloader:
         state.last_error = f"{unconfirmed} workers did not confirm" if unconfirmed else None
         state.loaded_at = time.time()
         state.restart_pending = warnings
+        state.labels_file = labels_file_of(checked.config)
         log_warnings(checked)
         for warning in warnings:
             self._log.warning("config reload: %s", warning, extra={"event": "restart_pending"})
         version = self._metrics.config_version
         seconds = round(time.monotonic() - began, 3)
         result = "partial" if unconfirmed else "ok"
-        fields = reload_fields(result, version)
+        fields = reload_fields(result, version, profiles=profiles_in_force(checked.config)["in_force"])
         if swapped.unconfirmed is not None:
             fields["unconfirmed"] = unconfirmed
         fields.update(seconds=seconds, checked_in=checked_in)
@@ -141,8 +148,36 @@ class Reloader:
         return True, f"version {version}" + ("; " + "; ".join(warnings) if warnings else "")
 
 
+def labels_file_of(config: Mapping[str, Any]) -> str | None:
+    """The labels file a config's profiles are chosen by (None: no profiles, or labels from env)."""
+    pod = config.get("pod")
+    if not config.get("profiles") or not isinstance(pod, Mapping) or pod.get("labels_env"):
+        return None
+    path = pod.get("labels_file")
+    return path if isinstance(path, str) and path else None
+
+
+def profiles_in_force(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``/config_dump``'s ``profiles``: those in force, every one defined, and the labels read."""
+    pod = config.get("pod")
+    pod = pod if isinstance(pod, Mapping) else {}
+    defined = [p.get("name") for p in config.get("profiles") or () if isinstance(p, Mapping)]
+    return {
+        "in_force": list(pod.get("profiles_in_force") or ()),
+        "defined": defined,
+        "labels": pod.get("labels"),
+        "labels_from": pod.get("labels_from") or None,
+    }
+
+
 def log_warnings(checked: Normalised) -> None:
-    """The checker's warnings about a config that works, but not as one may think."""
+    """The checker's warnings about a config that works, but not as one may think; and the
+    profiles in force, when the config has any."""
+    chosen = profiles_in_force(checked.config)
+    if chosen["defined"]:
+        in_force = ", ".join(chosen["in_force"]) or "none (the base config)"
+        fields = {"event": "profiles", **chosen}
+        logging.getLogger("sidegate.config").info("profiles in force: %s", in_force, extra=fields)
     for issue in checked.warnings:
         fields = {"event": "config_warning", **issue.fields(checked.source)}
         logging.getLogger("sidegate.config").warning(issue.located(checked.source), extra=fields)

@@ -100,7 +100,12 @@ class SingleProcess:
         await gateway.start()
         self._reload = Reloader(self.state, gateway.metrics, self._swap, log)
         control = ControlPlane(
-            self, self.path, self.stopped, lambda: gateway.snapshot.cache, (self.explain, self.traces)
+            self,
+            self.path,
+            self.stopped,
+            lambda: gateway.snapshot.cache,
+            (self.explain, self.traces),
+            watched=self.state.watched,
         )
         await control.start(self.snapshot.admin)
         self.ready = True

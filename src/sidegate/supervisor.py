@@ -298,7 +298,12 @@ class Supervisor:
         for worker in self.workers:
             self._spawn(worker)
         control = ControlPlane(
-            self, self.path, self.stopped, lambda: self.snapshot.cache, (self.explain, self.traces)
+            self,
+            self.path,
+            self.stopped,
+            lambda: self.snapshot.cache,
+            (self.explain, self.traces),
+            watched=self.state.watched,
         )
         await control.start(self.snapshot.admin)
         log.info(

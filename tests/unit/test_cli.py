@@ -85,7 +85,7 @@ def test_validate_missing_file(tmp_path: Path) -> None:
 def test_validate_catches_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def boom(path: str) -> None:
+    def boom(path: str, *args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr("sidegate.config.load.load_config", boom)

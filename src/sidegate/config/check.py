@@ -23,9 +23,11 @@ environment) and prints ONE JSON document on stdout, then exits 0, whatever the 
 ``config`` is the normalised config (:func:`normalise`): every default filled in, durations as
 float seconds, sizes as int bytes, addresses as ``"host:port"`` strings, enums as their values,
 unset optional values as ``null``, each route's ``filters`` as ``{name: config}`` in chain order.
-``lines`` gives the line of each route's filter entry. Any failure, even an unexpected exception,
-is an issue (at path ``""`` when it has no better place), never a traceback. Exit status 2 is
-for a usage error only (argparse's message on stderr).
+``lines`` gives the line of each route's filter entry. The config is the merged one (the base
+with the ``profiles:`` the pod's labels select); ``pod`` also says which profiles are in force
+(``profiles_in_force``), the labels read (``labels``) and where from (``labels_from``).
+Any failure, even an unexpected exception, is an issue (at path ``""`` when it has no better
+place), never a traceback. Exit status 2 is for a usage error only (argparse's message on stderr).
 
 :func:`check_file` and :func:`check_text` do the same in-process, for the CLI and tests.
 """
@@ -63,6 +65,7 @@ def normalise(loaded: LoadedConfig) -> Normalised:
             line = loaded.line_of(("routes", index, "filters", name))
             if line is not None:
                 lines[filter_path(index, name)] = line
+    data["pod"].update(loaded.profiles.plain())  # what the labels chose, for /config_dump
     return Normalised(data, loaded.source, lines, loaded.warnings)
 
 

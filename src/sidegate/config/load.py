@@ -4,7 +4,8 @@ The steps, each adding :class:`~sidegate.errors.ConfigIssue` values rather than 
 
 1. read the file (missing, unreadable, not UTF-8, empty);
 2. parse the YAML with line marks and duplicate-key detection (:mod:`sidegate.config.source`);
-3. substitute ``${ENV}`` references in string values;
+3. substitute ``${ENV}`` references in string values, then apply the ``profiles:`` the pod's labels
+   select (:mod:`sidegate.config.profiles`): what follows checks the merged config;
 4. validate against :class:`~sidegate.config.model.SidegateConfig`, turning pydantic's errors into
    dotted paths, lines and messages that say what was found and what would work;
 5. check what needs the whole file: each route's upstream exists, route names are unique;
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from sidegate.config.model import Route, SidegateConfig
+from sidegate.config.profiles import ProfileChoice, annotate, apply_profiles
 from sidegate.config.reach import check_reach
 from sidegate.config.source import Document, Path, format_path, line_for, parse_yaml, substitute_env
 from sidegate.errors import ConfigError, ConfigIssue
@@ -46,16 +48,23 @@ class LoadedConfig:
     text: str
     lines: Mapping[Path, int] = field(default_factory=dict)
     warnings: tuple[ConfigIssue, ...] = ()  # what works, but not as one may think
+    profiles: ProfileChoice = field(default_factory=ProfileChoice)  # in force, and the labels read
 
     def line_of(self, path: Path) -> int | None:
         """Line of ``path`` (e.g. ``("routes", 0, "filters")``), or of its nearest ancestor."""
         return line_for(self.lines, path)
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> LoadedConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> LoadedConfig:
     """Load and validate the config file at ``path``; raise :class:`ConfigError` listing every issue.
 
-    ``environ`` (default: ``os.environ``) supplies ``${NAME}`` substitutions.
+    ``environ`` (default: ``os.environ``) supplies ``${NAME}`` substitutions (and
+    ``pod.labels_env``); ``labels``, when given, are the pod's labels instead of those the
+    ``pod:`` section says where to read (``sidegate validate --labels``).
     """
     source = os.fspath(path)
     try:
@@ -72,11 +81,14 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([ConfigIssue("", "the file is not valid UTF-8 text", line)], source) from None
-    return load_config_text(text, source, environ)
+    return load_config_text(text, source, environ, labels)
 
 
 def load_config_text(
-    text: str, source: str = "<string>", environ: Mapping[str, str] | None = None
+    text: str,
+    source: str = "<string>",
+    environ: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> LoadedConfig:
     """Like :func:`load_config`, for config text already in memory (tests, admin uploads)."""
     if not text.strip() or _only_comments(text):
@@ -89,13 +101,22 @@ def load_config_text(
         found = "nothing" if doc.data is None else type(doc.data).__name__
         msg = f"the top level must be a mapping (`listeners:`, `upstreams:`, `routes:`), found {found}"
         raise ConfigError([*doc.issues, ConfigIssue("", msg, 1)], source)
-    skip = substitute_env(doc, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    applied = apply_profiles(doc, environ, substitute_env(doc, environ), labels)
+    skip = applied.skip
     config = _validate(doc, skip)
     _check_references(doc)
-    warnings = _sorted(check_reach(doc, skip))
+    warnings = _sorted(annotate([*applied.warnings, *check_reach(doc, skip)], applied.notes))
     if doc.issues or config is None:
-        raise ConfigError(_sorted(doc.issues), source, warnings)
-    return LoadedConfig(config=config, source=source, text=text, lines=doc.lines, warnings=tuple(warnings))
+        raise ConfigError(_sorted(annotate(doc.issues, applied.notes)), source, warnings)
+    return LoadedConfig(
+        config=config,
+        source=source,
+        text=text,
+        lines=doc.lines,
+        warnings=tuple(warnings),
+        profiles=applied.choice,
+    )
 
 
 def _only_comments(text: str) -> bool:

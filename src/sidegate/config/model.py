@@ -56,6 +56,7 @@ from sidegate.config.fields import (
 )
 from sidegate.config.listeners import Listeners
 from sidegate.config.observability import Observability
+from sidegate.config.pod import Pod, Profile
 from sidegate.config.redis import Redis
 from sidegate.filters.base import FilterConfig
 from sidegate.filters.registry import known_names, lookup
@@ -397,6 +398,11 @@ class SidegateConfig(_Model):
     redis: Redis = Field(default_factory=Redis, description="Redis for rate limits shared across pods")
     observability: Observability = Field(
         default_factory=Observability, description="access log, tracing, explain, app metrics"
+    )
+    pod: Pod = Field(default_factory=Pod, description="where the pod's labels are read, for profiles")
+    profiles: list[Profile] = Field(
+        default_factory=list,
+        description="overlays applied on top of this config when the pod's labels match, in order",
     )
 
 
