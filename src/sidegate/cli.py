@@ -19,6 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sidegate import __version__
 from sidegate.errors import ConfigError, ConfigIssue
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: str = args.command
     if command == "validate":
-        return validate(args.config)
+        return validate(args.config, args.grace_period)
     if command == "schema":
         return schema()
     if command == "version":
@@ -66,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     check.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    check.add_argument(
+        "--grace-period",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="the pod's terminationGracePeriodSeconds: warn when drain_delay + drain_timeout "
+        "is longer (default: 30, Kubernetes' default)",
+    )
     for name, text in (("schema", "print the config JSON Schema"), ("version", "print the version")):
         commands.add_parser(name, help=text, description=text.capitalize() + ".", formatter_class=_Formatter)
     return parser
@@ -98,15 +107,34 @@ def _terminal_width() -> int:
         return 80
 
 
-def validate(path: str) -> int:
-    """Load and compile ``path``; print ``OK: ...`` (exit 0) or every issue on stderr (exit 1)."""
+def _seconds(text: str) -> float:
+    """A ``--grace-period`` value: seconds, a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def validate(path: str, grace_period: float = 30.0) -> int:
+    """Load and compile ``path``; print ``OK: ...`` (exit 0) or every issue on stderr (exit 1).
+
+    ``grace_period`` is the pod's ``terminationGracePeriodSeconds``: a stop that takes longer
+    is a warning (:func:`sidegate.config.grace.grace_warning`)."""
     try:
         from sidegate.config.check import normalise
         from sidegate.config.compile import compile_checked
+        from sidegate.config.grace import grace_warning
         from sidegate.config.load import load_config
 
         loaded = load_config(path)
         snapshot = compile_checked(normalise(loaded))
+        line = loaded.lines.get(("drain_delay",)) or loaded.lines.get(("drain_timeout",))
+        grace = grace_warning(loaded.config, grace_period, line=line)
+        if grace is not None:
+            loaded = replace(loaded, warnings=(*loaded.warnings, grace))
     except ConfigError as exc:
         _print_issues(exc.source or path, exc.issues, exc.warnings)
         print(f"{path}: {_count(len(exc.issues), 'problem')} found", file=sys.stderr)

@@ -92,6 +92,7 @@ class BackgroundFetch(UpstreamUser):
         self.keep_alive = False
         self.body: list[bytes] = []
         self.size = 0
+        self.problem = ""  # why it failed, when ``done`` got None
 
     def start(self) -> None:
         self.request_time = self.clock()
@@ -138,6 +139,7 @@ class BackgroundFetch(UpstreamUser):
         if conn is not None:
             conn.close()  # mid-response: it cannot be reused
         log.info("%s to %s failed: %s", self.purpose, self.pool.endpoint, why)
+        self.problem = why
         self._finish(None)
 
     def _finish(self, result: Fetched | None) -> None:
