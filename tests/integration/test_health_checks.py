@@ -186,6 +186,11 @@ def test_ready_waits_for_the_app_then_follows_its_health(
     # Unhealthy, but the only endpoint: requests still go to it (panic routing), the app answers.
     assert gw.served_by(2) == ["app-a", "app-a"]
 
+    # The log tells each change, and a run of failures once (not one line per check).
+    log = gw.log()
+    assert f"endpoint {app.address} of upstream app is unhealthy: answered 500, not 2xx" in log, log
+    assert log.count("health check of") <= 2, log
+
     app.health = 200
     wait_until(lambda: gw.ready()[0] == 200, 3, what="/ready 200 after two good checks")
     assert f'sidegate_upstream_endpoint_healthy{{upstream="app",endpoint="{app.address}"}} 1' in gw.metrics()

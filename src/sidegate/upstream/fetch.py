@@ -73,6 +73,7 @@ class BackgroundFetch(UpstreamUser):
         clock: Callable[[], float],
         done: Callable[[Fetched | None], None],
         purpose: str,
+        log_failures: bool = True,
     ) -> None:
         self.pool = pool
         self.head = head
@@ -82,6 +83,7 @@ class BackgroundFetch(UpstreamUser):
         self.clock = clock
         self.done = done
         self.purpose = purpose
+        self.log_failures = log_failures  # False: the caller reports ``problem`` itself
         self.conn: UpstreamConnection | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
@@ -138,7 +140,8 @@ class BackgroundFetch(UpstreamUser):
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()  # mid-response: it cannot be reused
-        log.info("%s to %s failed: %s", self.purpose, self.pool.endpoint, why)
+        if self.log_failures:
+            log.info("%s to %s failed: %s", self.purpose, self.pool.endpoint, why)
         self.problem = why
         self._finish(None)
 

@@ -27,6 +27,7 @@ beats a certain 503. ``/ready`` is what takes an unhealthy app out of the Servic
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from sidegate.http.messages import Fetched
 from sidegate.upstream.cluster import Cluster
 from sidegate.upstream.fetch import BackgroundFetch
 from sidegate.upstream.pool import EndpointPool
+
+log = logging.getLogger("sidegate.health")
 
 HealthTable = dict[str, dict[str, bool]]  # upstream -> endpoint ("host:port") -> healthy
 _MAX_BODY = 64 * 1024  # a health answer larger than this is a failure (nobody reads it)
@@ -220,6 +223,7 @@ class HealthChecker:
             clock=self._loop.time,
             done=done,
             purpose=f"health check {spec.path} of upstream {key[0]}",
+            log_failures=False,  # a down app would log every interval: its changes are logged
         )
         check.start()
 
@@ -237,18 +241,28 @@ class HealthChecker:
             state.failures = 0
             first = state.changed_at == 0.0  # never healthy yet: one success is enough
             if not state.healthy and (first or state.successes >= spec.healthy_threshold):
-                self._turn(state, True)
+                self._turn(key, state, True)
             return
         state.total_failed += 1
         state.failures += 1
         state.successes = 0
         state.last_problem = (problem or "failed") if result is None else f"answered {result[0]}, not 2xx"
         if state.healthy and state.failures >= spec.unhealthy_threshold:
-            self._turn(state, False)
+            self._turn(key, state, False)
+        elif state.failures == 1:  # the first of a run of failures (not one line per interval)
+            fields = {"event": "health_check", "upstream": key[0], "endpoint": key[1], "result": "failed"}
+            log.info(
+                "health check of %s (upstream %s) failed: %s", *key[::-1], state.last_problem, extra=fields
+            )
 
-    def _turn(self, state: EndpointHealth, healthy: bool) -> None:
+    def _turn(self, key: tuple[str, str], state: EndpointHealth, healthy: bool) -> None:
         state.healthy = healthy
         state.changed_at = time.time()
+        word = "healthy" if healthy else "unhealthy"
+        why = "" if healthy else f": {state.last_problem}"
+        log_at = log.info if healthy else log.warning
+        fields = {"event": "health", "upstream": key[0], "endpoint": key[1], "result": word}
+        log_at("endpoint %s of upstream %s is %s%s", key[1], key[0], word, why, extra=fields)
         self._on_change()
 
 
