@@ -23,8 +23,7 @@ from sidegate.server.inbound import InboundConnection
 from sidegate.server.listener import bind_tcp
 from sidegate.server.shared import ListenerShared
 from sidegate.server.timers import Sweeper
-from sidegate.upstream.cluster import ClusterSet
-from sidegate.upstream.health import HealthTable, apply_health
+from sidegate.upstream.cluster import ClusterSet, HealthTable
 
 
 class Gateway:
@@ -74,7 +73,7 @@ class Gateway:
         if snapshot.workers != old.workers:
             warnings.append(f"workers stays {old.workers} until restart")
         self.proxy.view = self._view(snapshot)
-        apply_health(self.clusters.clusters, self.health)  # rebuilt clusters learn it too
+        self.clusters.set_health(self.health)  # rebuilt clusters learn it too
         self.proxy.recorder.configure(snapshot.observability)
         self.shared.set_limits(snapshot.limits)
         self.snapshot = snapshot
@@ -98,7 +97,7 @@ class Gateway:
     def set_health(self, table: HealthTable) -> None:
         """The endpoints' health as the checks found it: balancers skip the unhealthy ones."""
         self.health = table
-        apply_health(self.clusters.clusters, table)
+        self.clusters.set_health(table)
 
     def stop_keep_alive(self) -> None:
         """``drain_delay``: serve on, but every response from now on says ``Connection: close``

@@ -10,6 +10,8 @@ from sidegate.config.snapshot import UpstreamSpec
 from sidegate.server.timers import Sweeper
 from sidegate.upstream.pool import EndpointPool
 
+HealthTable = dict[str, dict[str, bool]]  # upstream -> endpoint ("host:port") -> healthy
+
 
 class Cluster:
     """Endpoints of one upstream with their pools; ``pick`` is round-robin over the healthy ones.
@@ -95,6 +97,12 @@ class ClusterSet:
                 old.retire()
         self.clusters = new
         return new
+
+    def set_health(self, table: Mapping[str, Mapping[str, bool]]) -> None:
+        """What the health checks found (:mod:`sidegate.upstream.health`): each cluster's
+        balancer skips its unhealthy endpoints (an endpoint not in ``table`` is healthy)."""
+        for name, cluster in self.clusters.items():
+            cluster.set_health(table.get(name, {}))
 
     def report(self) -> list[dict[str, Any]]:
         """Each upstream of the running config with its endpoints' state, for the admin API:

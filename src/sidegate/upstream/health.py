@@ -14,7 +14,7 @@ ready as soon as its app first answers.
 :class:`HealthChecker` keeps the state per ``(upstream, endpoint)``, so a reload keeps it for every
 endpoint still checked; it calls ``on_change`` when an endpoint turns healthy or unhealthy. The
 state reaches the balancers as a plain table, ``{upstream: {endpoint: healthy}}``
-(:meth:`HealthChecker.table`, applied by :func:`apply_health`), the same table the supervisor
+(:meth:`HealthChecker.table`, applied by ``ClusterSet.set_health``), the same table the supervisor
 sends its workers: with ``workers: N`` the checks run once per pod, in the supervisor (as Envoy
 runs them on its main thread), on pools of its own, so the app sees one check per interval
 whatever N is, and ``/ready`` answers for the whole pod from one state.
@@ -35,13 +35,12 @@ from typing import Any
 
 from sidegate.config.snapshot import HealthCheckSpec
 from sidegate.http.messages import Fetched
-from sidegate.upstream.cluster import Cluster
+from sidegate.upstream.cluster import Cluster, HealthTable
 from sidegate.upstream.fetch import BackgroundFetch
 from sidegate.upstream.pool import EndpointPool
 
 log = logging.getLogger("sidegate.health")
 
-HealthTable = dict[str, dict[str, bool]]  # upstream -> endpoint ("host:port") -> healthy
 _MAX_BODY = 64 * 1024  # a health answer larger than this is a failure (nobody reads it)
 _USER_AGENT = b"sidegate-health-check"
 
@@ -152,7 +151,7 @@ class HealthChecker:
     # -- what the checks found -----------------------------------------------------------------
 
     def table(self) -> HealthTable:
-        """``{upstream: {endpoint: healthy}}`` for every checked endpoint (see :func:`apply_health`)."""
+        """``{upstream: {endpoint: healthy}}`` for every checked endpoint (``ClusterSet.set_health``)."""
         out: HealthTable = {}
         for (upstream, endpoint), state in self.states.items():
             out.setdefault(upstream, {})[endpoint] = state.healthy
@@ -264,9 +263,3 @@ class HealthChecker:
         fields = {"event": "health", "upstream": key[0], "endpoint": key[1], "result": word}
         log_at("endpoint %s of upstream %s is %s%s", key[1], key[0], word, why, extra=fields)
         self._on_change()
-
-
-def apply_health(clusters: Mapping[str, Cluster], table: Mapping[str, Mapping[str, bool]]) -> None:
-    """Tell each cluster which of its endpoints are healthy (endpoints not in ``table``: healthy)."""
-    for name, cluster in clusters.items():
-        cluster.set_health(table.get(name, {}))
