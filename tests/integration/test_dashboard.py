@@ -179,7 +179,8 @@ def test_the_dashboard_shows_what_the_health_checks_found(gateway: GatewayFactor
     )
     http(gw.port, "/one")
     browser.open(gw.admin_url("/?interval=0.5"))
-    browser.wait_for("document.querySelector('#chart-upstreams g.endpoint[data-health=\"healthy\"]') !== null")
+    healthy = "#chart-upstreams g.endpoint[data-health='healthy']"
+    browser.wait_for(f'document.querySelector("{healthy}") !== null')
     [endpoint] = read(browser)["endpoints"]
     assert endpoint["data-health"] == "healthy" and endpoint["data-state"] == "ok"
     text = browser.evaluate("document.querySelector('#chart-upstreams g.endpoint').textContent")

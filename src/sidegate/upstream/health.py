@@ -115,6 +115,7 @@ class HealthChecker:
     def update(self, clusters: Mapping[str, Cluster]) -> None:
         """The clusters of the running config (at start and after each reload): endpoints still
         checked keep their state and schedule; new ones start pending and are checked now."""
+        before = self.table()
         wanted: dict[tuple[str, str], tuple[EndpointPool, HealthCheckSpec]] = {}
         self._checked = {}
         for name, cluster in clusters.items():
@@ -139,6 +140,8 @@ class HealthChecker:
             self._targets[key] = fresh = _Target(pool, spec)
             self.states.setdefault(key, EndpointHealth())
             self._schedule(key, fresh, 0.0)
+        if self.table() != before:  # endpoints came or went: the balancers learn it now
+            self._on_change()
 
     def close(self) -> None:
         """Stop checking (the process is stopping)."""
