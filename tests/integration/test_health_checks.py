@@ -8,6 +8,7 @@ test runs with one process and with ``workers: 2`` (checks in the supervisor).
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -36,7 +37,7 @@ CHECK = {
 class FlipApp:
     """An app whose /healthz status the test sets; it records each check's client port."""
 
-    def __init__(self, name: str, health: int = 200) -> None:
+    def __init__(self, name: str, health: int = 200, host: str = HOST) -> None:
         self.name = name
         self.health = health
         self.checks: list[tuple[float, int, str]] = []  # (time, client port, User-Agent)
@@ -48,6 +49,7 @@ class FlipApp:
             def do_GET(self) -> None:
                 if self.path == "/healthz":
                     app.checks.append((time.monotonic(), self.client_address[1], self.headers["User-Agent"]))
+                    app.hosts.append(self.headers["Host"])
                     status, body = app.health, b"health\n"
                 else:
                     status, body = 200, app.name.encode()
@@ -59,9 +61,18 @@ class FlipApp:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        server_class = ThreadingHTTPServer
+        if ":" in host:
+
+            class Server6(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+
+            server_class = Server6
+        self.server = server_class((host, 0), Handler)
         self.server.daemon_threads = True
-        self.address = f"{HOST}:{self.server.server_address[1]}"
+        port = self.server.server_address[1]
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.hosts: list[str] = []  # the Host header of each check
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -243,3 +254,14 @@ def test_checks_run_once_per_pod_on_kept_alive_connections(
     recent = [c for c in app.checks if c[0] >= start]
     assert {agent for _, _, agent in recent} == {"sidegate-health-check"}
     assert len({port for _, port, _ in recent}) <= 2, "each check opened a new connection"
+
+
+def test_an_ipv6_endpoint_is_checked_with_a_valid_host(run: Any, workers: int) -> None:
+    app = FlipApp("v6", host="::1")
+    try:
+        gw = run([app.address], workers)
+        wait_until(lambda: gw.ready()[0] == 200, 15, what="ready with an IPv6 app")
+        assert set(app.hosts) == {app.address}  # "[::1]:port", brackets and all
+        assert gw.endpoint(app.address.replace("[", "").replace("]", ""))["health"]["state"] == "healthy"
+    finally:
+        app.close()

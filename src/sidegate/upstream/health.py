@@ -79,7 +79,8 @@ class _Target:
     def __init__(self, pool: EndpointPool, spec: HealthCheckSpec) -> None:
         self.pool = pool
         self.spec = spec
-        self.head = check_head(spec.path, str(pool.endpoint))
+        host, port = pool.endpoint.host, pool.endpoint.port
+        self.head = check_head(spec.path, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         self.timer: asyncio.TimerHandle | None = None
         self.in_flight = False
 
