@@ -11,16 +11,20 @@ Every test runs with one process and with ``workers: 2``.
 from __future__ import annotations
 
 import http.client
+import os
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from e2e.helpers import admin_post, ready_status, wait_until, worker_pids
-from support.gateway import HOST, GatewayProcess, OriginProcess
+from support.gateway import HOST, SIDEGATE, GatewayProcess, OriginProcess, free_port, make_config
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.parametrize("workers", [1, 2])]
 
@@ -224,3 +228,42 @@ def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
         return response.status, dict(response.getheaders()), response.read()
     finally:
         conn.close()
+
+
+def test_sigterm_to_the_whole_process_group_keeps_the_sequence(
+    tmp_path: Path, origin: OriginProcess, workers: int
+) -> None:
+    """systemd, or an init that signals the group, sends SIGTERM to the workers as well: each
+    runs the same delay, so nothing stops early."""
+    port, admin = free_port(), free_port()
+    config = make_config(
+        origin.address, port=port, admin_port=admin, workers=workers, drain_delay=f"{DELAY}s"
+    )
+    path = tmp_path / "sidegate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with open(tmp_path / "sidegate.log", "wb") as log:
+        proc = subprocess.Popen(
+            [SIDEGATE, "run", "--config", str(path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: ready_status(admin) == 200, 15, what="ready")
+        if workers > 1:
+            wait_until(lambda: len(worker_pids(proc.pid)) == workers, 15, what="worker processes")
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        wait_until(lambda: ready_status(admin) == 503, 0.5, what="/ready 503 at once")
+        answers = [_get(port, f"/in-delay-{i}") for i in range(4)]  # spread over the workers
+        assert all(status == 200 and headers.get("Connection") == "close" for status, headers, _ in answers)
+        code = proc.wait(10)
+        elapsed = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    log_text = (tmp_path / "sidegate.log").read_text(errors="replace")
+    assert code == 0, log_text
+    assert DELAY - 0.05 <= elapsed < DELAY + 3, f"exited {elapsed:.2f}s after SIGTERM"
+    assert "Traceback" not in log_text, log_text
