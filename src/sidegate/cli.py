@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: str = args.command
     if command == "validate":
-        return validate(args.config, args.labels, args.labels_file)
+        return validate(args.config, args.labels, args.labels_file, args.grace_period)
     if command == "schema":
         return schema()
     if command == "version":
@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     pod.add_argument(
         "--labels-file", metavar="FILE", help="like --labels, read from a downward API labels file"
     )
+    check.add_argument(
+        "--grace-period",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="the pod's terminationGracePeriodSeconds: warn when drain_delay + drain_timeout "
+        "is longer (default: 30, Kubernetes' default)",
+    )
     for name, text in (("schema", "print the config JSON Schema"), ("version", "print the version")):
         commands.add_parser(name, help=text, description=text.capitalize() + ".", formatter_class=_Formatter)
     return parser
@@ -110,18 +118,39 @@ def _terminal_width() -> int:
         return 80
 
 
-def validate(path: str, labels: str | None = None, labels_file: str | None = None) -> int:
+def _seconds(text: str) -> float:
+    """A ``--grace-period`` value: seconds, a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def validate(
+    path: str, labels: str | None = None, labels_file: str | None = None, grace_period: float = 30.0
+) -> int:
     """Load and compile ``path``; print ``OK: ...`` (exit 0) or every issue on stderr (exit 1).
 
     With ``labels`` (``k=v,...``) or ``labels_file`` (the downward API format), check the config
     a pod with those labels runs; without, the base config and then each profile on top of it,
     with labels its ``match`` asks for (a profile is a config a pod may run: CI checks them all).
+    ``grace_period`` is the pod's ``terminationGracePeriodSeconds``: a stop that takes longer
+    is a warning (:func:`sidegate.config.grace.grace_warning`).
     """
     try:
+        from sidegate.config.grace import grace_warning
         from sidegate.config.profile_check import check_profiles, read_labels_option
 
         pod_labels = read_labels_option(labels, labels_file)
         checked = check_profiles(path, pod_labels)
+        lines = checked.loaded.lines
+        line = lines.get(("drain_delay",)) or lines.get(("drain_timeout",))
+        grace = grace_warning(checked.snapshot, grace_period, line=line)
+        if grace is not None:
+            checked.warnings.append(grace)
     except ConfigError as exc:
         _print_issues(exc.source or path, exc.issues, exc.warnings)
         print(f"{path}: {_count(len(exc.issues), 'problem')} found", file=sys.stderr)

@@ -1,14 +1,16 @@
 """L5: the control plane, what one pod has once whatever the number of workers.
 
-The admin API (with the cache, stats, dashboard and explain routes), the config file watcher and
-the signal handlers: SIGHUP reloads, SIGTERM and SIGINT ask the process to drain and stop. The
-single process (:mod:`sidegate.runtime`) and the supervisor (:mod:`sidegate.supervisor`) each
-start one, with themselves as its backend.
+The admin API (with the cache, stats, dashboard, explain and shutdown routes), the config file
+watcher and the signal handlers: SIGHUP reloads; SIGTERM asks the process to stop after
+``drain_delay``; SIGINT, a second SIGTERM and ``POST /shutdown`` ask it to drain now
+(:class:`StopRequest`). The single process (:mod:`sidegate.runtime`) and the supervisor
+(:mod:`sidegate.supervisor`) each start one, with themselves as its backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -17,6 +19,7 @@ from sidegate.admin.cache import cache_routes
 from sidegate.admin.dashboard import dashboard_routes
 from sidegate.admin.explain import ExplainLookup, TraceLookup, explain_routes
 from sidegate.admin.server import start_admin_server
+from sidegate.admin.shutdown import shutdown_routes
 from sidegate.admin.stats import StatsBackend, stats_routes
 from sidegate.config.snapshot import CacheSettings, ListenerSpec
 from sidegate.server.listener import bind_tcp
@@ -33,15 +36,51 @@ def background(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     return task
 
 
+class StopRequest:
+    """Whether the process was asked to stop, and whether the drain may wait ``drain_delay``.
+
+    Kubernetes sends SIGTERM and removes the pod from its Services at the same time, and the
+    removal reaches every node's proxy and load balancer a few seconds later: serving on for
+    ``drain_delay`` (not ready, ``Connection: close``) drops nothing that still arrives. SIGINT
+    (Ctrl-C at a terminal), a second SIGTERM and ``POST /shutdown`` (a Job's app, done) skip
+    what is left of the delay: nothing is on its way then, or someone wants it over.
+    """
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.now = asyncio.Event()
+
+    def graceful(self) -> None:
+        """SIGTERM: stop after ``drain_delay``; a second one skips the rest of the delay."""
+        if self.requested.is_set():
+            self.now.set()
+        self.requested.set()
+
+    def immediate(self) -> None:
+        """Drain now, without ``drain_delay``."""
+        self.now.set()
+        self.requested.set()
+
+    async def delay(self, seconds: float) -> float:
+        """Wait ``seconds``, or less if asked to stop now; returns the seconds waited."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        if seconds > 0 and not self.now.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.now.wait(), seconds)
+        return loop.time() - start
+
+
 class ControlPlane:
     """What one pod has once, whatever the number of workers: the admin API, the config
-    watcher and the signal handlers (SIGHUP reloads; SIGTERM and SIGINT set ``stopped``)."""
+    watcher and the signal handlers (SIGHUP reloads; SIGTERM, SIGINT and ``POST /shutdown``
+    ask ``stop`` to stop)."""
 
     def __init__(
         self,
         backend: StatsBackend,
         path: str,
-        stopped: asyncio.Event,
+        stop: StopRequest,
         cache: Callable[[], CacheSettings],
         history: tuple[ExplainLookup, TraceLookup],
         *,
@@ -52,7 +91,7 @@ class ControlPlane:
         self._cache = cache
         self._path = path
         self._watched = watched  # the files whose change reloads (default: the config file)
-        self._stopped = stopped
+        self._stop = stop
         self._stop_watch = asyncio.Event()
         self._admin: asyncio.Server | None = None
         self._watcher: asyncio.Task[Any] | None = None
@@ -72,14 +111,15 @@ class ControlPlane:
                 **stats_routes(backend),
                 **dashboard_routes(),
                 **explain_routes(*self._history),
+                **shutdown_routes(self._stop.immediate),
             },
         )
         self._watcher = background(
             watch_config(self._path, backend.reload, self._stop_watch, watched=self._watched)
         )
         loop.add_signal_handler(signal.SIGHUP, lambda: background(backend.reload()))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopped.set)
+        loop.add_signal_handler(signal.SIGTERM, self._stop.graceful)
+        loop.add_signal_handler(signal.SIGINT, self._stop.immediate)
 
     def stop(self) -> None:
         self._stop_watch.set()

@@ -23,7 +23,7 @@ from sidegate.server.inbound import InboundConnection
 from sidegate.server.listener import bind_tcp
 from sidegate.server.shared import ListenerShared
 from sidegate.server.timers import Sweeper
-from sidegate.upstream.cluster import ClusterSet
+from sidegate.upstream.cluster import ClusterSet, HealthTable
 
 
 class Gateway:
@@ -44,6 +44,7 @@ class Gateway:
         self.shared = ListenerShared(loop, self.proxy, self.sweeper, snapshot.limits)
         self.server: asyncio.Server | None = None
         self.metrics.config_version = 1
+        self.health: HealthTable = {}  # what the active checks found (this process's or the supervisor's)
 
     def _view(self, snapshot: Snapshot) -> View:
         return View(snapshot, self.clusters.update(snapshot.upstreams), self.metrics)
@@ -72,6 +73,7 @@ class Gateway:
         if snapshot.workers != old.workers:
             warnings.append(f"workers stays {old.workers} until restart")
         self.proxy.view = self._view(snapshot)
+        self.clusters.set_health(self.health)  # rebuilt clusters learn it too
         self.proxy.recorder.configure(snapshot.observability)
         self.shared.set_limits(snapshot.limits)
         self.snapshot = snapshot
@@ -91,6 +93,19 @@ class Gateway:
 
             numbers["cache_store"] = store_stats(self.snapshot.cache)
         return numbers
+
+    def set_health(self, table: HealthTable) -> None:
+        """The endpoints' health as the checks found it: balancers skip the unhealthy ones."""
+        self.health = table
+        self.clusters.set_health(table)
+
+    def stop_keep_alive(self) -> None:
+        """``drain_delay``: serve on, but every response from now on says ``Connection: close``
+        and closes its connection, so keep-alive clients reconnect (to another pod). Idle
+        connections stay open: closing one could race a request the client is sending on it."""
+        self.shared.keep_alive_off = True
+        for conn in self.shared.connections:
+            conn.keep_alive_wanted = False
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), then close the rest."""

@@ -4,7 +4,8 @@
 1``: the data plane, :class:`~sidegate.gateway.Gateway`, and the control plane,
 :class:`~sidegate.control.ControlPlane`, in this process) or hands over to the supervisor
 (:mod:`sidegate.supervisor`, ``workers: N``). It owns the process's life: SIGHUP reloads,
-SIGTERM/SIGINT drain then exit 0.
+SIGTERM serves on for ``drain_delay`` (not ready, ``Connection: close``) then drains and exits 0;
+SIGINT, a second SIGTERM or ``POST /shutdown`` drain at once.
 
 Reload is a value swap (the routine is :class:`~sidegate.reload.Reloader`, shared with the
 supervisor): a new :class:`~sidegate.request.proxy.View` replaces the proxy's reference; requests
@@ -21,7 +22,7 @@ from sidegate.admin.stats import StatsParts
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import Normalised, validate_file
 from sidegate.config.snapshot import Snapshot
-from sidegate.control import ControlPlane
+from sidegate.control import ControlPlane, StopRequest
 from sidegate.gateway import Gateway
 from sidegate.native import describe
 from sidegate.observe.aggregate import merge
@@ -30,6 +31,7 @@ from sidegate.observe.oplog import configure as configure_logging
 from sidegate.observe.prometheus import render
 from sidegate.ratelimit.pod import remove_table
 from sidegate.reload import ConfigState, Reloader, Swapped, log_warnings
+from sidegate.upstream.health import HealthChecker
 
 log = logging.getLogger("sidegate")
 
@@ -44,8 +46,9 @@ class SingleProcess:
         self.gateway: Gateway | None = None
         self.ready = False
         self.draining = False
-        self.stopped = asyncio.Event()
+        self.stop = StopRequest()
         self._reload: Reloader | None = None
+        self.health: HealthChecker | None = None
 
     # -- AdminBackend --------------------------------------------------------------------------
 
@@ -55,12 +58,19 @@ class SingleProcess:
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
-        return (True, "ready") if self.ready else (False, "starting")
+        if not self.ready:
+            return False, "starting"
+        if self.health is not None:
+            healthy, why = self.health.readiness()
+            if not healthy:
+                return False, why
+        return True, "ready"
 
     async def metrics_text(self, openmetrics: bool = False) -> bytes:
         gateway = self.gateway
         assert gateway is not None
         numbers = merge([gateway.metrics_snapshot()])
+        numbers["health"] = self.health.metric_rows() if self.health is not None else []
         spec = gateway.snapshot.observability
         app = None
         if spec.app_metrics_url:
@@ -82,15 +92,20 @@ class SingleProcess:
     def stats_parts(self) -> StatsParts:
         assert self.gateway is not None
         metrics = merge([self.gateway.metrics_snapshot()])
-        return StatsParts(metrics, self.gateway.clusters.report(), self.config_dump())
+        upstreams = self.gateway.clusters.report()
+        if self.health is not None:
+            self.health.annotate(upstreams)
+        return StatsParts(metrics, upstreams, self.config_dump())
 
     async def reload(self) -> tuple[bool, str]:
         assert self._reload is not None
         return await self._reload()
 
     async def _swap(self, checked: Normalised, snapshot: Snapshot) -> Swapped:
-        assert self.gateway is not None
-        return Swapped(self.gateway.apply(snapshot))
+        assert self.gateway is not None and self.health is not None
+        warnings = self.gateway.apply(snapshot)
+        self.health.update(self.gateway.clusters.clusters)
+        return Swapped(warnings)
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -98,11 +113,13 @@ class SingleProcess:
         loop = asyncio.get_running_loop()
         gateway = self.gateway = Gateway(loop, self.snapshot)
         await gateway.start()
+        health = self.health = HealthChecker(loop, lambda: gateway.set_health(health.table()))
+        health.update(gateway.clusters.clusters)
         self._reload = Reloader(self.state, gateway.metrics, self._swap, log)
         control = ControlPlane(
             self,
             self.path,
-            self.stopped,
+            self.stop,
             lambda: gateway.snapshot.cache,
             (self.explain, self.traces),
             watched=self.state.watched,
@@ -117,11 +134,21 @@ class SingleProcess:
             describe(),
             extra={"event": "start", "result": "serving", "config": self.path},
         )
-        await self.stopped.wait()
+        await self.stop.requested.wait()
         self.draining = True
+        delay = gateway.snapshot.drain_delay
+        if delay > 0 and not self.stop.now.is_set():
+            gateway.stop_keep_alive()
+            log.info(
+                "stopping: serving %gs more (not ready, Connection: close) before the drain",
+                delay,
+                extra={"event": "drain_delay", "seconds": delay},
+            )
+            await self.stop.delay(delay)
         drain = gateway.snapshot.drain_timeout
         log.info("draining: finishing in-flight requests (up to %gs)", drain, extra={"event": "drain"})
-        await gateway.drain(gateway.snapshot.drain_timeout)
+        await gateway.drain(drain)
+        health.close()
         control.stop()
         remove_table()  # this process's rate-limit table, if a limit made one
         log.info("stopped", extra={"event": "stop"})

@@ -16,6 +16,10 @@ Supervisor and worker talk over a :mod:`multiprocessing` pipe with small dict me
   them so one scrape sees the whole pod;
 * ``{"op": "stats"}``: the same snapshot and its upstream endpoints' state, for ``/stats``,
   ``/clusters`` and the dashboard (merged with :func:`sidegate.admin.stats.merge_upstreams`);
+* ``{"op": "keep_alive_off"}``: ``drain_delay`` has begun: serve on, every response closing
+  its connection;
+* ``{"op": "health", "states": {...}}``: the endpoints' health as the supervisor's checks found
+  it (:mod:`sidegate.upstream.health`): the worker's balancers skip unhealthy endpoints;
 * ``{"op": "drain"}``: finish in-flight requests and exit 0.
 
 A worker that dies is started again; ``/ready`` is true only when every worker is serving.
@@ -38,7 +42,7 @@ from sidegate.admin.stats import StatsParts, merge_upstreams
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import Normalised
 from sidegate.config.snapshot import Snapshot
-from sidegate.control import ControlPlane
+from sidegate.control import ControlPlane, StopRequest
 from sidegate.errors import ConfigError
 from sidegate.gateway import Gateway
 from sidegate.observe.aggregate import merge
@@ -50,6 +54,9 @@ from sidegate.observe.prometheus import render
 from sidegate.ratelimit.pod import name_table_for_workers, remove_table
 from sidegate.reload import ConfigState, Reloader, Swapped
 from sidegate.server.listener import bind_tcp
+from sidegate.server.timers import Sweeper
+from sidegate.upstream.cluster import ClusterSet
+from sidegate.upstream.health import HealthChecker
 
 log = logging.getLogger("sidegate.supervisor")
 
@@ -80,6 +87,15 @@ async def _worker(path: str, checked: Normalised, channel: Connection) -> None:
         if not draining:
             draining.append(loop.create_task(_drain()))
 
+    def terminated() -> None:
+        """SIGTERM sent to this worker itself (the supervisor's drain reaches it by message):
+        the same sequence as the single process, a second one drains at once."""
+        if gateway.shared.keep_alive_off or gateway.snapshot.drain_delay <= 0:
+            drain()
+            return
+        gateway.stop_keep_alive()
+        loop.call_later(gateway.snapshot.drain_delay, drain)
+
     def on_message() -> None:
         try:
             message: dict[str, Any] = channel.recv()
@@ -104,11 +120,15 @@ async def _worker(path: str, checked: Normalised, channel: Connection) -> None:
                 channel.send({"id": message["id"], "ok": True, "warnings": warnings})
             except ConfigError as error:
                 channel.send({"id": message["id"], "ok": False, "error": str(error)})
+        elif op == "health":
+            gateway.set_health(message["states"])
+        elif op == "keep_alive_off":
+            gateway.stop_keep_alive()
         elif op == "drain":
             drain()
 
     loop.add_reader(channel.fileno(), on_message)
-    loop.add_signal_handler(signal.SIGTERM, drain)
+    loop.add_signal_handler(signal.SIGTERM, terminated)
     channel.send({"ready": True})
     await done.wait()
 
@@ -136,10 +156,14 @@ class Supervisor:
         self.metrics.config_version = 1
         self.workers = [_Worker(i) for i in range(snapshot.workers)]
         self.draining = False
-        self.stopped = asyncio.Event()
+        self.stop = StopRequest()
         self._ids = itertools.count(1)
         self._mp = multiprocessing.get_context("spawn")
         self._reload = Reloader(self.state, self.metrics, self._swap, log)
+        # Active health checks run here, once per pod, on pools of the supervisor's own; the
+        # workers get the results as a table (``{"op": "health"}``).
+        self.health: HealthChecker | None = None
+        self._check_clusters: ClusterSet | None = None
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -176,6 +200,9 @@ class Supervisor:
             return
         if message.get("ready"):
             worker.ready = True
+            if self.health is not None and self.health.states:
+                with contextlib.suppress(OSError):
+                    channel.send({"op": "health", "states": self.health.table()})
             return
         ident = int(message.get("id", -1))
         waiter = worker.waiting.get(ident)
@@ -183,6 +210,13 @@ class Supervisor:
             del worker.waiting[ident]
             if not waiter.done():
                 waiter.set_result(message)
+
+    def _tell_workers(self, message: dict[str, Any]) -> None:
+        """Send ``message`` to every running worker (no answer awaited)."""
+        for worker in self.workers:
+            if worker.channel is not None:
+                with contextlib.suppress(OSError):
+                    worker.channel.send(message)
 
     def _respawn(self, worker: _Worker) -> None:
         if not self.draining:
@@ -210,6 +244,10 @@ class Supervisor:
         serving = sum(w.ready for w in self.workers)
         if serving < len(self.workers):
             return False, f"{serving} of {len(self.workers)} workers serving"
+        if self.health is not None:
+            healthy, why = self.health.readiness()
+            if not healthy:
+                return False, why
         return True, "ready"
 
     async def metrics_text(self, openmetrics: bool = False) -> bytes:
@@ -225,6 +263,7 @@ class Supervisor:
             replies = await asyncio.gather(*asks, return_exceptions=True)
         per_worker = [r["metrics"] for r in replies if isinstance(r, dict)]
         own = self.metrics.snapshot()
+        own["health"] = self.health.metric_rows() if self.health is not None else []
         merged = merge([*per_worker, own])
         merged["config_version"] = self.metrics.config_version
         return render(merged, openmetrics=openmetrics, app=app)
@@ -260,6 +299,8 @@ class Supervisor:
         metrics = merge([*(r["metrics"] for r in answers), self.metrics.snapshot()])
         metrics["config_version"] = self.metrics.config_version
         upstreams = merge_upstreams(r["upstreams"] for r in answers)
+        if self.health is not None:
+            self.health.annotate(upstreams)
         return StatsParts(metrics, upstreams, self.config_dump(), len(self.workers))
 
     def config_dump(self) -> dict[str, Any]:
@@ -280,6 +321,7 @@ class Supervisor:
             *(self._ask(w, {"op": "reload", "config": checked}) for w in self.workers),
             return_exceptions=True,
         )
+        self._check(snapshot)
         failed = [r for r in replies if not (isinstance(r, dict) and r.get("ok"))]
         warnings = sorted({w for r in replies if isinstance(r, dict) for w in r.get("warnings", ())})
         self.metrics.config_version += 1
@@ -294,13 +336,29 @@ class Supervisor:
         finally:
             remove_table(table)
 
+    def _check(self, snapshot: Snapshot) -> None:
+        """Start (or carry over) the health checks of ``snapshot``'s upstreams."""
+        if self._check_clusters is None or self.health is None:
+            loop = asyncio.get_running_loop()
+            limits = snapshot.limits
+            self._check_clusters = ClusterSet(
+                loop, Sweeper(loop), limits.buffer_high_water, limits.chunk_line
+            )
+            self.health = HealthChecker(loop, self._health_changed)
+        self.health.update(self._check_clusters.update(snapshot.upstreams))
+
+    def _health_changed(self) -> None:
+        if self.health is not None:
+            self._tell_workers({"op": "health", "states": self.health.table()})
+
     async def _serve(self) -> int:
+        self._check(self.snapshot)
         for worker in self.workers:
             self._spawn(worker)
         control = ControlPlane(
             self,
             self.path,
-            self.stopped,
+            self.stop,
             lambda: self.snapshot.cache,
             (self.explain, self.traces),
             watched=self.state.watched,
@@ -313,18 +371,32 @@ class Supervisor:
             self.snapshot.admin,
             extra={"event": "start", "result": "serving", "config": self.path, "workers": len(self.workers)},
         )
-        await self.stopped.wait()
+        await self.stop.requested.wait()
         self.draining = True
-        for worker in self.workers:
-            if worker.channel is not None:
-                with contextlib.suppress(OSError):
-                    worker.channel.send({"op": "drain"})
+        delay = self.snapshot.drain_delay
+        if delay > 0 and not self.stop.now.is_set():
+            self._tell_workers({"op": "keep_alive_off"})
+            log.info(
+                "stopping: serving %gs more (not ready, Connection: close) before the drain",
+                delay,
+                extra={"event": "drain_delay", "seconds": delay},
+            )
+            await self.stop.delay(delay)
+        log.info(
+            "draining: finishing in-flight requests (up to %gs)",
+            self.snapshot.drain_timeout,
+            extra={"event": "drain"},
+        )
+        self._tell_workers({"op": "drain"})
         deadline = time.monotonic() + self.snapshot.drain_timeout + 5
         while any(w.process and w.process.is_alive() for w in self.workers) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for worker in self.workers:
             if worker.process is not None and worker.process.is_alive():
                 worker.process.kill()
+        if self.health is not None and self._check_clusters is not None:
+            self.health.close()
+            self._check_clusters.close()
         control.stop()
         return 0
 

@@ -170,3 +170,18 @@ def test_the_dashboard_of_a_supervisor_shows_every_worker(
     assert "2 workers" in page["meta"]
     routes = {r["data-route"]: r for r in page["routes"]}
     assert routes["all"]["data-2xx"] == "12" and routes["dead"]["data-5xx"] == "2"
+
+
+def test_the_dashboard_shows_what_the_health_checks_found(gateway: GatewayFactory, browser: Browser) -> None:
+    check = {"path": "/healthz", "interval": "0.2s", "timeout": "0.1s"}
+    gw = gateway(
+        upstreams={"app": {"endpoints": [gateway.origin.address], "health_check": check}},
+    )
+    http(gw.port, "/one")
+    browser.open(gw.admin_url("/?interval=0.5"))
+    healthy = "#chart-upstreams g.endpoint[data-health='healthy']"
+    browser.wait_for(f'document.querySelector("{healthy}") !== null')
+    [endpoint] = read(browser)["endpoints"]
+    assert endpoint["data-health"] == "healthy" and endpoint["data-state"] == "ok"
+    text = browser.evaluate("document.querySelector('#chart-upstreams g.endpoint').textContent")
+    assert "healthy" in text and " ok / 0 failed" in text

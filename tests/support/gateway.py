@@ -200,6 +200,7 @@ def make_config(
 
     ``limits`` and ``forwarded`` are merged over the defaults; ``upstreams`` is merged over
     ``{"app": ...}``; ``top`` adds top-level keys (``workers``, ``drain_timeout``...).
+    ``drain_delay`` is 0 unless given, so that stopping a test's gateway takes no 5 s.
     """
     config: dict[str, Any] = {
         "listeners": {
@@ -215,6 +216,7 @@ def make_config(
         if routes is not None
         else [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "app"}],
     }
+    config["drain_delay"] = 0
     config.update(top)
     return config
 

@@ -56,6 +56,7 @@ class AdminRequest:
     query: Mapping[str, list[str]] = field(default_factory=dict)
     headers: tuple[tuple[bytes, bytes], ...] = ()
     body: bytes = b""
+    peer: str = ""  # the client's address ("" when unknown): for loopback-only endpoints
 
 
 @dataclass(frozen=True, slots=True)

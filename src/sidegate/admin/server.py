@@ -101,11 +101,14 @@ class AdminConnection(asyncio.Protocol):
         self._body = bytearray()
         self._keep_alive = True
         self._http10 = False
+        self._peer = ""
 
     # -- transport events ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if peer else ""
         self._arm(self._limits.idle_timeout, self._on_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -198,6 +201,7 @@ class AdminConnection(asyncio.Protocol):
             parse_qs(query.decode("latin-1"), keep_blank_values=True),
             tuple(self._headers),
             bytes(self._body),
+            self._peer,
         )
         self._queue.append(_Pending(request, None, self._keep_alive, self._http10))
         if len(self._queue) >= self._limits.max_queued:

@@ -45,6 +45,7 @@ from sidegate.config.snapshot import (
     Endpoint,
     ForwardedSpec,
     HeaderEdits,
+    HealthCheckSpec,
     IdentitySpec,
     InboundLimits,
     ListenerSpec,
@@ -167,6 +168,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         ),
         workers=config["workers"],
         drain_timeout=config["drain_timeout"],
+        drain_delay=config["drain_delay"],
         routes=tuple(route for _, route in entries),
         cache=cache,
         consumers=consumers,
@@ -309,12 +311,22 @@ def compile_edits(edit: Plain) -> HeaderEdits | None:
 def compile_upstream(name: str, upstream: Plain) -> UpstreamSpec:
     """A named upstream with its endpoints split into host and port (IPv6 without brackets)."""
     pool = upstream["pool"]
+    check = upstream.get("health_check")
     return UpstreamSpec(
         name=name,
         endpoints=tuple(Endpoint(*_host_port(address)) for address in upstream["endpoints"]),
         balancer=upstream["balancer"],
         max_idle=pool["max_idle"],
         idle_timeout=pool["idle_timeout"],
+        health_check=None
+        if check is None
+        else HealthCheckSpec(
+            path=check["path"],
+            interval=check["interval"],
+            timeout=check["timeout"],
+            healthy_threshold=check["healthy_threshold"],
+            unhealthy_threshold=check["unhealthy_threshold"],
+        ),
     )
 
 

@@ -34,6 +34,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -84,6 +85,47 @@ class Pool(_Model):
     )
 
 
+_CHECK_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*")
+
+
+class HealthCheck(_Model):
+    """Active HTTP checks of each endpoint (``GET path``; any 2xx answer is a success).
+
+    Defaults follow Kubernetes probes and Envoy's usual settings: every 5 s, 1 s to answer, 3
+    failures in a row to turn unhealthy, 2 successes to turn healthy again (at start one success
+    is enough, as in Envoy, so a pod is ready as soon as its app first answers).
+    """
+
+    path: str = Field(default="/", description='the path checked, e.g. "/healthz" (GET; 2xx is healthy)')
+    interval: Duration = Field(default=5.0, gt=0, description="time between two checks of an endpoint")
+    timeout: Duration = Field(default=1.0, gt=0, description="the most a check may take; longer is a failure")
+    healthy_threshold: int = Field(
+        default=2, ge=1, le=100, description="successes in a row that make an unhealthy endpoint healthy"
+    )
+    unhealthy_threshold: int = Field(
+        default=3, ge=1, le=100, description="failures in a row that make a healthy endpoint unhealthy"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _request_target(cls, value: str) -> str:
+        if not _CHECK_PATH.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a request path: start it with '/' and use URL characters only "
+                "(percent-encode spaces and the rest), e.g. '/healthz'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> HealthCheck:
+        if self.timeout >= self.interval:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must be shorter than interval ({self.interval:g}s): "
+                "a check must end before the next one starts; lower timeout or raise interval"
+            )
+        return self
+
+
 class Upstream(_Model):
     """A named cluster of app endpoints."""
 
@@ -94,6 +136,11 @@ class Upstream(_Model):
         default=Balancer.ROUND_ROBIN, description="how requests are spread over endpoints"
     )
     pool: Pool = Field(default_factory=Pool, description="keep-alive connection pool")
+    health_check: HealthCheck | None = Field(
+        default=None,
+        description="active HTTP checks of each endpoint: /ready waits for a healthy one, "
+        "the balancer skips unhealthy ones",
+    )
 
 
 # --- routes ------------------------------------------------------------------------------------
@@ -386,6 +433,12 @@ class SidegateConfig(_Model):
     listeners: Listeners = Field(default_factory=Listeners, description="inbound and admin listeners")
     workers: int = Field(
         default=1, ge=1, le=1024, description="worker processes sharing the listening sockets"
+    )
+    drain_delay: Duration = Field(
+        default=5.0,
+        ge=0,
+        description="on SIGTERM, how long to keep serving (with /ready at 503 and Connection: close) "
+        "before the drain starts, while Kubernetes removes the pod from its Services",
     )
     drain_timeout: Duration = Field(
         default=20.0, description="on shutdown, how long in-flight requests may finish"

@@ -29,6 +29,7 @@ class Checked:
     snapshot: Snapshot
     warnings: list[ConfigIssue]
     summary: str  # which profiles were checked, or which are in force for the labels given
+    loaded: LoadedConfig  # what the snapshot was compiled from (its lines, for later warnings)
 
 
 def read_labels_option(labels: str | None, labels_file: str | None) -> dict[str, str] | None:
@@ -55,7 +56,7 @@ def check_profiles(path: str, labels: Mapping[str, str] | None) -> Checked:
         in_force = ", ".join(loaded.profiles.in_force)
         chosen = f"profiles in force: {in_force}" if in_force else "no profile in force"
         summary = f"labels {format_labels(dict(labels))}: {chosen}" if loaded.config.profiles else ""
-        return Checked(snapshot, list(loaded.warnings), summary)
+        return Checked(snapshot, list(loaded.warnings), summary, loaded)
     base, snapshot = _check(path, {})
     issues: list[ConfigIssue] = []
     warnings = list(base.warnings)
@@ -75,7 +76,8 @@ def check_profiles(path: str, labels: Mapping[str, str] | None) -> Checked:
         checked.append(profile.name)
     if issues:
         raise ConfigError(issues, path, warnings)
-    return Checked(snapshot, warnings, f"profiles checked: {', '.join(checked)}" if checked else "")
+    summary = f"profiles checked: {', '.join(checked)}" if checked else ""
+    return Checked(snapshot, warnings, summary, base)
 
 
 def _check(path: str, labels: Mapping[str, str]) -> tuple[LoadedConfig, Snapshot]:

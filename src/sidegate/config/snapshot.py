@@ -115,6 +115,17 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheckSpec:
+    """Active checks of each endpoint of an upstream: ``GET path`` every ``interval``."""
+
+    path: str
+    interval: float
+    timeout: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamSpec:
     """A named cluster of endpoints and how connections to it are pooled."""
 
@@ -123,6 +134,7 @@ class UpstreamSpec:
     balancer: str
     max_idle: int  # idle keep-alive connections kept per endpoint
     idle_timeout: float  # an idle pooled connection is closed after this
+    health_check: HealthCheckSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,3 +272,4 @@ class Snapshot:
     observability: ObservabilitySpec
     dump: Mapping[str, Any]  # normalised config, secrets redacted
     source: str
+    drain_delay: float = 5.0  # SIGTERM: serve on (not ready, Connection: close) this long first

@@ -71,6 +71,8 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     caches = [s["cache"] for s in snapshots if s.get("cache")]
     out["cache"] = merge_cache(caches) if caches else None  # no route caches: no cache families
     out["policy"] = merge_rows([s["policy"] for s in snapshots if s.get("policy")])
+    # Health checks run in one process of the pod (the supervisor with workers): not summed.
+    out["health"] = [row for s in snapshots for row in s.get("health") or ()]
     out["telemetry"] = merge_rows([s["telemetry"] for s in snapshots if s.get("telemetry")])
     stores = [s["cache_store"] for s in snapshots if s.get("cache_store")]
     out["cache_store"] = stores[-1] if stores else None  # one store shared by every worker

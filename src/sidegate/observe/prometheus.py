@@ -252,6 +252,7 @@ def render(snapshot: dict[str, Any], *, openmetrics: bool = False, app: AppScrap
     _cache(w, snapshot.get("cache"), snapshot.get("cache_store"))
     _policy(w, snapshot.get("policy") or {})
     _telemetry(w, snapshot.get("telemetry") or {})
+    _health(w, snapshot.get("health") or [])
     if app is not None:
         _app(w, app)
     return w.text()
@@ -299,6 +300,24 @@ def _telemetry(w: _Writer, tables: dict[str, Any]) -> None:
             w.family(name, "counter", help_text)
             for result, count in rows:
                 w.sample(name, (("result", str(result)),), int(count))
+
+
+def _health(w: _Writer, rows: list[dict[str, Any]]) -> None:
+    """Active health checks, present when an upstream has a ``health_check``."""
+    if not rows:
+        return
+    labelled = [((("upstream", str(r["upstream"])), ("endpoint", str(r["endpoint"]))), r) for r in rows]
+    w.family(
+        "sidegate_upstream_endpoint_healthy",
+        "gauge",
+        "1 if the endpoint passes its active health checks, else 0 (pending or unhealthy).",
+    )
+    for labels, row in labelled:
+        w.sample("sidegate_upstream_endpoint_healthy", labels, int(row["healthy"]))
+    w.family("sidegate_upstream_health_checks_total", "counter", "Active health checks, by result.")
+    for labels, row in labelled:
+        for result in ("failure", "success"):
+            w.sample("sidegate_upstream_health_checks_total", (*labels, ("result", result)), int(row[result]))
 
 
 def _policy(w: _Writer, tables: dict[str, Any]) -> None:

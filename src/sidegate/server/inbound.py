@@ -142,6 +142,8 @@ class InboundConnection(ResponseWriter):
         shared = self._shared
         shared.connections.add(self)
         shared.stats.connections_active += 1
+        if shared.keep_alive_off:
+            self.keep_alive_wanted = False
         self.deadline = self._loop.time() + shared.keepalive_idle
         shared.sweeper.add(self)
 
@@ -422,7 +424,7 @@ class InboundConnection(ResponseWriter):
         return sum(q.size for q in self._queue)
 
     def _open_for_local(self) -> bool:
-        return not self._closing and self._held_error is None
+        return self.keep_alive_wanted and not self._closing and self._held_error is None
 
     def _pause(self, reason: int) -> None:
         if not self._paused:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 class ClientConnection(Protocol):
     """What the listener needs of an open connection: to ask it to finish, or close it."""
 
+    keep_alive_wanted: bool
+
     def drain(self) -> None: ...
     def close(self) -> None: ...
 
@@ -55,7 +57,10 @@ class ListenerShared:
         self.sweeper = sweeper
         self.stats = ConnectionStats()
         self.connections: set[ClientConnection] = set()
-        self.draining = False
+        self.draining = False  # stopping: close each connection once its responses are done
+        # drain_delay: still serving, but every response says Connection: close (read once per
+        # new connection; the open ones are told directly), so clients reconnect elsewhere
+        self.keep_alive_off = False
         self.set_limits(limits)
 
     def set_limits(self, limits: InboundLimits) -> None:

@@ -10,25 +10,42 @@ from sidegate.config.snapshot import UpstreamSpec
 from sidegate.server.timers import Sweeper
 from sidegate.upstream.pool import EndpointPool
 
+HealthTable = dict[str, dict[str, bool]]  # upstream -> endpoint ("host:port") -> healthy
+
 
 class Cluster:
-    """Endpoints of one upstream with their pools; ``pick`` is round-robin."""
+    """Endpoints of one upstream with their pools; ``pick`` is round-robin over the healthy ones.
 
-    __slots__ = ("_next", "name", "pools", "spec")
+    With active health checks (:mod:`sidegate.upstream.health`) ``pick`` skips endpoints found
+    unhealthy while another is healthy; when none is healthy it sends to all of them (Envoy's
+    panic routing). A single endpoint is always used (requests take ``RoutePlan.single_pool``).
+    """
+
+    __slots__ = ("_choice", "_next", "name", "pools", "spec", "unhealthy")
 
     def __init__(self, spec: UpstreamSpec, pools: tuple[EndpointPool, ...]) -> None:
         self.spec = spec
         self.name = spec.name
         self.pools = pools
+        self._choice = pools  # what pick() rotates over: the healthy pools, or all in panic
+        self.unhealthy: frozenset[str] = frozenset()  # endpoints ("host:port") found unhealthy
         self._next = 0
 
     def pick(self) -> EndpointPool:
-        pools = self.pools
+        pools = self._choice
         if len(pools) == 1:
             return pools[0]
-        index = self._next
-        self._next = (index + 1) % len(pools)
+        index = self._next % len(pools)
+        self._next = index + 1
         return pools[index]
+
+    def set_health(self, healthy: Mapping[str, bool]) -> None:
+        """Which endpoints the checks found healthy (an endpoint not named is taken as healthy)."""
+        self.unhealthy = frozenset(
+            str(p.endpoint) for p in self.pools if not healthy.get(str(p.endpoint), True)
+        )
+        usable = tuple(p for p in self.pools if str(p.endpoint) not in self.unhealthy)
+        self._choice = usable or self.pools
 
     def retire(self) -> None:
         for pool in self.pools:
@@ -80,6 +97,12 @@ class ClusterSet:
                 old.retire()
         self.clusters = new
         return new
+
+    def set_health(self, table: Mapping[str, Mapping[str, bool]]) -> None:
+        """What the health checks found (:mod:`sidegate.upstream.health`): each cluster's
+        balancer skips its unhealthy endpoints (an endpoint not in ``table`` is healthy)."""
+        for name, cluster in self.clusters.items():
+            cluster.set_health(table.get(name, {}))
 
     def report(self) -> list[dict[str, Any]]:
         """Each upstream of the running config with its endpoints' state, for the admin API:

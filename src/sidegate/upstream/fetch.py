@@ -73,6 +73,7 @@ class BackgroundFetch(UpstreamUser):
         clock: Callable[[], float],
         done: Callable[[Fetched | None], None],
         purpose: str,
+        log_failures: bool = True,
     ) -> None:
         self.pool = pool
         self.head = head
@@ -82,6 +83,7 @@ class BackgroundFetch(UpstreamUser):
         self.clock = clock
         self.done = done
         self.purpose = purpose
+        self.log_failures = log_failures  # False: the caller reports ``problem`` itself
         self.conn: UpstreamConnection | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
@@ -92,6 +94,7 @@ class BackgroundFetch(UpstreamUser):
         self.keep_alive = False
         self.body: list[bytes] = []
         self.size = 0
+        self.problem = ""  # why it failed, when ``done`` got None
 
     def start(self) -> None:
         self.request_time = self.clock()
@@ -137,7 +140,9 @@ class BackgroundFetch(UpstreamUser):
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()  # mid-response: it cannot be reused
-        log.info("%s to %s failed: %s", self.purpose, self.pool.endpoint, why)
+        if self.log_failures:
+            log.info("%s to %s failed: %s", self.purpose, self.pool.endpoint, why)
+        self.problem = why
         self._finish(None)
 
     def _finish(self, result: Fetched | None) -> None:

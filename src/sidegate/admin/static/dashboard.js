@@ -236,7 +236,7 @@
     });
   }
 
-  /** One row per endpoint: a state light, its address and counters. */
+  /** One row per endpoint: a state light, its health (with active checks), address and counters. */
   function upstreamChart(svg, upstreams, now) {
     clear(svg);
     const rows = [];
@@ -259,17 +259,27 @@
         "data-upstream": row.upstream,
         "data-address": e.address,
         "data-state": e.state,
+        "data-health": e.health ? e.health.state : "",
         "data-failures": failures,
       }, svg);
       el("rect", { x: 16, y: y + 4, width: 64, height: rowH - 8, rx: 4, class: `state state-${e.state}` }, g);
       el("text", { x: 48, y: y + rowH / 2 + 4, "text-anchor": "middle", class: "state-word" }, g, e.state);
       el("text", { x: 90, y: y + rowH / 2 + 4, class: "endpoint-name" }, g, e.address);
-      let detail = `requests ${count(e.requests)} · failures ${count(failures)} · opened ${e.connects}`;
+      let detail = "";
+      if (e.health) {
+        const h = e.health;
+        el("rect", { x: 230, y: y + 4, width: 74, height: rowH - 8, rx: 4, class: `state health-${h.state}` }, g);
+        el("text", { x: 267, y: y + rowH / 2 + 4, "text-anchor": "middle", class: "state-word" }, g, h.state);
+        detail = `checks ${count(h.checks.success)} ok / ${count(h.checks.failure)} failed`;
+        if (h.state !== "healthy" && h.last_problem) detail += ` (${h.last_problem})`;
+        detail += " · ";
+      }
+      detail += `requests ${count(e.requests)} · failures ${count(failures)} · opened ${e.connects}`;
       detail += ` · idle ${e.idle}`;
       if (e.last_failure) {
         detail += ` · last ${e.last_failure.kind} ${duration(Math.max(0, now - e.last_failure.at))} ago`;
       }
-      el("text", { x: 240, y: y + rowH / 2 + 4 }, g, detail);
+      el("text", { x: e.health ? 314 : 240, y: y + rowH / 2 + 4 }, g, detail);
     });
   }
 
