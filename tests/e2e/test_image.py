@@ -1,8 +1,8 @@
 """The container image, built as a user builds it (``make image``) and run as a pod would run it.
 
 No registry is reachable from the test machines, so the base is a Debian bookworm minbase with
-python3 made by ``scripts/debootstrap-base.sh`` (cached in /var/tmp, keyed by the script), passed as
-``BASE``; the Containerfile is the one every build uses. Then, inside the image:
+python3 made by ``make image-base`` (``scripts/debootstrap-base.sh``, cached in /var/tmp, keyed by the
+script), passed as ``BASE``; the Containerfile is the one every build uses. Then, inside the image:
 
 * with ``buildah run --isolation chroot`` (host network): ``sidegate version``, the user, what the
   runtime stage left out, and ``sidegate run`` serving a real request to the recording origin on
@@ -57,7 +57,7 @@ def _run(cmd: list[str], *, timeout: float, log: Path | None = None) -> subproce
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The image, built by ``make image`` on the debootstrap base (both made if not cached)."""
+    """The image, built by ``make image`` on the base of ``make image-base`` (both made if not cached)."""
     if os.geteuid() != 0:
         pytest.fail("the image test needs root (debootstrap, buildah): run it as root")
     missing = [
@@ -66,7 +66,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: run `make system-deps` (as root)")
     logs = tmp_path_factory.mktemp("image-build")
-    _run(["bash", str(ROOT / "scripts/debootstrap-base.sh"), BASE], timeout=600, log=logs / "base.log")
+    _run(["make", "-C", str(ROOT), "image-base", f"TEST_BASE={BASE}"], timeout=600, log=logs / "base.log")
     _run(
         ["make", "-C", str(ROOT), "image", f"IMAGE={IMAGE}", f"BASE={BASE}"],
         timeout=600,
