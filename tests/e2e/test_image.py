@@ -26,6 +26,8 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -156,6 +158,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def uid_of(pid: int) -> int:
+    """The real UID a process runs as (from ``/proc``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
             return int(line.split()[1])
@@ -163,9 +166,7 @@ def uid_of(pid: int) -> int:
 
 
 def response_headers(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
-    import urllib.error
-    import urllib.request
-
+    """One GET: status, headers (lower-case names), body; HTTP errors are returned, not raised."""
     try:
         with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=5) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
