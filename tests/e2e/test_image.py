@@ -19,6 +19,7 @@ minutes, mostly debootstrap and the mypyc build; warm, buildah's layer cache mak
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -36,7 +37,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support.gateway import ROOT, OriginProcess, free_port, stop_process
+from support.gateway import ROOT, SIDEGATE, OriginProcess, free_port, stop_process
 from support.gateway import http_get as get
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -110,12 +111,33 @@ def image_config(image: str) -> dict[str, Any]:
 
 
 def gateway_config(upstream: str, *, port: int, admin_port: int, **extra: Any) -> dict[str, Any]:
+    """One route to ``upstream``; every listener on a free loopback port (the image shares the host's
+    network), and no pause before the drain where the config knows one (``drain_delay``)."""
+    listeners: dict[str, Any] = {
+        "inbound": {"address": f"{HOST}:{port}"},
+        "admin": {"address": f"{HOST}:{admin_port}"},
+    }
+    known = _config_schema()
+    for name in sorted(set(known["listeners"]) - {"inbound", "admin"}):
+        listeners[name] = {"address": f"{HOST}:{free_port()}"}  # e.g. health, default 0.0.0.0:9902
+    top = {"drain_delay": "0s"} if "drain_delay" in known["top"] else {}
     return {
-        "listeners": {"inbound": {"address": f"{HOST}:{port}"}, "admin": {"address": f"{HOST}:{admin_port}"}},
+        "listeners": listeners,
         "upstreams": {"app": {"endpoints": [upstream]}},
         "routes": [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "app"}],
+        **top,
         **extra,
     }
+
+
+@functools.cache
+def _config_schema() -> dict[str, set[str]]:
+    """The top-level keys and the listener names of the config schema (``sidegate schema``)."""
+    schema = json.loads(_run([SIDEGATE, "schema"], timeout=60).stdout)
+    listeners = schema["properties"]["listeners"]
+    if "$ref" in listeners:
+        listeners = schema["$defs"][listeners["$ref"].rsplit("/", 1)[1]]
+    return {"top": set(schema["properties"]), "listeners": set(listeners["properties"])}
 
 
 def write_config(directory: Path, config: dict[str, Any]) -> Path:
