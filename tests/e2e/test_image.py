@@ -212,6 +212,7 @@ def test_image_runs_as_65532_with_sidegate_as_entrypoint(image: str, container: 
     assert "CACHE_DIR=/var/cache/sidegate" in config["Env"]
     assert set(config["ExposedPorts"]) == {"8080/tcp", "9902/tcp"}
     assert config["Labels"]["org.opencontainers.image.version"] == dist_version("sidegate")
+    assert config["Labels"]["org.opencontainers.image.base.name"] == BASE
     ids = _run(
         in_image(container, "sh", "-c", "id -u; id -g; id -un; stat -c %u:%g /var/cache/sidegate"), timeout=60
     )
