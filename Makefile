@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install pure run test lint typecheck unit bench bench-observe system-deps clean
+.PHONY: install pure run test lint typecheck unit bench bench-observe system-deps image image-deps image-base clean
 
 # The hot path is compiled with mypyc, in place, whenever a source changed (see setup.py);
 # `make pure` removes the compiled modules to run the interpreted reference implementation.
@@ -29,9 +29,35 @@ pure:
 	rm -f $(VENV)/.compiled
 
 # Debian packages the tests start on loopback (nginx and wrk: the benchmark's smoke test; Redis:
-# rate limits shared across pods; Chromium: the admin dashboard in a real, headless browser).
+# rate limits shared across pods; Chromium: the admin dashboard in a real, headless browser; buildah
+# and debootstrap: the container image, built and run in tests/e2e/test_image.py).
 system-deps:
-	@bash scripts/install-system-deps.sh nginx-light wrk redis-server chromium
+	@bash scripts/install-system-deps.sh nginx-light wrk redis-server chromium buildah debootstrap
+
+# The container image (Containerfile): `make image` builds $(IMAGE) with buildah, from BASE (default the
+# official python:3.11-slim-bookworm). Without a registry: `make image-base` builds a Debian bookworm base
+# with debootstrap, then `make image BASE=$(TEST_BASE)`. The host's CA bundle is lent to the build as a
+# secret (pip behind a TLS-inspecting proxy); CONTAINER_BUILD="docker build" uses docker instead.
+VERSION   := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml)
+IMAGE     ?= localhost/sidegate:$(VERSION)
+BASE      ?= docker.io/library/python:3.11-slim-bookworm
+TEST_BASE ?= localhost/sidegate-base:bookworm
+CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+CONTAINER_BUILD ?= buildah bud --isolation chroot --layers
+REVISION  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+comma     := ,
+
+image: $(if $(filter buildah%,$(CONTAINER_BUILD)),image-deps)
+	$(CONTAINER_BUILD) -f Containerfile -t $(IMAGE) --build-arg BASE=$(BASE) \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		$(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE)) .
+
+image-deps:
+	@bash scripts/install-system-deps.sh buildah
+
+image-base:
+	@bash scripts/install-system-deps.sh buildah debootstrap
+	@bash scripts/debootstrap-base.sh $(TEST_BASE)
 
 run: install
 	@bash scripts/run-demo.sh

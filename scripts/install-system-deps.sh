@@ -5,8 +5,9 @@
 #   scripts/install-system-deps.sh nginx-light redis-server wrk
 #   SIDEGATE_SYSTEM_DEPS="nginx-light wrk" scripts/install-system-deps.sh
 #
-# Known packages: nginx-light (or nginx), wrk, redis-server, chromium. A package counts as present when
-# dpkg has it installed or its command is already on PATH (so a hand-built nginx is fine too).
+# Known packages: nginx-light (or nginx), wrk, redis-server, chromium, buildah, debootstrap. A package
+# counts as present when dpkg has it installed or its command is already on PATH (so a hand-built nginx
+# is fine too).
 # Idempotent: when everything is present it does nothing and needs no root. When something is missing it
 # must run as root (or under sudo): `apt-get update` once, then a quiet non-interactive install. Services
 # that the packages start on the system (nginx on :80, redis on :6379) are stopped and disabled again:
