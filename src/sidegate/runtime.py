@@ -42,7 +42,7 @@ class SingleProcess:
         self.state = ConfigState(path, snapshot)
         self.snapshot = snapshot
         self.gateway: Gateway | None = None
-        self.ready = False
+        self.control: ControlPlane | None = None
         self.draining = False
         self.stopped = asyncio.Event()
         self._reload: Reloader | None = None
@@ -55,7 +55,17 @@ class SingleProcess:
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
-        return (True, "ready") if self.ready else (False, "starting")
+        waiting = self.not_ready()
+        return (False, "starting: " + "; ".join(waiting)) if waiting else (True, "ready")
+
+    def not_ready(self) -> list[str]:
+        """What keeps ``/ready`` at 503 while starting, one reason per check."""
+        reasons = []
+        if self.gateway is None or self.gateway.server is None:
+            reasons.append("inbound listener not bound")
+        if self.control is None or not self.control.listening:
+            reasons.append("admin and health listeners not bound")
+        return reasons
 
     async def metrics_text(self, openmetrics: bool = False) -> bytes:
         gateway = self.gateway
@@ -99,15 +109,20 @@ class SingleProcess:
         gateway = self.gateway = Gateway(loop, self.snapshot)
         await gateway.start()
         self._reload = Reloader(self.state, gateway.metrics, self._swap, log)
-        control = ControlPlane(
-            self, self.path, self.stopped, lambda: gateway.snapshot.cache, (self.explain, self.traces)
+        control = self.control = ControlPlane(
+            self,
+            self.path,
+            self.stopped,
+            lambda: gateway.snapshot.cache,
+            (self.explain, self.traces),
+            token_file=lambda: gateway.snapshot.admin_token_file,
         )
-        await control.start(self.snapshot.admin)
-        self.ready = True
+        await control.start(self.snapshot.admin, self.snapshot.health)
         log.info(
-            "sidegate serving: inbound http://%s admin http://%s (%d routes; %s)",
+            "sidegate serving: inbound http://%s admin http://%s health %s (%d routes; %s)",
             self.snapshot.inbound,
             self.snapshot.admin,
+            f"http://{self.snapshot.health}" if self.snapshot.health else "off",
             len(self.snapshot.routes),
             describe(),
             extra={"event": "start", "result": "serving", "config": self.path},

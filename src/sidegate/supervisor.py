@@ -137,6 +137,7 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(snapshot.workers)]
         self.draining = False
         self.stopped = asyncio.Event()
+        self.control: ControlPlane | None = None
         self._ids = itertools.count(1)
         self._mp = multiprocessing.get_context("spawn")
         self._reload = Reloader(self.state, self.metrics, self._swap, log)
@@ -207,10 +208,19 @@ class Supervisor:
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
+        waiting = self.not_ready()
+        return (False, "; ".join(waiting)) if waiting else (True, "ready")
+
+    def not_ready(self) -> list[str]:
+        """What keeps ``/ready`` at 503, one reason per check (a worker is ready once its
+        inbound socket is bound and it serves)."""
+        reasons = []
         serving = sum(w.ready for w in self.workers)
         if serving < len(self.workers):
-            return False, f"{serving} of {len(self.workers)} workers serving"
-        return True, "ready"
+            reasons.append(f"{serving} of {len(self.workers)} workers serving")
+        if self.control is None or not self.control.listening:
+            reasons.append("admin and health listeners not bound")
+        return reasons
 
     async def metrics_text(self, openmetrics: bool = False) -> bytes:
         """Every serving worker's numbers, merged with the supervisor's own (reloads, version),
@@ -295,17 +305,24 @@ class Supervisor:
             remove_table(table)
 
     async def _serve(self) -> int:
+        # The pod's own listeners first: one that cannot bind stops the start before any worker runs.
+        control = self.control = ControlPlane(
+            self,
+            self.path,
+            self.stopped,
+            lambda: self.snapshot.cache,
+            (self.explain, self.traces),
+            token_file=lambda: self.snapshot.admin_token_file,
+        )
+        await control.start(self.snapshot.admin, self.snapshot.health)
         for worker in self.workers:
             self._spawn(worker)
-        control = ControlPlane(
-            self, self.path, self.stopped, lambda: self.snapshot.cache, (self.explain, self.traces)
-        )
-        await control.start(self.snapshot.admin)
         log.info(
-            "sidegate supervisor: %d workers on http://%s, admin http://%s",
+            "sidegate supervisor: %d workers on http://%s, admin http://%s, health %s",
             len(self.workers),
             self.snapshot.inbound,
             self.snapshot.admin,
+            f"http://{self.snapshot.health}" if self.snapshot.health else "off",
             extra={"event": "start", "result": "serving", "config": self.path, "workers": len(self.workers)},
         )
         await self.stopped.wait()
