@@ -165,6 +165,26 @@ def test_validate_rejects_inbound_and_admin_on_the_same_address(tmp_path: Path) 
     assert "listeners" in result.stderr and "8080" in result.stderr, result.stderr
 
 
+def test_validate_refuses_an_admin_listener_off_loopback_without_a_token(tmp_path: Path) -> None:
+    """`POST /reload`, cache purge and `/config_dump` must not be open to the network."""
+    text = minimal().replace('admin:   {address: "127.0.0.1:9901"}', 'admin:   {address: "0.0.0.0:9901"}')
+    path = write(tmp_path, text)
+    for command in ("validate", "run"):
+        result = sidegate(command, "--config", path, timeout=20)
+        assert result.returncode == 1, (command, result.stdout)
+        no_traceback(result)
+        ((line, dotted, message),) = issues_of(result.stderr)
+        assert (line, dotted) == (3, "listeners.admin.token_file"), result.stderr
+        assert "set listeners.admin.token_file" in message and "127.0.0.1" in message, message
+    token = tmp_path / "admin-token"
+    text = text.replace('"0.0.0.0:9901"}', f'"0.0.0.0:9901", token_file: "{token}"}}')
+    result = sidegate("validate", "--config", write(tmp_path, text))
+    assert result.returncode == 1 and f"{token}: file not found" in result.stderr, result.stderr
+    token.write_text("a-long-enough-admin-token\n")
+    result = sidegate("validate", "--config", write(tmp_path, text))
+    assert result.returncode == 0, result.stderr
+
+
 def test_env_var_set_makes_the_same_file_valid(tmp_path: Path) -> None:
     path = write(tmp_path, minimal().replace("127.0.0.1:3000", "${" + UNSET + "}"))
     result = sidegate("validate", "--config", path, env={UNSET: "127.0.0.1:3000"})

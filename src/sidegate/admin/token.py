@@ -177,8 +177,10 @@ def login_routes(tokens: TokenFile) -> dict[tuple[str, str], Handler]:
         token, problem = tokens.current()
         if problem is not None:
             return error_response(503, problem)
+        if token is None:  # no token file: nothing to sign in to
+            return AdminResponse(303, b"", "text/plain", (("Location", "./"),))
         given = parse_qs(request.body.decode("latin-1")).get("token", [""])[0].strip().encode()
-        if token is None or hmac.compare_digest(given, token):
+        if hmac.compare_digest(given, token):
             cookie = f"{COOKIE}={tokens.session()}; Path=/; HttpOnly; SameSite=Strict"
             return AdminResponse(303, b"", "text/plain", (("Location", "./"), ("Set-Cookie", cookie)))
         return form("That is not the admin token; try again.", 401)
