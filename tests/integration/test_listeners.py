@@ -206,6 +206,20 @@ def test_an_emptied_or_missing_token_file_refuses_everyone_with_the_reason(
     assert call(port, "/config_dump", headers=bearer(ROTATED))[0] == 200
 
 
+def test_a_reload_that_sets_a_token_file_guards_the_next_request(
+    gateway: GatewayFactory, secret: ConfigMapDir
+) -> None:
+    gw = gateway()
+    assert call(gw.admin_port, "/config_dump")[0] == 200
+    config = json.loads(json.dumps(gw.config))
+    config["listeners"]["admin"]["token_file"] = str(secret.path)
+    gw.write_config(config)
+    # The watcher may reload first: this request carries the token, which is ignored until then.
+    assert call(gw.admin_port, "/reload", "POST", bearer(TOKEN))[0] == 200
+    assert call(gw.admin_port, "/config_dump")[0] == 401
+    assert call(gw.admin_port, "/config_dump", headers=bearer(TOKEN))[0] == 200
+
+
 def test_the_dashboard_signs_in_with_a_cookie_that_cannot_change_anything(guarded: GatewayProcess) -> None:
     port = guarded.admin_port
     status, headers, page = call(port, "/login")
