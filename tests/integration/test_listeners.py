@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from e2e.helpers import ConfigMapDir, metric, parse_metrics, wait_until, worker_pids
-from support.gateway import SIDEGATE, GatewayFactory, GatewayProcess, free_port, make_config
+from support.gateway import SIDEGATE, GatewayFactory, GatewayProcess, free_port, make_config, send_raw
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -170,6 +170,21 @@ def test_the_admin_api_needs_the_bearer_token(guarded: GatewayProcess) -> None:
     assert call(port, "/config_dump", headers=bearer(TOKEN))[0] == 200
     assert call(port, "/reload", "POST", bearer(TOKEN))[0] == 200
     assert call(port, "/nowhere", headers=bearer(TOKEN))[0] == 404
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b"Authorization: Bearer \xff\xfe\x80",
+        b"Authorization: bearer",
+        b'Cookie: sidegate_admin="\xff;;==; =x',
+    ],
+)
+def test_odd_credentials_are_a_401_never_an_error(guarded: GatewayProcess, field: bytes) -> None:
+    request = b"GET /config_dump HTTP/1.1\r\nHost: admin\r\n" + field + b"\r\nConnection: close\r\n\r\n"
+    answer = send_raw(guarded.admin_port, request)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b"WWW-Authenticate: Bearer" in answer
 
 
 def test_the_health_port_never_asks_for_the_token(guarded: GatewayProcess) -> None:

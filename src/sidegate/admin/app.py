@@ -129,7 +129,11 @@ class AdminApp:
     async def handle(self, request: AdminRequest) -> AdminResponse:
         """Answer one request; never raises."""
         if self.guard is not None:
-            refused = self.guard(request)
+            try:
+                refused = self.guard(request)
+            except Exception as exc:  # a guard that fails refuses: never serve unchecked
+                log.exception("admin guard for %s %s failed", request.method, request.path)
+                return error_response(500, f"{type(exc).__name__}: {exc}")
             if refused is not None:
                 return refused
         path = self._template(request.path)
