@@ -2,11 +2,12 @@
 
 With no config file the harness writes the minimal one-route config. A given file (`--config`, or a
 scenario's own) is used as written except that the harness owns the addresses: `listeners.inbound` and
-`listeners.admin` move to free loopback ports, every upstream's `endpoints` become the bench origin,
-`workers` defaults to 1, and a top-level `cache` section (the cache filter's store) gets a `dir` of its
-own, created empty in the run's work dir for each start, so every run begins with a cold cache. Likewise for
-the authenticated scenarios: every route's `jwt` filter gets the run's JWKS file as `jwks_file` (bench/auth.py
-made the key), and a top-level `redis` section gets the `url` of the redis-server the harness started.
+`listeners.admin` move to free loopback ports (`listeners.health` to any free one), every upstream's
+`endpoints` become the bench origin, `workers` defaults to 1, and a top-level `cache` section (the cache
+filter's store) gets a `dir` of its own, created empty in the run's work dir for each start, so every run
+begins with a cold cache. Likewise for the authenticated scenarios: every route's `jwt` filter gets the
+run's JWKS file as `jwks_file` (bench/auth.py made the key), and a top-level `redis` section gets the
+`url` of the redis-server the harness started.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def bench_config(
     listeners = doc.setdefault("listeners", {})
     listeners.setdefault("inbound", {})["address"] = f"127.0.0.1:{port}"
     listeners.setdefault("admin", {})["address"] = f"127.0.0.1:{admin_port}"
+    listeners.setdefault("health", {})["address"] = "127.0.0.1:0"  # never the shared default 9902
     for upstream in doc["upstreams"].values():
         upstream["endpoints"] = [f"127.0.0.1:{app_port}"]
     doc.setdefault("workers", 1)

@@ -35,6 +35,7 @@ cat <<'TXT'
     curl -N http://127.0.0.1:8080/sse?n=5               # server-sent events, streamed as they come
     curl -i -X POST --data-binary @README.md http://127.0.0.1:8080/echo
 
+    curl http://127.0.0.1:9902/ready                     # health: probes and metrics only
     curl http://127.0.0.1:9901/ready                     # admin: probes, metrics, config
     curl http://127.0.0.1:9901/metrics
     curl http://127.0.0.1:9901/config_dump

@@ -1,10 +1,12 @@
 """L5: the control plane, what one pod has once whatever the number of workers.
 
-The admin API (with the cache, stats, dashboard, explain and shutdown routes), the config file
-watcher and the signal handlers: SIGHUP reloads; SIGTERM asks the process to stop after
-``drain_delay``; SIGINT, a second SIGTERM and ``POST /shutdown`` ask it to drain now
-(:class:`StopRequest`). The single process (:mod:`sidegate.runtime`) and the supervisor
-(:mod:`sidegate.supervisor`) each start one, with themselves as its backend.
+The admin API (with the cache, stats, dashboard, explain and shutdown routes, behind the bearer
+token of ``listeners.admin.token_file`` when one is set), the read-only health listener
+(:mod:`sidegate.admin.health`), the config file watcher and the signal handlers: SIGHUP reloads;
+SIGTERM asks the process to stop after ``drain_delay``; SIGINT, a second SIGTERM and ``POST
+/shutdown`` ask it to drain now (:class:`StopRequest`). The single process
+(:mod:`sidegate.runtime`) and the supervisor (:mod:`sidegate.supervisor`) each start one, with
+themselves as its backend; until :attr:`ControlPlane.listening`, their ``/ready`` says 503.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any
 from sidegate.admin.cache import cache_routes
 from sidegate.admin.dashboard import dashboard_routes
 from sidegate.admin.explain import ExplainLookup, TraceLookup, explain_routes
-from sidegate.admin.server import start_admin_server
+from sidegate.admin.health import health_app
+from sidegate.admin.server import serve_app, start_admin_server
 from sidegate.admin.shutdown import shutdown_routes
 from sidegate.admin.stats import StatsBackend, stats_routes
+from sidegate.admin.token import TokenFile, login_routes, token_guard
 from sidegate.config.snapshot import CacheSettings, ListenerSpec
 from sidegate.server.listener import bind_tcp
 from sidegate.watch import watch_config
@@ -72,9 +76,13 @@ class StopRequest:
 
 
 class ControlPlane:
-    """What one pod has once, whatever the number of workers: the admin API, the config
-    watcher and the signal handlers (SIGHUP reloads; SIGTERM, SIGINT and ``POST /shutdown``
-    ask ``stop`` to stop)."""
+    """What one pod has once, whatever the number of workers: the admin API, the health
+    listener, the config watcher and the signal handlers (SIGHUP reloads; SIGTERM, SIGINT and
+    ``POST /shutdown`` ask ``stop`` to stop).
+
+    ``token_file`` answers the current ``listeners.admin.token_file`` (read on each admin
+    request, so a reload that changes it applies at once).
+    """
 
     def __init__(
         self,
@@ -85,8 +93,10 @@ class ControlPlane:
         history: tuple[ExplainLookup, TraceLookup],
         *,
         watched: Callable[[], Sequence[str]] | None = None,
+        token_file: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._backend = backend
+        self._tokens = TokenFile(token_file)
         self._history = history
         self._cache = cache
         self._path = path
@@ -94,9 +104,13 @@ class ControlPlane:
         self._stop = stop
         self._stop_watch = asyncio.Event()
         self._admin: asyncio.Server | None = None
+        self._health: asyncio.Server | None = None
+        self.listening = False  # the admin and health listeners are bound
         self._watcher: asyncio.Task[Any] | None = None
 
-    async def start(self, admin: ListenerSpec) -> None:
+    async def start(self, admin: ListenerSpec, health: ListenerSpec | None = None) -> None:
+        """Bind the admin listener and the health listener (None: ``off``), then watch and
+        handle signals; a listener that cannot bind raises :class:`OSError` naming its field."""
         loop = asyncio.get_running_loop()
         backend = self._backend
         self._admin = await start_admin_server(
@@ -112,8 +126,17 @@ class ControlPlane:
                 **dashboard_routes(),
                 **explain_routes(*self._history),
                 **shutdown_routes(self._stop.immediate),
+                **login_routes(self._tokens),
             },
+            guard=token_guard(self._tokens),
         )
+        if health is not None:
+            try:
+                sock = bind_tcp(health.host, health.port, reuse_port=False)
+            except OSError as error:
+                raise OSError(error.errno, f"listeners.health.address: {error.strerror}") from None
+            self._health = await serve_app(health_app(backend), health.host, health.port, sock=sock)
+        self.listening = True
         self._watcher = background(
             watch_config(self._path, backend.reload, self._stop_watch, watched=self._watched)
         )
@@ -123,7 +146,8 @@ class ControlPlane:
 
     def stop(self) -> None:
         self._stop_watch.set()
-        if self._admin is not None:
-            self._admin.close()
+        for server in (self._admin, self._health):
+            if server is not None:
+                server.close()
         if self._watcher is not None:
             self._watcher.cancel()

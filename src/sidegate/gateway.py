@@ -70,6 +70,8 @@ class Gateway:
             warnings.append(f"listeners.inbound.address stays {old.inbound} until restart")
         if snapshot.admin != old.admin:
             warnings.append(f"listeners.admin.address stays {old.admin} until restart")
+        if snapshot.health != old.health:
+            warnings.append(f"listeners.health.address stays {old.health or 'off'} until restart")
         if snapshot.workers != old.workers:
             warnings.append(f"workers stays {old.workers} until restart")
         self.proxy.view = self._view(snapshot)

@@ -54,7 +54,11 @@ class ConfigState:
         self.loaded_at = time.time()
         self.restart_pending: list[str] = []
         # What the process is bound to: a reload cannot move these.
-        self._running = {"inbound": str(running.inbound), "admin": str(running.admin)}
+        self._running = {
+            "inbound": str(running.inbound),
+            "admin": str(running.admin),
+            "health": str(running.health or "off"),
+        }
         self._workers = running.workers
         self.labels_file = labels_file_of(running.dump)
 

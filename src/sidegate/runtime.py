@@ -44,7 +44,7 @@ class SingleProcess:
         self.state = ConfigState(path, snapshot)
         self.snapshot = snapshot
         self.gateway: Gateway | None = None
-        self.ready = False
+        self.control: ControlPlane | None = None
         self.draining = False
         self.stop = StopRequest()
         self._reload: Reloader | None = None
@@ -58,13 +58,23 @@ class SingleProcess:
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
-        if not self.ready:
-            return False, "starting"
+        waiting = self.not_ready()
+        if waiting:
+            return False, "starting: " + "; ".join(waiting)
         if self.health is not None:
             healthy, why = self.health.readiness()
             if not healthy:
                 return False, why
         return True, "ready"
+
+    def not_ready(self) -> list[str]:
+        """What keeps ``/ready`` at 503 while starting, one reason per check."""
+        reasons = []
+        if self.gateway is None or self.gateway.server is None:
+            reasons.append("inbound listener not bound")
+        if self.control is None or not self.control.listening:
+            reasons.append("admin and health listeners not bound")
+        return reasons
 
     async def metrics_text(self, openmetrics: bool = False) -> bytes:
         gateway = self.gateway
@@ -116,20 +126,21 @@ class SingleProcess:
         health = self.health = HealthChecker(loop, lambda: gateway.set_health(health.table()))
         health.update(gateway.clusters.clusters)
         self._reload = Reloader(self.state, gateway.metrics, self._swap, log)
-        control = ControlPlane(
+        control = self.control = ControlPlane(
             self,
             self.path,
             self.stop,
             lambda: gateway.snapshot.cache,
             (self.explain, self.traces),
             watched=self.state.watched,
+            token_file=lambda: gateway.snapshot.admin_token_file,
         )
-        await control.start(self.snapshot.admin)
-        self.ready = True
+        await control.start(self.snapshot.admin, self.snapshot.health)
         log.info(
-            "sidegate serving: inbound http://%s admin http://%s (%d routes; %s)",
+            "sidegate serving: inbound http://%s admin http://%s health %s (%d routes; %s)",
             self.snapshot.inbound,
             self.snapshot.admin,
+            f"http://{self.snapshot.health}" if self.snapshot.health else "off",
             len(self.snapshot.routes),
             describe(),
             extra={"event": "start", "result": "serving", "config": self.path},

@@ -157,6 +157,7 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(snapshot.workers)]
         self.draining = False
         self.stop = StopRequest()
+        self.control: ControlPlane | None = None
         self._ids = itertools.count(1)
         self._mp = multiprocessing.get_context("spawn")
         self._reload = Reloader(self.state, self.metrics, self._swap, log)
@@ -241,14 +242,25 @@ class Supervisor:
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
-        serving = sum(w.ready for w in self.workers)
-        if serving < len(self.workers):
-            return False, f"{serving} of {len(self.workers)} workers serving"
+        waiting = self.not_ready()
+        if waiting:
+            return False, "; ".join(waiting)
         if self.health is not None:
             healthy, why = self.health.readiness()
             if not healthy:
                 return False, why
         return True, "ready"
+
+    def not_ready(self) -> list[str]:
+        """What keeps ``/ready`` at 503, one reason per check (a worker is ready once its
+        inbound socket is bound and it serves)."""
+        reasons = []
+        serving = sum(w.ready for w in self.workers)
+        if serving < len(self.workers):
+            reasons.append(f"{serving} of {len(self.workers)} workers serving")
+        if self.control is None or not self.control.listening:
+            reasons.append("admin and health listeners not bound")
+        return reasons
 
     async def metrics_text(self, openmetrics: bool = False) -> bytes:
         """Every serving worker's numbers, merged with the supervisor's own (reloads, version),
@@ -352,23 +364,26 @@ class Supervisor:
             self._tell_workers({"op": "health", "states": self.health.table()})
 
     async def _serve(self) -> int:
-        self._check(self.snapshot)
-        for worker in self.workers:
-            self._spawn(worker)
-        control = ControlPlane(
+        # The pod's own listeners first: one that cannot bind stops the start before any worker runs.
+        control = self.control = ControlPlane(
             self,
             self.path,
             self.stop,
             lambda: self.snapshot.cache,
             (self.explain, self.traces),
             watched=self.state.watched,
+            token_file=lambda: self.snapshot.admin_token_file,
         )
-        await control.start(self.snapshot.admin)
+        await control.start(self.snapshot.admin, self.snapshot.health)
+        self._check(self.snapshot)
+        for worker in self.workers:
+            self._spawn(worker)
         log.info(
-            "sidegate supervisor: %d workers on http://%s, admin http://%s",
+            "sidegate supervisor: %d workers on http://%s, admin http://%s, health %s",
             len(self.workers),
             self.snapshot.inbound,
             self.snapshot.admin,
+            f"http://{self.snapshot.health}" if self.snapshot.health else "off",
             extra={"event": "start", "result": "serving", "config": self.path, "workers": len(self.workers)},
         )
         await self.stop.requested.wait()

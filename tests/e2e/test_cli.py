@@ -38,8 +38,13 @@ def sidegate(
     )
 
 
-def minimal(inbound: int = 8080, admin: int = 9901) -> str:
-    return MINIMAL.replace("INBOUND", str(inbound)).replace("ADMIN", str(admin))
+def minimal(inbound: int = 8080, admin: int = 9901, health: str | None = None) -> str:
+    """The minimal config; ``health`` adds ``listeners.health.address`` (one line more)."""
+    text = MINIMAL.replace("INBOUND", str(inbound)).replace("ADMIN", str(admin))
+    if health is None:
+        return text
+    admin_line = next(line for line in text.splitlines(keepends=True) if line.startswith("  admin:"))
+    return text.replace(admin_line, admin_line + f'  health:  {{address: "{health}"}}\n')
 
 
 def write(tmp_path: Path, text: str, name: str = "sidegate.yaml") -> str:
@@ -160,6 +165,26 @@ def test_validate_rejects_inbound_and_admin_on_the_same_address(tmp_path: Path) 
     assert "listeners" in result.stderr and "8080" in result.stderr, result.stderr
 
 
+def test_validate_refuses_an_admin_listener_off_loopback_without_a_token(tmp_path: Path) -> None:
+    """`POST /reload`, cache purge and `/config_dump` must not be open to the network."""
+    text = minimal().replace('admin:   {address: "127.0.0.1:9901"}', 'admin:   {address: "0.0.0.0:9901"}')
+    path = write(tmp_path, text)
+    for command in ("validate", "run"):
+        result = sidegate(command, "--config", path, timeout=20)
+        assert result.returncode == 1, (command, result.stdout)
+        no_traceback(result)
+        ((line, dotted, message),) = issues_of(result.stderr)
+        assert (line, dotted) == (3, "listeners.admin.token_file"), result.stderr
+        assert "set listeners.admin.token_file" in message and "127.0.0.1" in message, message
+    token = tmp_path / "admin-token"
+    text = text.replace('"0.0.0.0:9901"}', f'"0.0.0.0:9901", token_file: "{token}"}}')
+    result = sidegate("validate", "--config", write(tmp_path, text))
+    assert result.returncode == 1 and f"{token}: file not found" in result.stderr, result.stderr
+    token.write_text("a-long-enough-admin-token\n")
+    result = sidegate("validate", "--config", write(tmp_path, text))
+    assert result.returncode == 0, result.stderr
+
+
 def test_env_var_set_makes_the_same_file_valid(tmp_path: Path) -> None:
     path = write(tmp_path, minimal().replace("127.0.0.1:3000", "${" + UNSET + "}"))
     result = sidegate("validate", "--config", path, env={UNSET: "127.0.0.1:3000"})
@@ -243,15 +268,16 @@ def _run_expecting_exit(path: str, timeout: float) -> tuple[int | None, str]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-@pytest.mark.parametrize("listener", ["inbound", "admin"])
+@pytest.mark.parametrize("listener", ["inbound", "admin", "health"])
 def test_run_on_a_port_in_use_exits_1_naming_the_address(
     tmp_path: Path, free_port: Callable[[], int], listener: str, workers: int
 ) -> None:
     held = _held_socket()
     try:
         port = held.getsockname()[1]
-        ports = {"inbound": free_port(), "admin": free_port(), listener: port}
-        text = minimal(ports["inbound"], ports["admin"]) + f"workers: {workers}\n"
+        ports = {"inbound": free_port(), "admin": free_port(), "health": free_port(), listener: port}
+        health = f"127.0.0.1:{ports['health']}"
+        text = minimal(ports["inbound"], ports["admin"], health) + f"workers: {workers}\n"
         code, output = _run_expecting_exit(write(tmp_path, text), timeout=10)
     finally:
         held.close()
@@ -273,7 +299,7 @@ def test_a_second_gateway_on_the_same_inbound_port_is_refused(
     """Two gateways on one address would silently split the traffic between two configs."""
     first = gateway(workers=first_workers)
     port = first.port
-    text = minimal(port, free_port()) + f"workers: {second_workers}\n"
+    text = minimal(port, free_port(), "127.0.0.1:0") + f"workers: {second_workers}\n"
     path = write(tmp_path, text, "second.yaml")
     code, output = _run_expecting_exit(path, timeout=5)
     assert code == 1, f"a second sidegate started on busy port {port} (exit {code}):\n{output}"
@@ -283,7 +309,7 @@ def test_a_second_gateway_on_the_same_inbound_port_is_refused(
 
 def test_run_stops_cleanly_on_sigint(tmp_path: Path, free_port: Callable[[], int]) -> None:
     admin = free_port()
-    path = write(tmp_path, minimal(free_port(), admin))
+    path = write(tmp_path, minimal(free_port(), admin, "127.0.0.1:0"))
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([SIDEGATE, "run", "--config", path], stdout=log, stderr=subprocess.STDOUT)

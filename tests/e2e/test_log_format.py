@@ -25,6 +25,7 @@ def config(port: int, admin: int, version: str, **top: Any) -> dict[str, Any]:
         "listeners": {
             "inbound": {"address": f"127.0.0.1:{port}"},
             "admin": {"address": f"127.0.0.1:{admin}"},
+            "health": {"address": "127.0.0.1:0"},
         },
         "upstreams": {"app": {"endpoints": ["127.0.0.1:9"]}},
         "routes": [direct("v", "/", version)],

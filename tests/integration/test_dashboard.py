@@ -185,3 +185,24 @@ def test_the_dashboard_shows_what_the_health_checks_found(gateway: GatewayFactor
     assert endpoint["data-health"] == "healthy" and endpoint["data-state"] == "ok"
     text = browser.evaluate("document.querySelector('#chart-upstreams g.endpoint').textContent")
     assert "healthy" in text and " ok / 0 failed" in text
+
+
+def test_behind_a_token_the_browser_signs_in_and_the_page_draws(
+    gateway: GatewayFactory, tmp_path: Path, browser: Browser
+) -> None:
+    """The page cannot send `Authorization`: `/login` sets the session cookie its polls carry."""
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("dashboard-admin-token-42\n")
+    gw = gateway(mutate=lambda config: config["listeners"]["admin"].update(token_file=str(token_file)))
+    browser.open(gw.admin_url("/"))
+    assert "/login" in browser.evaluate("document.body.innerText")  # the 401's reason says where to go
+    browser.open(gw.admin_url("/login"))
+    browser.evaluate(
+        "document.querySelector('input[name=token]').value = 'dashboard-admin-token-42';"
+        "document.querySelector('form').submit(); true"
+    )
+    polls = "Number(document.getElementById('dashboard')?.dataset.polls || 0) >= 1"
+    browser.wait_for(f"location.pathname === '/' && {polls}")
+    page = read(browser)
+    assert page["error"] is None and page["banner"] is None, page
+    assert "config version 1" in page["meta"]

@@ -194,13 +194,15 @@ def make_config(
     upstreams: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
     forwarded: dict[str, Any] | None = None,
+    health_port: int | None = None,
     **top: Any,
 ) -> dict[str, Any]:
     """A config dict: ``upstream`` ("host:port") as upstream ``app``, one catch-all route by default.
 
     ``limits`` and ``forwarded`` are merged over the defaults; ``upstreams`` is merged over
     ``{"app": ...}``; ``top`` adds top-level keys (``workers``, ``drain_timeout``...).
-    ``drain_delay`` is 0 unless given, so that stopping a test's gateway takes no 5 s.
+    ``drain_delay`` is 0 unless given, so that stopping a test's gateway takes no 5 s. The health
+    listener gets ``health_port`` (a free one by default: never the shared default 9902).
     """
     config: dict[str, Any] = {
         "listeners": {
@@ -210,6 +212,7 @@ def make_config(
                 "forwarded": {**DEFAULT_FORWARDED, **(forwarded or {})},
             },
             "admin": {"address": f"{HOST}:{admin_port}"},
+            "health": {"address": f"{HOST}:{health_port or free_port()}"},
         },
         "upstreams": {"app": {"endpoints": [upstream]}, **(upstreams or {})},
         "routes": copy.deepcopy(routes)
@@ -219,6 +222,14 @@ def make_config(
     config["drain_delay"] = 0
     config.update(top)
     return config
+
+
+def health_port_of(config: dict[str, Any]) -> int | None:
+    """The health listener's port in ``config`` (None when off, unset or 0: unknown)."""
+    address = config.get("listeners", {}).get("health", {}).get("address")
+    if not isinstance(address, str) or address == "off":
+        return None
+    return int(address.rpartition(":")[2]) or None
 
 
 class GatewayProcess:
@@ -238,6 +249,7 @@ class GatewayProcess:
         self.port = port
         self.admin_port = admin_port
         self.config = config
+        self.health_port = health_port_of(config)
         self.config_path = workdir / "sidegate.yaml"
         self.log_path = workdir / "sidegate.log"
         self.write_config(config)
@@ -259,13 +271,14 @@ class GatewayProcess:
         os.replace(tmp, self.config_path)
 
     def wait_ready(self, timeout: float = 15.0) -> None:
+        """Poll ``/ready`` on the health port (as the kubelet does), or on admin with no health port."""
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"sidegate exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                status, _ = http_get(self.admin_port, "/ready", timeout=1.0)
+                status, _ = http_get(self.health_port or self.admin_port, "/ready", timeout=1.0)
                 if status == 200:
                     return
                 last = status

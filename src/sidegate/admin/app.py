@@ -79,11 +79,14 @@ class AdminResponse:
 
 Handler = Callable[[AdminRequest], AdminResponse | Awaitable[AdminResponse]]
 Routes = Mapping[tuple[str, str], Handler]
+#: Runs before dispatch: None lets the request through, a response refuses it (e.g. a 401).
+Guard = Callable[[AdminRequest], AdminResponse | None]
 
 
 # Stable error words for clients to match on (Python's reason phrases change between versions).
 _ERRORS = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     408: "request_timeout",
@@ -101,10 +104,11 @@ def error_response(status: int, reason: str, **extra: Any) -> AdminResponse:
 
 
 class AdminApp:
-    """The route table and dispatch rules (HEAD fallback, 404, 405, 500)."""
+    """The route table and dispatch rules (guard, HEAD fallback, 404, 405, 500)."""
 
-    def __init__(self, routes: Routes | None = None) -> None:
+    def __init__(self, routes: Routes | None = None, guard: Guard | None = None) -> None:
         self.routes: dict[tuple[str, str], Handler] = dict(routes or {})
+        self.guard = guard
 
     def add(self, method: str, path: str, handler: Handler) -> None:
         """Serve ``method path`` with ``handler`` (replacing any previous one)."""
@@ -125,6 +129,14 @@ class AdminApp:
 
     async def handle(self, request: AdminRequest) -> AdminResponse:
         """Answer one request; never raises."""
+        if self.guard is not None:
+            try:
+                refused = self.guard(request)
+            except Exception as exc:  # a guard that fails refuses: never serve unchecked
+                log.exception("admin guard for %s %s failed", request.method, request.path)
+                return error_response(500, f"{type(exc).__name__}: {exc}")
+            if refused is not None:
+                return refused
         path = self._template(request.path)
         handler = self.routes.get((request.method, path))
         if handler is None and request.method == "HEAD":
@@ -132,7 +144,9 @@ class AdminApp:
         if handler is None:
             allowed = {m for m, p in self.routes if p == path}
             if not allowed:
-                return error_response(404, f"no admin endpoint {request.path}", endpoints=self.endpoints())
+                return error_response(
+                    404, f"no endpoint {request.path} on this listener", endpoints=self.endpoints()
+                )
             if "GET" in allowed:
                 allowed.add("HEAD")
             allow = ", ".join(sorted(allowed))

@@ -38,6 +38,7 @@ from sidegate.admin.app import (
     AdminBackend,
     AdminRequest,
     AdminResponse,
+    Guard,
     Routes,
     default_routes,
     error_response,
@@ -345,15 +346,30 @@ async def start_admin_server(
     sock: socket.socket | None = None,
     routes: Routes | None = None,
     limits: AdminLimits | None = None,
+    guard: Guard | None = None,
 ) -> asyncio.Server:
     """Listen on ``host:port`` (or on ``sock``, already bound) and serve the admin API.
 
-    ``routes`` adds or replaces endpoints on top of :func:`default_routes`. The caller owns the
-    returned server: ``server.close()`` stops accepting.
+    ``routes`` adds or replaces endpoints on top of :func:`default_routes`; ``guard`` (e.g. the
+    bearer token check of :mod:`sidegate.admin.token`) sees every request first. The caller owns
+    the returned server: ``server.close()`` stops accepting.
     """
-    app = AdminApp(default_routes(backend))
+    app = AdminApp(default_routes(backend), guard)
     for (method, path), handler in (routes or {}).items():
         app.add(method, path, handler)
+    return await serve_app(app, host, port, sock=sock, limits=limits)
+
+
+async def serve_app(
+    app: AdminApp,
+    host: str,
+    port: int,
+    *,
+    sock: socket.socket | None = None,
+    limits: AdminLimits | None = None,
+) -> asyncio.Server:
+    """Listen on ``host:port`` (or on ``sock``) and answer with ``app``'s route table; the admin
+    API and the read-only health listener (:mod:`sidegate.admin.health`) are two such tables."""
     conn_limits = limits or AdminLimits()
     loop = asyncio.get_running_loop()
 

@@ -144,6 +144,8 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         upstreams=upstreams,
         inbound=ListenerSpec(*_host_port(inbound["address"])),
         admin=ListenerSpec(*_host_port(config["listeners"]["admin"]["address"])),
+        health=_optional_listener(config["listeners"]["health"]["address"]),
+        admin_token_file=config["listeners"]["admin"]["token_file"],
         limits=InboundLimits(
             head_size=limits["head_size"],
             header_count=limits["header_count"],
@@ -392,6 +394,11 @@ def _host_port(address: str) -> tuple[str, int]:
     """
     host, _, port = address.rpartition(":")
     return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _optional_listener(address: str) -> ListenerSpec | None:
+    """A listener's address, or None for ``off`` (the word of :mod:`sidegate.config.listeners`)."""
+    return None if address == "off" else ListenerSpec(*_host_port(address))
 
 
 def _b(text: str | None) -> bytes | None:

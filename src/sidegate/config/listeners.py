@@ -1,5 +1,9 @@
-"""The ``listeners:`` section of the config: where the gateway listens, and the inbound side's
-limits and forwarding headers.
+"""The ``listeners:`` section of the config: where the gateway listens (inbound, admin, health),
+the inbound side's limits and forwarding headers, and the admin API's bearer token file.
+
+Checks that need the whole section or the file system (listeners that would collide, an admin
+listener off loopback without a token, a token file that cannot be read) are in
+:mod:`sidegate.config.listener_checks`.
 
 Checked by pydantic in the config checker only (like :mod:`sidegate.config.model`, which imports
 it); the serving process gets :class:`~sidegate.config.snapshot.ListenerSpec`,
@@ -15,6 +19,10 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from sidegate.config.fields import Duration, KiB, ListenAddress, Size
+from sidegate.units import parse_address
+
+#: ``listeners.health.address: off`` runs no health listener.
+OFF = "off"
 
 
 class _Model(BaseModel):
@@ -117,9 +125,35 @@ class InboundListener(_Model):
 
 
 class AdminListener(_Model):
-    """The admin listener: probes, metrics, config dump, explain."""
+    """The admin listener: probes, metrics, config dump, reload, cache purge, explain, dashboard."""
 
     address: ListenAddress = Field(default="127.0.0.1:9901", description='admin API address, "host:port"')
+    token_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a file holding the bearer token every admin request must send "
+        "(`Authorization: Bearer <token>`), e.g. a mounted Secret; re-read when it changes. "
+        "Required when the address is not loopback",
+    )
+
+
+def _health_address(value: str) -> str:
+    if value == OFF:
+        return value
+    try:
+        parse_address(value, allow_port_zero=True)
+    except ValueError as error:
+        raise ValueError(f"{error}; or `off` to run no health listener") from None
+    return value
+
+
+class HealthListener(_Model):
+    """The read-only listener for the kubelet's probes and Prometheus: /live, /ready, /metrics."""
+
+    address: Annotated[str, AfterValidator(_health_address)] = Field(
+        default="0.0.0.0:9902",
+        description='probe and metrics address, "host:port" (no token, nothing else served), or `off`',
+    )
 
 
 class Listeners(_Model):
@@ -129,3 +163,7 @@ class Listeners(_Model):
         default_factory=InboundListener, description="the client-facing listener"
     )
     admin: AdminListener = Field(default_factory=AdminListener, description="probes, metrics and admin API")
+    health: HealthListener = Field(
+        default_factory=HealthListener,
+        description="read-only probes and metrics for kubelet and Prometheus",
+    )

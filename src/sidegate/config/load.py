@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from sidegate.config.listener_checks import check_listeners
 from sidegate.config.model import Route, SidegateConfig
 from sidegate.config.profiles import ProfileChoice, annotate, apply_profiles
 from sidegate.config.reach import check_reach
@@ -241,23 +242,6 @@ def _unwrap(annotation: Any) -> Any:
         return annotation
 
 
-def _check_listeners(doc: Document) -> None:
-    """The inbound and admin listeners cannot share an address (the second bind would fail)."""
-    listeners = doc.data.get("listeners")
-    if not isinstance(listeners, dict):
-        return
-    inbound, admin = listeners.get("inbound"), listeners.get("admin")
-    if not (isinstance(inbound, dict) and isinstance(admin, dict)):
-        return
-    address = inbound.get("address")
-    if isinstance(address, str) and address == admin.get("address") and not address.endswith(":0"):
-        _add(
-            doc,
-            ("listeners", "admin", "address"),
-            f"{address!r} is also listeners.inbound.address; give the admin listener its own port",
-        )
-
-
 def _check_consumers(doc: Document) -> None:
     """A consumer name, and an API key, belong to one consumer only."""
     consumers = doc.data.get("consumers")
@@ -288,9 +272,9 @@ def _check_consumers(doc: Document) -> None:
 
 
 def _check_references(doc: Document) -> None:
-    """Checks across the file: each route's upstream is defined, route names are unique, and
-    consumer names and keys too."""
-    _check_listeners(doc)
+    """Checks across the file: listeners (:mod:`sidegate.config.listener_checks`), each route's
+    upstream is defined, route names are unique, and consumer names and keys too."""
+    check_listeners(doc)
     _check_consumers(doc)
     data = doc.data
     routes, upstreams = data.get("routes"), data.get("upstreams")

@@ -260,6 +260,8 @@ class Snapshot:
     upstreams: Mapping[str, UpstreamSpec]
     inbound: ListenerSpec
     admin: ListenerSpec
+    health: ListenerSpec | None  # None: `listeners.health.address: off`
+    admin_token_file: str | None  # every admin request needs the bearer token in this file
     limits: InboundLimits
     forwarded: ForwardedSpec
     workers: int
