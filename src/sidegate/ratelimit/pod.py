@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tempfile
 from typing import Final
 from urllib.parse import quote
 
@@ -42,9 +41,12 @@ def table_path(pid: int | None = None) -> str:
     named = os.environ.get(ENV_TABLE)
     if named:
         return named
-    base = (
-        "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-    )
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        base = "/dev/shm"
+    else:
+        import tempfile  # only here: it brings shutil, bz2 and lzma (~0.4 MiB) into the gateway
+
+        base = tempfile.gettempdir()
     return os.path.join(base, f"sidegate-{pid or os.getpid()}-ratelimit")
 
 
