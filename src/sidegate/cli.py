@@ -1,4 +1,4 @@
-"""The ``sidegate`` command line: ``run``, ``validate``, ``schema``, ``version``.
+"""The ``sidegate`` command line: ``run``, ``validate``, ``inject``, ``schema``, ``version``.
 
 ``validate`` and ``schema`` only import the config layer (pydantic, YAML, the filter registry):
 the runtime, asyncio and uvloop are imported by ``run`` alone, inside the function. ``run`` in
@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return validate(args.config)
     if command == "schema":
         return schema()
+    if command == "inject":
+        from sidegate.inject.command import inject
+
+        return inject(args)
     if command == "version":
         from sidegate.native import describe
 
@@ -66,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     check.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    from sidegate.inject.command import add_parser
+
+    add_parser(commands, _Formatter)
     for name, text in (("schema", "print the config JSON Schema"), ("version", "print the version")):
         commands.add_parser(name, help=text, description=text.capitalize() + ".", formatter_class=_Formatter)
     return parser
