@@ -196,13 +196,15 @@ def test_traffic_reaches_the_app_only_through_sidegate(base: list[Obj]) -> None:
     assert sorted(p["port"] for p in rule["ports"]) == [8080, 9902]
 
 
-def test_prometheus_scrapes_the_health_port(base: list[Obj]) -> None:
+def test_prometheus_scrapes_the_health_port_and_kubectl_defaults_to_the_app(base: list[Obj]) -> None:
     annotations = _by_kind(base, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": "9902",
         "prometheus.io/path": "/metrics",
+        "kubectl.kubernetes.io/default-container": "app",
     }
+    assert annotations.items() >= sidecar.pod_annotations(InjectOptions()).items()
 
 
 def test_the_base_sidecar_is_what_inject_adds(base: list[Obj]) -> None:

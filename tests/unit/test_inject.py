@@ -7,6 +7,7 @@ that name the document and the fix, and advice that points at Sidegate's ports.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,30 @@ def test_list_items_are_injected() -> None:
     assert sidegate_of(pod)[:2] == ("initContainers", 0)
     assert deployment["kind"] == "Deployment" and sidegate_of(deployment)[:2] == ("initContainers", 0)
     assert [c["name"] for c in containers(pod_specs(pod)[0])] == ["sidegate", "shell"]
+
+
+def test_kubectl_defaults_to_the_app_unless_the_owner_chose() -> None:
+    for mode in ("native", "classic"):
+        out = objects(ok(inject(DEPLOYMENT, mode=mode)))[0]
+        assert (
+            out["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"]
+            == "app"
+        )
+    chosen = DEPLOYMENT.replace(
+        "      labels: {app: web}\n",
+        "      labels: {app: web}\n      annotations: {kubectl.kubernetes.io/default-container: other}\n",
+    )
+    out = objects(ok(inject(chosen)))[0]
+    assert (
+        out["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"]
+        == "other"
+    )
+
+
+def test_json_comes_back_as_json() -> None:
+    text = json.dumps(objects(DEPLOYMENT)[0]) + "\n"
+    once = ok(inject(text))
+    injected = json.loads(once)
+    assert sidegate_of(injected)[:2] == ("initContainers", 0)
+    validate(injected)
+    assert ok(inject(once)) == once

@@ -6,13 +6,15 @@ back as the very text it was read from, byte for byte; a changed one is dumped b
 which keeps its comments, key order and quoting, in the indentation the document used. Workloads
 (``POD_SPEC_PATHS``) get the sidecar, ``List`` documents have their items injected, a
 Service that selects an injected workload and targets an app port gets advice, and every other
-document passes through. Any refusal fails the whole stream: nothing is written, so a pipe into
-``kubectl apply`` never applies half of it.
+document passes through. A JSON document (``kubectl get -o json``) is written back as JSON.
+Any refusal fails the whole stream: nothing is written, so a pipe into ``kubectl apply`` never
+applies half of it.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping, MutableMapping, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +129,8 @@ def _inject_chunk(
         workloads.append(_Workload(where, outcome))
     if not changed:
         return chunk
+    if body.lstrip().startswith("{"):  # JSON in (kubectl get -o json), JSON out
+        return marker + json.dumps(doc, indent=2) + "\n"
     stream = io.StringIO()
     yaml.dump(doc, stream)
     return marker + stream.getvalue()

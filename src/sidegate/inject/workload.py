@@ -35,6 +35,7 @@ POD_SPEC_PATHS: Final[dict[str, tuple[str, ...]]] = {
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
 JOB_KINDS: Final = frozenset({"Job", "CronJob"})
+DEFAULT_CONTAINER: Final = "kubectl.kubernetes.io/default-container"
 
 
 @dataclass
@@ -74,9 +75,9 @@ def inject_workload(doc: MutableMapping[str, Any], options: InjectOptions) -> Ou
         spec["volumes"] = sidecar.volumes(options)
         outcome.changed = True
     outcome.changed |= _pod_security(spec)
-    outcome.changed |= _annotations(metadata, options, outcome)
-    outcome.changed |= _grace(spec, options, outcome)
     main = [c for c in containers if isinstance(c, MutableMapping) and c.get("name") != CONTAINER_NAME]
+    outcome.changed |= _annotations(metadata, options, outcome, str(main[0].get("name")))
+    outcome.changed |= _grace(spec, options, outcome)
     _advise(kind, main, options, outcome)
     return outcome
 
@@ -189,7 +190,11 @@ def _pod_security(spec: MutableMapping[str, Any]) -> bool:
     return False
 
 
-def _annotations(metadata: MutableMapping[str, Any], options: InjectOptions, outcome: Outcome) -> bool:
+def _annotations(
+    metadata: MutableMapping[str, Any], options: InjectOptions, outcome: Outcome, app: str
+) -> bool:
+    """Prometheus scrapes Sidegate; ``kubectl logs`` and ``exec`` default to the app (where the
+    owner has not chosen), as a classic-mode Sidegate would otherwise be the first container."""
     current = metadata.get("annotations")
     if not isinstance(current, MutableMapping):
         metadata["annotations"] = current = {}
@@ -201,7 +206,11 @@ def _annotations(metadata: MutableMapping[str, Any], options: InjectOptions, out
             f"{options.health_port}; list the app's endpoint in observability.app_metrics to "
             "merge its metrics"
         )
-    return merge_into(current, wanted)
+    changed = merge_into(current, wanted)
+    if DEFAULT_CONTAINER not in current:
+        current[DEFAULT_CONTAINER] = app
+        changed = True
+    return changed
 
 
 def _grace(spec: MutableMapping[str, Any], options: InjectOptions, outcome: Outcome) -> bool:
