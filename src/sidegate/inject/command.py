@@ -22,7 +22,6 @@ from sidegate.inject.options import (
     InjectError,
     InjectOptions,
     Sizing,
-    sizing_from_config,
 )
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
@@ -75,10 +74,11 @@ def add_parser(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 def inject(args: argparse.Namespace) -> int:
     """Run ``sidegate inject`` with parsed ``args``; the process exit code."""
     try:
-        options = _options(args)
+        options, config_advice = _options(args)
         text, source = _read(args.file)
     except InjectError as exc:
-        print(f"sidegate inject: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"sidegate inject: {line}", file=sys.stderr)
         return 1
     from sidegate.inject.stream import inject_text
 
@@ -95,7 +95,7 @@ def inject(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"sidegate inject: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    for line in result.advice:
+    for line in config_advice + result.advice:
         print(line, file=sys.stderr)
     print(
         f"sidegate inject: {result.injected} workload(s) injected, {result.unchanged} already up to date "
@@ -106,7 +106,10 @@ def inject(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options(args: argparse.Namespace) -> InjectOptions:
+def _options(args: argparse.Namespace) -> tuple[InjectOptions, list[str]]:
+    """The options, and advice about the config they were read from."""
+    from sidegate.inject.configured import check_config, read_config
+
     ports = {"--port": args.port, "--health-port": args.health_port, "--admin-port": args.admin_port}
     if args.app_port is not None:
         ports["--app-port"] = args.app_port
@@ -126,8 +129,8 @@ def _options(args: argparse.Namespace) -> InjectOptions:
         )
     if not args.image.strip() or any(ch.isspace() for ch in args.image):
         raise InjectError(f"--image {args.image!r}: give an image reference such as registry/sidegate:0.1.0")
-    sizing = sizing_from_config(args.config) if args.config else Sizing()
-    return InjectOptions(
+    facts = read_config(args.config) if args.config else None
+    options = InjectOptions(
         image=args.image,
         config_map=args.config_map,
         port=args.port,
@@ -139,8 +142,9 @@ def _options(args: argparse.Namespace) -> InjectOptions:
         memory_request=args.memory,
         cpu_limit=args.cpu_limit,
         memory_limit=args.memory_limit,
-        sizing=sizing,
+        sizing=facts.sizing if facts else Sizing(),
     )
+    return options, check_config(facts, options) if facts else []
 
 
 def _quantity(flag: str, value: str) -> None:

@@ -2,8 +2,9 @@
 
 The defaults are those of ``deploy/base`` (the manifests a platform engineer reads first), so an
 injected workload and the base Deployment carry the same sidecar. ``--config FILE`` reads a
-Sidegate config to size the cache volume from ``cache.max_size`` and the pod's grace period from
-the drain settings; without it the config defaults are assumed (256 MiB cache, 5 s + 20 s drain).
+Sidegate config (:mod:`sidegate.inject.configured`) to size the cache volume from
+``cache.max_size`` and the pod's grace period from the drain settings; without it the config
+defaults are assumed (256 MiB cache, 5 s + 20 s drain).
 """
 
 from __future__ import annotations
@@ -77,24 +78,3 @@ class InjectOptions:
 
 class InjectError(Exception):
     """What ``sidegate inject`` cannot do, said so that the user knows the fix (never a traceback)."""
-
-
-def sizing_from_config(path: str) -> Sizing:
-    """Cache size and drain settings of the Sidegate config at ``path`` (validated as ``run`` would)."""
-    from sidegate.config.load import load_config
-    from sidegate.errors import ConfigError
-
-    try:
-        loaded = load_config(path)
-    except ConfigError as exc:
-        lines = [issue.located(exc.source or path) for issue in exc.issues]
-        lines.append(f"{path}: fix the config first (sidegate validate --config {path})")
-        raise InjectError("\n".join(lines)) from None
-    config = loaded.config
-    # drain_delay is read with a default: configs of releases without it are sized as they run.
-    drain_delay = float(getattr(config, "drain_delay", DEFAULT_DRAIN_DELAY))
-    return Sizing(
-        cache_max_size=int(config.cache.max_size),
-        drain_delay=drain_delay,
-        drain_timeout=float(config.drain_timeout),
-    )

@@ -257,7 +257,7 @@ def _advise(
             outcome.advice.append(
                 f"container {name} gets SIGTERM before Sidegate and while endpoints are still being "
                 "removed: let it serve a few seconds more, e.g. "
-                "lifecycle: {preStop: {sleep: {seconds: 5}}}"
+                "lifecycle: {preStop: {sleep: {seconds: 5}}} (Kubernetes >= 1.30)"
             )
     if options.mode == "classic":
         outcome.advice.append(
