@@ -318,3 +318,11 @@ def test_json_comes_back_as_json() -> None:
     assert sidegate_of(injected)[:2] == ("initContainers", 0)
     validate(injected)
     assert ok(inject(once)) == once
+
+
+def test_a_pod_of_sidegate_alone_is_refused() -> None:
+    text = (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: sidegate, image: x}]\n"
+    )
+    (error,) = inject(text, mode="classic").errors
+    assert error.startswith("in.yaml:doc 1: pod/p: no app container beside Sidegate in containers; add ")

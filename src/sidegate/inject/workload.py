@@ -63,10 +63,10 @@ def inject_workload(doc: MutableMapping[str, Any], options: InjectOptions) -> Ou
             "and the app's 127.0.0.1 would be the node's; run it without hostNetwork"
         )
     outcome = Outcome(pod_labels=_labels(metadata))
-    apps = [c for c in _containers(spec) if c.get("name") != CONTAINER_NAME]
-    if not apps:
-        raise InjectError("no app container beside Sidegate; add the app's container first")
-    _check_ports(apps, options, outcome)
+    main = [c for c in containers if isinstance(c, MutableMapping) and c.get("name") != CONTAINER_NAME]
+    if not main:
+        raise InjectError("no app container beside Sidegate in containers; add the app's container first")
+    _check_ports([c for c in _containers(spec) if c.get("name") != CONTAINER_NAME], options, outcome)
     outcome.changed |= _place_container(spec, options)
     volumes = spec.get("volumes")
     if isinstance(volumes, MutableSequence):
@@ -75,7 +75,6 @@ def inject_workload(doc: MutableMapping[str, Any], options: InjectOptions) -> Ou
         spec["volumes"] = sidecar.volumes(options)
         outcome.changed = True
     outcome.changed |= _pod_security(spec)
-    main = [c for c in containers if isinstance(c, MutableMapping) and c.get("name") != CONTAINER_NAME]
     outcome.changed |= _annotations(metadata, options, outcome, str(main[0].get("name")))
     outcome.changed |= _grace(spec, options, outcome)
     _advise(kind, main, options, outcome)
