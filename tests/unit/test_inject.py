@@ -326,3 +326,21 @@ def test_a_pod_of_sidegate_alone_is_refused() -> None:
     )
     (error,) = inject(text, mode="classic").errors
     assert error.startswith("in.yaml:doc 1: pod/p: no app container beside Sidegate in containers; add ")
+
+
+@pytest.mark.parametrize(
+    ("edit", "injected"),
+    [
+        (("containerPort: 3000", "containerPort: [3000]"), True),
+        (("          ports:\n            - containerPort: 3000\n", "          ports: true\n"), True),
+        (("kind: Deployment", "kind: {a: 1}"), False),
+        (("      labels: {app: web}\n", "      labels: [app]\n"), True),
+    ],
+    ids=["port-as-list", "ports-as-bool", "kind-as-map", "labels-as-list"],
+)
+def test_odd_shapes_give_an_answer_not_a_traceback(edit: tuple[str, str], injected: bool) -> None:
+    """Found by mutating every field of the examples: each odd value is injected around or passed."""
+    odd_service = SERVICE.replace("targetPort: 3000", "targetPort: {a: 1}")
+    result = inject(DEPLOYMENT.replace(*edit) + "---\n" + odd_service)
+    assert not result.errors
+    assert result.injected == int(injected)

@@ -82,7 +82,11 @@ def inject(args: argparse.Namespace) -> int:
         return 1
     from sidegate.inject.stream import inject_text
 
-    result = inject_text(text, source, options)
+    try:
+        result = inject_text(text, source, options)
+    except Exception as exc:  # never a traceback: say what broke and where
+        print(f"sidegate inject: cannot inject {source}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     for line in result.errors:
         print(line, file=sys.stderr)
     if result.errors:

@@ -105,6 +105,8 @@ def _inject_chunk(
     for target in targets:
         where = f"{prefix}: {_name(target)}"
         kind = target.get("kind")
+        if not isinstance(kind, str):  # not a Kubernetes object: passed through as it is
+            continue
         if kind == "Service":
             services.append((where, target))
             continue
@@ -188,10 +190,13 @@ def _service_advice(
     wanted = {str(k): str(v) for k, v in selector.items()}
     selected = [w for w in workloads if wanted.items() <= w.outcome.pod_labels.items()]
     advice = []
-    for port in spec.get("ports") or []:
+    ports = spec.get("ports")
+    for port in ports if isinstance(ports, list) else []:
         if not isinstance(port, Mapping):
             continue
         target = port.get("targetPort", port.get("port"))
+        if not isinstance(target, int | str):
+            continue
         for workload in selected:
             if target in workload.outcome.app_ports:
                 advice.append(

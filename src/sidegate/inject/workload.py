@@ -120,7 +120,7 @@ def _check_ports(apps: list[MutableMapping[str, Any]], options: InjectOptions, o
             if not isinstance(port, Mapping):
                 continue
             number, port_name = port.get("containerPort"), port.get("name")
-            if number in taken:
+            if isinstance(number, int) and number in taken:
                 raise InjectError(
                     f"container {name} declares port {number}, Sidegate's {taken[number]} port in the same "
                     f"pod network; move the app to another port on 127.0.0.1, or choose another "
@@ -236,7 +236,12 @@ def _advise(
     listen = f"127.0.0.1:{port}" if port else "127.0.0.1"
     for app in apps:
         name = app.get("name")
-        ports = [p.get("containerPort") for p in app.get("ports") or [] if isinstance(p, Mapping)]
+        declared = app.get("ports")
+        ports = (
+            [p.get("containerPort") for p in declared if isinstance(p, Mapping)]
+            if isinstance(declared, list)
+            else []
+        )
         if ports:
             shown = ", ".join(str(p) for p in ports)
             outcome.advice.append(
