@@ -2,9 +2,10 @@
 
 Like ``linkerd inject``, only the pod spec is patched (its containers, volumes, security context
 and grace period) plus the pod template's annotations (Prometheus, kubectl's default container);
-everything else of the document is left as it was. What cannot work is refused with the fix, before anything changes:
-a pod on the node's network, an app port or port name that Sidegate takes. What works but needs
-the user (the app's own ports, its probes, a Job in classic mode) is advice, printed on stderr.
+everything else of the document is left as it was. What cannot work is refused with the fix,
+before anything changes: a pod on the node's network, an app port or port name that Sidegate
+takes. What works but needs the user (the app's own ports, its probes, a Job in classic mode) is
+advice, printed on stderr.
 """
 
 from __future__ import annotations
