@@ -1,4 +1,4 @@
-"""The ``sidegate`` command line: ``run``, ``validate``, ``inject``, ``schema``, ``version``.
+"""The ``sidegate`` command line: ``run``, ``validate``, ``inject``, ``wait-ready``, ``schema``, ``version``.
 
 ``validate`` and ``schema`` only import the config layer (pydantic, YAML, the filter registry):
 the runtime, asyncio and uvloop are imported by ``run`` alone, inside the function. ``run`` in
@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidegate.inject.command import inject
 
         return inject(args)
+    if command == "wait-ready":
+        from sidegate.inject.command import wait_ready
+
+        return wait_ready(args)
     if command == "version":
         from sidegate.native import describe
 
@@ -70,9 +74,10 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     check.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
-    from sidegate.inject.command import add_parser
+    from sidegate.inject.command import add_parser, add_wait_parser
 
     add_parser(commands, _Formatter)
+    add_wait_parser(commands, _Formatter)
     for name, text in (("schema", "print the config JSON Schema"), ("version", "print the version")):
         commands.add_parser(name, help=text, description=text.capitalize() + ".", formatter_class=_Formatter)
     return parser

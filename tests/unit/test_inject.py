@@ -54,6 +54,9 @@ spec:
 """
 
 
+WAIT_READY = ["sidegate", "wait-ready", "--url", "http://127.0.0.1:9902/ready"]
+
+
 def inject(text: str, source: str = "in.yaml", **options: Any) -> Result:
     return inject_text(text, source, InjectOptions(**options))
 
@@ -96,6 +99,8 @@ def test_every_example_injected_is_valid_kubernetes(example: Path, mode: str) ->
         key, index, gate = sidegate_of(obj)
         assert (key, index) == (("initContainers", 0) if mode == "native" else ("containers", 0))
         assert ("restartPolicy" in gate) == (mode == "native")
+        hook = gate.get("lifecycle", {}).get("postStart", {}).get("exec", {}).get("command")
+        assert hook == (None if mode == "native" else [*WAIT_READY, "--timeout", "120s"])
         assert gate["startupProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
 
 
@@ -344,3 +349,15 @@ def test_odd_shapes_give_an_answer_not_a_traceback(edit: tuple[str, str], inject
     result = inject(DEPLOYMENT.replace(*edit) + "---\n" + odd_service)
     assert not result.errors
     assert result.injected == int(injected)
+
+
+def test_classic_holds_the_app_until_sidegate_is_ready_on_its_health_port() -> None:
+    out = objects(ok(inject(DEPLOYMENT, mode="classic", health_port=19902)))[0]
+    _, index, gate = sidegate_of(out)
+    assert index == 0  # the kubelet starts containers in order, each after the previous postStart
+    command = gate["lifecycle"]["postStart"]["exec"]["command"]
+    assert command[:4] == ["sidegate", "wait-ready", "--url", "http://127.0.0.1:19902/ready"]
+    back = objects(ok(inject(ok(inject(DEPLOYMENT, mode="classic")), mode="native")))[0]
+    assert (
+        "lifecycle" not in sidegate_of(back)[2]
+    )  # a native sidecar needs no hook: its startupProbe holds the app

@@ -71,6 +71,40 @@ def add_parser(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     cmd.add_argument("--memory-limit", default="", help="memory limit (default: 256Mi + cache.max_size)")
 
 
+def add_wait_parser(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """Add ``wait-ready``, the postStart hook of a classic-mode sidecar."""
+    cmd = commands.add_parser(
+        "wait-ready",
+        help="wait until Sidegate is ready (a classic-mode postStart hook)",
+        description="Poll Sidegate's /ready on loopback until it answers 200; exit 1 after --timeout.",
+        formatter_class=formatter,
+    )
+    cmd.add_argument("--url", default=f"http://127.0.0.1:{HEALTH_PORT}/ready", help="what to poll")
+    cmd.add_argument(
+        "--timeout", type=_duration, default=120.0, help="give up after this long (default: 120s)"
+    )
+
+
+def _duration(text: str) -> float:
+    from sidegate.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def wait_ready(args: argparse.Namespace) -> int:
+    """Run ``sidegate wait-ready`` with parsed ``args``; the process exit code."""
+    from sidegate.inject.wait_ready import wait_ready as poll
+
+    url: str = args.url
+    if not url.startswith("http://"):
+        print(f"sidegate wait-ready: --url {url!r}: give an http:// URL on loopback", file=sys.stderr)
+        return 1
+    return poll(url, args.timeout)
+
+
 def inject(args: argparse.Namespace) -> int:
     """Run ``sidegate inject`` with parsed ``args``; the process exit code."""
     try:

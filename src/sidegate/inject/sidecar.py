@@ -6,9 +6,11 @@ options (a test compares them), so the manifests and ``sidegate inject`` cannot 
 - **native** (Kubernetes >= 1.29): an ``initContainers`` entry with ``restartPolicy: Always``. Its
   ``startupProbe`` on ``/ready`` holds the app's containers back until Sidegate serves, and the
   kubelet stops it after them, so the app never runs without its gateway.
-- **classic**: the first entry of ``containers``. Kubernetes starts and stops it beside the app,
-  with no ordering; a Job's pod completes only when the app asks Sidegate to exit
-  (``POST /shutdown`` on the loopback admin port).
+- **classic**: the first entry of ``containers``, with a ``postStart`` hook (``sidegate
+  wait-ready``) that holds the app's container back until Sidegate is ready, since the kubelet
+  starts containers in order, each after the previous one's hook. Nothing orders the stop; a
+  Job's pod completes only when the app asks Sidegate to exit (``POST /shutdown`` on the loopback
+  admin port).
 
 The cache is an ``emptyDir`` in memory, shared with the app at ``CACHE_DIR``; its ``sizeLimit`` is
 the LMDB map the store opens for ``cache.max_size`` (``sidegate.cache.env.map_size_for``), the most
@@ -81,6 +83,9 @@ def container(options: InjectOptions) -> Json:
         _field_env("NODE_NAME", "spec.nodeName"),
         _field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
     ]
+    if options.mode == "classic":  # hold the next container (the app) until Sidegate serves
+        wait = ["sidegate", "wait-ready", "--url", f"http://127.0.0.1:{options.health_port}/ready"]
+        out["lifecycle"] = {"postStart": {"exec": {"command": _flow([*wait, "--timeout", "120s"])}}}
     out["startupProbe"] = _probe("/ready", period=1, failures=60)
     out["readinessProbe"] = _probe("/ready", period=5, failures=2)
     out["livenessProbe"] = _probe("/live", period=10, failures=3)

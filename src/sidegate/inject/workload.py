@@ -266,9 +266,9 @@ def _advise(
             )
     if options.mode == "classic":
         outcome.advice.append(
-            "classic mode: Kubernetes starts and stops Sidegate beside the app with no order; the app may "
-            "start before Sidegate is ready and lose it first on shutdown (native mode, Kubernetes >= 1.29, "
-            "orders both)"
+            "classic mode: the app starts once Sidegate is ready (its postStart hook, sidegate "
+            "wait-ready), but both get SIGTERM at once: keep the app serving a few seconds (a preStop "
+            "sleep); native mode (Kubernetes >= 1.29) orders the stop too"
         )
         if kind in JOB_KINDS:
             outcome.advice.append(
