@@ -1,4 +1,4 @@
-"""The ``sidegate`` command line: ``run``, ``validate``, ``schema``, ``version``.
+"""The ``sidegate`` command line: ``run``, ``validate``, ``inject``, ``wait-ready``, ``schema``, ``version``.
 
 ``validate`` and ``schema`` only import the config layer (pydantic, YAML, the filter registry):
 the runtime, asyncio and uvloop are imported by ``run`` alone, inside the function. ``run`` in
@@ -37,6 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return validate(args.config, args.labels, args.labels_file, args.grace_period)
     if command == "schema":
         return schema()
+    if command == "inject":
+        from sidegate.inject.command import inject
+
+        return inject(args)
+    if command == "wait-ready":
+        from sidegate.inject.command import wait_ready
+
+        return wait_ready(args)
     if command == "version":
         from sidegate.native import describe
 
@@ -86,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the pod's terminationGracePeriodSeconds: warn when drain_delay + drain_timeout "
         "is longer (default: 30, Kubernetes' default)",
     )
+    from sidegate.inject.command import add_parser, add_wait_parser
+
+    add_parser(commands, _Formatter)
+    add_wait_parser(commands, _Formatter)
     for name, text in (("schema", "print the config JSON Schema"), ("version", "print the version")):
         commands.add_parser(name, help=text, description=text.capitalize() + ".", formatter_class=_Formatter)
     return parser

@@ -54,6 +54,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "config.snapshot",
         "errors",
     ),
+    "inject": ("inject", "config", "cache.env", "units", "errors"),  # a one-shot command, like validate
     "watch": (),
     "native": (),
     "gateway": ("",),
