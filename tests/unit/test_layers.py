@@ -55,6 +55,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "errors",
     ),
     "inject": ("inject", "config", "cache.env", "units", "errors"),  # a one-shot command, like validate
+    "egress": ("egress",),  # the SSRF guard (pure) and its resolver (dnspython); nothing below yet
     "watch": (),
     "native": (),
     "gateway": ("",),
