@@ -1,0 +1,313 @@
+"""The egress resolver against a real DNS server on a loopback port: answers, TTLs, rebinding,
+failures, the cache bound. The resolver only resolves: nothing here connects to a resolved address."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import pytest
+import uvloop
+
+from sidegate.egress.guard import forbidden_reason
+from sidegate.egress.resolver import NameNotFoundError, ResolveError, Resolver
+
+T = TypeVar("T")
+ip = ipaddress.ip_address
+
+
+@dataclass
+class StubDNS:
+    """An authoritative DNS server on 127.0.0.1 (UDP), in a thread, built on dnspython's message API.
+
+    ``records[(name, type)] = (ttl, [values])`` with type "A", "AAAA" or "CNAME" (one target); a name
+    with no record at all is NXDOMAIN. ``silent`` makes it read queries and answer none.
+    ``queries`` records every ``(name, type)`` asked, in order."""
+
+    records: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)
+    silent: bool = False
+    queries: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port: int = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def asked(self, name: str) -> int:
+        return sum(1 for asked, _ in self.queries if asked == name)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(wire)
+            question = query.question[0]
+            name = question.name.to_text(omit_final_dot=True)
+            self.queries.append((name, dns.rdatatype.to_text(question.rdtype)))
+            if not self.silent:
+                self.sock.sendto(self._answer(query, name, question.rdtype).to_wire(), peer)
+
+    def _answer(self, query: dns.message.Message, name: str, rdtype: int) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        wanted = dns.rdatatype.to_text(rdtype)
+        if not any(key[0] == name for key in self.records):
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            return response
+        while (name, "CNAME") in self.records:  # follow the chain inside this zone, as a server does
+            ttl, (target,) = self.records[(name, "CNAME")]
+            response.answer.append(dns.rrset.from_text(name + ".", ttl, "IN", "CNAME", target + "."))
+            name = target
+        if (name, wanted) in self.records:
+            ttl, values = self.records[(name, wanted)]
+            response.answer.append(dns.rrset.from_text_list(name + ".", ttl, "IN", wanted, values))
+        return response
+
+
+@pytest.fixture
+def stub_dns() -> Iterator[StubDNS]:
+    server = StubDNS()
+    yield server
+    server.close()
+
+
+def run(make: Callable[[], Awaitable[T]]) -> T:
+    """Run on uvloop, the loop Sidegate runs on."""
+
+    async def main() -> T:
+        return await make()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+def test_a_and_aaaa_answers_come_back_ipv4_first(stub_dns: StubDNS) -> None:
+    stub_dns.records[("api.partner.test", "A")] = (60, ["198.51.100.7", "198.51.100.8"])
+    stub_dns.records[("api.partner.test", "AAAA")] = (60, ["2001:db8::7"])
+    resolver = Resolver([stub_dns.address])
+    addresses = run(lambda: resolver.resolve("api.partner.test"))
+    assert addresses == [ip("198.51.100.7"), ip("198.51.100.8"), ip("2001:db8::7")]
+    assert sorted(stub_dns.queries) == [("api.partner.test", "A"), ("api.partner.test", "AAAA")]
+
+
+def test_only_one_family_is_enough(stub_dns: StubDNS) -> None:
+    stub_dns.records[("v6only.test", "AAAA")] = (60, ["2001:db8::1"])
+    stub_dns.records[("v4only.test", "A")] = (60, ["192.0.2.1"])
+    resolver = Resolver([stub_dns.address])
+    assert run(lambda: resolver.resolve("v6only.test")) == [ip("2001:db8::1")]
+    assert run(lambda: resolver.resolve("v4only.test")) == [ip("192.0.2.1")]
+
+
+def test_a_literal_is_returned_without_a_query(stub_dns: StubDNS) -> None:
+    resolver = Resolver([stub_dns.address])
+    assert run(lambda: resolver.resolve("192.0.2.9")) == [ip("192.0.2.9")]
+    assert run(lambda: resolver.resolve("2001:db8::9")) == [ip("2001:db8::9")]
+    assert stub_dns.queries == []
+
+
+def test_names_are_absolute_and_case_insensitive(stub_dns: StubDNS) -> None:
+    stub_dns.records[("svc.test", "A")] = (60, ["192.0.2.2"])
+    resolver = Resolver([stub_dns.address])
+    assert run(lambda: resolver.resolve("SVC.test.")) == [ip("192.0.2.2")]
+    assert run(lambda: resolver.resolve("svc.test")) == [ip("192.0.2.2")]  # the same cache entry
+    assert stub_dns.queries and {name for name, _ in stub_dns.queries} == {"svc.test"}  # no search list
+    assert stub_dns.asked("svc.test") == 2  # A and AAAA once
+
+
+@pytest.mark.slow
+def test_an_answer_is_cached_for_its_ttl_then_asked_again(stub_dns: StubDNS) -> None:
+    stub_dns.records[("ttl.test", "A")] = (1, ["192.0.2.3"])
+
+    async def scenario() -> tuple[int, int, int]:
+        resolver = Resolver([stub_dns.address])
+        await resolver.resolve("ttl.test")
+        first = stub_dns.asked("ttl.test")
+        await resolver.resolve("ttl.test")  # within the TTL: from the cache
+        within = stub_dns.asked("ttl.test")
+        await asyncio.sleep(1.2)
+        await resolver.resolve("ttl.test")  # expired: asked again
+        return first, within, stub_dns.asked("ttl.test")
+
+    assert run(scenario) == (2, 2, 4)
+
+
+@pytest.mark.slow
+def test_a_cname_chain_is_cached_for_its_shortest_ttl(stub_dns: StubDNS) -> None:
+    stub_dns.records[("www.partner.test", "CNAME")] = (1, ["edge.cdn.test"])
+    stub_dns.records[("edge.cdn.test", "A")] = (3600, ["192.0.2.4"])
+
+    async def scenario() -> tuple[list[object], int, int]:
+        resolver = Resolver([stub_dns.address])
+        addresses: list[object] = list(await resolver.resolve("www.partner.test"))
+        await resolver.resolve("www.partner.test")
+        within = stub_dns.asked("www.partner.test")
+        await asyncio.sleep(1.2)
+        await resolver.resolve("www.partner.test")
+        return addresses, within, stub_dns.asked("www.partner.test")
+
+    assert run(scenario) == ([ip("192.0.2.4")], 2, 4)
+
+
+def test_max_ttl_and_min_ttl_clamp_the_cache_time(stub_dns: StubDNS) -> None:
+    stub_dns.records[("long.test", "A")] = (86400, ["192.0.2.5"])
+    stub_dns.records[("zero.test", "A")] = (0, ["192.0.2.6"])
+
+    async def scenario() -> tuple[int, int, int]:
+        capped = Resolver([stub_dns.address], max_ttl=0.2)
+        await capped.resolve("long.test")
+        await asyncio.sleep(0.3)
+        await capped.resolve("long.test")  # a day's TTL, but max_ttl 0.2 s: asked again
+        floored = Resolver([stub_dns.address], min_ttl=60)
+        await floored.resolve("zero.test")
+        await floored.resolve("zero.test")  # TTL 0, but min_ttl 60 s: cached
+        plain = Resolver([stub_dns.address])
+        await plain.resolve("zero.test")
+        await plain.resolve("zero.test")  # TTL 0: never cached
+        return stub_dns.asked("long.test"), stub_dns.asked("zero.test"), len(stub_dns.queries)
+
+    assert run(scenario) == (4, 6, 10)
+
+
+def test_a_rebinding_name_is_checked_on_every_answer_it_gives(stub_dns: StubDNS) -> None:
+    """The attack: a name first answers with an address the policy allows, then (TTL 0) with
+    loopback. Each resolve() returns only what that answer said, so the caller's check of that
+    list is a check of exactly what it will dial; the second answer is refused."""
+    partner = [ipaddress.ip_network("192.0.2.0/24")]  # this destination allows its documentation range
+    stub_dns.records[("rebind.test", "A")] = (0, ["192.0.2.10"])
+
+    async def scenario() -> tuple[list[str | None], list[str | None]]:
+        resolver = Resolver([stub_dns.address])
+        first = await resolver.resolve("rebind.test")
+        first_verdicts = [forbidden_reason(a, partner) for a in first]
+        stub_dns.records[("rebind.test", "A")] = (0, ["127.0.0.1"])
+        stub_dns.records[("rebind.test", "AAAA")] = (0, ["::ffff:169.254.169.254"])
+        first.clear()  # the caller's copy: clearing it leaves nothing behind in the resolver
+        second = await resolver.resolve("rebind.test")
+        return first_verdicts, [forbidden_reason(a, partner) for a in second]
+
+    assert run(scenario) == ([None], ["loopback", "cloud metadata"])
+
+
+def test_concurrent_lookups_of_one_name_share_one_query(stub_dns: StubDNS) -> None:
+    stub_dns.records[("busy.test", "A")] = (60, ["192.0.2.11"])
+
+    async def scenario() -> list[list[object]]:
+        resolver = Resolver([stub_dns.address])
+        return list(await asyncio.gather(*(resolver.resolve("busy.test") for _ in range(20))))
+
+    assert run(scenario) == [[ip("192.0.2.11")]] * 20
+    assert stub_dns.asked("busy.test") == 2
+
+
+def test_nxdomain_is_a_resolve_error_naming_it(stub_dns: StubDNS) -> None:
+    stub_dns.records[("exists.test", "A")] = (60, ["192.0.2.12"])
+    resolver = Resolver([stub_dns.address])
+    with pytest.raises(NameNotFoundError, match=r"nothere\.test.*NXDOMAIN"):
+        run(lambda: resolver.resolve("nothere.test"))
+    with pytest.raises(ResolveError, match="NXDOMAIN"):  # failures are not cached: asked again
+        run(lambda: resolver.resolve("nothere.test"))
+    assert stub_dns.asked("nothere.test") == 4
+
+
+def test_a_name_without_addresses_is_a_resolve_error(stub_dns: StubDNS) -> None:
+    stub_dns.records[("mail.test", "MX")] = (60, ["10 mx.test."])
+    resolver = Resolver([stub_dns.address])
+    with pytest.raises(ResolveError, match="no A or AAAA records"):
+        run(lambda: resolver.resolve("mail.test"))
+
+
+def test_a_silent_server_times_out_fast_and_closed(stub_dns: StubDNS) -> None:
+    stub_dns.silent = True
+    resolver = Resolver([stub_dns.address], timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(ResolveError, match=rf"timeout.*127\.0\.0\.1:{stub_dns.port}.*0\.3s"):
+        run(lambda: resolver.resolve("slow.test"))
+    assert time.monotonic() - started < 1.5
+    assert stub_dns.asked("slow.test") >= 2  # it did ask; nobody answered
+
+
+def test_a_server_that_is_down_fails_closed(free_port: Callable[[], int]) -> None:
+    resolver = Resolver([("127.0.0.1", free_port())], timeout=1.0)  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(ResolveError, match=r"down\.test"):
+        run(lambda: resolver.resolve("down.test"))
+    assert time.monotonic() - started < 2.5
+
+
+def test_the_next_server_answers_when_the_first_is_down(
+    stub_dns: StubDNS, free_port: Callable[[], int]
+) -> None:
+    stub_dns.records[("second.test", "A")] = (60, ["192.0.2.13"])
+    resolver = Resolver([("127.0.0.1", free_port()), stub_dns.address], timeout=2.0)
+    assert run(lambda: resolver.resolve("second.test")) == [ip("192.0.2.13")]
+
+
+def test_the_cache_holds_at_most_max_entries_least_recently_used_dropped(stub_dns: StubDNS) -> None:
+    for name in ("a.test", "b.test", "c.test"):
+        stub_dns.records[(name, "A")] = (300, ["192.0.2.20"])
+
+    async def scenario() -> dict[str, int]:
+        resolver = Resolver([stub_dns.address], max_entries=2)
+        for name in ("a.test", "b.test", "a.test", "c.test"):  # c drops b, the least recently used
+            await resolver.resolve(name)
+        await resolver.resolve("a.test")  # still cached
+        await resolver.resolve("b.test")  # dropped: asked again
+        return {name: stub_dns.asked(name) for name in ("a.test", "b.test", "c.test")}
+
+    assert run(scenario) == {"a.test": 2, "b.test": 4, "c.test": 2}
+
+
+def test_default_servers_come_from_resolv_conf() -> None:
+    configured = [
+        line.split()[1]
+        for line in Path("/etc/resolv.conf").read_text().splitlines()
+        if line.startswith("nameserver ")
+    ]
+    assert [address for address, _ in Resolver().servers] == configured  # built only: nothing is asked
+
+
+@pytest.mark.parametrize(
+    ("servers", "kwargs", "words"),
+    [
+        ([("dns.example", 53)], {}, "egress.dns.servers: 'dns.example' is not an IP address"),
+        ([("127.0.0.1", 0)], {}, "egress.dns.servers: port 0"),
+        ([("127.0.0.1", 53)], {"timeout": 0}, "egress.dns.timeout"),
+        ([("127.0.0.1", 53)], {"min_ttl": 10, "max_ttl": 5}, "min_ttl <= max_ttl"),
+        ([("127.0.0.1", 53)], {"max_entries": -1}, "egress.dns.max_entries"),
+    ],
+)
+def test_bad_settings_name_the_field(
+    servers: list[tuple[str, int]], kwargs: dict[str, float], words: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        Resolver(servers, **kwargs)  # type: ignore[arg-type]
+    assert words in str(caught.value)
