@@ -238,6 +238,14 @@ def test_nxdomain_is_a_resolve_error_naming_it(stub_dns: StubDNS) -> None:
     assert stub_dns.asked("nothere.test") == 4
 
 
+def test_etc_hosts_is_not_consulted(stub_dns: StubDNS) -> None:
+    """getaddrinfo would answer "localhost" from /etc/hosts; the egress resolver asks only DNS."""
+    resolver = Resolver([stub_dns.address])
+    with pytest.raises(NameNotFoundError, match="localhost"):
+        run(lambda: resolver.resolve("localhost"))
+    assert stub_dns.asked("localhost") == 2
+
+
 def test_a_name_without_addresses_is_a_resolve_error(stub_dns: StubDNS) -> None:
     stub_dns.records[("mail.test", "MX")] = (60, ["10 mx.test."])
     resolver = Resolver([stub_dns.address])

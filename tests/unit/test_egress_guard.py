@@ -4,6 +4,7 @@ and every special address class refused the same way whatever IPv4/IPv6 form spe
 from __future__ import annotations
 
 import ipaddress
+import random
 
 import pytest
 
@@ -34,7 +35,7 @@ ACCEPTED = [
     ("1.2.3.4.", 80, ("1.2.3.4", 80, ip("1.2.3.4"))),
     ("[2001:db8::1]", 443, ("2001:db8::1", 443, ip("2001:db8::1"))),
     ("[2001:DB8:0:0:0:0:0:1]:8443", 443, ("2001:db8::1", 8443, ip("2001:db8::1"))),  # compressed
-    ("[::ffff:127.0.0.1]:80", 443, ("::ffff:7f00:1", 80, ip("::ffff:127.0.0.1"))),  # parsed; guard refuses
+    ("[::ffff:127.0.0.1]:80", 443, (str(ip("::ffff:7f00:1")), 80, ip("::ffff:127.0.0.1"))),  # guard refuses
     ("a" * 63 + ".example:1", 80, ("a" * 63 + ".example", 1, None)),
 ]
 
@@ -103,6 +104,7 @@ REFUSED = [
     # IPv6 literals: brackets required, nothing after the bracket but a port
     ("::1", "in brackets"),
     ("2001:db8::1:443", "in brackets"),
+    ("api.partner.com:80:80", "more than one ':'"),
     ("[::1", "unclosed"),
     ("[::1]x", "only ':port'"),
     ("[::1]:", "empty port"),
@@ -262,3 +264,25 @@ def test_a_broad_allow_never_opens_loopback_or_metadata() -> None:
 )
 def test_unspecified_multicast_and_broadcast_are_never_allowed(address: str) -> None:
     assert forbidden_reason(ip(address), [net("0.0.0.0/0"), net("::/0"), net(address)]) is not None
+
+
+def test_random_addresses_get_one_verdict_in_every_spelling() -> None:
+    """Any IPv4 address, drawn across the whole space and densely from the special ranges, is judged
+    the same as its IPv4-mapped, IPv4-compatible, NAT64 and 6to4 spellings."""
+    rng = random.Random(16)
+    specials = ["127.0.0.0/8", "169.254.0.0/16", "10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "0.0.0.0/8"]
+    draws = [rng.getrandbits(32) for _ in range(3000)]
+    for special in map(ipaddress.IPv4Network, specials):
+        base, size = int(special.network_address), special.num_addresses
+        draws += [base + rng.randrange(size) for _ in range(200)] + [base, base + size - 1]
+    for n in draws:
+        v4 = ipaddress.IPv4Address(n)
+        verdict = forbidden_reason(v4)
+        hi, lo = n >> 16, n & 0xFFFF
+        spellings = [f"::ffff:{v4}", f"64:ff9b::{v4}", f"2002:{hi:x}:{lo:x}::"]
+        if n > 1:  # ::0.0.0.0 and ::0.0.0.1 are :: and ::1, addresses of their own
+            spellings.append(f"::{v4}")
+        if verdict is not None:  # local-use NAT64 is refused when any of its layouts is
+            spellings.append(f"64:ff9b:1::{v4}")
+        for spelling in spellings:
+            assert forbidden_reason(ip(spelling)) == verdict, (spelling, verdict)

@@ -108,7 +108,10 @@ def parse_authority(authority: str, default_port: int) -> Target:
     else:
         host_text, sep, port_text = authority.partition(":")
         if ":" in port_text:
-            raise AuthorityError("an IPv6 address must be written in brackets: [2001:db8::1]:443")
+            raise AuthorityError(
+                "more than one ':' in the authority; an IPv6 address must be written in brackets: "
+                "[2001:db8::1]:443"
+            )
         if not sep:
             port_text = ""
         elif not port_text:
