@@ -24,7 +24,7 @@ import pytest
 import uvloop
 
 from sidegate.egress.guard import forbidden_reason
-from sidegate.egress.resolver import NameNotFoundError, ResolveError, Resolver
+from sidegate.egress.resolver import NameNotFoundError, ResolveError, Resolver, ResolverStats
 
 T = TypeVar("T")
 ip = ipaddress.ip_address
@@ -41,10 +41,11 @@ class StubDNS:
     records: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)
     silent: bool = False
     queries: list[tuple[str, str]] = field(default_factory=list)
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.host, 0))
         self.sock.settimeout(0.1)
         self.port: int = self.sock.getsockname()[1]
         self._stop = threading.Event()
@@ -53,7 +54,7 @@ class StubDNS:
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     def asked(self, name: str) -> int:
         return sum(1 for asked, _ in self.queries if asked == name)
@@ -125,6 +126,15 @@ def test_only_one_family_is_enough(stub_dns: StubDNS) -> None:
     resolver = Resolver([stub_dns.address])
     assert run(lambda: resolver.resolve("v6only.test")) == [ip("2001:db8::1")]
     assert run(lambda: resolver.resolve("v4only.test")) == [ip("192.0.2.1")]
+
+
+def test_a_server_on_ipv6_loopback_answers() -> None:
+    server = StubDNS(host="::1")
+    try:
+        server.records[("v6server.test", "A")] = (60, ["192.0.2.30"])
+        assert run(lambda: Resolver([server.address]).resolve("v6server.test")) == [ip("192.0.2.30")]
+    finally:
+        server.close()
 
 
 def test_a_literal_is_returned_without_a_query(stub_dns: StubDNS) -> None:
@@ -236,6 +246,28 @@ def test_nxdomain_is_a_resolve_error_naming_it(stub_dns: StubDNS) -> None:
     with pytest.raises(ResolveError, match="NXDOMAIN"):  # failures are not cached: asked again
         run(lambda: resolver.resolve("nothere.test"))
     assert stub_dns.asked("nothere.test") == 4
+
+
+@pytest.mark.parametrize(("host", "words"), [("fe80::1%eth0", "zone id"), ("", "empty"), (".", "empty")])
+def test_hosts_that_name_no_destination_are_refused(stub_dns: StubDNS, host: str, words: str) -> None:
+    with pytest.raises(ResolveError, match=words):
+        run(lambda: Resolver([stub_dns.address]).resolve(host))
+    assert stub_dns.queries == []
+
+
+def test_stats_count_cache_hits_lookups_and_failures(stub_dns: StubDNS) -> None:
+    stub_dns.records[("counted.test", "A")] = (60, ["192.0.2.31"])
+
+    async def scenario() -> ResolverStats:
+        resolver = Resolver([stub_dns.address])
+        for _ in range(3):
+            await resolver.resolve("counted.test")
+        with pytest.raises(NameNotFoundError):
+            await resolver.resolve("missing.test")
+        await resolver.resolve("192.0.2.32")  # a literal is neither
+        return resolver.stats()
+
+    assert run(scenario) == ResolverStats(cache_hits=2, lookups=2, failures=1, entries=1)
 
 
 def test_etc_hosts_is_not_consulted(stub_dns: StubDNS) -> None:

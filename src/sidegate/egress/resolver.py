@@ -51,6 +51,16 @@ class _Entry:
     expires_at: float  # time.monotonic()
 
 
+@dataclass(frozen=True)
+class ResolverStats:
+    """What a resolver did since it was made (``sidegate_egress_dns_*`` metrics)."""
+
+    cache_hits: int
+    lookups: int  # names looked up in DNS (each is an A and an AAAA query)
+    failures: int  # lookups that ended in a ResolveError
+    entries: int  # names in the cache now, expired ones included until dropped
+
+
 class Resolver:
     """A and AAAA lookups through the DNS servers given, or ``/etc/resolv.conf``'s when none are.
 
@@ -84,6 +94,7 @@ class Resolver:
         self._max_ttl = max_ttl
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[tuple[IPAddress, ...]]] = {}
+        self._hits = self._lookups = self._failures = 0
         self._dns = self._make_dns_resolver(servers)
         # each try gets a share of the budget, so a dead first server (UDP: silence, not an error)
         # cannot use it all up, and a lone server is tried twice
@@ -127,19 +138,25 @@ class Resolver:
     async def resolve(self, host: str) -> list[IPAddress]:
         """Every A then AAAA address of ``host`` (a new list each call: the caller may keep it), or
         ``[host]`` itself when it is an IP literal. Raises :class:`ResolveError`."""
+        if "%" in host:  # ipaddress would take "fe80::1%eth0"; a zone names an interface here
+            raise ResolveError(f"{host}: an address with a zone id is not a destination")
         try:
             return [ipaddress.ip_address(host.strip("[]"))]
         except ValueError:
             pass
         name = host.lower().removesuffix(".")
+        if not name:
+            raise ResolveError("empty host name")
         entry = self._cache.get(name)
         if entry is not None:
             if entry.expires_at > time.monotonic():
                 self._cache.move_to_end(name)
+                self._hits += 1
                 return list(entry.addresses)
             del self._cache[name]
         task = self._inflight.get(name)
         if task is None:
+            self._lookups += 1
             task = asyncio.get_running_loop().create_task(self._lookup(name))
             task.add_done_callback(functools.partial(self._lookup_done, name))
             self._inflight[name] = task
@@ -149,8 +166,12 @@ class Resolver:
     def _lookup_done(self, name: str, task: asyncio.Task[tuple[IPAddress, ...]]) -> None:
         if self._inflight.get(name) is task:
             del self._inflight[name]
-        if not task.cancelled():
-            task.exception()  # retrieved here, so a failure nobody waits for any more is not logged
+        if not task.cancelled() and task.exception() is not None:  # retrieved: never "not retrieved"
+            self._failures += 1
+
+    def stats(self) -> ResolverStats:
+        """Counters since start, for metrics: answers from the cache, lookups sent, lookups failed."""
+        return ResolverStats(self._hits, self._lookups, self._failures, len(self._cache))
 
     async def _lookup(self, name: str) -> tuple[IPAddress, ...]:
         try:
@@ -190,21 +211,22 @@ class Resolver:
     ) -> tuple[list[IPAddress], float | None]:
         """One record type's addresses and TTL; no records of that type is ``([], None)``."""
         kind = dns.rdatatype.to_text(rdtype)
+        name = qname.to_text(omit_final_dot=True)
         try:
             answer = await self._dns.resolve(qname, rdtype, search=False, lifetime=self._timeout)
         except dns.resolver.NXDOMAIN:
-            raise NameNotFoundError(f"{qname}: NXDOMAIN (the name does not exist)") from None
+            raise NameNotFoundError(f"{name}: NXDOMAIN (the name does not exist)") from None
         except dns.resolver.NoAnswer:
             return [], None
         except dns.resolver.LifetimeTimeout:
             raise ResolveError(
-                f"{qname}: DNS timeout ({kind}): no answer from {self._describe_servers()} "
+                f"{name}: DNS timeout ({kind}): no answer from {self._describe_servers()} "
                 f"within {self._timeout:g}s"
             ) from None
         except dns.resolver.NoNameservers as error:
-            raise ResolveError(f"{qname}: every DNS server failed ({kind}): {error}") from None
+            raise ResolveError(f"{name}: every DNS server failed ({kind}): {error}") from None
         except dns.exception.DNSException as error:
-            raise ResolveError(f"{qname}: DNS lookup failed ({kind}): {error}") from None
+            raise ResolveError(f"{name}: DNS lookup failed ({kind}): {error}") from None
         addresses = [ipaddress.ip_address(rdata.address) for rdata in answer]
         return addresses, float(answer.chaining_result.minimum_ttl)
 
