@@ -167,6 +167,9 @@ CLASSES = [
     ("fec0::1", "reserved"),
     ("2001::1", "reserved"),  # Teredo
     ("100::1", "reserved"),
+    ("::1:0:0:1", "reserved"),  # the rest of ::/8
+    ("5f00::1", "reserved"),  # SRv6 SIDs: outside 2000::/3, like everything IANA has not assigned
+    ("4000::1", "reserved"),
     ("192.0.2.1", "documentation"),
     ("203.0.113.9", "documentation"),
     ("2001:db8::1", "documentation"),
@@ -187,6 +190,7 @@ def ipv6_spellings(v4: str) -> list[str]:
         f"::ffff:{hi:x}:{lo:x}",  # IPv4-mapped, hex
         f"0:0:0:0:0:FFFF:{v4}",
         f"::{v4}",  # IPv4-compatible
+        f"::ffff:0:{v4}",  # IPv4-translated (SIIT)
         f"64:ff9b::{v4}",  # NAT64 well-known prefix
         f"64:ff9b::{hi:x}:{lo:x}",
         f"64:ff9b:1::{v4}",  # NAT64 local-use, /96 layout
@@ -279,7 +283,7 @@ def test_random_addresses_get_one_verdict_in_every_spelling() -> None:
         v4 = ipaddress.IPv4Address(n)
         verdict = forbidden_reason(v4)
         hi, lo = n >> 16, n & 0xFFFF
-        spellings = [f"::ffff:{v4}", f"64:ff9b::{v4}", f"2002:{hi:x}:{lo:x}::"]
+        spellings = [f"::ffff:{v4}", f"::ffff:0:{v4}", f"64:ff9b::{v4}", f"2002:{hi:x}:{lo:x}::"]
         if n > 1:  # ::0.0.0.0 and ::0.0.0.1 are :: and ::1, addresses of their own
             spellings.append(f"::{v4}")
         if verdict is not None:  # local-use NAT64 is refused when any of its layouts is

@@ -230,6 +230,8 @@ _CLASSES: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
     ("reserved", _nets("2001::/32", "fec0::/10")),
 )
 
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
+
 # Never dialled whatever `allowed` says: connecting to 0.0.0.0 or :: reaches this host's own
 # listeners on Linux, and multicast or broadcast is never a TCP peer.
 NEVER_ALLOWED = frozenset({"unspecified", "multicast", "broadcast"})
@@ -239,6 +241,7 @@ _EXACT_ALLOW_ONLY = frozenset({"loopback", "cloud metadata"})
 _NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215, the operator picks the length
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated, still routed by some stacks
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT (RFC 2765, RFC 6145)
 _SIXTOFOUR = ipaddress.IPv6Network("2002::/16")  # RFC 3056
 
 
@@ -246,13 +249,14 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     """The IPv4 addresses an IPv6 address carries and a translator or tunnel would reach:
     IPv4-mapped, IPv4-compatible, NAT64 (well-known and local-use) and 6to4. Local-use NAT64
     (64:ff9b:1::/48) may embed at any RFC 6052 prefix length, and which one a network uses is not
-    visible here, so every reading is returned and the strictest wins."""
+    visible here, so every reading is returned and the strictest wins. SIIT's IPv4-translated
+    form (::ffff:0:a.b.c.d) is read too."""
     if ip.ipv4_mapped is not None:
         return [ip.ipv4_mapped]
     value = int(ip)
     if ip in _IPV4_COMPATIBLE and value > 1:  # :: and ::1 are themselves, not 0.0.0.0/0.0.0.1
         return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
-    if ip in _NAT64_WELL_KNOWN:
+    if ip in _NAT64_WELL_KNOWN or ip in _IPV4_TRANSLATED:
         return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
     if ip in _NAT64_LOCAL:
         return list(_rfc6052_readings(value))
@@ -282,6 +286,8 @@ def address_class(ip: IPAddress) -> str | None:
         if any(ip.version == net.version and ip in net for net in networks):
             return reason
     if not ip.is_global:
+        return "reserved"
+    if ip.version == 6 and ip not in _GLOBAL_UNICAST_V6:  # IANA: the rest is reserved or unassigned
         return "reserved"
     return None
 
