@@ -23,7 +23,7 @@ import dns.rrset
 import pytest
 import uvloop
 
-from sidegate.egress.guard import forbidden_reason
+from sidegate.egress.guard import ForbiddenAddressError, check_addresses, forbidden_reason, parse_authority
 from sidegate.egress.resolver import NameNotFoundError, ResolveError, Resolver, ResolverStats
 
 T = TypeVar("T")
@@ -116,7 +116,8 @@ def test_a_and_aaaa_answers_come_back_ipv4_first(stub_dns: StubDNS) -> None:
     stub_dns.records[("api.partner.test", "AAAA")] = (60, ["2001:db8::7"])
     resolver = Resolver([stub_dns.address])
     addresses = run(lambda: resolver.resolve("api.partner.test"))
-    assert addresses == [ip("198.51.100.7"), ip("198.51.100.8"), ip("2001:db8::7")]
+    assert sorted(addresses[:2]) == [ip("198.51.100.7"), ip("198.51.100.8")]  # an RRset has no order
+    assert addresses[2:] == [ip("2001:db8::7")]
     assert sorted(stub_dns.queries) == [("api.partner.test", "A"), ("api.partner.test", "AAAA")]
 
 
@@ -225,6 +226,27 @@ def test_a_rebinding_name_is_checked_on_every_answer_it_gives(stub_dns: StubDNS)
         return first_verdicts, [forbidden_reason(a, partner) for a in second]
 
     assert run(scenario) == ([None], ["loopback", "cloud metadata"])
+
+
+def test_the_whole_check_parse_resolve_check_refuses_a_name_that_answers_internally(
+    stub_dns: StubDNS,
+) -> None:
+    """The caller's three steps: one spelling, one lookup, every address checked."""
+    stub_dns.records[("mixed.test", "A")] = (60, ["192.0.2.40", "10.0.0.40"])
+    stub_dns.records[("mixed.test", "AAAA")] = (60, ["64:ff9b::a9fe:a9fe"])  # metadata via NAT64
+
+    async def scenario() -> tuple[str, str]:
+        resolver = Resolver([stub_dns.address])
+        target = parse_authority("MIXED.test.:8443", 443)
+        addresses = await resolver.resolve(target.host)
+        documentation = [ipaddress.ip_network("192.0.2.0/24")]
+        with pytest.raises(ForbiddenAddressError) as private:
+            check_addresses(addresses, documentation)
+        with pytest.raises(ForbiddenAddressError) as metadata:
+            check_addresses(addresses, [*documentation, ipaddress.ip_network("10.0.0.0/8")])
+        return private.value.reason, metadata.value.reason
+
+    assert run(scenario) == ("private", "cloud metadata")
 
 
 def test_concurrent_lookups_of_one_name_share_one_query(stub_dns: StubDNS) -> None:

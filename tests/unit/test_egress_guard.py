@@ -10,7 +10,9 @@ import pytest
 
 from sidegate.egress.guard import (
     AuthorityError,
+    ForbiddenAddressError,
     Target,
+    check_addresses,
     embedded_ipv4,
     forbidden_reason,
     parse_authority,
@@ -290,3 +292,23 @@ def test_random_addresses_get_one_verdict_in_every_spelling() -> None:
             spellings.append(f"64:ff9b:1::{v4}")
         for spelling in spellings:
             assert forbidden_reason(ip(spelling)) == verdict, (spelling, verdict)
+
+
+def test_one_forbidden_address_refuses_the_whole_answer() -> None:
+    public = [ip("8.8.8.8"), ip("2606:4700::1111")]
+    assert check_addresses(public) == public
+    with pytest.raises(ForbiddenAddressError) as caught:
+        check_addresses([ip("8.8.8.8"), ip("::ffff:169.254.169.254"), ip("10.0.0.1")])
+    assert caught.value.reason == "cloud metadata"
+    assert caught.value.address == ip("::ffff:169.254.169.254")
+    assert str(caught.value).startswith(f"{ip('::ffff:169.254.169.254')} is cloud metadata: not dialled")
+    with pytest.raises(
+        ForbiddenAddressError, match=r"10\.0\.0\.1 is private: not dialled unless .* its range"
+    ):
+        check_addresses([ip("10.0.0.1")])
+    with pytest.raises(ForbiddenAddressError, match=r"0\.0\.0\.0 is unspecified: never dialled"):
+        check_addresses([ip("0.0.0.0")], [net("0.0.0.0/0")])
+    assert check_addresses([ip("10.0.0.1"), ip("8.8.8.8")], [net("10.0.0.0/8")]) == [
+        ip("10.0.0.1"),
+        ip("8.8.8.8"),
+    ]

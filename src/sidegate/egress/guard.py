@@ -318,6 +318,38 @@ def forbidden_reason(ip: IPAddress, allowed: Sequence[IPNetwork] = ()) -> str | 
     return reason
 
 
+class ForbiddenAddressError(ValueError):
+    """A resolved address the policy forbids; ``str(error)`` is the reason a 403 gives."""
+
+    def __init__(self, address: IPAddress, reason: str) -> None:
+        if reason in NEVER_ALLOWED:
+            hint = "never dialled"
+        elif reason in _EXACT_ALLOW_ONLY:
+            hint = (
+                "not dialled unless the destination allows exactly this address or a range inside its class"
+            )
+        else:
+            hint = "not dialled unless the destination allows its range"
+        super().__init__(f"{address} is {reason}: {hint}")
+        self.address = address
+        self.reason = reason
+
+
+def check_addresses(addresses: Sequence[IPAddress], allowed: Sequence[IPNetwork] = ()) -> list[IPAddress]:
+    """``addresses`` (one name's answer) unchanged when every one may be dialled, else
+    :class:`ForbiddenAddressError` for the first that may not.
+
+    One forbidden address refuses the whole name rather than being filtered out: a public name
+    that also answers with an internal address is a rebinding attempt or a misconfiguration, and
+    either way the audit log should say so instead of the request quietly going elsewhere. The
+    caller dials only addresses from the returned list and never resolves the name again."""
+    for address in addresses:
+        reason = forbidden_reason(address, allowed)
+        if reason is not None:
+            raise ForbiddenAddressError(address, reason)
+    return list(addresses)
+
+
 def _allow_covers(reason: str, ip: IPAddress, net: IPNetwork) -> bool:
     if reason == "cloud metadata":
         return net.num_addresses == 1
