@@ -3,11 +3,14 @@ and every special address class refused the same way whatever IPv4/IPv6 form spe
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import random
+from pathlib import Path
 
 import pytest
 
+import sidegate.egress.guard
 from sidegate.egress.guard import (
     AuthorityError,
     ForbiddenAddressError,
@@ -312,3 +315,22 @@ def test_one_forbidden_address_refuses_the_whole_answer() -> None:
         ip("10.0.0.1"),
         ip("8.8.8.8"),
     ]
+
+
+def test_the_guard_stays_pure() -> None:
+    """The guard decides and never does I/O (the layer rule for a pure module, which test_layers
+    applies to whole packages only): no asyncio, sockets or DNS library in it."""
+    tree = ast.parse(Path(sidegate.egress.guard.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert not imported & {"asyncio", "socket", "uvloop", "selectors", "dns", "ssl"}
+    assert imported <= {"__future__", "ipaddress", "re", "collections", "dataclasses"}
