@@ -333,4 +333,4 @@ def test_the_guard_stays_pure() -> None:
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not imported & {"asyncio", "socket", "uvloop", "selectors", "dns", "ssl"}
-    assert imported <= {"__future__", "ipaddress", "re", "collections", "dataclasses"}
+    assert imported <= {"__future__", "functools", "ipaddress", "re", "collections", "dataclasses"}

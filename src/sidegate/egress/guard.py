@@ -22,6 +22,7 @@ last, so a range that Python knows to be special and the tables forgot is refuse
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterator, Sequence
@@ -277,6 +278,7 @@ def _rfc6052_readings(value: int) -> Iterator[ipaddress.IPv4Address]:
         yield ipaddress.IPv4Address((high << (32 - high_bits)) | low)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; an app calls few distinct addresses, ipaddress is slow
 def address_class(ip: IPAddress) -> str | None:
     """The special-purpose class an address itself belongs to (no embedded IPv4 considered), or
     None for an ordinary global unicast address."""
