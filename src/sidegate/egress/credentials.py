@@ -1,0 +1,203 @@
+"""Credentials injected into the app's outbound requests, so the app never holds them.
+
+A destination's ``credentials:`` (:class:`~sidegate.config.egress_credentials.CredentialsSpec`)
+becomes a :class:`Credential` through :func:`credential_for`, once per config. The egress proxy
+asks it for ``await credential.header()`` on each request to that destination and sets that header
+on the outbound request, replacing any header of the same name (compared case-insensitively) the
+app sent: the app can neither see the secret nor override it.
+
+Secret files are mounted Kubernetes Secret keys. Kubernetes rotates a Secret by swapping a
+``..data`` symlink, so the path's target changes inode: each use costs one ``stat`` of the path
+(about a microsecond, less than any way of asking "did it change?" on a timer would save), and
+the file is read again only when its device, inode, size or modification time changed. The
+rotated value is used from the very next request, with no restart and no reload.
+
+A file that becomes missing, unreadable, empty or unfit for a header **fails closed**, as
+Smokescreen and Envoy's SDS users expect: the request gets no stale secret, the proxy refuses it
+with :class:`CredentialUnavailableError`'s reason (the egress listener answers 503 with it), and
+the reason is logged once per problem (again when the file is good again). No message here
+holds a secret value: only file paths, credential names and what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+from sidegate.config.egress_credentials import MAX_SECRET_FILE, CredentialsSpec, secret_file_problem
+from sidegate.egress.oauth import TokenError, TokenSource
+
+log = logging.getLogger("sidegate.egress")
+
+
+class CredentialUnavailableError(Exception):
+    """The credential cannot give a header now; ``str()`` is why, fit for the app and the log."""
+
+
+class Credential(Protocol):
+    """What the egress proxy injects for one destination."""
+
+    name: str  # what the audit log shows (never the value)
+
+    async def header(self) -> tuple[bytes, bytes]:
+        """The header name and value to set on the outbound request, or
+        :class:`CredentialUnavailableError` (the request must then not be sent)."""
+        ...
+
+    def close(self) -> None:
+        """The config no longer uses this credential: stop any background work."""
+        ...
+
+
+class SecretFile:
+    """One secret file's value, re-read when the file changes (see the module docstring)."""
+
+    def __init__(self, path: str, field: str) -> None:
+        self.path = path
+        self.field = field  # the config key, for messages: "token_file"
+        self._stamp: tuple[int, int, int, int] | None = None
+        self._value: bytes | None = None
+        self._problem = ""
+
+    def read(self) -> bytes:
+        """The file's value, surrounding whitespace dropped; raises :class:`CredentialUnavailableError`."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return self._fail()
+        stamp = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if stamp != self._stamp or self._value is None:
+            self._stamp = stamp
+            self._load()
+        if self._value is None:
+            raise CredentialUnavailableError(self._problem)
+        return self._value
+
+    def _load(self) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                value = handle.read(MAX_SECRET_FILE + 1).strip()
+        except OSError:
+            self._fail()
+            return
+        if not value or len(value) > MAX_SECRET_FILE:
+            self._fail()
+            return
+        if any((byte < 0x20 and byte != 0x09) or byte == 0x7F for byte in value):
+            self._fail(f"{self.path}: holds a control character (a line break?); a header cannot carry it")
+            return
+        if self._problem:
+            log.info("%s %s is usable again", self.field, self.path, extra={"event": "egress_credential"})
+        self._value, self._problem = value, ""
+
+    def _fail(self, why: str | None = None) -> bytes:
+        problem = f"{self.field} {why or secret_file_problem(self.path) or self.path + ': unreadable'}"
+        if problem != self._problem:
+            log.error(
+                "%s; requests that need it are refused until it is fixed",
+                problem,
+                extra={"event": "egress_credential", "result": "unusable"},
+            )
+        self._value, self._problem, self._stamp = None, problem, None
+        raise CredentialUnavailableError(problem)
+
+
+class FileCredential:
+    """A header made from secret files: bearer, API key or basic. The value is rebuilt only when
+    a file's content changed."""
+
+    def __init__(
+        self,
+        name: str,
+        header_name: bytes,
+        files: tuple[SecretFile, ...],
+        render: Callable[[tuple[bytes, ...]], bytes],
+    ) -> None:
+        self.name = name
+        self.header_name = header_name
+        self._files = files
+        self._render = render
+        self._inputs: tuple[bytes, ...] = ()
+        self._value = b""
+
+    async def header(self) -> tuple[bytes, bytes]:
+        try:
+            inputs = tuple(secret.read() for secret in self._files)
+        except CredentialUnavailableError as error:
+            raise CredentialUnavailableError(f"credential {self.name}: {error}") from None
+        if inputs != self._inputs:
+            self._value = self._render(inputs)  # may raise CredentialUnavailableError (basic's ':')
+            self._inputs = inputs
+        return self.header_name, self._value
+
+    def close(self) -> None:
+        pass
+
+
+class OAuth2Credential:
+    """``Authorization: Bearer <access token>`` from a client-credentials grant (:mod:`.oauth`)."""
+
+    def __init__(self, name: str, source: TokenSource) -> None:
+        self.name = name
+        self.source = source
+        self._token = ""
+        self._value = b""
+
+    async def header(self) -> tuple[bytes, bytes]:
+        try:
+            token = await self.source.token()
+        except TokenError as error:
+            raise CredentialUnavailableError(str(error)) from None
+        if token != self._token:
+            self._token, self._value = token, b"Bearer " + token.encode()
+        return b"Authorization", self._value
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _basic(name: str, inline_username: bytes | None) -> Callable[[tuple[bytes, ...]], bytes]:
+    def render(inputs: tuple[bytes, ...]) -> bytes:
+        username = inline_username if inline_username is not None else inputs[1]
+        if b":" in username:
+            raise CredentialUnavailableError(
+                f"credential {name}: username_file holds a ':', which basic auth cannot carry (RFC 7617)"
+            )
+        return b"Basic " + base64.b64encode(username + b":" + inputs[0])
+
+    return render
+
+
+def _text_reader(secret: SecretFile) -> Callable[[], str]:
+    def read() -> str:
+        try:
+            return secret.read().decode()
+        except UnicodeDecodeError:
+            raise CredentialUnavailableError(f"{secret.path}: is not UTF-8 text") from None
+
+    return read
+
+
+def credential_for(spec: CredentialsSpec) -> Credential:
+    """The runtime credential of a validated ``credentials:`` block."""
+    name = spec.name
+    if spec.bearer is not None:
+        token = SecretFile(spec.bearer.token_file, "token_file")
+        return FileCredential(name, b"Authorization", (token,), lambda inputs: b"Bearer " + inputs[0])
+    if spec.api_key is not None:
+        key = SecretFile(spec.api_key.value_file, "value_file")
+        return FileCredential(name, spec.api_key.header.encode(), (key,), lambda inputs: inputs[0])
+    if spec.basic is not None:
+        basic = spec.basic
+        files = [SecretFile(basic.password_file, "password_file")]
+        if basic.username_file:
+            files.append(SecretFile(basic.username_file, "username_file"))
+        inline = basic.username.encode() if basic.username else None
+        return FileCredential(name, b"Authorization", tuple(files), _basic(name, inline))
+    if spec.oauth2 is not None:
+        secret = SecretFile(spec.oauth2.client_secret_file, "client_secret_file")
+        return OAuth2Credential(name, TokenSource(spec.oauth2, _text_reader(secret), name=name))
+    raise AssertionError("validated: exactly one kind")
