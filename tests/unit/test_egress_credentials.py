@@ -10,8 +10,10 @@ The file kinds never wait, so their coroutines are driven here without an event 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,14 @@ from pydantic import ValidationError
 
 from sidegate.config.egress_credentials import CredentialsSpec
 from sidegate.config.redact import redact
-from sidegate.egress.credentials import Credential, CredentialUnavailableError, credential_for
+from sidegate.egress.credentials import (
+    CHECK_INTERVAL,
+    Credential,
+    CredentialUnavailableError,
+    credential_for,
+    with_credential,
+)
+from sidegate.egress.oauth import TokenError, parse_token_response
 
 SECRET = "s3cr3t-value-that-must-never-be-logged"
 
@@ -33,6 +42,19 @@ def run(coro: Coroutine[Any, Any, tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     raise AssertionError("the coroutine waited")
+
+
+class Clock:
+    """The time the credentials see: tests step it past the once-a-second file check."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step(self) -> None:
+        self.now += CHECK_INTERVAL
 
 
 def header_of(credential: Credential) -> tuple[bytes, bytes]:
@@ -97,21 +119,35 @@ def kubernetes_secret(directory: Path, version: str, files: dict[str, str]) -> N
     os.replace(staging, directory / "..data")
 
 
-def test_a_rotated_secret_is_used_at_the_next_request(tmp_path: Path) -> None:
+def test_a_rotated_secret_is_used_within_a_second(tmp_path: Path) -> None:
     volume = tmp_path / "partner"
     kubernetes_secret(volume, "2026_12_08_00_00_00.1", {"token": "first-token"})
-    credential = credential_for(spec(bearer={"token_file": str(volume / "token")}))
+    clock = Clock()
+    credential = credential_for(spec(bearer={"token_file": str(volume / "token")}), clock=clock)
     assert header_of(credential) == (b"Authorization", b"Bearer first-token")
     kubernetes_secret(volume, "2026_12_08_00_05_00.2", {"token": "second-token"})
+    assert header_of(credential) == (b"Authorization", b"Bearer first-token")  # not looked at yet
+    clock.step()
     assert header_of(credential) == (b"Authorization", b"Bearer second-token")
 
 
 def test_a_file_rewritten_in_place_is_used_too(tmp_path: Path) -> None:
     path = Path(secret(tmp_path, "key", "old-key"))
-    credential = credential_for(spec(api_key={"header": "X-Api-Key", "value_file": str(path)}))
+    clock = Clock()
+    credential = credential_for(spec(api_key={"header": "X-Api-Key", "value_file": str(path)}), clock=clock)
     assert header_of(credential)[1] == b"old-key"
     path.write_text("new-key-of-another-length")
+    clock.step()
     assert header_of(credential)[1] == b"new-key-of-another-length"
+
+
+def test_the_real_clock_picks_up_a_rotation(tmp_path: Path) -> None:
+    path = Path(secret(tmp_path, "token", "before"))
+    credential = credential_for(spec(bearer={"token_file": str(path)}))
+    assert header_of(credential)[1] == b"Bearer before"
+    path.write_text("after")
+    time.sleep(CHECK_INTERVAL + 0.05)
+    assert header_of(credential)[1] == b"Bearer after"
 
 
 # -- failing closed --------------------------------------------------------------------------
@@ -121,11 +157,13 @@ def test_an_emptied_file_fails_closed_and_is_logged_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = Path(secret(tmp_path, "token", SECRET))
-    credential = credential_for(spec(bearer={"token_file": str(path)}))
+    clock = Clock()
+    credential = credential_for(spec(bearer={"token_file": str(path)}), clock=clock)
     header_of(credential)
     path.write_text("")
     caplog.set_level(logging.INFO, logger="sidegate")
     for _ in range(3):
+        clock.step()
         with pytest.raises(CredentialUnavailableError) as refused:
             header_of(credential)
         assert (
@@ -135,15 +173,18 @@ def test_an_emptied_file_fails_closed_and_is_logged_once(
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and str(path) in errors[0].getMessage()
     path.write_text("back-again")
+    clock.step()
     assert header_of(credential) == (b"Authorization", b"Bearer back-again")
     assert any("usable again" in r.getMessage() for r in caplog.records)
 
 
 def test_a_removed_file_gives_no_stale_secret(tmp_path: Path) -> None:
     path = Path(secret(tmp_path, "password", SECRET))
-    credential = credential_for(spec(basic={"username": "u", "password_file": str(path)}))
+    clock = Clock()
+    credential = credential_for(spec(basic={"username": "u", "password_file": str(path)}), clock=clock)
     header_of(credential)
     path.unlink()
+    clock.step()
     with pytest.raises(CredentialUnavailableError, match="file not found; mount the Secret"):
         header_of(credential)
 
@@ -167,15 +208,60 @@ def test_a_colon_in_a_username_file_is_refused(tmp_path: Path) -> None:
 def test_no_secret_in_any_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     path = Path(secret(tmp_path, "token", SECRET))
-    credential = credential_for(spec(bearer={"token_file": str(path)}))
+    clock = Clock()
+    credential = credential_for(spec(bearer={"token_file": str(path)}), clock=clock)
     header_of(credential)
     path.write_text(SECRET + "\nmore")  # unusable: a control character
+    clock.step()
     with pytest.raises(CredentialUnavailableError):
         header_of(credential)
     path.write_text(SECRET)
+    clock.step()
     header_of(credential)
     assert caplog.records, "the failure and the recovery are logged"
     assert all(SECRET not in record.getMessage() for record in caplog.records)
+
+
+# -- the header replaces the app's ------------------------------------------------------------
+
+
+def test_the_apps_header_of_that_name_is_replaced_in_any_case() -> None:
+    sent = [(b"host", b"api.partner.com"), (b"authorization", b"Bearer app-made"), (b"AUTHORIZATION", b"x")]
+    out = with_credential(sent, b"Authorization", b"Bearer injected")
+    assert out == [(b"host", b"api.partner.com"), (b"Authorization", b"Bearer injected")]
+
+
+# -- the token endpoint's answer ---------------------------------------------------------------
+
+
+def answer(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_a_token_is_refreshed_refresh_before_its_expiry() -> None:
+    token = parse_token_response(
+        200, answer(access_token="t", token_type="bearer", expires_in=3600), 10.0, 60.0, ""
+    )
+    assert (token.access_token, token.refresh_at, token.expires_at) == ("t", 3550.0, 3610.0)
+    short = parse_token_response(
+        200, answer(access_token="t", token_type="Bearer", expires_in="30"), 0.0, 60.0, ""
+    )
+    assert (short.refresh_at, short.expires_at) == (15.0, 30.0)  # shorter than refresh_before: halfway
+
+
+def test_token_answers_a_header_cannot_use_are_refused() -> None:
+    def reason(status: int, body: bytes) -> str:
+        with pytest.raises(TokenError) as refused:
+            parse_token_response(status, body, 0.0, 60.0, SECRET)
+        return str(refused.value)
+
+    assert "without a JSON object" in reason(200, b"<html>")
+    assert "without an access_token" in reason(200, answer(token_type="Bearer"))
+    assert "token_type 'mac' is not supported" in reason(200, answer(access_token="t", token_type="mac"))
+    assert "cannot carry" in reason(200, answer(access_token="a\r\nb", token_type="Bearer"))
+    assert "expires_in -1" in reason(200, answer(access_token="t", token_type="Bearer", expires_in=-1))
+    refused = reason(400, answer(error="invalid_scope", error_description=f"{SECRET}\nnot allowed"))
+    assert refused == "the token endpoint refused (400): invalid_scope: ***?not allowed"
 
 
 # -- validation at load ------------------------------------------------------------------------

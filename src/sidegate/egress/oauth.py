@@ -135,7 +135,7 @@ def parse_token_response(status: int, body: bytes, now: float, refresh_before: f
     if isinstance(lifetime, str) and lifetime.isdigit():
         lifetime = int(lifetime)  # some servers send it as a string
     if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
-        raise TokenError(f"expires_in {_shown(lifetime, secret)!r} is not a positive number of seconds")
+        raise TokenError(f"expires_in {_shown(lifetime, secret)} is not a positive number of seconds")
     # A token that lives less than refresh_before is refreshed halfway through its life.
     ahead = refresh_before if lifetime > refresh_before else lifetime / 2
     return Token(access_token, now + lifetime - ahead, now + lifetime)
