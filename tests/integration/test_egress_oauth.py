@@ -293,3 +293,70 @@ def test_https_token_endpoint_verified_against_the_configured_ca(tmp_path: Path)
         assert len(server.requests) == 1  # the wrong CA sent nothing
 
     run(main)
+
+
+def test_a_failed_refresh_keeps_the_held_token_until_a_retry_succeeds(tmp_path: Path) -> None:
+    def flaky(n: int) -> tuple[int, dict[str, Any]]:
+        if n == 2:
+            return 503, {"error": "temporarily_unavailable"}
+        return numbered_tokens(expires_in=3)(n)
+
+    async def main() -> None:
+        server = TokenServer(flaky)
+        await server.start()
+        credential = oauth_credential(tmp_path, server.port, refresh_before="2s")
+        loop = asyncio.get_running_loop()
+        try:
+            seen = []
+            deadline = loop.time() + 2.6  # refresh due at 1 s fails, the retry 1 s later succeeds
+            while loop.time() < deadline:
+                seen.append((await credential.header())[1].decode())
+                await asyncio.sleep(0.05)
+        finally:
+            credential.close()
+            await server.stop()
+        assert len(server.requests) == 3
+        assert seen[0] == f"Bearer {TOKEN}-1" and seen[-1] == f"Bearer {TOKEN}-3"
+        assert f"Bearer {TOKEN}-2" not in seen  # no request was refused meanwhile: all got a token
+
+    run(main)
+
+
+def test_a_slow_token_endpoint_times_out_with_a_reason(tmp_path: Path) -> None:
+    async def main() -> None:
+        server = TokenServer(numbered_tokens(), delay=5.0)
+        await server.start()
+        credential = oauth_credential(tmp_path, server.port, timeout="500ms")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            with pytest.raises(CredentialUnavailableError, match=r"no complete response within 0\.5s"):
+                await credential.header()
+        finally:
+            credential.close()
+            await server.stop()
+        assert loop.time() - started < 2.0
+
+    run(main)
+
+
+def test_an_unused_or_closed_credential_stops_refreshing(tmp_path: Path) -> None:
+    async def main() -> None:
+        server = TokenServer(numbered_tokens(expires_in=1))
+        await server.start()
+        unused = oauth_credential(tmp_path, server.port, refresh_before="500ms")
+        closed = oauth_credential(tmp_path, server.port, refresh_before="500ms")
+        try:
+            await unused.header()
+            await closed.header()
+            await closed.header()  # used since the fetch: would be refreshed, but is closed
+            closed.close()
+            await asyncio.sleep(1.5)
+            assert len(server.requests) == 2  # one fetch each, no refresh
+            await unused.header()  # the next use fetches again
+            assert len(server.requests) == 3
+        finally:
+            unused.close()
+            await server.stop()
+
+    run(main)
