@@ -4,7 +4,7 @@ A destination's ``credentials:`` (:class:`~sidegate.config.egress_credentials.Cr
 becomes a :class:`Credential` through :func:`credential_for`, once per config. The egress proxy
 asks it for ``await credential.header()`` on each request to that destination and sets that header
 on the outbound request, replacing any header of the same name (compared case-insensitively) the
-app sent: the app can neither see the secret nor override it.
+app sent (:func:`with_credential`): the app can neither see the secret nor override it.
 
 Secret files are mounted Kubernetes Secret keys. Kubernetes rotates a Secret by swapping a
 ``..data`` symlink, so the path's target changes inode. A file is checked at most once a second
@@ -16,9 +16,10 @@ it change?", while the kubelet itself takes up to a minute to publish a rotation
 value is used within a second, with no restart and no reload.
 
 A file that becomes missing, unreadable, empty or unfit for a header **fails closed**, as
-Smokescreen and Envoy's SDS users expect: the request gets no stale secret, the proxy refuses it
-with :class:`CredentialUnavailableError`'s reason (the egress listener answers 503 with it), and
-the reason is logged once per problem (again when the file is good again). No message here
+Smokescreen and Envoy's SDS users expect: the request gets no stale secret, :meth:`header`
+raises :class:`CredentialUnavailableError` with the reason and the caller must not send the
+request (the egress listener's answer is a 503 with that reason as JSON), and the reason is
+logged once per problem (again when the file is good again). No message here
 holds a secret value: only file paths, credential names and what is wrong.
 """
 
