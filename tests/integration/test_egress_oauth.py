@@ -117,6 +117,10 @@ def test_the_token_reaches_the_header_and_is_cached(tmp_path: Path, caplog: pyte
             assert await credential.header() == (b"Authorization", f"Bearer {TOKEN}-1".encode())
             for _ in range(5):
                 assert await credential.header() == (b"Authorization", f"Bearer {TOKEN}-1".encode())
+            shown = credential.report()
+            assert (shown["state"], shown["problem"], shown["fetches"]) == ("ok", "", 1)
+            assert 3590 < float(str(shown["expires_in"])) <= 3600
+            assert TOKEN not in repr(shown)
         finally:
             credential.close()
             await server.stop()
@@ -215,6 +219,9 @@ def test_an_error_json_gives_the_servers_reason(tmp_path: Path, caplog: pytest.L
             with pytest.raises(CredentialUnavailableError):  # backing off: asked again, no new POST
                 await credential.header()
             assert len(server.requests) == 1
+            shown = credential.report()
+            assert (shown["kind"], shown["state"], shown["fetches"]) == ("oauth2", "unavailable", 1)
+            assert "invalid_client" in str(shown["problem"])
         finally:
             credential.close()
             await server.stop()

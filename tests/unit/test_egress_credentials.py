@@ -178,6 +178,22 @@ def test_an_emptied_file_fails_closed_and_is_logged_once(
     assert any("usable again" in r.getMessage() for r in caplog.records)
 
 
+def test_the_report_shows_the_state_and_never_the_value(tmp_path: Path) -> None:
+    path = Path(secret(tmp_path, "token", SECRET))
+    clock = Clock()
+    credential = credential_for(spec(bearer={"token_file": str(path)}), clock=clock)
+    assert credential.report() == {"name": "partner", "kind": "bearer", "state": "unknown", "problem": ""}
+    header_of(credential)
+    assert credential.report()["state"] == "ok"
+    path.write_text("")
+    clock.step()
+    with pytest.raises(CredentialUnavailableError):
+        header_of(credential)
+    shown = credential.report()
+    assert shown["state"] == "unavailable" and "the file is empty" in str(shown["problem"])
+    assert SECRET not in repr(shown)
+
+
 def test_a_removed_file_gives_no_stale_secret(tmp_path: Path) -> None:
     path = Path(secret(tmp_path, "password", SECRET))
     clock = Clock()

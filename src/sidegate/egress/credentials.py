@@ -59,6 +59,11 @@ class Credential(Protocol):
         """The config no longer uses this credential: stop any background work."""
         ...
 
+    def report(self) -> dict[str, object]:
+        """Its state for the admin API and explain: name, kind, ``state`` (``unknown`` before
+        the first use, ``ok`` or ``unavailable``) and ``problem``; never the value."""
+        ...
+
 
 class SecretFile:
     """One secret file's value, re-read when the file changes (see the module docstring)."""
@@ -71,6 +76,15 @@ class SecretFile:
         self._stamp: tuple[int, int, int, int] | None = None
         self._value: bytes | None = None
         self._problem = ""
+
+    @property
+    def problem(self) -> str:
+        """Why the last look found the file unusable ("" when it was fine, or not looked at yet)."""
+        return self._problem
+
+    @property
+    def looked_at(self) -> bool:
+        return self._next_check > 0.0
 
     def read(self) -> bytes:
         """The file's value, surrounding whitespace dropped; raises :class:`CredentialUnavailableError`."""
@@ -127,11 +141,13 @@ class FileCredential:
     def __init__(
         self,
         name: str,
+        kind: str,
         header_name: bytes,
         files: tuple[SecretFile, ...],
         render: Callable[[tuple[bytes, ...]], bytes],
     ) -> None:
         self.name = name
+        self.kind = kind
         self.header_name = header_name
         self._files = files
         self._render = render
@@ -150,6 +166,14 @@ class FileCredential:
 
     def close(self) -> None:
         pass
+
+    def report(self) -> dict[str, object]:
+        problems = [secret.problem for secret in self._files if secret.problem]
+        if problems:
+            state = "unavailable"
+        else:
+            state = "ok" if all(secret.looked_at for secret in self._files) else "unknown"
+        return {"name": self.name, "kind": self.kind, "state": state, "problem": "; ".join(problems)}
 
 
 class OAuth2Credential:
@@ -172,6 +196,9 @@ class OAuth2Credential:
 
     def close(self) -> None:
         self.source.close()
+
+    def report(self) -> dict[str, object]:
+        return {"name": self.name, "kind": "oauth2", **self.source.report()}
 
 
 def with_credential(headers: Headers, name: bytes, value: bytes) -> Headers:
@@ -212,17 +239,19 @@ def credential_for(spec: CredentialsSpec, *, clock: Callable[[], float] = time.m
     name = spec.name
     if spec.bearer is not None:
         token = SecretFile(spec.bearer.token_file, "token_file", clock)
-        return FileCredential(name, b"Authorization", (token,), lambda inputs: b"Bearer " + inputs[0])
+        return FileCredential(
+            name, "bearer", b"Authorization", (token,), lambda inputs: b"Bearer " + inputs[0]
+        )
     if spec.api_key is not None:
         key = SecretFile(spec.api_key.value_file, "value_file", clock)
-        return FileCredential(name, spec.api_key.header.encode(), (key,), lambda inputs: inputs[0])
+        return FileCredential(name, "api_key", spec.api_key.header.encode(), (key,), lambda inputs: inputs[0])
     if spec.basic is not None:
         basic = spec.basic
         files = [SecretFile(basic.password_file, "password_file", clock)]
         if basic.username_file:
             files.append(SecretFile(basic.username_file, "username_file", clock))
         inline = basic.username.encode() if basic.username else None
-        return FileCredential(name, b"Authorization", tuple(files), _basic(name, inline))
+        return FileCredential(name, "basic", b"Authorization", tuple(files), _basic(name, inline))
     if spec.oauth2 is not None:
         secret = SecretFile(spec.oauth2.client_secret_file, "client_secret_file", clock)
         return OAuth2Credential(name, TokenSource(spec.oauth2, _text_reader(secret), name=name))

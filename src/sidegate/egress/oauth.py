@@ -162,6 +162,7 @@ class TokenSource:
         self.problem = ""  # the last failure's reason ("" after a success)
         self.fetches = 0  # token requests sent, for the admin API and tests
         self._pool: EndpointPool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one the fetches run on
         self._closed = False
 
     async def token(self) -> str:
@@ -179,6 +180,22 @@ class TokenSource:
         task = self._fetching or self._start_fetch(loop)
         return (await asyncio.shield(task)).access_token  # a request gone does not cancel the fetch
 
+    def report(self) -> dict[str, object]:
+        """``state`` (``unknown`` before the first fetch, ``ok`` while a token is valid, else
+        ``unavailable``), ``problem``, the seconds the token has left, and ``fetches``."""
+        held, loop = self._token, self._loop
+        left = held.expires_at - loop.time() if held is not None and loop is not None else 0.0
+        if held is not None and left > 0:
+            state = "ok"
+        else:
+            state = "unavailable" if self.problem or held is not None else "unknown"
+        return {
+            "state": state,
+            "problem": self.problem,
+            "expires_in": round(max(left, 0.0), 3),
+            "fetches": self.fetches,
+        }
+
     def close(self) -> None:
         """The config dropped this credential: stop refreshing, close the token connection."""
         self._closed = True
@@ -192,6 +209,7 @@ class TokenSource:
     # -- fetching ------------------------------------------------------------------------------
 
     def _start_fetch(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[Token]:
+        self._loop = loop
         task = loop.create_task(self._fetch())
         self._fetching = task
         task.add_done_callback(self._fetched)
