@@ -40,6 +40,15 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "server": ("server", "http", "config.snapshot", "errors"),
     "upstream": ("upstream", "server.timers", "http", "config.snapshot", "errors"),
     "observe": ("observe", "errors"),
+    "egress": (
+        "egress",
+        "upstream",
+        "server.timers",
+        "http",
+        "config.snapshot",
+        "config.egress_credentials",  # a destination's credentials: built into runtime objects once
+        "errors",
+    ),
     "admin": ("admin", "observe", "http", "cache", "config.snapshot", "errors"),
     "forwarding": ("forwarding", "config.snapshot", "http"),
     "request": (
@@ -55,7 +64,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "errors",
     ),
     "inject": ("inject", "config", "cache.env", "units", "errors"),  # a one-shot command, like validate
-    "egress": ("egress",),  # the SSRF guard (pure) and its resolver (dnspython); nothing below yet
     "watch": (),
     "native": (),
     "gateway": ("",),
