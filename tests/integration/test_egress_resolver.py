@@ -24,7 +24,7 @@ import pytest
 import uvloop
 
 from sidegate.egress.guard import ForbiddenAddressError, check_addresses, forbidden_reason, parse_authority
-from sidegate.egress.resolver import NameNotFoundError, ResolveError, Resolver, ResolverStats
+from sidegate.egress.resolver import NameNotFoundError, ResolveError, Resolver, ResolverStats, parse_server
 
 T = TypeVar("T")
 ip = ipaddress.ip_address
@@ -373,3 +373,32 @@ def test_bad_settings_name_the_field(
     with pytest.raises(ValueError) as caught:
         Resolver(servers, **kwargs)  # type: ignore[arg-type]
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("10.96.0.10:53", ("10.96.0.10", 53)), ("127.0.0.1", ("127.0.0.1", 53)), ("[::1]:5353", ("::1", 5353))],
+)
+def test_server_entries_parse_as_ip_and_port(text: str, expected: tuple[str, int]) -> None:
+    assert parse_server(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("dns.example:53", "'dns.example:53' is not an IP address"),
+        ("127.0.0.1:99999", "out of range"),
+        ("::1", "in brackets"),
+        ("127.1:53", "non-canonical IPv4"),
+    ],
+)
+def test_bad_server_entries_name_the_field(text: str, words: str) -> None:
+    with pytest.raises(ValueError, match=r"^egress\.dns\.servers: ") as caught:
+        parse_server(text)
+    assert words in str(caught.value)
+
+
+def test_a_parsed_server_entry_is_asked(stub_dns: StubDNS) -> None:
+    stub_dns.records[("parsed.test", "A")] = (60, ["192.0.2.50"])
+    resolver = Resolver([parse_server(f"127.0.0.1:{stub_dns.port}")])
+    assert run(lambda: resolver.resolve("parsed.test")) == [ip("192.0.2.50")]

@@ -34,6 +34,8 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from sidegate.egress.guard import AuthorityError, parse_authority
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -43,6 +45,21 @@ class ResolveError(Exception):
 
 class NameNotFoundError(ResolveError):
     """NXDOMAIN: the name does not exist (a caller may answer it differently from a DNS outage)."""
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """One ``egress.dns.servers`` entry, ``ip[:port]`` or ``[v6][:port]`` (port 53 by default), as
+    the ``(ip, port)`` pair :class:`Resolver` takes; a ValueError naming the field otherwise. A DNS
+    server is named by address: resolving its name would need a resolver already."""
+    try:
+        target = parse_authority(text.strip(), 53)
+    except AuthorityError as error:
+        raise ValueError(f"egress.dns.servers: '{text}': {error}") from None
+    if target.literal is None:
+        raise ValueError(
+            f"egress.dns.servers: '{text}' is not an IP address; write ip:port, e.g. 10.96.0.10:53"
+        )
+    return (target.host, target.port)
 
 
 @dataclass(frozen=True)
