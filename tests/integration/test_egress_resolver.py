@@ -32,25 +32,41 @@ ip = ipaddress.ip_address
 
 @dataclass
 class StubDNS:
-    """An authoritative DNS server on 127.0.0.1 (UDP), in a thread, built on dnspython's message API.
+    """An authoritative DNS server on 127.0.0.1 (UDP and TCP on one port), in threads, built on
+    dnspython's message API.
 
     ``records[(name, type)] = (ttl, [values])`` with type "A", "AAAA" or "CNAME" (one target); a name
-    with no record at all is NXDOMAIN. ``silent`` makes it read queries and answer none.
-    ``queries`` records every ``(name, type)`` asked, in order."""
+    with no record at all is NXDOMAIN. ``silent`` makes it read queries and answer none;
+    ``truncate`` answers every UDP query with TC set and no records (the client must retry over
+    TCP). ``queries`` records every ``(name, type)`` asked, in order; ``tcp_queries`` those over TCP."""
 
     records: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)
     silent: bool = False
+    truncate: bool = False
     queries: list[tuple[str, str]] = field(default_factory=list)
+    tcp_queries: list[tuple[str, str]] = field(default_factory=list)
     host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((self.host, 0))
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        for _ in range(20):  # one port number free for both protocols
+            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            self.listener.bind((self.host, 0))
+            self.port: int = self.listener.getsockname()[1]
+            self.sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                self.sock.bind((self.host, self.port))
+                break
+            except OSError:
+                self.listener.close()
+                self.sock.close()
+        self.listener.listen()
+        self.listener.settimeout(0.1)
         self.sock.settimeout(0.1)
-        self.port: int = self.sock.getsockname()[1]
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._serve_udp, self._serve_tcp)]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -61,21 +77,56 @@ class StubDNS:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         self.sock.close()
+        self.listener.close()
 
-    def _serve(self) -> None:
+    def _receive(self, wire: bytes, tcp: bool) -> dns.message.Message | None:
+        query = dns.message.from_wire(wire)
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True)
+        asked = (name, dns.rdatatype.to_text(question.rdtype))
+        self.queries.append(asked)
+        if tcp:
+            self.tcp_queries.append(asked)
+        if self.silent:
+            return None
+        if self.truncate and not tcp:
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.TC
+            return response
+        return self._answer(query, name, question.rdtype)
+
+    def _serve_udp(self) -> None:
         while not self._stop.is_set():
             try:
                 wire, peer = self.sock.recvfrom(4096)
             except TimeoutError:
                 continue
-            query = dns.message.from_wire(wire)
-            question = query.question[0]
-            name = question.name.to_text(omit_final_dot=True)
-            self.queries.append((name, dns.rdatatype.to_text(question.rdtype)))
-            if not self.silent:
-                self.sock.sendto(self._answer(query, name, question.rdtype).to_wire(), peer)
+            response = self._receive(wire, tcp=False)
+            if response is not None:
+                self.sock.sendto(response.to_wire(), peer)
+
+    def _serve_tcp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    size = int.from_bytes(conn.recv(2), "big")
+                    wire = b""
+                    while len(wire) < size:
+                        wire += conn.recv(size - len(wire))
+                except OSError:
+                    continue
+                response = self._receive(wire, tcp=True)
+                if response is not None:
+                    answer = response.to_wire()
+                    conn.sendall(len(answer).to_bytes(2, "big") + answer)
 
     def _answer(self, query: dns.message.Message, name: str, rdtype: int) -> dns.message.Message:
         response = dns.message.make_response(query)
@@ -119,6 +170,15 @@ def test_a_and_aaaa_answers_come_back_ipv4_first(stub_dns: StubDNS) -> None:
     assert sorted(addresses[:2]) == [ip("198.51.100.7"), ip("198.51.100.8")]  # an RRset has no order
     assert addresses[2:] == [ip("2001:db8::7")]
     assert sorted(stub_dns.queries) == [("api.partner.test", "A"), ("api.partner.test", "AAAA")]
+
+
+def test_a_truncated_answer_is_asked_again_over_tcp_never_used_partly(stub_dns: StubDNS) -> None:
+    addresses = [f"198.51.100.{n}" for n in range(1, 101)]  # 100 records: more than any UDP answer here
+    stub_dns.records[("big.test", "A")] = (60, addresses)
+    stub_dns.truncate = True
+    got = run(lambda: Resolver([stub_dns.address]).resolve("big.test"))
+    assert sorted(got) == sorted(ip(a) for a in addresses)
+    assert ("big.test", "A") in stub_dns.tcp_queries
 
 
 def test_only_one_family_is_enough(stub_dns: StubDNS) -> None:
