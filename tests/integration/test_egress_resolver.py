@@ -38,11 +38,13 @@ class StubDNS:
     ``records[(name, type)] = (ttl, [values])`` with type "A", "AAAA" or "CNAME" (one target); a name
     with no record at all is NXDOMAIN. ``silent`` makes it read queries and answer none;
     ``truncate`` answers every UDP query with TC set and no records (the client must retry over
-    TCP). ``queries`` records every ``(name, type)`` asked, in order; ``tcp_queries`` those over TCP."""
+    TCP); ``servfail`` answers SERVFAIL. ``queries`` records every ``(name, type)`` asked, in order;
+    ``tcp_queries`` those over TCP."""
 
     records: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)
     silent: bool = False
     truncate: bool = False
+    servfail: bool = False
     queries: list[tuple[str, str]] = field(default_factory=list)
     tcp_queries: list[tuple[str, str]] = field(default_factory=list)
     host: str = "127.0.0.1"
@@ -92,6 +94,10 @@ class StubDNS:
             self.tcp_queries.append(asked)
         if self.silent:
             return None
+        if self.servfail:
+            response = dns.message.make_response(query)
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response
         if self.truncate and not tcp:
             response = dns.message.make_response(query)
             response.flags |= dns.flags.TC
@@ -375,6 +381,15 @@ def test_a_silent_server_times_out_fast_and_closed(stub_dns: StubDNS) -> None:
         run(lambda: resolver.resolve("slow.test"))
     assert time.monotonic() - started < 1.5
     assert stub_dns.asked("slow.test") >= 2  # it did ask; nobody answered
+
+
+def test_a_server_answering_servfail_fails_closed_with_its_answer(stub_dns: StubDNS) -> None:
+    stub_dns.records[("broken.test", "A")] = (60, ["192.0.2.60"])
+    stub_dns.servfail = True
+    started = time.monotonic()
+    with pytest.raises(ResolveError, match=r"broken\.test: every DNS server failed.*SERVFAIL"):
+        run(lambda: Resolver([stub_dns.address]).resolve("broken.test"))
+    assert time.monotonic() - started < 1.0  # an answer, even a bad one, is not waited out
 
 
 def test_a_server_that_is_down_fails_closed(free_port: Callable[[], int]) -> None:
