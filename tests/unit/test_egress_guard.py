@@ -136,6 +136,13 @@ def test_refused_authorities_say_why(authority: str, words: str) -> None:
     assert words in str(caught.value)
 
 
+def test_default_port_zero_requires_a_port_as_connect_does() -> None:
+    assert parse_authority("api.partner.com:443", 0) == Target("api.partner.com", 443, None)
+    for authority in ("api.partner.com", "[2001:db8::1]"):
+        with pytest.raises(AuthorityError, match="a port is required"):
+            parse_authority(authority, 0)
+
+
 def test_authority_property_brackets_ipv6_for_the_host_header() -> None:
     assert parse_authority("[2001:db8::1]", 443).authority == "[2001:db8::1]:443"
     assert parse_authority("API.partner.com.", 80).authority == "api.partner.com:80"

@@ -71,7 +71,8 @@ _FORBIDDEN_CHARS = {
 
 
 def parse_authority(authority: str, default_port: int) -> Target:
-    """Parse ``host[:port]`` or ``[v6]:port`` strictly; ``default_port`` when no port is given.
+    """Parse ``host[:port]`` or ``[v6]:port`` strictly; ``default_port`` when no port is given,
+    and ``default_port=0`` when a port is required (a ``CONNECT`` target, RFC 9110 section 9.3.6).
 
     Deliberate choices (each refused with a reason a user can act on):
 
@@ -118,6 +119,8 @@ def parse_authority(authority: str, default_port: int) -> Target:
         elif not port_text:
             raise AuthorityError("empty port after ':'; give a port or leave out the ':'")
         host, literal = _parse_name_or_ipv4(host_text)
+    if not port_text and default_port == 0:
+        raise AuthorityError("a port is required here: write host:port (a CONNECT target always has one)")
     port = _parse_port(port_text) if port_text else default_port
     if not 0 < port < 65536:
         raise AuthorityError(f"port {port} is out of range (1-65535)")
