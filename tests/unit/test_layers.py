@@ -55,6 +55,16 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "errors",
     ),
     "inject": ("inject", "config", "cache.env", "units", "errors"),  # a one-shot command, like validate
+    "egress": (
+        "egress",
+        "upstream",
+        "server.timers",
+        "http",
+        "observe",
+        "config.snapshot",
+        "config.egress_spec",
+        "errors",
+    ),
     "watch": (),
     "native": (),
     "gateway": ("",),

@@ -1,0 +1,1 @@
+"""Egress: the app's outbound traffic under pod policy."""
