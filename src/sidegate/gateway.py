@@ -10,7 +10,7 @@ requests already running keep the :class:`~sidegate.request.proxy.View` they too
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sidegate.cache.counters import COUNTERS
 from sidegate.config.snapshot import Snapshot
@@ -24,6 +24,22 @@ from sidegate.server.listener import bind_tcp
 from sidegate.server.shared import ListenerShared
 from sidegate.server.timers import Sweeper
 from sidegate.upstream.cluster import ClusterSet, HealthTable
+
+if TYPE_CHECKING:
+    from sidegate.egress.server import EgressServer
+
+
+class _AccessLogOfTheDay:
+    """The egress audit's sink: whatever access-log writer the proxy has now (a reload may
+    replace it, or turn it off)."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def write(self, line: bytes) -> None:
+        writer = self.proxy.recorder.access_log
+        if writer is not None:
+            writer.write(line)
 
 
 class Gateway:
@@ -43,6 +59,7 @@ class Gateway:
         self.proxy = Proxy(loop, self.metrics, self._view(snapshot))
         self.shared = ListenerShared(loop, self.proxy, self.sweeper, snapshot.limits)
         self.server: asyncio.Server | None = None
+        self.egress: EgressServer | None = None
         self.metrics.config_version = 1
         self.health: HealthTable = {}  # what the active checks found (this process's or the supervisor's)
 
@@ -61,6 +78,26 @@ class Gateway:
             sock=sock,
             backlog=1024,
         )
+        await self._start_egress()
+
+    async def _start_egress(self) -> None:
+        """The egress listener, when the config has an ``egress:`` section; its audit lines go
+        with the access log's (one JSON line per outbound call)."""
+        snapshot = self.snapshot
+        if snapshot.egress is None:
+            return
+        from sidegate.egress.server import EgressServer
+
+        own = [(s.host, s.port) for s in (snapshot.inbound, snapshot.admin, snapshot.health) if s is not None]
+        self.egress = EgressServer(
+            self.loop,
+            snapshot.egress,
+            own_listeners=own,
+            audit_sink=_AccessLogOfTheDay(self.proxy),
+            head_size=snapshot.limits.head_size,
+            header_count=snapshot.limits.header_count,
+        )
+        await self.egress.start(reuse_port=self.reuse_port)
 
     def apply(self, snapshot: Snapshot) -> list[str]:
         """Swap in a new snapshot; returns warnings about settings that need a restart."""
@@ -88,6 +125,8 @@ class Gateway:
         numbers = self.metrics.snapshot()
         numbers["client_send_timeouts"] = self.shared.stats.send_timeouts
         numbers["policy"] = POLICY.snapshot()
+        if self.egress is not None:
+            numbers["policy"]["egress_requests"] = self.egress.audit.counters.rows()
         numbers["telemetry"] = self.telemetry_counters()
         if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
             numbers["cache"] = COUNTERS.snapshot()
@@ -121,6 +160,8 @@ class Gateway:
             await asyncio.sleep(0.05)
         for conn in list(self.shared.connections):
             conn.close()
+        if self.egress is not None:
+            self.egress.close()
         self.clusters.close()
         self.sweeper.stop()
         self.proxy.recorder.close()  # what the access log and the span exporter still hold goes out

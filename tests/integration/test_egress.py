@@ -1,0 +1,282 @@
+"""The egress listener on a real ``sidegate run``, with real clients (curl, http.client, urllib
+through HTTP_PROXY) and the recording origin on loopback: the allowed forms pass, everything
+else gets a JSON refusal naming the rule, and a forbidden address is never connected to."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.gateway import GatewayFactory, GatewayProcess, OriginProcess, free_port, send_raw
+
+pytestmark = pytest.mark.timeout(60)
+
+HOST = "127.0.0.1"
+
+
+class Forbidden:
+    """A listener on a loopback port the policy must never let the app reach; counts accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        self.port: int = self.sock.getsockname()[1]
+
+    def accepted(self) -> int:
+        count = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+
+@pytest.fixture(scope="module")
+def forbidden() -> Iterator[Forbidden]:
+    listener = Forbidden()
+    yield listener
+    listener.sock.close()
+
+
+@pytest.fixture
+def egress(
+    gateway: GatewayFactory, origin: OriginProcess, forbidden: Forbidden, tmp_path: Path
+) -> GatewayProcess:
+    port = free_port()
+
+    def add_egress(config: dict[str, Any]) -> None:
+        inbound_port = int(config["listeners"]["inbound"]["address"].rpartition(":")[2])
+        config["listeners"]["egress"] = {"address": f"{HOST}:{port}"}
+        config["observability"] = {"access_log": {"enabled": True, "path": str(tmp_path / "access.log")}}
+        config["egress"] = {
+            "destinations": [
+                {"name": "origin", "host": HOST, "ports": [origin.port], "allow_private": ["127.0.0.1/32"]},
+                {"name": "guarded", "host": "localhost", "ports": [forbidden.port]},
+                {"name": "partner", "host": "*.partner.test", "schemes": ["https"]},
+                {
+                    "name": "self",
+                    "host": HOST,
+                    "ports": [inbound_port, port],
+                    "allow_private": ["127.0.0.0/8"],
+                },
+            ]
+        }
+
+    gw = gateway(mutate=add_egress)
+    gw.egress_port = port  # type: ignore[attr-defined]
+    gw.access_log = tmp_path / "access.log"  # type: ignore[attr-defined]
+    return gw
+
+
+def proxy_port(gw: GatewayProcess) -> int:
+    port: int = gw.egress_port  # type: ignore[attr-defined]
+    return port
+
+
+def curl(gw: GatewayProcess, url: str, *extra: str) -> tuple[int, bytes]:
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-x",
+            f"http://{HOST}:{proxy_port(gw)}",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        timeout=20,
+        check=False,
+        env={k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
+    )
+    body, _, code = out.stdout.rpartition(b"\n")
+    return int(code), body
+
+
+def audit_lines(gw: GatewayProcess, at_least: int = 1) -> list[dict[str, Any]]:
+    """The egress lines of the access log, once there are ``at_least`` (it is written off the loop)."""
+    path: Path = gw.access_log  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while True:
+        text = path.read_text() if path.exists() else ""
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        egress = [line for line in lines if line.get("type") == "egress"]
+        if len(egress) >= at_least or time.monotonic() > deadline:
+            return egress
+        time.sleep(0.05)
+
+
+def test_absolute_form_reaches_the_origin_in_origin_form_with_host_rewritten(
+    egress: GatewayProcess, origin: OriginProcess
+) -> None:
+    request = (
+        f"GET http://{HOST}:{origin.port}/items?q=1 HTTP/1.1\r\nHost: somewhere.else\r\n"
+        "Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\nConnection: close, X-Hop\r\n"
+        "X-Hop: secret\r\nX-Kept: yes\r\n\r\n"
+    ).encode()
+    answer = send_raw(proxy_port(egress), request)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    (seen,) = origin.received()
+    assert seen.raw.startswith(b"GET /items?q=1 HTTP/1.1\r\n")
+    headers = seen.raw.partition(b"\r\n\r\n")[0].lower()
+    assert f"\r\nhost: {HOST}:{origin.port}\r\n".encode() in headers
+    assert b"somewhere.else" not in headers
+    headers += b"\r\n"
+    for dropped in (b"proxy-connection", b"proxy-authorization", b"x-hop"):
+        assert dropped not in headers
+    assert b"\r\nx-kept: yes\r\n" in headers
+    assert b"\r\nvia: 1.1 sidegate-egress\r\n" in headers
+
+
+def test_curl_through_the_proxy(egress: GatewayProcess, origin: OriginProcess) -> None:
+    status, body = curl(egress, f"http://{HOST}:{origin.port}/hello")
+    assert status == 200
+    assert json.loads(body)["target"] == "/hello"
+
+
+def test_http_client_posts_through_the_proxy(egress: GatewayProcess, origin: OriginProcess) -> None:
+    conn = http.client.HTTPConnection(HOST, proxy_port(egress), timeout=5)
+    conn.request("POST", f"http://{HOST}:{origin.port}/echo", body=b"hello egress")
+    response = conn.getresponse()
+    assert (response.status, response.read()) == (200, b"hello egress")
+    conn.request("GET", f"http://{HOST}:{origin.port}/second")  # the same client connection
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["target"] == "/second"
+    conn.close()
+
+
+def test_urllib_with_http_proxy_env(egress: GatewayProcess, origin: OriginProcess) -> None:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["HTTP_PROXY"] = f"http://{HOST}:{proxy_port(egress)}"
+    code = (
+        f"import urllib.request; print(urllib.request.urlopen('http://{HOST}:{origin.port}/via-env').status)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=20, check=True)
+    assert out.stdout.strip() == b"200"
+    assert origin.received()[0].raw.startswith(b"GET /via-env ")
+
+
+def test_named_destination_needs_only_a_base_url(egress: GatewayProcess, origin: OriginProcess) -> None:
+    conn = http.client.HTTPConnection(HOST, proxy_port(egress), timeout=5)
+    conn.request("GET", "/named?x=1", headers={"Host": "origin"})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read())["target"] == "/named?x=1"
+    assert f"\r\nhost: {HOST}:{origin.port}\r\n".encode() in origin.received()[0].raw.lower()
+
+
+def test_a_host_naming_no_destination_is_refused(egress: GatewayProcess, origin: OriginProcess) -> None:
+    answer = send_raw(proxy_port(egress), b"GET / HTTP/1.1\r\nHost: unknown-thing\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 403 ")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "egress_denied"
+    assert origin.received() == []
+
+
+def test_denied_calls_get_403_json_with_the_rule(egress: GatewayProcess) -> None:
+    status, body = curl(egress, "http://api.partner.test/")
+    assert status == 403
+    denial = json.loads(body)
+    assert denial["error"] == "egress_denied" and denial["rule"] == "default_action: deny"
+    assert "scheme http is not allowed by destination 'partner'" in denial["reason"]
+    status, body = curl(egress, "http://elsewhere.test/")
+    assert status == 403 and "no destination allows host elsewhere.test" in json.loads(body)["reason"]
+
+
+def test_redirects_are_passed_to_the_app(egress: GatewayProcess, origin: OriginProcess) -> None:
+    status, _ = curl(egress, f"http://{HOST}:{origin.port}/status/302")
+    assert status == 302
+    assert len(origin.received()) == 1
+
+
+@pytest.mark.parametrize(
+    "authority",
+    ["2130706433", "0x7f.1", "user@127.0.0.1", "127.0.0.1%25eth0", "127.1"],
+)
+def test_malformed_authorities_get_400(egress: GatewayProcess, origin: OriginProcess, authority: str) -> None:
+    request = f"GET http://{authority}:{origin.port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    answer = send_raw(proxy_port(egress), request)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert origin.received() == []
+
+
+def test_connect_tunnel_carries_bytes_both_ways(egress: GatewayProcess, origin: OriginProcess) -> None:
+    status, body = curl(egress, f"http://{HOST}:{origin.port}/tunnelled", "-p")  # curl --proxytunnel
+    assert status == 200
+    assert json.loads(body)["target"] == "/tunnelled"
+    with socket.create_connection((HOST, proxy_port(egress)), timeout=5) as sock:
+        sock.sendall(f"CONNECT {HOST}:{origin.port} HTTP/1.1\r\nHost: {HOST}:{origin.port}\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nabcde")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"abcde")
+    tunnels = [line for line in audit_lines(egress, 2) if line["kind"] == "connect"]
+    assert tunnels and tunnels[-1]["decision"] == "allow" and tunnels[-1]["bytes_out"] > 0
+
+
+def test_connect_to_a_denied_port_is_refused(egress: GatewayProcess) -> None:
+    answer = send_raw(proxy_port(egress), b"CONNECT api.partner.test:8443 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 403 ")
+    assert "port 8443" in json.loads(answer.partition(b"\r\n\r\n")[2])["reason"]
+
+
+def test_a_name_resolving_to_loopback_is_never_dialled(egress: GatewayProcess, forbidden: Forbidden) -> None:
+    forbidden.accepted()
+    status, body = curl(egress, f"http://localhost:{forbidden.port}/")
+    assert status == 403
+    denial = json.loads(body)
+    assert denial["rule"] == "ssrf_guard" and "loopback" in denial["reason"]
+    answer = send_raw(proxy_port(egress), f"CONNECT localhost:{forbidden.port} HTTP/1.1\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 403 ")
+    assert forbidden.accepted() == 0
+
+
+def test_sidegate_never_reaches_itself(egress: GatewayProcess, origin: OriginProcess) -> None:
+    for port in (egress.port, proxy_port(egress)):
+        status, body = curl(egress, f"http://{HOST}:{port}/")
+        assert status == 403 and json.loads(body)["rule"] == "loop_detection"
+    request = f"GET http://{HOST}:{origin.port}/ HTTP/1.1\r\nHost: x\r\nVia: 1.1 sidegate-egress\r\n\r\n"
+    answer = send_raw(proxy_port(egress), request.encode())
+    assert answer.startswith(b"HTTP/1.1 403 ") and b"loop_detection" in answer
+    assert origin.received() == []
+
+
+def test_ambiguous_framing_is_rejected(egress: GatewayProcess, origin: OriginProcess) -> None:
+    request = (
+        f"POST http://{HOST}:{origin.port}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ).encode()
+    assert send_raw(proxy_port(egress), request).startswith(b"HTTP/1.1 400 ")
+    assert origin.received() == []
+
+
+def test_every_call_leaves_one_audit_line(egress: GatewayProcess, origin: OriginProcess) -> None:
+    curl(egress, f"http://{HOST}:{origin.port}/audited")
+    curl(egress, "http://elsewhere.test/")
+    allowed, denied = audit_lines(egress, 2)
+    assert allowed["decision"] == "allow" and allowed["rule"] == "origin" and allowed["status"] == 200
+    assert allowed["resolved"] == f"{HOST}:{origin.port}" and allowed["path"] == "/audited"
+    assert allowed["request_id"] and allowed["credential"] is None
+    assert (
+        denied["decision"] == "deny"
+        and denied["status"] == 403
+        and denied["destination"] == "elsewhere.test:80"
+    )
