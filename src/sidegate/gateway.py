@@ -96,6 +96,8 @@ class Gateway:
             audit_sink=_AccessLogOfTheDay(self.proxy),
             head_size=snapshot.limits.head_size,
             header_count=snapshot.limits.header_count,
+            head_timeout=snapshot.limits.head_timeout,
+            keepalive_idle=snapshot.limits.keepalive_idle,
         )
         await self.egress.start(reuse_port=self.reuse_port)
 

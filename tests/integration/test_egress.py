@@ -56,16 +56,29 @@ def forbidden() -> Iterator[Forbidden]:
 def egress(
     gateway: GatewayFactory, origin: OriginProcess, forbidden: Forbidden, tmp_path: Path
 ) -> GatewayProcess:
-    port = free_port()
+    port, closed = free_port(), free_port()
 
     def add_egress(config: dict[str, Any]) -> None:
         inbound_port = int(config["listeners"]["inbound"]["address"].rpartition(":")[2])
         config["listeners"]["egress"] = {"address": f"{HOST}:{port}"}
         config["observability"] = {"access_log": {"enabled": True, "path": str(tmp_path / "access.log")}}
+        config["listeners"]["inbound"]["limits"]["head_timeout"] = "1s"
         config["egress"] = {
+            "max_body": 1000,
             "destinations": [
                 {"name": "origin", "host": HOST, "ports": [origin.port], "allow_private": ["127.0.0.1/32"]},
                 {"name": "guarded", "host": "localhost", "ports": [forbidden.port]},
+                {
+                    "name": "slowpoke",
+                    "host": "slow.test",
+                    "ports": [origin.port],
+                    "origin": f"{HOST}:{origin.port}",
+                    "allow_private": ["127.0.0.1/32"],
+                    "methods": ["GET"],
+                    "timeouts": {"response": "500ms"},
+                    "max_connections": 1,
+                },
+                {"name": "closed", "host": "127.0.0.2", "ports": [closed], "allow_private": ["127.0.0.0/8"]},
                 {"name": "partner", "host": "*.partner.test", "schemes": ["https"]},
                 {
                     "name": "self",
@@ -73,10 +86,11 @@ def egress(
                     "ports": [inbound_port, port],
                     "allow_private": ["127.0.0.0/8"],
                 },
-            ]
+            ],
         }
 
     gw = gateway(mutate=add_egress)
+    gw.closed_port = closed  # type: ignore[attr-defined]
     gw.egress_port = port  # type: ignore[attr-defined]
     gw.access_log = tmp_path / "access.log"  # type: ignore[attr-defined]
     return gw
@@ -280,3 +294,75 @@ def test_every_call_leaves_one_audit_line(egress: GatewayProcess, origin: Origin
         and denied["status"] == 403
         and denied["destination"] == "elsewhere.test:80"
     )
+
+
+def test_head_requests_end_at_the_head(egress: GatewayProcess, origin: OriginProcess) -> None:
+    conn = http.client.HTTPConnection(HOST, proxy_port(egress), timeout=5)
+    conn.request("HEAD", f"http://{HOST}:{origin.port}/head-cl")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.read() == b""
+    conn.request("GET", f"http://{HOST}:{origin.port}/after-head")  # the connection is still in step
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["target"] == "/after-head"
+    conn.close()
+
+
+def test_a_body_over_max_body_gets_413(egress: GatewayProcess, origin: OriginProcess) -> None:
+    conn = http.client.HTTPConnection(HOST, proxy_port(egress), timeout=5)
+    conn.request("POST", f"http://{HOST}:{origin.port}/echo", body=b"x" * 2000)
+    response = conn.getresponse()
+    assert response.status == 413 and json.loads(response.read())["error"] == "payload_too_large"
+    assert origin.received() == []
+
+
+def named_call(gw: GatewayProcess, path: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection(HOST, proxy_port(gw), timeout=10)
+    conn.request(method, path, headers={"Host": "slowpoke"})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, json.loads(body) if body.startswith(b"{") else {}
+
+
+def test_a_named_destination_is_decided_by_its_own_rule(egress: GatewayProcess) -> None:
+    status, body = named_call(egress, "/fine")
+    assert status == 200 and body["target"] == "/fine"
+    status, body = named_call(egress, "/fine", method="DELETE")
+    assert status == 403 and "method DELETE is not allowed by destination 'slowpoke'" in body["reason"]
+
+
+def test_the_response_timeout_is_the_destinations(egress: GatewayProcess) -> None:
+    started = time.monotonic()
+    status, body = named_call(egress, "/slow?seconds=3")
+    assert status == 504 and body["error"] == "egress_timeout"
+    assert time.monotonic() - started < 2.5
+
+
+def test_max_connections_per_destination(egress: GatewayProcess) -> None:
+    import threading
+
+    results: list[int] = []
+    first = threading.Thread(target=lambda: results.append(named_call(egress, "/slow?seconds=0.3")[0]))
+    first.start()
+    time.sleep(0.1)
+    status, body = named_call(egress, "/second")
+    first.join()
+    assert results == [200]
+    assert status == 503 and body["error"] == "egress_busy" and body["rule"] == "slowpoke"
+
+
+def test_a_destination_that_refuses_connections_gets_502(egress: GatewayProcess) -> None:
+    port: int = egress.closed_port  # type: ignore[attr-defined]
+    status, body = curl(egress, f"http://127.0.0.2:{port}/")
+    assert status == 502 and json.loads(body)["error"] == "egress_upstream_failed"
+    answer = send_raw(proxy_port(egress), f"CONNECT 127.0.0.2:{port} HTTP/1.1\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 502 ")
+
+
+def test_a_request_that_stops_coming_gets_408(egress: GatewayProcess, origin: OriginProcess) -> None:
+    started = time.monotonic()
+    answer = send_raw(proxy_port(egress), f"GET http://{HOST}:{origin.port}/ HTTP/1.1\r\nHo".encode(), 5)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - started < 3
+    assert origin.received() == []

@@ -62,6 +62,7 @@ class EgressConnection(asyncio.Protocol):
         self.parser = RequestParser(_Sink(self), server.head_size, server.header_count)
         self.call: OutboundCall | None = None
         self.close_after = False
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -70,9 +71,11 @@ class EgressConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if isinstance(peer, tuple) else ""
         self.server.connections.add(self)
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
+        self._disarm()
         self.server.connections.discard(self)
         call, self.call = self.call, None
         if call is not None:
@@ -86,6 +89,7 @@ class EgressConnection(asyncio.Protocol):
         if self.state == _CLOSED:
             return
         self.pending += data
+        self._arm()
         if self.state == _WAITING:
             if len(self.pending) > self.server.head_size and self.transport is not None:
                 self.transport.pause_reading()  # resumed when the answer is out
@@ -131,6 +135,7 @@ class EgressConnection(asyncio.Protocol):
         head, end = read
         early, self.pending = self.pending[end:], b""
         self.state = _WAITING
+        self._disarm()
         self.call = OutboundCall(self.server, self, "CONNECT", self.client)
         self.call.start_tunnel(head, early)
 
@@ -148,7 +153,35 @@ class EgressConnection(asyncio.Protocol):
     def request_end(self) -> None:
         if self.call is not None and self.state == _REQUEST:
             self.state = _WAITING
+            self._disarm()
             self.call.request_end()
+
+    # -- the client's deadlines ----------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """(Re)start the deadline of a connection being read: ``keepalive_idle`` between
+        requests, ``head_timeout`` from each read while a request is coming in (a client that
+        stops mid-request gets a 408)."""
+        self._disarm()
+        idle = self.state == _IDLE and not self.pending
+        delay = self.server.keepalive_idle if idle else self.server.head_timeout
+        self.timer = self.server.loop.call_later(delay, self._expired)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expired(self) -> None:
+        self.timer = None
+        if self.state in (_IDLE, _REQUEST):
+            if self.state == _IDLE and not self.pending:
+                self.close()
+                return
+            if self.call is not None:
+                self.call.client_lost()
+                self.call = None
+            self.answer_error(408, "request_timeout", "the request did not arrive in time")
 
     # -- what the call does to this connection -------------------------------------------------
 
@@ -166,6 +199,7 @@ class EgressConnection(asyncio.Protocol):
             return
         self.state = _IDLE
         self.scheme = ""
+        self._arm()
         if self.transport is not None:
             self.transport.resume_reading()
         if self.pending:

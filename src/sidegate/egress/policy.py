@@ -71,12 +71,23 @@ class EgressPolicy:
         self.destinations = destinations
         self.by_name = {d.name: d for d in destinations}
 
-    def decide(self, scheme: str, host: str, port: int, method: str, path: str) -> Decision:
+    def decide(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        method: str,
+        path: str,
+        *,
+        named: DestinationSpec | None = None,
+    ) -> Decision:
         """The decision on ``method scheme://host:port/path`` (``method`` CONNECT for a tunnel,
-        ``scheme`` https then; ``host`` lower-case, as the guard parsed it)."""
+        ``scheme`` https then; ``host`` lower-case, as the guard parsed it). ``named``: the
+        destination the app called by name; only it decides, on everything but the host (which
+        is its own origin)."""
         nearest: str | None = None
-        for destination in self.destinations:
-            if not host_matches(destination.host, host):
+        for destination in (named,) if named is not None else self.destinations:
+            if named is None and not host_matches(destination.host, host):
                 continue
             refusal = _refusal(destination, scheme, port, method, path)
             if refusal is None:

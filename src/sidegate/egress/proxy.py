@@ -55,6 +55,7 @@ class OutboundCall:
         self.counted = False  # holds one of the destination's max_connections
         self.tunnel: TunnelToDestination | None = None
         self.task: asyncio.Task[None] | None = None
+        self.fetch: BackgroundFetch | None = None
 
     # -- absolute-form and named requests ------------------------------------------------------
 
@@ -72,6 +73,7 @@ class OutboundCall:
         self._check_via(head.via)
         if head.upgrade:
             raise RefusedError(400, "bad_request", "upgrades are not proxied by egress; use CONNECT")
+        named: DestinationSpec | None = None
         if scheme:
             authority = head.host_header.decode("latin-1")
         else:  # a named destination: Host is a destination's name
@@ -86,7 +88,7 @@ class OutboundCall:
                     "in absolute-form through the proxy, or use a destination's name as Host",
                     DEFAULT_RULE,
                 )
-            origin = destination.named_origin()
+            named, origin = destination, destination.named_origin()
             if origin is None:
                 raise RefusedError(
                     403,
@@ -97,7 +99,8 @@ class OutboundCall:
             authority = f"[{origin[0]}]:{origin[1]}" if ":" in origin[0] else f"{origin[0]}:{origin[1]}"
         target = self._parse(authority, 443 if scheme == "https" else 80)
         record.destination = f"{target.host}:{target.port}"
-        self._decide(scheme, target, head.method.decode("latin-1"), head.path.decode("latin-1"))
+        method, path = head.method.decode("latin-1"), head.path.decode("latin-1")
+        self._decide(scheme, target, method, path, named)
         if scheme == "https":
             raise RefusedError(
                 501,
@@ -105,10 +108,6 @@ class OutboundCall:
                 "https:// requests need TLS origination, "
                 "which this listener does not do yet; send a CONNECT (HTTPS_PROXY) instead",
                 self.record.rule,
-            )
-        if head.method == b"HEAD":
-            raise RefusedError(
-                501, "egress_method_unsupported", "HEAD is not proxied by egress yet", self.record.rule
             )
 
     def request_body(self, data: bytes) -> None:
@@ -131,12 +130,12 @@ class OutboundCall:
         assert head is not None and target is not None and destination is not None
         try:
             address = await self._checked_address(target, destination)
+            self._hold_connection(destination)
         except RefusedError as refused:
             self.refuse(refused)
             return
-        self._hold_connection(destination)
         pool = self.server.pool_for(str(address), target.port)
-        BackgroundFetch(
+        self.fetch = BackgroundFetch(
             pool,
             self._upstream_request(head, target),
             connect_timeout=destination.connect_timeout,
@@ -146,7 +145,9 @@ class OutboundCall:
             done=self._fetched,
             purpose="egress request",
             log_failures=False,
-        ).start()
+            head_request=head.method == b"HEAD",
+        )
+        self.fetch.start()
 
     def _upstream_request(self, head: ParsedRequest, target: Target) -> bytes:
         """The request in origin-form: Host is the target's authority (not the app's Host),
@@ -172,14 +173,18 @@ class OutboundCall:
         if self.finished:
             return
         if fetched is None:
-            why = "the destination did not answer in time or broke the response"
-            self.refuse(RefusedError(502, "egress_upstream_failed", why, self.record.rule))
+            problem = self.fetch.problem if self.fetch is not None else ""
+            timed_out = "within" in problem or "timeout" in problem
+            status, error = (504, "egress_timeout") if timed_out else (502, "egress_upstream_failed")
+            why = f"{self.record.destination}: {problem or 'no response'}"
+            self.refuse(RefusedError(status, error, why, self.record.rule))
             return
         status, headers, body, _, _ = fetched
         close = not self.keep_alive
         out = f"HTTP/1.1 {status} {phrase(status)}\r\n".encode()
         out += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        out += b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        if self.head is not None and self.head.method != b"HEAD" and status not in (204, 304):
+            out += b"Content-Length: " + str(len(body)).encode() + b"\r\n"  # buffered: re-framed
         out += b"Connection: close\r\n" if close else b""
         self.record.status, self.record.bytes_out = status, len(body)
         self.conn.write(out + b"\r\n" + body)
@@ -272,8 +277,10 @@ class OutboundCall:
             raise RefusedError(400, "bad_authority", str(error)) from None
         return target
 
-    def _decide(self, scheme: str, target: Target, method: str, path: str) -> None:
-        decision = self.server.policy.decide(scheme, target.host, target.port, method, path)
+    def _decide(
+        self, scheme: str, target: Target, method: str, path: str, named: DestinationSpec | None = None
+    ) -> None:
+        decision = self.server.policy.decide(scheme, target.host, target.port, method, path, named=named)
         self.record.rule, self.record.reason = decision.rule, decision.reason
         if not decision.allowed:
             raise RefusedError(403, "egress_denied", decision.reason, decision.rule)

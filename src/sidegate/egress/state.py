@@ -53,6 +53,8 @@ class EgressState:
         audit_sink: LineSink | None = None,
         head_size: int = 32 * 1024,
         header_count: int = 100,
+        head_timeout: float = 10.0,
+        keepalive_idle: float = 60.0,
     ) -> None:
         self.loop = loop
         self.spec = spec
@@ -64,6 +66,8 @@ class EgressState:
         self.max_body = spec.max_body
         self.head_size = head_size
         self.header_count = header_count
+        self.head_timeout = head_timeout  # a request coming in, from each read
+        self.keepalive_idle = keepalive_idle  # a connection between requests
         self.own = own_addresses([*own_listeners, (spec.host, spec.port)])
         self.pools: dict[tuple[str, int], EndpointPool] = {}
         self.active: dict[str, int] = {}
