@@ -113,12 +113,27 @@ class Gateway:
             warnings.append(f"listeners.health.address stays {old.health or 'off'} until restart")
         if snapshot.workers != old.workers:
             warnings.append(f"workers stays {old.workers} until restart")
+        warnings += self._apply_egress(snapshot)
         self.proxy.view = self._view(snapshot)
         self.clusters.set_health(self.health)  # rebuilt clusters learn it too
         self.proxy.recorder.configure(snapshot.observability)
         self.shared.set_limits(snapshot.limits)
         self.snapshot = snapshot
         self.metrics.config_version += 1
+        return warnings
+
+    def _apply_egress(self, snapshot: Snapshot) -> list[str]:
+        """New destinations take effect for the next call; the listener itself (on, off, its
+        address) is bound at start."""
+        old, new = self.started_with.egress, snapshot.egress
+        if self.egress is None or new is None:
+            if (old is None) != (new is None):
+                return ["the egress listener stays " + ("off" if old is None else "on") + " until restart"]
+            return []
+        warnings = []
+        if old is not None and (new.host, new.port) != (old.host, old.port):
+            warnings.append(f"listeners.egress.address stays {old.address} until restart")
+        self.egress.apply(new)
         return warnings
 
     def metrics_snapshot(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from e2e.helpers import admin_post
 from support.gateway import GatewayFactory, GatewayProcess, OriginProcess, free_port, send_raw
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,6 +78,14 @@ def egress(
                     "methods": ["GET"],
                     "timeouts": {"response": "500ms"},
                     "max_connections": 1,
+                },
+                {
+                    "name": "quiet",
+                    "host": "quiet.test",
+                    "ports": [origin.port],
+                    "origin": f"{HOST}:{origin.port}",
+                    "allow_private": ["127.0.0.1/32"],
+                    "timeouts": {"idle": "500ms"},
                 },
                 {"name": "closed", "host": "127.0.0.2", "ports": [closed], "allow_private": ["127.0.0.0/8"]},
                 {"name": "partner", "host": "*.partner.test", "schemes": ["https"]},
@@ -366,3 +375,73 @@ def test_a_request_that_stops_coming_gets_408(egress: GatewayProcess, origin: Or
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert time.monotonic() - started < 3
     assert origin.received() == []
+
+
+def test_connect_with_bytes_behind_the_head(egress: GatewayProcess, origin: OriginProcess) -> None:
+    data = (
+        f"CONNECT {HOST}:{origin.port} HTTP/1.1\r\n\r\n"
+        "GET /early HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    ).encode()
+    answer = send_raw(proxy_port(egress), data)
+    assert answer.startswith(b"HTTP/1.1 200 Connection Established\r\n\r\nHTTP/1.1 200 ")
+    assert origin.received()[0].raw.startswith(b"GET /early ")
+
+
+def test_an_idle_tunnel_is_closed(egress: GatewayProcess, origin: OriginProcess) -> None:
+    # The idle limit is the deciding destination's: "origin" (300 s) is the first for 127.0.0.1,
+    # so reload with "quiet" (500 ms) first for it.
+    config = dict(egress.config)
+    config["egress"] = dict(config["egress"])
+    destinations = config["egress"]["destinations"]
+    quiet = next(d for d in destinations if d["name"] == "quiet")
+    config["egress"]["destinations"] = [{**quiet, "host": HOST}] + [d for d in destinations if d is not quiet]
+    egress.write_config(config)
+    status, answer = admin_post(egress.admin_port, "/reload")
+    assert status == 200, answer
+    started = time.monotonic()
+    with socket.create_connection((HOST, proxy_port(egress)), timeout=5) as sock:
+        sock.sendall(f"CONNECT {HOST}:{origin.port} HTTP/1.1\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+        assert sock.recv(100) == b""  # closed by the idle limit, not by the 5 s socket timeout
+    assert time.monotonic() - started < 3
+    (line,) = [a for a in audit_lines(egress) if a["kind"] == "connect" and a["status"] == 200]
+    assert line["rule"] == "quiet" and line["closed"] == "idle"
+
+
+def test_a_reload_changes_the_destinations(egress: GatewayProcess, origin: OriginProcess) -> None:
+    assert curl(egress, f"http://{HOST}:{origin.port}/before")[0] == 200
+    config = dict(egress.config)
+    config["egress"] = {
+        **config["egress"],
+        "destinations": [d for d in config["egress"]["destinations"] if d["name"] != "origin"],
+    }
+    egress.write_config(config)
+    status, answer = admin_post(egress.admin_port, "/reload")
+    assert status == 200, answer
+    status, body = curl(egress, f"http://{HOST}:{origin.port}/after")
+    assert status == 403 and json.loads(body)["rule"] == "default_action: deny"
+
+
+def test_pipelined_requests_are_answered_one_then_closed(
+    egress: GatewayProcess, origin: OriginProcess
+) -> None:
+    one = f"GET http://{HOST}:{origin.port}/one HTTP/1.1\r\nHost: x\r\n\r\n"
+    two = f"GET http://{HOST}:{origin.port}/two HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = send_raw(proxy_port(egress), (one + two).encode())
+    assert answer.count(b"HTTP/1.1 200 ") == 1
+    assert [r.target for r in origin.received()] == ["/one"]
+
+
+def test_egress_with_workers(gateway: GatewayFactory, origin: OriginProcess) -> None:
+    port = free_port()
+    destination = {"name": "origin", "host": HOST, "ports": [origin.port], "allow_private": ["127.0.0.1/32"]}
+
+    def add_egress(config: dict[str, Any]) -> None:
+        config["listeners"]["egress"] = {"address": f"{HOST}:{port}"}
+        config["egress"] = {"destinations": [destination]}
+
+    gw = gateway(mutate=add_egress, workers=2)
+    gw.egress_port = port  # type: ignore[attr-defined]
+    for n in range(4):
+        status, body = curl(gw, f"http://{HOST}:{origin.port}/w{n}")
+        assert status == 200 and json.loads(body)["target"] == f"/w{n}"

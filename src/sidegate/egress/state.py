@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from sidegate.config.egress_spec import EgressSpec
@@ -86,6 +87,16 @@ class EgressState:
         if (str(ip), port) in self.own:
             return True
         return ("*", port) in self.own and (ip.is_loopback or ip.is_unspecified)
+
+
+    def apply(self, spec: EgressSpec) -> None:
+        """A reload: the next call is decided by ``spec``'s destinations (calls under way keep
+        theirs); the address stays as bound; the resolver is new when its servers changed."""
+        if (spec.dns_servers, spec.dns_timeout) != (self.spec.dns_servers, self.spec.dns_timeout):
+            self.resolver = Resolver(spec.dns_servers, timeout=spec.dns_timeout)
+        self.policy = EgressPolicy(spec.destinations)
+        self.max_body = spec.max_body
+        self.spec = replace(spec, host=self.spec.host, port=self.spec.port)
 
 
 def own_addresses(listeners: Sequence[tuple[str, int]]) -> frozenset[tuple[str, int]]:
