@@ -87,6 +87,14 @@ def egress(
                     "allow_private": ["127.0.0.1/32"],
                     "timeouts": {"idle": "500ms"},
                 },
+                {
+                    "name": "prefixed",
+                    "host": "prefixed.test",
+                    "ports": [origin.port],
+                    "origin": f"{HOST}:{origin.port}",
+                    "allow_private": ["127.0.0.1/32"],
+                    "path_prefixes": ["/v1/"],
+                },
                 {"name": "closed", "host": "127.0.0.2", "ports": [closed], "allow_private": ["127.0.0.0/8"]},
                 {"name": "partner", "host": "*.partner.test", "schemes": ["https"]},
                 {
@@ -289,6 +297,8 @@ def test_ambiguous_framing_is_rejected(egress: GatewayProcess, origin: OriginPro
     ).encode()
     assert send_raw(proxy_port(egress), request).startswith(b"HTTP/1.1 400 ")
     assert origin.received() == []
+    (line,) = audit_lines(egress)
+    assert line["kind"] == "unreadable" and line["status"] == 400 and line["decision"] == "deny"
 
 
 def test_every_call_leaves_one_audit_line(egress: GatewayProcess, origin: OriginProcess) -> None:
@@ -339,6 +349,27 @@ def test_a_named_destination_is_decided_by_its_own_rule(egress: GatewayProcess) 
     assert status == 200 and body["target"] == "/fine"
     status, body = named_call(egress, "/fine", method="DELETE")
     assert status == 403 and "method DELETE is not allowed by destination 'slowpoke'" in body["reason"]
+
+
+def test_path_prefixes_are_checked_on_the_normalised_path(
+    egress: GatewayProcess, origin: OriginProcess
+) -> None:
+    conn = http.client.HTTPConnection(HOST, proxy_port(egress), timeout=5)
+    conn.request("GET", "/v1/ok", headers={"Host": "prefixed"})
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["target"] == "/v1/ok"
+    answer = send_raw(proxy_port(egress), b"GET /v1/../admin HTTP/1.1\r\nHost: prefixed\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 403 ") and b"path /admin is not under" in answer
+    assert [r.target for r in origin.received()] == ["/v1/ok"]
+
+
+def test_expect_continue_is_answered_once_allowed(egress: GatewayProcess, origin: OriginProcess) -> None:
+    started = time.monotonic()
+    status, body = curl(
+        egress, f"http://{HOST}:{origin.port}/echo", "-H", "Expect: 100-continue", "-d", "x" * 10
+    )
+    assert (status, body) == (200, b"x" * 10)
+    assert time.monotonic() - started < 0.9  # curl waits 1 s for a 100 it never gets
 
 
 def test_the_response_timeout_is_the_destinations(egress: GatewayProcess) -> None:

@@ -23,6 +23,7 @@ import os
 from typing import cast
 
 from sidegate.egress.answers import error_response
+from sidegate.egress.audit import AuditRecord
 from sidegate.egress.connect_head import peek_request_line, read_connect_head
 from sidegate.egress.proxy import OutboundCall
 from sidegate.egress.state import EgressState
@@ -209,8 +210,13 @@ class EgressConnection(asyncio.Protocol):
         self.state = _TUNNEL
 
     def answer_error(self, status: int, error: str, reason: str) -> None:
-        """Answer a request that could not be read (or taken) here, and close."""
-        self.write(error_response(status, error, reason, os.urandom(8).hex(), close=True))
+        """Answer a request that could not be read (or taken) here, and close; it leaves an
+        audit line too (a request the reader refused is a call the app tried to make)."""
+        request_id = os.urandom(8).hex()
+        self.write(error_response(status, error, reason, request_id, close=True))
+        record = AuditRecord(request_id, "unreadable", "", self.client, self.server.loop.time())
+        record.status, record.reason = status, reason
+        self.server.audit.finish(record)
         self.close()
 
     def write_eof(self) -> None:

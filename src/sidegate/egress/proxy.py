@@ -101,6 +101,8 @@ class OutboundCall:
         record.destination = f"{target.host}:{target.port}"
         method, path = head.method.decode("latin-1"), head.path.decode("latin-1")
         self._decide(scheme, target, method, path, named)
+        if head.expect_continue and scheme == "http":  # allowed: the client may send the body now
+            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if scheme == "https":
             raise RefusedError(
                 501,

@@ -88,7 +88,6 @@ class EgressState:
             return True
         return ("*", port) in self.own and (ip.is_loopback or ip.is_unspecified)
 
-
     def apply(self, spec: EgressSpec) -> None:
         """A reload: the next call is decided by ``spec``'s destinations (calls under way keep
         theirs); the address stays as bound; the resolver is new when its servers changed."""
