@@ -173,7 +173,9 @@ class Gateway:
         for conn in list(self.shared.connections):
             conn.drain()
         deadline = self.loop.time() + timeout
-        while self.shared.connections and self.loop.time() < deadline:
+        # The egress listener keeps serving while the drain runs: the app finishing its requests
+        # may still call out. Its calls under way get the same deadline.
+        while (self.shared.connections or self._egress_busy()) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.shared.connections):
             conn.close()
@@ -182,6 +184,9 @@ class Gateway:
         self.clusters.close()
         self.sweeper.stop()
         self.proxy.recorder.close()  # what the access log and the span exporter still hold goes out
+
+    def _egress_busy(self) -> bool:
+        return self.egress is not None and any(self.egress.active.values())
 
     def explain(self, request_id: str) -> dict[str, Any] | None:
         """The decision record of a recent request of this process, or None."""

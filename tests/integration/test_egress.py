@@ -476,3 +476,19 @@ def test_egress_with_workers(gateway: GatewayFactory, origin: OriginProcess) -> 
     for n in range(4):
         status, body = curl(gw, f"http://{HOST}:{origin.port}/w{n}")
         assert status == 200 and json.loads(body)["target"] == f"/w{n}"
+
+
+def test_a_call_under_way_finishes_during_the_drain(egress: GatewayProcess, origin: OriginProcess) -> None:
+    import signal
+    import threading
+
+    results: list[tuple[int, bytes]] = []
+    call = threading.Thread(
+        target=lambda: results.append(curl(egress, f"http://{HOST}:{origin.port}/slow?seconds=1"))
+    )
+    call.start()
+    time.sleep(0.3)
+    egress.proc.send_signal(signal.SIGTERM)
+    call.join()
+    assert results and results[0][0] == 200
+    assert egress.proc.wait(10) == 0
