@@ -101,3 +101,19 @@ egress:
 )
 def test_bad_egress_config_names_the_field_and_the_fix(extra: str, expected: str) -> None:
     assert expected in error_of(extra)
+
+
+def test_the_egress_listener_may_not_share_another_listeners_port() -> None:
+    destinations = "egress:\n  destinations: [{name: a, host: x}]\n"
+    listener = 'listeners:\n  admin: {address: "127.0.0.1:15001"}\n'
+    message = error_of(listener + destinations)
+    assert (
+        "listeners.admin.address: '127.0.0.1:15001' is also listeners.egress.address (its default)" in message
+    )
+    assert (
+        egress_of(
+            'listeners:\n  admin: {address: "127.0.0.1:15001"}\n  egress: {address: "127.0.0.1:15002"}\n'
+            + destinations
+        )
+        is not None
+    )
