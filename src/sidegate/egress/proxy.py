@@ -3,8 +3,9 @@
 The order is the security model, as in Smokescreen: the request's authority is parsed strictly
 (400), the policy decides on the name (403 with the rule), the name is resolved once, *every*
 address is checked by the SSRF guard and against Sidegate's own listeners (403), and the
-connection goes to the first checked address itself, never to the name again: nothing can
-resolve differently between the check and the connect (DNS rebinding).
+connection goes to a checked address itself (the first; the next when one refuses the
+connection), never to the name again: nothing can resolve differently between the check and
+the connect (DNS rebinding).
 
 An absolute-form or named request goes through the one upstream client (a pool per checked
 ``ip:port``, :class:`~sidegate.upstream.fetch.BackgroundFetch`): sent in origin-form with Host
@@ -33,6 +34,8 @@ from sidegate.http.request_head import ParsedRequest
 from sidegate.upstream.fetch import BackgroundFetch
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: How the upstream client says that a connection could not be opened (nothing was sent).
+_NOT_CONNECTED = ("connection refused", "cannot connect", "no connection to")
 LOOP_RULE = "loop_detection"
 GUARD_RULE = "ssrf_guard"
 
@@ -56,6 +59,8 @@ class OutboundCall:
         self.tunnel: TunnelToDestination | None = None
         self.task: asyncio.Task[None] | None = None
         self.fetch: BackgroundFetch | None = None
+        self.addresses: list[IPAddress] = []  # checked addresses not tried yet
+        self.request = b""  # the request as it goes upstream (kept to try the next address)
 
     # -- absolute-form and named requests ------------------------------------------------------
 
@@ -131,15 +136,23 @@ class OutboundCall:
         head, target, destination = self.head, self.target, self.destination
         assert head is not None and target is not None and destination is not None
         try:
-            address = await self._checked_address(target, destination)
+            self.addresses = await self._checked_addresses(target, destination)
             self._hold_connection(destination)
         except RefusedError as refused:
             self.refuse(refused)
             return
-        pool = self.server.pool_for(str(address), target.port)
+        self.request = self._upstream_request(head, target)
+        self._dial()
+
+    def _dial(self) -> None:
+        """Send the request to the next checked address (the first, unless one refused)."""
+        head, target, destination = self.head, self.target, self.destination
+        assert head is not None and target is not None and destination is not None
+        address = self.addresses.pop(0)
+        self.record.resolved = f"{address}:{target.port}"
         self.fetch = BackgroundFetch(
-            pool,
-            self._upstream_request(head, target),
+            self.server.pool_for(str(address), target.port),
+            self.request,
             connect_timeout=destination.connect_timeout,
             timeout=destination.response_timeout,
             max_body=self.server.max_body,
@@ -176,6 +189,9 @@ class OutboundCall:
             return
         if fetched is None:
             problem = self.fetch.problem if self.fetch is not None else ""
+            if self.addresses and problem.startswith(_NOT_CONNECTED):  # nothing was sent: next one
+                self._dial()
+                return
             timed_out = "within" in problem or "timeout" in problem
             status, error = (504, "egress_timeout") if timed_out else (502, "egress_upstream_failed")
             why = f"{self.record.destination}: {problem or 'no response'}"
@@ -213,9 +229,19 @@ class OutboundCall:
         target, destination = self.target, self.destination
         assert target is not None and destination is not None
         try:
-            address = await self._checked_address(target, destination)
+            addresses = await self._checked_addresses(target, destination)
             self._hold_connection(destination)
-            self.tunnel = await open_tunnel(self.server.loop, self, str(address), target.port, destination)
+            while True:  # each checked address in turn, while they refuse the connection
+                address = addresses.pop(0)
+                self.record.resolved = f"{address}:{target.port}"
+                try:
+                    self.tunnel = await open_tunnel(
+                        self.server.loop, self, str(address), target.port, destination
+                    )
+                    break
+                except RefusedError:
+                    if not addresses or self.finished:
+                        raise
         except RefusedError as refused:
             self.refuse(refused)
             return
@@ -289,8 +315,8 @@ class OutboundCall:
         self.destination = decision.destination
         self.record.decision = "allow"
 
-    async def _checked_address(self, target: Target, destination: DestinationSpec) -> IPAddress:
-        """Every address the host has, checked; the first, to dial as it is."""
+    async def _checked_addresses(self, target: Target, destination: DestinationSpec) -> list[IPAddress]:
+        """Every address the host has, each checked: the ones to dial, as they are, in order."""
         if target.literal is not None:
             addresses: list[IPAddress] = [target.literal]
         else:
@@ -315,8 +341,7 @@ class OutboundCall:
                     f"{address}:{target.port} is one of Sidegate's own listeners",
                     LOOP_RULE,
                 )
-        self.record.resolved = f"{addresses[0]}:{target.port}"
-        return addresses[0]
+        return list(addresses)
 
     def _hold_connection(self, destination: DestinationSpec) -> None:
         active = self.server.active
