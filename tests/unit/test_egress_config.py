@@ -96,6 +96,10 @@ egress:
         ("egress:\n  destinations: [{name: a, host: x, path_prefixes: [v1]}]", "must start with '/'"),
         ("egress:\n  destinations: [{name: a, host: x}, {name: a, host: y}]", "is used twice"),
         ("egress: {default_action: allow, destinations: [{name: a, host: x}]}", "egress.default_action"),
+        (
+            'listeners:\n  egress: {address: "0.0.0.0:15001"}\negress: {destinations: [{name: a, host: x}]}',
+            "is not a loopback address",
+        ),
         ("egress:\n  destinations: [{name: a, host: x, proxy: y}]", "destinations[0].proxy: unknown key"),
     ],
 )

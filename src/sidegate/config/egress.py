@@ -170,11 +170,26 @@ class Egress(_Model):
         return self
 
 
-class EgressListener(_Model):
-    """The listener the app's outbound calls go to (off unless ``listeners.egress`` is set)."""
+def _loopback_address(value: str) -> str:
+    host = value.rpartition(":")[0].removeprefix("[").removesuffix("]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"{value!r} is not a loopback address: an egress listener reachable from outside the pod "
+            "is an open proxy into everything the pod may call; bind it to 127.0.0.1 or [::1] "
+            "(the app shares the pod's network namespace)"
+        )
+    return value
 
-    address: ListenAddress = Field(
-        default="127.0.0.1:15001", description='where the app sends outbound calls, "host:port"'
+
+class EgressListener(_Model):
+    """The listener the app's outbound calls go to (on when the ``egress:`` section is present)."""
+
+    address: Annotated[ListenAddress, AfterValidator(_loopback_address)] = Field(
+        default="127.0.0.1:15001", description='where the app sends outbound calls, "host:port" on loopback'
     )
 
 
