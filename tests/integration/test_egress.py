@@ -69,6 +69,7 @@ def egress(
             "destinations": [
                 {"name": "origin", "host": HOST, "ports": [origin.port], "allow_private": ["127.0.0.1/32"]},
                 {"name": "guarded", "host": "localhost", "ports": [forbidden.port]},
+                {"name": "anything-on-the-forbidden-port", "host": "*", "ports": [forbidden.port]},
                 {
                     "name": "slowpoke",
                     "host": "slow.test",
@@ -227,7 +228,8 @@ def test_denied_calls_get_403_json_with_the_rule(egress: GatewayProcess) -> None
     assert denial["error"] == "egress_denied" and denial["rule"] == "default_action: deny"
     assert "scheme http is not allowed by destination 'partner'" in denial["reason"]
     status, body = curl(egress, "http://elsewhere.test/")
-    assert status == 403 and "no destination allows host elsewhere.test" in json.loads(body)["reason"]
+    denial = json.loads(body)  # the only destination for any host is on another port
+    assert status == 403 and denial["rule"] == "default_action: deny" and "port 80" in denial["reason"]
 
 
 def test_redirects_are_passed_to_the_app(egress: GatewayProcess, origin: OriginProcess) -> None:
@@ -277,6 +279,21 @@ def test_a_name_resolving_to_loopback_is_never_dialled(egress: GatewayProcess, f
     assert denial["rule"] == "ssrf_guard" and "loopback" in denial["reason"]
     answer = send_raw(proxy_port(egress), f"CONNECT localhost:{forbidden.port} HTTP/1.1\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 403 ")
+    assert forbidden.accepted() == 0
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.0.0.2", "0.0.0.0", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::1]", "[::]"]
+)
+def test_every_spelling_of_a_local_address_is_refused_unconnected(
+    egress: GatewayProcess, forbidden: Forbidden, host: str
+) -> None:
+    forbidden.accepted()
+    status, body = curl(egress, f"http://{host}:{forbidden.port}/")
+    assert status == 403, body
+    assert json.loads(body)["rule"] == "ssrf_guard"
+    answer = send_raw(proxy_port(egress), f"CONNECT {host}:{forbidden.port} HTTP/1.1\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 403 ") and b"ssrf_guard" in answer
     assert forbidden.accepted() == 0
 
 

@@ -130,3 +130,11 @@ def test_ambiguous_connect_heads_are_refused(head: bytes, status: int) -> None:
     with pytest.raises(ProtocolError) as info:
         read_connect_head(head, 1000)
     assert info.value.status == status
+
+
+def test_the_reason_is_the_most_specific_destinations() -> None:
+    anything = destination("anything", "*", ports=(9999,))
+    policy = EgressPolicy((anything, PARTNER))
+    decision = policy.decide("http", "api.partner.com", 80, "GET", "/v1/x")
+    assert "port 80 is not allowed by destination 'partner'" in decision.reason
+    assert "'anything'" in policy.decide("http", "elsewhere.test", 80, "GET", "/").reason

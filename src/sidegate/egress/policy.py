@@ -2,8 +2,9 @@
 
 Destinations are tried in order and the first that allows the whole call (host, port, scheme,
 method, path) decides. When none does, the default action (deny) decides, and the reason names
-the closest miss: the first destination whose host matched and what else it refused, so the
-403 tells the app's developer which line of the config to look at.
+the closest miss: what the most specific destination whose host matched (exact, then
+``*.suffix``, then ``*``; the first among equals) refused, so the 403 tells the app's
+developer which line of the config to look at.
 
 This is the name check only. Where the name resolves is the SSRF guard's business
 (:mod:`sidegate.egress.guard`), checked after this on every resolved address.
@@ -42,6 +43,12 @@ def host_matches(pattern: str, host: str) -> bool:
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
     return host == pattern
+
+
+def _specificity(pattern: str) -> int:
+    """How closely a host pattern names a host: exact 2, ``*.suffix`` 1, ``*`` 0 (the 403 speaks
+    of the destination the app most likely meant)."""
+    return 0 if pattern == "*" else 1 if pattern.startswith("*.") else 2
 
 
 def _refusal(destination: DestinationSpec, scheme: str, port: int, method: str, path: str) -> str | None:
@@ -85,13 +92,15 @@ class EgressPolicy:
         ``scheme`` https then; ``host`` lower-case, as the guard parsed it). ``named``: the
         destination the app called by name; only it decides, on everything but the host (which
         is its own origin)."""
-        nearest: str | None = None
+        nearest: tuple[int, str] | None = None  # the most specific host match's refusal
         for destination in (named,) if named is not None else self.destinations:
             if named is None and not host_matches(destination.host, host):
                 continue
             refusal = _refusal(destination, scheme, port, method, path)
             if refusal is None:
                 return Decision(True, destination.name, "allowed", destination)
-            nearest = nearest or refusal
-        reason = nearest or f"no destination allows host {host}"
+            rank = _specificity(destination.host)
+            if nearest is None or rank > nearest[0]:
+                nearest = (rank, refusal)
+        reason = nearest[1] if nearest is not None else f"no destination allows host {host}"
         return Decision(False, DEFAULT_RULE, reason)
