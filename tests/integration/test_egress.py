@@ -509,3 +509,13 @@ def test_a_call_under_way_finishes_during_the_drain(egress: GatewayProcess, orig
     call.join()
     assert results and results[0][0] == 200
     assert egress.proc.wait(10) == 0
+
+
+def test_a_chunked_request_body_is_sent_on_with_its_length(
+    egress: GatewayProcess, origin: OriginProcess
+) -> None:
+    url = f"http://{HOST}:{origin.port}/echo"
+    status, body = curl(egress, url, "-H", "Transfer-Encoding: chunked", "--data-binary", "chunked body")
+    assert (status, body) == (200, b"chunked body")
+    (seen,) = origin.received()
+    assert seen.header("content-length") == "12" and seen.header("transfer-encoding") is None
