@@ -161,7 +161,8 @@ def test_absolute_form_reaches_the_origin_in_origin_form_with_host_rewritten(
     request = (
         f"GET http://{HOST}:{origin.port}/items?q=1 HTTP/1.1\r\nHost: somewhere.else\r\n"
         "Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\nConnection: close, X-Hop\r\n"
-        "X-Hop: secret\r\nX-Kept: yes\r\n\r\n"
+        "X-Hop: secret\r\nX-Kept: yes\r\nX-Request-Id: app-id-1\r\n"
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"
     ).encode()
     answer = send_raw(proxy_port(egress), request)
     assert answer.startswith(b"HTTP/1.1 200 "), answer
@@ -175,6 +176,9 @@ def test_absolute_form_reaches_the_origin_in_origin_form_with_host_rewritten(
         assert dropped not in headers
     assert b"\r\nx-kept: yes\r\n" in headers
     assert b"\r\nvia: 1.1 sidegate-egress\r\n" in headers
+    assert b"\r\nx-request-id: app-id-1\r\n" in headers  # the app's own, as it sent them
+    assert b"\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n" in headers
+    assert b"x-forwarded-for" not in headers
 
 
 def test_curl_through_the_proxy(egress: GatewayProcess, origin: OriginProcess) -> None:

@@ -166,7 +166,9 @@ class OutboundCall:
 
     def _upstream_request(self, head: ParsedRequest, target: Target) -> bytes:
         """The request in origin-form: Host is the target's authority (not the app's Host),
-        the reader already dropped hop-by-hop and proxy fields, and Sidegate's Via is added."""
+        the reader already dropped hop-by-hop and proxy fields, and Sidegate's Via is added.
+        Sidegate adds no X-Forwarded-For of its own: the pod's addresses are not the
+        destination's business."""
         default = 80
         host = f"[{target.host}]" if ":" in target.host else target.host
         authority = host if target.port == default else f"{host}:{target.port}"
@@ -176,6 +178,8 @@ class OutboundCall:
         ]
         out = "\r\n".join(lines).encode("latin-1") + b"\r\n"
         out += b"".join(name + b": " + value + b"\r\n" for name, value in head.headers)
+        for name, value in _app_set_fields(head):  # the app's own, passed on as it sent them
+            out += name + b": " + value + b"\r\n"
         via = (head.via + b", " if head.via else b"") + self.server.via
         out += b"Via: " + via + b"\r\n"
         body = b"".join(self.body)
@@ -390,3 +394,17 @@ class OutboundCall:
             if self.counted and self.destination is not None:
                 self.server.active[self.destination.name] -= 1
             self.server.audit.finish(self.record)
+
+
+def _app_set_fields(head: ParsedRequest) -> list[tuple[bytes, bytes]]:
+    """The fields the shared reader keeps apart for the inbound side to rewrite (forwarding,
+    request id, trace context): on the way out they are the app's, and go on unchanged."""
+    fields = (
+        (b"X-Forwarded-For", head.xff),
+        (b"X-Forwarded-Proto", head.xfp),
+        (b"X-Forwarded-Host", head.xfh),
+        (b"Forwarded", head.forwarded),
+        (b"X-Request-Id", head.request_id),
+        (b"traceparent", head.traceparent),
+    )
+    return [(name, value) for name, value in fields if value]
