@@ -24,6 +24,8 @@ from sidegate.egress.resolver import Resolver
 from sidegate.server.timers import Sweeper
 from sidegate.upstream.pool import EndpointPool
 
+#: Keep-alive pools kept at once (one per checked ``ip:port``).
+MAX_POOLS = 256
 #: What Sidegate adds to Via on the way out, and refuses to see on the way in (a loop).
 EGRESS_VIA = b"1.1 sidegate-egress"
 
@@ -75,10 +77,18 @@ class EgressState:
         self.connections: set[Closable] = set()
 
     def pool_for(self, ip: str, port: int) -> EndpointPool:
+        """The keep-alive pool of a checked address, most recently used last. Bounded: past
+        :data:`MAX_POOLS` addresses the least recently used pool is retired (its idle
+        connections closed, the busy ones when given back), as a ``*`` destination may meet
+        any number of addresses."""
         key = (ip, port)
-        pool = self.pools.get(key)
+        pool = self.pools.pop(key, None)
         if pool is None:
-            pool = self.pools[key] = EndpointPool(self.loop, Endpoint(ip, port), self.sweeper)
+            pool = EndpointPool(self.loop, Endpoint(ip, port), self.sweeper)
+            if len(self.pools) >= MAX_POOLS:
+                oldest = next(iter(self.pools))
+                self.pools.pop(oldest).retire()
+        self.pools[key] = pool
         return pool
 
     def is_own(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bool:
