@@ -60,7 +60,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "upstream",
         "server.timers",
         "http",
-        "observe",
         "config.snapshot",
         "config.egress_spec",
         "errors",
