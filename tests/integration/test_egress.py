@@ -523,3 +523,9 @@ def test_a_chunked_request_body_is_sent_on_with_its_length(
     assert (status, body) == (200, b"chunked body")
     (seen,) = origin.received()
     assert seen.header("content-length") == "12" and seen.header("transfer-encoding") is None
+
+
+def test_host_names_match_whatever_their_case(egress: GatewayProcess) -> None:
+    answer = send_raw(proxy_port(egress), b"GET http://API.Partner.TEST/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 403 ")
+    assert "by destination 'partner'" in json.loads(answer.partition(b"\r\n\r\n")[2])["reason"]

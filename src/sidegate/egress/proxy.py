@@ -312,7 +312,8 @@ class OutboundCall:
     def _decide(
         self, scheme: str, target: Target, method: str, path: str, named: DestinationSpec | None = None
     ) -> None:
-        decision = self.server.policy.decide(scheme, target.host, target.port, method, path, named=named)
+        host = target.host.lower().rstrip(".")  # whatever spelling the guard kept: names match lower-case
+        decision = self.server.policy.decide(scheme, host, target.port, method, path, named=named)
         self.record.rule, self.record.reason = decision.rule, decision.reason
         if not decision.allowed:
             raise RefusedError(403, "egress_denied", decision.reason, decision.rule)
