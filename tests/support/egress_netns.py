@@ -29,7 +29,10 @@ ADDRESSES = {
     "cgnat": "100.64.0.1",
     "unique-local": "fd00::5",
     "benchmarking": "198.18.0.9",
+    "nat64-of-private": "64:ff9b::a01:203",  # 10.1.2.3 behind the NAT64 prefix
 }
+#: Other spellings of the addresses above, asked for too (their listeners count them).
+SPELLINGS = {"ipv4-mapped": "[::ffff:10.1.2.3]", "ipv4-mapped-hex": "[::ffff:a01:203]"}
 PORT = 18080  # where every forbidden listener waits
 CONTROL = ("10.1.2.3", 18081)  # an HTTP server the config allows explicitly: the set-up works
 EGRESS = 15001
@@ -82,6 +85,9 @@ def main() -> None:
             }
             for name, address in ADDRESSES.items():
                 host = f"[{address}]" if ":" in address else address
+                results[name] = _status(f"GET http://{host}:{PORT}/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                results[f"{name} CONNECT"] = _status(f"CONNECT {host}:{PORT} HTTP/1.1\r\n\r\n")
+            for name, host in SPELLINGS.items():
                 results[name] = _status(f"GET http://{host}:{PORT}/ HTTP/1.1\r\nHost: x\r\n\r\n")
                 results[f"{name} CONNECT"] = _status(f"CONNECT {host}:{PORT} HTTP/1.1\r\n\r\n")
             accepted = {name: _accepted(sock) for name, sock in listeners.items()}
