@@ -10,7 +10,7 @@ requests already running keep the :class:`~sidegate.request.proxy.View` they too
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sidegate.cache.counters import COUNTERS
 from sidegate.config.snapshot import Snapshot
@@ -24,6 +24,22 @@ from sidegate.server.listener import bind_tcp
 from sidegate.server.shared import ListenerShared
 from sidegate.server.timers import Sweeper
 from sidegate.upstream.cluster import ClusterSet, HealthTable
+
+if TYPE_CHECKING:
+    from sidegate.egress.server import EgressServer
+
+
+class _AccessLogOfTheDay:
+    """The egress audit's sink: whatever access-log writer the proxy has now (a reload may
+    replace it, or turn it off)."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def write(self, line: bytes) -> None:
+        writer = self.proxy.recorder.access_log
+        if writer is not None:
+            writer.write(line)
 
 
 class Gateway:
@@ -43,6 +59,7 @@ class Gateway:
         self.proxy = Proxy(loop, self.metrics, self._view(snapshot))
         self.shared = ListenerShared(loop, self.proxy, self.sweeper, snapshot.limits)
         self.server: asyncio.Server | None = None
+        self.egress: EgressServer | None = None
         self.metrics.config_version = 1
         self.health: HealthTable = {}  # what the active checks found (this process's or the supervisor's)
 
@@ -61,6 +78,28 @@ class Gateway:
             sock=sock,
             backlog=1024,
         )
+        await self._start_egress()
+
+    async def _start_egress(self) -> None:
+        """The egress listener, when the config has an ``egress:`` section; its audit lines go
+        with the access log's (one JSON line per outbound call)."""
+        snapshot = self.snapshot
+        if snapshot.egress is None:
+            return
+        from sidegate.egress.server import EgressServer
+
+        own = [(s.host, s.port) for s in (snapshot.inbound, snapshot.admin, snapshot.health) if s is not None]
+        self.egress = EgressServer(
+            self.loop,
+            snapshot.egress,
+            own_listeners=own,
+            audit_sink=_AccessLogOfTheDay(self.proxy),
+            head_size=snapshot.limits.head_size,
+            header_count=snapshot.limits.header_count,
+            head_timeout=snapshot.limits.head_timeout,
+            keepalive_idle=snapshot.limits.keepalive_idle,
+        )
+        await self.egress.start(reuse_port=self.reuse_port)
 
     def apply(self, snapshot: Snapshot) -> list[str]:
         """Swap in a new snapshot; returns warnings about settings that need a restart."""
@@ -74,6 +113,7 @@ class Gateway:
             warnings.append(f"listeners.health.address stays {old.health or 'off'} until restart")
         if snapshot.workers != old.workers:
             warnings.append(f"workers stays {old.workers} until restart")
+        warnings += self._apply_egress(snapshot)
         self.proxy.view = self._view(snapshot)
         self.clusters.set_health(self.health)  # rebuilt clusters learn it too
         self.proxy.recorder.configure(snapshot.observability)
@@ -82,12 +122,28 @@ class Gateway:
         self.metrics.config_version += 1
         return warnings
 
+    def _apply_egress(self, snapshot: Snapshot) -> list[str]:
+        """New destinations take effect for the next call; the listener itself (on, off, its
+        address) is bound at start."""
+        old, new = self.started_with.egress, snapshot.egress
+        if self.egress is None or new is None:
+            if (old is None) != (new is None):
+                return ["the egress listener stays " + ("off" if old is None else "on") + " until restart"]
+            return []
+        warnings = []
+        if old is not None and (new.host, new.port) != (old.host, old.port):
+            warnings.append(f"listeners.egress.address stays {old.address} until restart")
+        self.egress.apply(new)
+        return warnings
+
     def metrics_snapshot(self) -> dict[str, Any]:
         self.metrics.connections_active = self.shared.stats.connections_active
         self.metrics.fields_dropped = self.shared.stats.fields_dropped
         numbers = self.metrics.snapshot()
         numbers["client_send_timeouts"] = self.shared.stats.send_timeouts
         numbers["policy"] = POLICY.snapshot()
+        if self.egress is not None:
+            numbers["policy"]["egress_requests"] = self.egress.audit.counters.rows()
         numbers["telemetry"] = self.telemetry_counters()
         if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
             numbers["cache"] = COUNTERS.snapshot()
@@ -117,13 +173,20 @@ class Gateway:
         for conn in list(self.shared.connections):
             conn.drain()
         deadline = self.loop.time() + timeout
-        while self.shared.connections and self.loop.time() < deadline:
+        # The egress listener keeps serving while the drain runs: the app finishing its requests
+        # may still call out. Its calls under way get the same deadline.
+        while (self.shared.connections or self._egress_busy()) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.shared.connections):
             conn.close()
+        if self.egress is not None:
+            self.egress.close()
         self.clusters.close()
         self.sweeper.stop()
         self.proxy.recorder.close()  # what the access log and the span exporter still hold goes out
+
+    def _egress_busy(self) -> bool:
+        return self.egress is not None and any(self.egress.active.values())
 
     def explain(self, request_id: str) -> dict[str, Any] | None:
         """The decision record of a recent request of this process, or None."""

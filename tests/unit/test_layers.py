@@ -46,6 +46,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "server.timers",
         "http",
         "config.snapshot",
+        "config.egress_spec",  # the compiled destinations
         "config.egress_credentials",  # a destination's credentials: built into runtime objects once
         "errors",
     ),

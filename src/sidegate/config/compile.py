@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from sidegate.config.egress_spec import compile_egress
 from sidegate.config.redact import redact
 from sidegate.config.snapshot import (
     CacheSettings,
@@ -179,6 +180,7 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         observability=observability,
         dump=config_dump(config),
         source=source,
+        egress=compile_egress(config),
     )
 
 

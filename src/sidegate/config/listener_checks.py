@@ -15,6 +15,7 @@ problem of the file is reported at once; values of the wrong type are left to py
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 
 from sidegate.config.source import Document, Path, format_path, line_for
@@ -23,6 +24,7 @@ from sidegate.units import parse_address
 
 #: The listeners in the order their problems are reported, with their default addresses.
 DEFAULTS = {"inbound": "0.0.0.0:8080", "admin": "127.0.0.1:9901", "health": "0.0.0.0:9902"}
+EGRESS_DEFAULT = "127.0.0.1:15001"
 _WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
@@ -32,6 +34,8 @@ def check_listeners(doc: Document) -> None:
     if not isinstance(listeners, dict):
         return
     addresses, written = _addresses(listeners)
+    if doc.data.get("egress") is not None:  # the egress listener runs only with an egress section
+        _egress_address(listeners, addresses, written)
     _check_collisions(doc, addresses, written)
     admin = listeners.get("admin")
     token_file = admin.get("token_file") if isinstance(admin, dict) else None
@@ -94,6 +98,18 @@ def _addresses(listeners: dict[object, object]) -> tuple[dict[str, tuple[str, in
         except ValueError:
             continue  # pydantic reports it
     return out, written
+
+
+def _egress_address(
+    listeners: dict[object, object], addresses: dict[str, tuple[str, int]], written: set[str]
+) -> None:
+    section = listeners.get("egress")
+    value = section.get("address", EGRESS_DEFAULT) if isinstance(section, dict) else EGRESS_DEFAULT
+    if isinstance(section, dict) and "address" in section:
+        written.add("egress")
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # pydantic reports it
+            addresses["egress"] = parse_address(value, allow_port_zero=True)
 
 
 def _check_collisions(doc: Document, addresses: dict[str, tuple[str, int]], written: set[str]) -> None:

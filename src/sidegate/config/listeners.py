@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from sidegate.config.egress import EgressListener
 from sidegate.config.fields import Duration, KiB, ListenAddress, Size
 from sidegate.units import parse_address
 
@@ -166,4 +167,9 @@ class Listeners(_Model):
     health: HealthListener = Field(
         default_factory=HealthListener,
         description="read-only probes and metrics for kubelet and Prometheus",
+    )
+    egress: EgressListener | None = Field(
+        default=None,
+        description="the app's outbound proxy (on when the egress section is present; default "
+        "address 127.0.0.1:15001)",
     )

@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError
 
+from sidegate.config.egress import Egress, check_egress
 from sidegate.config.fields import (
     Duration,
     EditableHeaderName,
@@ -457,6 +458,14 @@ class SidegateConfig(_Model):
         default_factory=list,
         description="overlays applied on top of this config when the pod's labels match, in order",
     )
+    egress: Egress | None = Field(
+        default=None, description="what the app may call through the egress listener (absent: no listener)"
+    )
+
+    @model_validator(mode="after")
+    def _egress_is_coherent(self) -> SidegateConfig:
+        check_egress(self.listeners.egress, self.egress)
+        return self
 
 
 def config_json_schema() -> dict[str, Any]:

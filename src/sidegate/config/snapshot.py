@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # types only: the hooks module imports nothing of the config, nor does the router
+    from sidegate.config.egress_spec import EgressSpec
     from sidegate.filters.hooks import FilterHooks
     from sidegate.routing.router import Router
 
@@ -274,4 +275,5 @@ class Snapshot:
     observability: ObservabilitySpec
     dump: Mapping[str, Any]  # normalised config, secrets redacted
     source: str
+    egress: EgressSpec | None = None  # None: no egress section, no egress listener
     drain_delay: float = 5.0  # SIGTERM: serve on (not ready, Connection: close) this long first

@@ -283,6 +283,8 @@ _POLICY_FAMILIES = (
      "Authenticated requests by consumer and tenant (names not configured count as _other)."),
     ("quotas", "sidegate_quota_requests_total", ("http_route", "limit", "tenant", "result"),
      "Requests under tenant-keyed limits (quotas), by tenant and result."),
+    ("egress_requests", "sidegate_egress_requests_total", ("destination", "decision"),
+     "Outbound requests and tunnels through the egress listener, by the rule that decided and the decision."),
 )  # fmt: skip
 
 

@@ -74,6 +74,7 @@ class BackgroundFetch(UpstreamUser):
         done: Callable[[Fetched | None], None],
         purpose: str,
         log_failures: bool = True,
+        head_request: bool = False,
     ) -> None:
         self.pool = pool
         self.head = head
@@ -84,6 +85,7 @@ class BackgroundFetch(UpstreamUser):
         self.done = done
         self.purpose = purpose
         self.log_failures = log_failures  # False: the caller reports ``problem`` itself
+        self.head_request = head_request  # a HEAD: the response has no body, whatever it says
         self.conn: UpstreamConnection | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
@@ -125,7 +127,7 @@ class BackgroundFetch(UpstreamUser):
     def _attach(self, conn: UpstreamConnection) -> None:
         self.conn = conn
         window = self.timeout
-        conn.attach(self, False, window, window, True, send=window)
+        conn.attach(self, self.head_request, window, window, True, send=window)
         conn.send(self.head)
 
     # -- endings -------------------------------------------------------------------------------

@@ -1,0 +1,237 @@
+"""The egress listener: one connection per app socket, reading the forms an outbound proxy takes.
+
+Theory of operation
+-------------------
+Each request line is peeked at first (:mod:`sidegate.egress.connect_head`):
+
+* ``CONNECT host:port`` is read whole there and becomes a tunnel (:mod:`sidegate.egress.tunnel`);
+* anything else goes to the shared strict request reader, the inbound listener's
+  (:class:`~sidegate.http.request_parser.RequestParser`): the same framing rules (CL with TE,
+  bad chunking, obs-fold... all 400), hop-by-hop and proxy fields (Proxy-Connection,
+  Proxy-Authorization, TE, Keep-Alive and whatever Connection names) dropped, and for an
+  absolute-form target its authority taken over Host. Only the scheme is remembered here.
+
+The request, whole, goes to :class:`~sidegate.egress.proxy.OutboundCall`, which decides and
+dials. Requests are answered one at a time: a request pipelined behind one still being
+answered closes the connection once the first is answered (clients that proxy do not pipeline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import cast
+
+from sidegate.egress.answers import error_response
+from sidegate.egress.audit import AuditRecord
+from sidegate.egress.connect_head import peek_request_line, read_connect_head
+from sidegate.egress.proxy import OutboundCall
+from sidegate.egress.state import EgressState
+from sidegate.http.errors import ProtocolError
+from sidegate.http.request_head import ParsedRequest
+from sidegate.http.request_parser import RequestParser, RequestSink
+
+_IDLE, _REQUEST, _WAITING, _TUNNEL, _CLOSED = range(5)
+
+
+class _Sink(RequestSink):
+    """The reader's events, handed to the connection (a native base class: composition)."""
+
+    def __init__(self, conn: EgressConnection) -> None:
+        self.conn = conn
+
+    def on_request_head(self, head: ParsedRequest) -> None:
+        self.conn.request_head(head)
+
+    def on_request_body(self, data: bytes) -> None:
+        self.conn.request_body(data)
+
+    def on_request_end(self) -> None:
+        self.conn.request_end()
+
+
+class EgressConnection(asyncio.Protocol):
+    """One connection from the app (see the module's docstring)."""
+
+    def __init__(self, server: EgressState) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.client = ""
+        self.state = _IDLE
+        self.pending = b""  # bytes not yet given to the reader (or held while answering)
+        self.scheme = ""
+        self.parser = RequestParser(_Sink(self), server.head_size, server.header_count)
+        self.call: OutboundCall | None = None
+        self.close_after = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if isinstance(peer, tuple) else ""
+        self.server.connections.add(self)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = _CLOSED
+        self._disarm()
+        self.server.connections.discard(self)
+        call, self.call = self.call, None
+        if call is not None:
+            call.client_lost()
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == _TUNNEL:
+            if self.call is not None:
+                self.call.from_client(data)
+            return
+        if self.state == _CLOSED:
+            return
+        self.pending += data
+        self._arm()
+        if self.state == _WAITING:
+            if len(self.pending) > self.server.head_size and self.transport is not None:
+                self.transport.pause_reading()  # resumed when the answer is out
+            return
+        self._read()
+
+    def eof_received(self) -> bool | None:
+        if self.state == _TUNNEL and self.call is not None:
+            self.call.client_eof()
+            return True  # keep the socket half-open: the destination may still answer
+        return None
+
+    def pause_writing(self) -> None:
+        if self.call is not None:
+            self.call.client_writable(False)
+
+    def resume_writing(self) -> None:
+        if self.call is not None:
+            self.call.client_writable(True)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        try:
+            if self.state == _IDLE:
+                line = peek_request_line(self.pending, self.server.head_size)
+                if line is None:
+                    return
+                if line.method == b"CONNECT":
+                    self._connect()
+                    return
+                self.scheme = line.scheme
+                self.state = _REQUEST
+            data, self.pending = self.pending, b""
+            self.parser.feed(data)
+        except ProtocolError as error:
+            self.answer_error(error.status, "bad_request", error.reason)
+
+    def _connect(self) -> None:
+        read = read_connect_head(self.pending, self.server.head_size)
+        if read is None:
+            return
+        head, end = read
+        early, self.pending = self.pending[end:], b""
+        self.state = _WAITING
+        self._disarm()
+        self.call = OutboundCall(self.server, self, "CONNECT", self.client)
+        self.call.start_tunnel(head, early)
+
+    def request_head(self, head: ParsedRequest) -> None:
+        if self.state != _REQUEST or self.call is not None:
+            self.close_after = True  # pipelined behind a request still being answered
+            return
+        self.call = OutboundCall(self.server, self, head.method.decode("latin-1"), self.client)
+        self.call.begin(head, self.scheme)
+
+    def request_body(self, data: bytes) -> None:
+        if self.call is not None and self.state == _REQUEST:
+            self.call.request_body(data)
+
+    def request_end(self) -> None:
+        if self.call is not None and self.state == _REQUEST:
+            self.state = _WAITING
+            self._disarm()
+            self.call.request_end()
+
+    # -- the client's deadlines ----------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """(Re)start the deadline of a connection being read: ``keepalive_idle`` between
+        requests, ``head_timeout`` from each read while a request is coming in (a client that
+        stops mid-request gets a 408)."""
+        self._disarm()
+        idle = self.state == _IDLE and not self.pending
+        delay = self.server.keepalive_idle if idle else self.server.head_timeout
+        self.timer = self.server.loop.call_later(delay, self._expired)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expired(self) -> None:
+        self.timer = None
+        if self.state in (_IDLE, _REQUEST):
+            if self.state == _IDLE and not self.pending:
+                self.close()
+                return
+            if self.call is not None:
+                self.call.client_lost()
+                self.call = None
+            self.answer_error(408, "request_timeout", "the request did not arrive in time")
+
+    # -- what the call does to this connection -------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and self.state != _CLOSED:
+            self.transport.write(data)
+
+    def answered(self, keep_alive: bool) -> None:
+        """The current request is answered; read the next one, or close."""
+        self.call = None
+        if self.state == _CLOSED:
+            return
+        if not keep_alive or self.close_after or self.state == _REQUEST:
+            self.close()  # a request still being read when answered (a 403, a 413) ends here
+            return
+        self.state = _IDLE
+        self.scheme = ""
+        self._arm()
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if self.pending:
+            self._read()
+
+    def become_tunnel(self) -> None:
+        self.state = _TUNNEL
+
+    def answer_error(self, status: int, error: str, reason: str) -> None:
+        """Answer a request that could not be read (or taken) here, and close; it leaves an
+        audit line too (a request the reader refused is a call the app tried to make)."""
+        request_id = os.urandom(8).hex()
+        self.write(error_response(status, error, reason, request_id, close=True))
+        record = AuditRecord(request_id, "unreadable", "", self.client, self.server.loop.time())
+        record.status, record.reason = status, reason
+        self.server.audit.finish(record)
+        self.close()
+
+    def write_eof(self) -> None:
+        if self.transport is not None and self.state != _CLOSED and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def close(self) -> None:
+        self.state = _CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()

@@ -1,0 +1,117 @@
+"""What every egress call of one process shares, and what a call may ask of its connection.
+
+Everything a call needs that outlives the call is in :class:`EgressState`: the compiled
+policy, the resolver (and its cache), a keep-alive pool per *checked address* (``ip:port``,
+never a name: a pool keyed by name would reuse a connection to an address the name no longer
+has), the count of open calls per destination (``max_connections``), and Sidegate's own
+listening addresses (loop detection). The listening socket is
+:class:`~sidegate.egress.server.EgressServer`'s, which adds it on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from sidegate.config.egress_spec import EgressSpec
+from sidegate.config.snapshot import Endpoint
+from sidegate.egress.audit import Audit, LineSink
+from sidegate.egress.policy import EgressPolicy
+from sidegate.egress.resolver import Resolver
+from sidegate.server.timers import Sweeper
+from sidegate.upstream.pool import EndpointPool
+
+#: Keep-alive pools kept at once (one per checked ``ip:port``).
+MAX_POOLS = 256
+#: What Sidegate adds to Via on the way out, and refuses to see on the way in (a loop).
+EGRESS_VIA = b"1.1 sidegate-egress"
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class ClientSide(Protocol):
+    """What a call does to the app's connection (implemented by the egress connection)."""
+
+    def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def answered(self, keep_alive: bool) -> None: ...
+    def become_tunnel(self) -> None: ...
+    def close(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class EgressState:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        spec: EgressSpec,
+        *,
+        own_listeners: Sequence[tuple[str, int]] = (),
+        audit_sink: LineSink | None = None,
+        head_size: int = 32 * 1024,
+        header_count: int = 100,
+        head_timeout: float = 10.0,
+        keepalive_idle: float = 60.0,
+    ) -> None:
+        self.loop = loop
+        self.spec = spec
+        self.policy = EgressPolicy(spec.destinations)
+        self.resolver = Resolver(spec.dns_servers, timeout=spec.dns_timeout)
+        self.sweeper = Sweeper(loop)
+        self.audit = Audit(audit_sink, loop.time)
+        self.via = EGRESS_VIA
+        self.max_body = spec.max_body
+        self.head_size = head_size
+        self.header_count = header_count
+        self.head_timeout = head_timeout  # a request coming in, from each read
+        self.keepalive_idle = keepalive_idle  # a connection between requests
+        self.own = own_addresses([*own_listeners, (spec.host, spec.port)])
+        self.pools: dict[tuple[str, int], EndpointPool] = {}
+        self.active: dict[str, int] = {}
+        self.connections: set[Closable] = set()
+
+    def pool_for(self, ip: str, port: int) -> EndpointPool:
+        """The keep-alive pool of a checked address, most recently used last. Bounded: past
+        :data:`MAX_POOLS` addresses the least recently used pool is retired (its idle
+        connections closed, the busy ones when given back), as a ``*`` destination may meet
+        any number of addresses."""
+        key = (ip, port)
+        pool = self.pools.pop(key, None)
+        if pool is None:
+            pool = EndpointPool(self.loop, Endpoint(ip, port), self.sweeper)
+            if len(self.pools) >= MAX_POOLS:
+                oldest = next(iter(self.pools))
+                self.pools.pop(oldest).retire()
+        self.pools[key] = pool
+        return pool
+
+    def is_own(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bool:
+        """Whether ``ip:port`` is one of Sidegate's own listeners (loop detection); a listener
+        bound to every address (``0.0.0.0``, ``::``) answers on loopback and unspecified too."""
+        if (str(ip), port) in self.own:
+            return True
+        return ("*", port) in self.own and (ip.is_loopback or ip.is_unspecified)
+
+    def apply(self, spec: EgressSpec) -> None:
+        """A reload: the next call is decided by ``spec``'s destinations (calls under way keep
+        theirs); the address stays as bound; the resolver is new when its servers changed."""
+        if (spec.dns_servers, spec.dns_timeout) != (self.spec.dns_servers, self.spec.dns_timeout):
+            self.resolver = Resolver(spec.dns_servers, timeout=spec.dns_timeout)
+        self.policy = EgressPolicy(spec.destinations)
+        self.max_body = spec.max_body
+        self.spec = replace(spec, host=self.spec.host, port=self.spec.port)
+
+
+def own_addresses(listeners: Sequence[tuple[str, int]]) -> frozenset[tuple[str, int]]:
+    """Sidegate's listening addresses as loop detection compares them: ``("*", port)`` for a
+    listener bound to every address."""
+    out: set[tuple[str, int]] = set()
+    for host, port in listeners:
+        out.add(("*", port) if host in ("0.0.0.0", "::", "") else (host, port))
+    return frozenset(out)

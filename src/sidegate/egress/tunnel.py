@@ -1,0 +1,126 @@
+"""A CONNECT tunnel's destination end: raw bytes both ways, with backpressure and an idle limit.
+
+Not :class:`sidegate.server.tunnel.Tunnel`: that one joins a client to a pooled upstream
+connection after a ``101`` (whose deadlines the upstream connection keeps); here the socket is
+the tunnel's own, opened to the checked address for this one CONNECT, and nothing of HTTP is
+read from it. Either side not taking bytes pauses reading on the other; no byte either way for
+the destination's idle timeout closes both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, cast
+
+from sidegate.config.egress_spec import DestinationSpec
+from sidegate.egress.answers import RefusedError
+
+
+class TunnelUser(Protocol):
+    """The call a tunnel belongs to (:class:`sidegate.egress.proxy.OutboundCall`)."""
+
+    def from_destination(self, data: bytes) -> None: ...
+    def destination_eof(self) -> None: ...
+    def destination_writable(self, writable: bool) -> None: ...
+    def tunnel_closed(self) -> None: ...
+    def note(self, key: str, value: str) -> None: ...
+
+
+class TunnelToDestination(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop, call: TunnelUser, idle: float) -> None:
+        self.call = call
+        self.idle = idle
+        self.transport: asyncio.Transport | None = None
+        self.loop = loop
+        self.last = self.loop.time()
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.eof = False  # the destination sent all it will
+        self.client_eof = False  # so did the app
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport
+        self.timer = self.loop.call_later(self.idle, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self.last = self.loop.time()
+        self.call.from_destination(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self.call.destination_eof()
+        if self.client_eof:  # both directions are over
+            return None
+        return True  # the app may still be sending
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.call.tunnel_closed()
+
+    def pause_writing(self) -> None:
+        self.call.destination_writable(False)
+
+    def resume_writing(self) -> None:
+        self.call.destination_writable(True)
+
+    def send(self, data: bytes) -> None:
+        self.last = self.loop.time()
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def write_eof(self) -> None:
+        """The app sent all it will: pass the half-close on, or end if the destination has too."""
+        self.client_eof = True
+        if self.transport is None or self.closed:
+            return
+        if self.eof or not self.transport.can_write_eof():
+            self.transport.close()
+        else:
+            self.transport.write_eof()
+
+    def client_writable(self, writable: bool) -> None:
+        if self.transport is None or self.closed:
+            return
+        if writable:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()  # the app is not taking bytes: stop reading the destination
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _check_idle(self) -> None:
+        quiet = self.loop.time() - self.last
+        if quiet >= self.idle:
+            self.call.note("closed", "idle")
+            self.close()
+            return
+        self.timer = self.loop.call_later(self.idle - quiet, self._check_idle)
+
+
+async def open_tunnel(
+    loop: asyncio.AbstractEventLoop, call: TunnelUser, host: str, port: int, destination: DestinationSpec
+) -> TunnelToDestination:
+    """Connect to exactly ``host`` (a checked address) and ``port``; :class:`RefusedError` if not."""
+    try:
+        _, tunnel = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: TunnelToDestination(loop, call, destination.idle_timeout), host, port
+            ),
+            destination.connect_timeout,
+        )
+    except TimeoutError:
+        raise RefusedError(
+            504,
+            "egress_connect_timeout",
+            f"no connection to {host}:{port} within {destination.connect_timeout:g}s",
+            destination.name,
+        ) from None
+    except OSError as error:
+        raise RefusedError(
+            502, "egress_connect_failed", f"{host}:{port}: {error.strerror or error}", destination.name
+        ) from None
+    return tunnel
