@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 import pytest
 import uvloop
 
+from sidegate.config.egress_credential_spec import compile_credentials
 from sidegate.config.egress_credentials import CredentialsSpec
 from sidegate.egress.credentials import Credential, CredentialUnavailableError, credential_for
 from support.tls import CertificateAuthority
@@ -92,7 +93,8 @@ def oauth_credential(tmp_path: Path, port: int, scheme: str = "http", **extra: A
         "scopes": ["orders.read", "orders.write"],
         **extra,
     }
-    return credential_for(CredentialsSpec.model_validate({"name": "partner-oauth", "oauth2": block}))
+    checked = CredentialsSpec.model_validate({"name": "partner-oauth", "oauth2": block})
+    return credential_for(compile_credentials(checked.model_dump()))
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from sidegate.config.egress_credential_spec import CredentialSettings, compile_credentials
 from sidegate.config.egress_credentials import CredentialsSpec
 from sidegate.config.redact import redact
 from sidegate.egress.credentials import (
@@ -67,8 +68,10 @@ def secret(tmp_path: Path, name: str, value: str) -> str:
     return str(path)
 
 
-def spec(**block: Any) -> CredentialsSpec:
-    return CredentialsSpec.model_validate({"name": "partner", **block})
+def spec(**block: Any) -> CredentialSettings:
+    """A ``credentials:`` block checked by the model, then compiled as the serving process gets it."""
+    checked = CredentialsSpec.model_validate({"name": "partner", **block})
+    return compile_credentials(checked.model_dump())
 
 
 # -- each kind's header ----------------------------------------------------------------------
@@ -348,7 +351,8 @@ def test_unknown_keys_and_bad_names_are_refused(tmp_path: Path) -> None:
 
 def test_the_config_dump_hides_the_whole_block(tmp_path: Path) -> None:
     token = secret(tmp_path, "token", SECRET)
-    destination = {"host": "api.partner.com", "credentials": spec(bearer={"token_file": token}).model_dump()}
+    block = CredentialsSpec.model_validate({"name": "partner", "bearer": {"token_file": token}}).model_dump()
+    destination = {"host": "api.partner.com", "credentials": block}
     shown = redact({"egress": {"destinations": {"partner": destination}}})
     assert shown["egress"]["destinations"]["partner"] == {
         "host": "api.partner.com",

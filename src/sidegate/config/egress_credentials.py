@@ -30,36 +30,15 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from sidegate.config.egress_credential_spec import secret_file_problem
 from sidegate.config.fields import Duration, EditableHeaderName
 
-MAX_SECRET_FILE = 64 * 1024  # a token or key; more is a wrong path (a directory's archive, a log)
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 section 3.3
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def secret_file_problem(path: str) -> str | None:
-    """Why the secret file at ``path`` cannot be used, or None when it holds a value.
-
-    Shared with the runtime so the check at load and the check at use say the same thing. The
-    message names the path and the fix, never any of the file's content."""
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read(MAX_SECRET_FILE + 1)
-    except FileNotFoundError:
-        return f"{path}: file not found; mount the Secret holding it there, or fix the path"
-    except IsADirectoryError:
-        return f"{path}: is a directory; name the file inside it (the Secret's key, e.g. {path}/token)"
-    except OSError as error:
-        return f"{path}: cannot read it ({error.strerror or error}); make it readable by the sidegate user"
-    if len(text) > MAX_SECRET_FILE:
-        return f"{path}: larger than {MAX_SECRET_FILE} bytes; it does not look like a secret value"
-    if not text.strip():
-        return f"{path}: the file is empty; put the secret value in it"
-    return None
 
 
 def _secret_file(value: str) -> str:

@@ -1,6 +1,6 @@
 """Credentials injected into the app's outbound requests, so the app never holds them.
 
-A destination's ``credentials:`` (:class:`~sidegate.config.egress_credentials.CredentialsSpec`)
+A destination's ``credentials:`` (:class:`~sidegate.config.egress_credentials.CredentialSettings`)
 becomes a :class:`Credential` through :func:`credential_for`, once per config. The egress proxy
 asks it for ``await credential.header()`` on each request to that destination and sets that header
 on the outbound request, replacing any header of the same name (compared case-insensitively) the
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from sidegate.config.egress_credentials import MAX_SECRET_FILE, CredentialsSpec, secret_file_problem
+from sidegate.config.egress_credential_spec import MAX_SECRET_FILE, CredentialSettings, secret_file_problem
 from sidegate.egress.oauth import TokenError, TokenSource
 from sidegate.http.messages import Headers
 
@@ -233,7 +233,7 @@ def _text_reader(secret: SecretFile) -> Callable[[], str]:
     return read
 
 
-def credential_for(spec: CredentialsSpec, *, clock: Callable[[], float] = time.monotonic) -> Credential:
+def credential_for(spec: CredentialSettings, *, clock: Callable[[], float] = time.monotonic) -> Credential:
     """The runtime credential of a validated ``credentials:`` block (``clock``: when to look at
     the secret files again; tests pass their own)."""
     name = spec.name

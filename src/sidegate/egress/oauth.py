@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 
-from sidegate.config.egress_credentials import OAuth2Spec
+from sidegate.config.egress_credential_spec import OAuth2Settings
 from sidegate.config.snapshot import Endpoint
 from sidegate.http.messages import Fetched
 from sidegate.http.response_parser import ParsedResponse, ResponseParser, ResponseSink
@@ -79,7 +79,7 @@ class TokenEndpoint:
         return cls(tls, parts.hostname or "", parts.port or (443 if tls else 80), parts.netloc, target)
 
 
-def token_request(spec: OAuth2Spec, endpoint: TokenEndpoint, client_secret: str) -> bytes:
+def token_request(spec: OAuth2Settings, endpoint: TokenEndpoint, client_secret: str) -> bytes:
     """The whole POST (head and form body) that asks for a token."""
     form = {"grant_type": "client_credentials"}
     if spec.scopes:
@@ -148,7 +148,7 @@ class TokenSource:
     next fetch); it raises with a reason naming the file, never its content.
     """
 
-    def __init__(self, spec: OAuth2Spec, client_secret: Callable[[], str], *, name: str) -> None:
+    def __init__(self, spec: OAuth2Settings, client_secret: Callable[[], str], *, name: str) -> None:
         self.spec = spec
         self.name = name
         self.endpoint = TokenEndpoint.from_url(spec.token_url)
