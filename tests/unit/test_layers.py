@@ -47,7 +47,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "http",
         "config.snapshot",
         "config.egress_spec",  # the compiled destinations
-        "config.egress_credentials",  # a destination's credentials: built into runtime objects once
+        "config.egress_credential_spec",  # a destination's credentials, as plain values (no pydantic)
         "errors",
     ),
     "admin": ("admin", "observe", "http", "cache", "config.snapshot", "errors"),

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from sidegate.config.egress_credentials import CredentialsSpec
 from sidegate.config.fields import Duration, EndpointAddress, ListenAddress, Method
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -130,6 +131,11 @@ class Destination(_Model):
     timeouts: EgressTimeouts = Field(default_factory=EgressTimeouts, description="per-destination timeouts")
     max_connections: int = Field(
         default=256, ge=1, description="most concurrent outbound connections to this destination (503 above)"
+    )
+    credentials: CredentialsSpec | None = Field(
+        default=None,
+        description="a credential Sidegate adds to every request to this destination (the app's header "
+        "of that name is replaced); not for CONNECT tunnels, whose bytes Sidegate cannot read",
     )
 
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sidegate.config.egress_credential_spec import CredentialSettings, compile_credentials
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -31,6 +33,7 @@ class DestinationSpec:
     response_timeout: float
     idle_timeout: float
     max_connections: int
+    credentials: CredentialSettings | None = None  # added to every request (not to tunnels)
 
     def named_origin(self) -> tuple[str, int] | None:
         """Where a request naming this destination in its Host goes; None when the host is a
@@ -98,4 +101,5 @@ def _destination(config: Mapping[str, Any]) -> DestinationSpec:
         response_timeout=timeouts["response"],
         idle_timeout=timeouts["idle"],
         max_connections=config["max_connections"],
+        credentials=compile_credentials(config["credentials"]) if config.get("credentials") else None,
     )

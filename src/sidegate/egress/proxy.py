@@ -24,6 +24,7 @@ from sidegate.config.egress_spec import DestinationSpec
 from sidegate.egress.answers import RefusedError, error_response, phrase
 from sidegate.egress.audit import AuditRecord
 from sidegate.egress.connect_head import ConnectHead
+from sidegate.egress.credentials import CredentialUnavailableError, with_credential
 from sidegate.egress.guard import AuthorityError, Target, forbidden_reason, parse_authority
 from sidegate.egress.policy import DEFAULT_RULE
 from sidegate.egress.resolver import ResolveError
@@ -138,11 +139,26 @@ class OutboundCall:
         try:
             self.addresses = await self._checked_addresses(target, destination)
             self._hold_connection(destination)
+            injected = await self._credential(destination)
         except RefusedError as refused:
             self.refuse(refused)
             return
-        self.request = self._upstream_request(head, target)
+        if self.finished:  # the app went away while the credential was fetched
+            return
+        self.request = self._upstream_request(head, target, injected)
         self._dial()
+
+    async def _credential(self, destination: DestinationSpec) -> tuple[bytes, bytes] | None:
+        """The header the destination's credential adds, or None; 503 when it cannot be had
+        (a secret file gone, a token endpoint down): never the request without it."""
+        credential = self.server.credential(destination.name)
+        if credential is None:
+            return None
+        self.record.credential = credential.name
+        try:
+            return await credential.header()
+        except CredentialUnavailableError as error:
+            raise RefusedError(503, "egress_credential_unavailable", str(error), destination.name) from None
 
     def _dial(self) -> None:
         """Send the request to the next checked address (the first, unless one refused)."""
@@ -164,7 +180,9 @@ class OutboundCall:
         )
         self.fetch.start()
 
-    def _upstream_request(self, head: ParsedRequest, target: Target) -> bytes:
+    def _upstream_request(
+        self, head: ParsedRequest, target: Target, injected: tuple[bytes, bytes] | None = None
+    ) -> bytes:
         """The request in origin-form: Host is the target's authority (not the app's Host),
         the reader already dropped hop-by-hop and proxy fields, and Sidegate's Via is added.
         Sidegate adds no X-Forwarded-For of its own: the pod's addresses are not the
@@ -177,7 +195,8 @@ class OutboundCall:
             f"Host: {authority}",
         ]
         out = "\r\n".join(lines).encode("latin-1") + b"\r\n"
-        out += b"".join(name + b": " + value + b"\r\n" for name, value in head.headers)
+        headers = head.headers if injected is None else with_credential(head.headers, *injected)
+        out += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         for name, value in _app_set_fields(head):  # the app's own, passed on as it sent them
             out += name + b": " + value + b"\r\n"
         via = (head.via + b", " if head.via else b"") + self.server.via

@@ -39,4 +39,5 @@ class EgressServer(EgressState):
             conn.close()
         for pool in self.pools.values():
             pool.retire()
+        self.close_credentials()
         self.sweeper.stop()

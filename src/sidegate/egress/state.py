@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from sidegate.config.egress_credential_spec import CredentialSettings
 from sidegate.config.egress_spec import EgressSpec
 from sidegate.config.snapshot import Endpoint
 from sidegate.egress.audit import Audit, LineSink
+from sidegate.egress.credentials import Credential, credential_for
 from sidegate.egress.policy import EgressPolicy
 from sidegate.egress.resolver import Resolver
 from sidegate.server.timers import Sweeper
@@ -75,6 +77,35 @@ class EgressState:
         self.pools: dict[tuple[str, int], EndpointPool] = {}
         self.active: dict[str, int] = {}
         self.connections: set[Closable] = set()
+        # The destinations' credentials, by destination name; kept across a reload while the
+        # destination's credentials are unchanged (an OAuth token stays cached).
+        self.credentials: dict[str, tuple[CredentialSettings, Credential]] = {}
+        self._update_credentials(spec)
+
+    def _update_credentials(self, spec: EgressSpec) -> None:
+        kept: dict[str, tuple[CredentialSettings, Credential]] = {}
+        for destination in spec.destinations:
+            settings = destination.credentials
+            if settings is None:
+                continue
+            old = self.credentials.get(destination.name)
+            kept[destination.name] = (
+                old if old is not None and old[0] == settings else (settings, credential_for(settings))
+            )
+        for name, (_, credential) in self.credentials.items():
+            if kept.get(name, (None, None))[1] is not credential:
+                credential.close()
+        self.credentials = kept
+
+    def credential(self, destination: str) -> Credential | None:
+        """The credential added to requests to ``destination``, if it has one."""
+        found = self.credentials.get(destination)
+        return None if found is None else found[1]
+
+    def close_credentials(self) -> None:
+        for _, credential in self.credentials.values():
+            credential.close()
+        self.credentials = {}
 
     def pool_for(self, ip: str, port: int) -> EndpointPool:
         """The keep-alive pool of a checked address, most recently used last. Bounded: past
@@ -104,6 +135,7 @@ class EgressState:
         if (spec.dns_servers, spec.dns_timeout) != (self.spec.dns_servers, self.spec.dns_timeout):
             self.resolver = Resolver(spec.dns_servers, timeout=spec.dns_timeout)
         self.policy = EgressPolicy(spec.destinations)
+        self._update_credentials(spec)
         self.max_body = spec.max_body
         self.spec = replace(spec, host=self.spec.host, port=self.spec.port)
 
