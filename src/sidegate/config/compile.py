@@ -38,7 +38,6 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from sidegate.config.egress_spec import compile_egress
 from sidegate.config.redact import redact
 from sidegate.config.snapshot import (
     CacheSettings,
@@ -65,6 +64,7 @@ from sidegate.filters.registry import lookup
 from sidegate.routing.router import RouteMatch, Router, ValueTest
 
 if TYPE_CHECKING:
+    from sidegate.config.egress_spec import EgressSpec
     from sidegate.config.isolated import Normalised
 
 HOOKS = (
@@ -180,8 +180,18 @@ def _compile(config: Plain, source: str, lines: Mapping[str, int]) -> Snapshot:
         observability=observability,
         dump=config_dump(config),
         source=source,
-        egress=compile_egress(config),
+        egress=_egress(config),
     )
+
+
+def _egress(config: Plain) -> EgressSpec | None:
+    """The egress section compiled, None without one; its modules are imported only then (the
+    serving process of a pod with no egress never loads them)."""
+    if config.get("egress") is None:
+        return None
+    from sidegate.config.egress_spec import compile_egress
+
+    return compile_egress(config)
 
 
 def _redis_tls(config: Plain) -> RedisTls | None:
