@@ -12,15 +12,7 @@ from sidegate.config.compile import compile_checked
 from sidegate.config.load import load_config_text
 from sidegate.config.snapshot import ListenerSpec
 from sidegate.errors import ConfigError, ConfigIssue
-
-UPSTREAM_AND_ROUTE = """\
-upstreams:
-  app: {endpoints: ["127.0.0.1:3000"]}
-routes:
-  - name: all
-    match: {path_prefix: "/"}
-    upstream: app
-"""
+from support.configs import UPSTREAM_AND_ROUTE
 
 
 def config(listeners: str) -> str:

@@ -12,15 +12,9 @@ from sidegate.config.compile import compile_checked
 from sidegate.config.egress_spec import EgressSpec
 from sidegate.config.load import load_config_text
 from sidegate.errors import ConfigError
+from support.configs import UPSTREAM_AND_ROUTE
 
-BASE = """\
-upstreams:
-  app: {endpoints: ["127.0.0.1:3000"]}
-routes:
-  - name: all
-    match: {path_prefix: "/"}
-    upstream: app
-"""
+BASE = UPSTREAM_AND_ROUTE
 
 
 def egress_of(extra: str) -> EgressSpec | None:

@@ -13,21 +13,19 @@ import pytest
 
 from sidegate.inject.configured import ConfigFacts, check_config, read_config
 from sidegate.inject.options import InjectError, InjectOptions
+from support.configs import UPSTREAM_AND_ROUTE
 
 BASE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "base" / "sidegate.yaml"
-CONFIG = """\
+CONFIG = (
+    """\
 listeners:
   inbound: {address: "INBOUND"}
   admin:   {address: "ADMIN"}
 drain_timeout: 45s
 cache: {max_size: 1GiB}
-upstreams:
-  app: {endpoints: ["127.0.0.1:3000"]}
-routes:
-  - name: all
-    match: {path_prefix: "/"}
-    upstream: app
 """
+    + UPSTREAM_AND_ROUTE
+)
 
 
 def facts(tmp_path: Path, inbound: str = "0.0.0.0:8080", admin: str = "127.0.0.1:9901") -> ConfigFacts:
