@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidegate.admin.cache import cache_routes
 from sidegate.admin.dashboard import dashboard_routes
@@ -25,9 +25,12 @@ from sidegate.admin.server import serve_app, start_admin_server
 from sidegate.admin.shutdown import shutdown_routes
 from sidegate.admin.stats import StatsBackend, stats_routes
 from sidegate.admin.token import TokenFile, login_routes, token_guard
-from sidegate.config.snapshot import CacheSettings, ListenerSpec
+from sidegate.config.snapshot import CacheSettings, ListenerSpec, Snapshot
 from sidegate.server.listener import bind_tcp
 from sidegate.watch import watch_config
+
+if TYPE_CHECKING:
+    from sidegate.reload import ConfigState
 
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
@@ -107,6 +110,27 @@ class ControlPlane:
         self._health: asyncio.Server | None = None
         self.listening = False  # the admin and health listeners are bound
         self._watcher: asyncio.Task[Any] | None = None
+
+    @classmethod
+    def for_config(
+        cls,
+        backend: StatsBackend,
+        state: ConfigState,
+        stop: StopRequest,
+        snapshot: Callable[[], Snapshot],
+        history: tuple[ExplainLookup, TraceLookup],
+    ) -> ControlPlane:
+        """The control plane of whoever serves ``snapshot()`` (the one process, or the supervisor
+        of workers): the cache settings and the admin token follow each reload."""
+        return cls(
+            backend,
+            state.path,
+            stop,
+            lambda: snapshot().cache,
+            history,
+            watched=state.watched,
+            token_file=lambda: snapshot().admin_token_file,
+        )
 
     async def start(self, admin: ListenerSpec, health: ListenerSpec | None = None) -> None:
         """Bind the admin listener and the health listener (None: ``off``), then watch and

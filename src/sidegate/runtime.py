@@ -126,14 +126,8 @@ class SingleProcess:
         health = self.health = HealthChecker(loop, lambda: gateway.set_health(health.table()))
         health.update(gateway.clusters.clusters)
         self._reload = Reloader(self.state, gateway.metrics, self._swap, log)
-        control = self.control = ControlPlane(
-            self,
-            self.path,
-            self.stop,
-            lambda: gateway.snapshot.cache,
-            (self.explain, self.traces),
-            watched=self.state.watched,
-            token_file=lambda: gateway.snapshot.admin_token_file,
+        control = self.control = ControlPlane.for_config(
+            self, self.state, self.stop, lambda: gateway.snapshot, (self.explain, self.traces)
         )
         await control.start(self.snapshot.admin, self.snapshot.health)
         log.info(

@@ -365,14 +365,8 @@ class Supervisor:
 
     async def _serve(self) -> int:
         # The pod's own listeners first: one that cannot bind stops the start before any worker runs.
-        control = self.control = ControlPlane(
-            self,
-            self.path,
-            self.stop,
-            lambda: self.snapshot.cache,
-            (self.explain, self.traces),
-            watched=self.state.watched,
-            token_file=lambda: self.snapshot.admin_token_file,
+        control = self.control = ControlPlane.for_config(
+            self, self.state, self.stop, lambda: self.snapshot, (self.explain, self.traces)
         )
         await control.start(self.snapshot.admin, self.snapshot.health)
         self._check(self.snapshot)
