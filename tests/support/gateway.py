@@ -39,12 +39,20 @@ ORIGIN_SCRIPT = str(Path(__file__).with_name("origin.py"))
 HOST = "127.0.0.1"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close), and
+    never one handed out before in this run: the kernel may offer a closed port again, and a
+    port kept free on purpose (an upstream that refuses) must not become a listener's."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def http_get(port: int, path: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes]:
