@@ -65,6 +65,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "errors",
     ),
     "inject": ("inject", "config", "cache.env", "units", "errors"),  # a one-shot command, like validate
+    "transparent": ("transparent", "config", "errors"),  # `sidegate iptables`, a one-shot command
     "watch": (),
     "native": (),
     "gateway": ("",),

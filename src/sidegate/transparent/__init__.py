@@ -1,0 +1,1 @@
+"""Transparent mode's set-up side: the nat rules an init container installs (``sidegate iptables``)."""
