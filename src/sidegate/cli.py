@@ -1,4 +1,4 @@
-"""The ``sidegate`` command line: ``run``, ``validate``, ``inject``, ``wait-ready``, ``schema``, ``version``.
+"""The ``sidegate`` command line: ``run``, ``validate``, ``inject``, ``wait-ready``, ``iptables``, ``schema``, ``version``.
 
 ``validate`` and ``schema`` only import the config layer (pydantic, YAML, the filter registry):
 the runtime, asyncio and uvloop are imported by ``run`` alone, inside the function. ``run`` in
@@ -45,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidegate.inject.command import wait_ready
 
         return wait_ready(args)
+    if command == "iptables":
+        from sidegate.transparent.command import iptables
+
+        return iptables(args)
     if command == "version":
         from sidegate.native import describe
 
@@ -98,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parser(commands, _Formatter)
     add_wait_parser(commands, _Formatter)
+    from sidegate.transparent.command import add_parser as add_iptables_parser
+
+    add_iptables_parser(commands, _Formatter)
     for name, text in (("schema", "print the config JSON Schema"), ("version", "print the version")):
         commands.add_parser(name, help=text, description=text.capitalize() + ".", formatter_class=_Formatter)
     return parser
