@@ -1,4 +1,5 @@
-"""The ``sidegate`` command line: ``run``, ``validate``, ``inject``, ``wait-ready``, ``iptables``, ``schema``, ``version``.
+"""The ``sidegate`` command line: ``run``, ``validate``, ``inject``, ``wait-ready``, ``iptables``,
+``schema``, ``version``.
 
 ``validate`` and ``schema`` only import the config layer (pydantic, YAML, the filter registry):
 the runtime, asyncio and uvloop are imported by ``run`` alone, inside the function. ``run`` in

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sidegate.cli import main
-from sidegate.transparent.rules import removal_input, restore_input, RedirectPlan
+from sidegate.transparent.rules import RedirectPlan, removal_input, restore_input
 
 
 def printed(capsys: pytest.CaptureFixture[str], *flags: str) -> list[str]:

@@ -25,7 +25,12 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
 
 
-Scheme = Literal["http", "https"]
+Scheme = Literal["http", "https", "tcp"]
+
+
+#: The CONNECT SNI check: "match" closes a tunnel whose first bytes are not a TLS ClientHello
+#: naming the CONNECT host; "off" (the default, Smokescreen's behaviour) carries any bytes.
+ConnectSni = Literal["off", "match"]
 
 
 class _Model(BaseModel):
@@ -110,7 +115,8 @@ class Destination(_Model):
     schemes: list[Scheme] = Field(
         default_factory=lambda: list[Scheme](["http", "https"]),
         min_length=1,
-        description="http: absolute-form and named requests; https: CONNECT tunnels (and TLS origination)",
+        description="http: absolute-form and named requests; https: CONNECT tunnels (and TLS origination); "
+        "tcp: transparent mode's raw TCP (neither TLS nor HTTP), never in the default",
     )
     methods: list[Method] | None = Field(
         default=None, min_length=1, description="allowed methods (absent: any); not checked for CONNECT"
@@ -131,6 +137,9 @@ class Destination(_Model):
     timeouts: EgressTimeouts = Field(default_factory=EgressTimeouts, description="per-destination timeouts")
     max_connections: int = Field(
         default=256, ge=1, description="most concurrent outbound connections to this destination (503 above)"
+    )
+    connect_sni: ConnectSni | None = Field(
+        default=None, description="this destination's CONNECT SNI check (absent: egress.connect_sni)"
     )
     credentials: CredentialsSpec | None = Field(
         default=None,
@@ -161,6 +170,18 @@ class Egress(_Model):
     dns: EgressDns = Field(default_factory=EgressDns, description="name resolution for destinations")
     max_body: int = Field(
         default=16 * 1024 * 1024, ge=0, description="largest request or response body of a call (bytes)"
+    )
+
+    # -- transparent mode and the CONNECT SNI check (sidegate.egress.transparent) ----------------
+    transparent: bool = Field(
+        default=False,
+        description="the egress listener also takes connections redirected to it by `sidegate iptables` "
+        "(read back with SO_ORIGINAL_DST; decided on the Host or TLS SNI and the original port)",
+    )
+    connect_sni: ConnectSni = Field(
+        default="off",
+        description="match: a CONNECT tunnel must start with a TLS ClientHello whose SNI is the CONNECT "
+        "host, else it is closed; off: any bytes (a destination's connect_sni overrides this)",
     )
 
     @model_validator(mode="after")

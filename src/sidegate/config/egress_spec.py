@@ -34,6 +34,7 @@ class DestinationSpec:
     idle_timeout: float
     max_connections: int
     credentials: CredentialSettings | None = None  # added to every request (not to tunnels)
+    connect_sni: str | None = None  # "off" or "match"; None: the egress-wide setting
 
     def named_origin(self) -> tuple[str, int] | None:
         """Where a request naming this destination in its Host goes; None when the host is a
@@ -56,6 +57,8 @@ class EgressSpec:
     dns_timeout: float
     max_body: int
     default_action: str = "deny"
+    transparent: bool = False  # redirected connections are taken (SO_ORIGINAL_DST)
+    connect_sni: str = "off"  # "match": a CONNECT's ClientHello must name the CONNECT host
 
     @property
     def address(self) -> str:
@@ -82,6 +85,8 @@ def compile_egress(config: Mapping[str, Any]) -> EgressSpec | None:
         dns_timeout=egress["dns"]["timeout"],
         max_body=egress["max_body"],
         default_action=egress["default_action"],
+        transparent=egress.get("transparent", False),
+        connect_sni=egress.get("connect_sni", "off"),
     )
 
 
@@ -102,4 +107,5 @@ def _destination(config: Mapping[str, Any]) -> DestinationSpec:
         idle_timeout=timeouts["idle"],
         max_connections=config["max_connections"],
         credentials=compile_credentials(config["credentials"]) if config.get("credentials") else None,
+        connect_sni=config.get("connect_sni"),
     )

@@ -25,8 +25,10 @@ from typing import cast
 from sidegate.egress.answers import error_response
 from sidegate.egress.audit import AuditRecord
 from sidegate.egress.connect_head import peek_request_line, read_connect_head
+from sidegate.egress.original_dst import redirected_destination
 from sidegate.egress.proxy import OutboundCall
 from sidegate.egress.state import EgressState
+from sidegate.egress.transparent import TransparentPeek, transparent_request
 from sidegate.http.errors import ProtocolError
 from sidegate.http.request_head import ParsedRequest
 from sidegate.http.request_parser import RequestParser, RequestSink
@@ -64,6 +66,8 @@ class EgressConnection(asyncio.Protocol):
         self.call: OutboundCall | None = None
         self.close_after = False
         self.timer: asyncio.TimerHandle | None = None
+        self.original: tuple[str, int] | None = None  # where a redirected connection was going
+        self.peek: TransparentPeek | None = None  # its first bytes, until they are known
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -72,17 +76,27 @@ class EgressConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if isinstance(peer, tuple) else ""
         self.server.connections.add(self)
+        if self.server.spec.transparent:  # transparent mode (egress.transparent)
+            self.original = redirected_destination(transport.get_extra_info("socket"))
+            if self.original is not None:
+                self.peek = TransparentPeek(self, self.original)
+                return
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
         self._disarm()
         self.server.connections.discard(self)
+        if self.peek is not None:
+            self.peek.cancel()
         call, self.call = self.call, None
         if call is not None:
             call.client_lost()
 
     def data_received(self, data: bytes) -> None:
+        if self.peek is not None:
+            self.peek.feed(data)
+            return
         if self.state == _TUNNEL:
             if self.call is not None:
                 self.call.from_client(data)
@@ -145,6 +159,8 @@ class EgressConnection(asyncio.Protocol):
             self.close_after = True  # pipelined behind a request still being answered
             return
         self.call = OutboundCall(self.server, self, head.method.decode("latin-1"), self.client)
+        if self.original is not None:
+            self.scheme = transparent_request(self.call, head, self.scheme, self.original)
         self.call.begin(head, self.scheme)
 
     def request_body(self, data: bytes) -> None:
@@ -208,6 +224,16 @@ class EgressConnection(asyncio.Protocol):
 
     def become_tunnel(self) -> None:
         self.state = _TUNNEL
+
+    def transparent_http(self, data: bytes) -> None:
+        """A redirected connection turned out to speak HTTP: read it as any other."""
+        self.data_received(data)
+
+    def take_call(self, call: OutboundCall) -> None:
+        """A redirected connection became a tunnel's (TLS or raw TCP): the call has it now."""
+        self.call = call
+        self.state = _WAITING
+        self._disarm()
 
     def answer_error(self, status: int, error: str, reason: str) -> None:
         """Answer a request that could not be read (or taken) here, and close; it leaves an

@@ -29,7 +29,7 @@ from sidegate.egress.guard import AuthorityError, Target, forbidden_reason, pars
 from sidegate.egress.policy import DEFAULT_RULE
 from sidegate.egress.resolver import ResolveError
 from sidegate.egress.state import ClientSide, EgressState
-from sidegate.egress.tunnel import TunnelToDestination, open_tunnel
+from sidegate.egress.tunnel import TunnelToDestination, open_tunnel, sni_check_for
 from sidegate.http.messages import Fetched
 from sidegate.http.request_head import ParsedRequest
 from sidegate.upstream.fetch import BackgroundFetch
@@ -233,8 +233,12 @@ class OutboundCall:
 
     # -- CONNECT -------------------------------------------------------------------------------
 
-    def start_tunnel(self, head: ConnectHead, early: bytes) -> None:
-        self.record.kind = "connect"
+    def start_tunnel(
+        self, head: ConnectHead, early: bytes, *, kind: str = "connect", scheme: str = "https"
+    ) -> None:
+        """A tunnel to ``head.authority``: a CONNECT's, or transparent mode's (``kind``
+        "transparent"; ``scheme`` "tcp" for raw TCP), decided on ``scheme``, host and port."""
+        self.record.kind = kind
         self.keep_alive = False
         try:
             self._check_via(head.via)
@@ -242,7 +246,7 @@ class OutboundCall:
                 raise RefusedError(400, "bad_authority", "CONNECT needs host:port")
             target = self._parse(head.authority, 443)
             self.record.destination = f"{target.host}:{target.port}"
-            self._decide("https", target, "CONNECT", "")
+            self._decide(scheme, target, "CONNECT", "")
         except RefusedError as refused:
             self.refuse(refused)
             return
@@ -254,12 +258,14 @@ class OutboundCall:
         try:
             addresses = await self._checked_addresses(target, destination)
             self._hold_connection(destination)
+            mode = self.server.spec.connect_sni
+            sni = sni_check_for(mode, destination, target) if self.record.kind == "connect" else None
             while True:  # each checked address in turn, while they refuse the connection
                 address = addresses.pop(0)
                 self.record.resolved = f"{address}:{target.port}"
                 try:
                     self.tunnel = await open_tunnel(
-                        self.server.loop, self, str(address), target.port, destination
+                        self.server.loop, self, str(address), target.port, destination, sni=sni
                     )
                     break
                 except RefusedError:

@@ -5,6 +5,16 @@ connection after a ``101`` (whose deadlines the upstream connection keeps); here
 the tunnel's own, opened to the checked address for this one CONNECT, and nothing of HTTP is
 read from it. Either side not taking bytes pauses reading on the other; no byte either way for
 the destination's idle timeout closes both.
+
+The CONNECT SNI check (``egress.connect_sni: match``, or a destination's ``connect_sni``) is
+here too, as :class:`SniCheck`: the app's first bytes are held back from the destination until
+they are a whole TLS ClientHello whose ``server_name`` is the CONNECT host, and the tunnel is
+closed (audited with ``rule: connect_sni`` and the reason) when they are not: no SNI, another
+name, or no TLS at all. The destination connection is open by then (the ``200`` is only sent
+once it is), but it gets no byte. For a CONNECT to an IP literal a hello without SNI passes
+(clients never put an IP in SNI, RFC 6066), one naming a host does not. Off by default, as in
+Smokescreen: a tunnel may carry other protocols (SSH over CONNECT, plain HTTP on port 80);
+``match`` is Envoy's ``sni_dynamic_forward_proxy`` behaviour, for pods whose CONNECTs are TLS.
 """
 
 from __future__ import annotations
@@ -14,6 +24,47 @@ from typing import Protocol, cast
 
 from sidegate.config.egress_spec import DestinationSpec
 from sidegate.egress.answers import RefusedError
+from sidegate.egress.guard import Target
+from sidegate.egress.sni import MAX_CLIENT_HELLO, ClientHelloError, read_client_hello
+
+SNI_RULE = "connect_sni"
+
+
+class SniCheck:
+    """The first bytes of a tunnel, held until they show a ClientHello for ``host``."""
+
+    def __init__(self, host: str, is_ip: bool) -> None:
+        self.host = host
+        self.is_ip = is_ip
+        self.held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, str | None] | None:
+        """None while more bytes are needed; then the bytes to pass on and, when the tunnel
+        must close instead, the reason."""
+        self.held += data
+        try:
+            hello = read_client_hello(self.held)
+        except ClientHelloError as error:
+            return b"", f"the tunnel does not start with a TLS ClientHello ({error})"
+        if hello is None:
+            if len(self.held) > MAX_CLIENT_HELLO + 1024:
+                return b"", "no whole TLS ClientHello in the first bytes"
+            return None
+        name = hello.server_name
+        if name == self.host or (name is None and self.is_ip):
+            return self.held, None
+        if name is None:
+            return b"", f"the ClientHello has no SNI; CONNECT {self.host} needs SNI {self.host}"
+        return b"", f"the ClientHello's SNI {name!r} is not the CONNECT host {self.host!r}"
+
+
+def sni_check_for(egress_mode: str, destination: DestinationSpec, target: Target) -> SniCheck | None:
+    """The SNI check a CONNECT to ``target`` gets: the destination's ``connect_sni``, else
+    the egress-wide one; None when it is off."""
+    mode = destination.connect_sni or egress_mode
+    if mode != "match":
+        return None
+    return SniCheck(target.host, target.literal is not None)
 
 
 class TunnelUser(Protocol):
@@ -27,8 +78,11 @@ class TunnelUser(Protocol):
 
 
 class TunnelToDestination(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop, call: TunnelUser, idle: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, call: TunnelUser, idle: float, sni: SniCheck | None = None
+    ) -> None:
         self.call = call
+        self.sni = sni
         self.idle = idle
         self.transport: asyncio.Transport | None = None
         self.loop = loop
@@ -67,6 +121,18 @@ class TunnelToDestination(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         self.last = self.loop.time()
+        if self.sni is not None:
+            verdict = self.sni.feed(data)
+            if verdict is None:
+                return
+            data, refusal = verdict
+            self.sni = None
+            if refusal is not None:
+                for key, value in (("decision", "deny"), ("rule", SNI_RULE), ("reason", refusal)):
+                    self.call.note(key, value)
+                self.call.note("closed", "sni_check")
+                self.close()
+                return
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
@@ -102,13 +168,20 @@ class TunnelToDestination(asyncio.Protocol):
 
 
 async def open_tunnel(
-    loop: asyncio.AbstractEventLoop, call: TunnelUser, host: str, port: int, destination: DestinationSpec
+    loop: asyncio.AbstractEventLoop,
+    call: TunnelUser,
+    host: str,
+    port: int,
+    destination: DestinationSpec,
+    *,
+    sni: SniCheck | None = None,
 ) -> TunnelToDestination:
-    """Connect to exactly ``host`` (a checked address) and ``port``; :class:`RefusedError` if not."""
+    """Connect to exactly ``host`` (a checked address) and ``port``; :class:`RefusedError` if not.
+    ``sni``: the CONNECT SNI check the app's first bytes must pass."""
     try:
         _, tunnel = await asyncio.wait_for(
             loop.create_connection(
-                lambda: TunnelToDestination(loop, call, destination.idle_timeout), host, port
+                lambda: TunnelToDestination(loop, call, destination.idle_timeout, sni), host, port
             ),
             destination.connect_timeout,
         )

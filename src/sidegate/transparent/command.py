@@ -143,8 +143,9 @@ def plan_from(args: argparse.Namespace) -> RedirectPlan:
     if isinstance(inbound, list):
         for port in inbound:
             if port in never:
+                listed = ", ".join(map(str, sorted(never)))
                 raise UsageError(
-                    f"--inbound-ports {port}: the health and admin ports ({', '.join(map(str, sorted(never)))}) "
+                    f"--inbound-ports {port}: the health and admin ports ({listed}) "
                     "are never redirected (kubelet probes must reach the health listener)"
                 )
             if port in excluded:

@@ -156,11 +156,14 @@ def sidegate_parts(saved: Iterable[str]) -> tuple[list[str], list[str]]:
     chain, and the Sidegate chains."""
     rules: list[str] = []
     chains: list[str] = []
-    for line in saved:
-        line = line.strip()
+    for text in saved:
+        line = text.strip()
         if line.startswith(":" + CHAIN_PREFIX):
             chains.append(line[1:].split()[0])
-        elif line.startswith("-A ") and not line.startswith("-A " + CHAIN_PREFIX):
-            if f"-j {CHAIN_PREFIX}" in line:
-                rules.append(line)
+        elif (
+            line.startswith("-A ")
+            and not line.startswith("-A " + CHAIN_PREFIX)
+            and f"-j {CHAIN_PREFIX}" in line
+        ):
+            rules.append(line)
     return rules, chains
