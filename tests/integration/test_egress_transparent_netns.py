@@ -127,6 +127,13 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
                 "dns": {"servers": [f"{WORLD_IP}:{dns_port}"]},
                 "destinations": [
                     {"name": "allowed", "host": "allowed.test", "allow_private": ["10.251.0.0/30"]},
+                    {
+                        "name": "raw-world",
+                        "host": WORLD_IP,
+                        "ports": [443],
+                        "schemes": ["tcp"],
+                        "allow_private": ["10.251.0.0/30"],
+                    },
                 ],
             },
         }
@@ -192,6 +199,28 @@ def test_a_disallowed_sni_is_closed_with_no_connection_at_the_origin(pod: Pod) -
     assert pod.world()[before:] == []
     line = [a for a in pod.audit(5) if a.get("sni") == "denied.test"][-1]
     assert line["decision"] == "deny" and line["kind"] == "transparent"
+
+
+RAW_CLIENT = """
+import socket, sys
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+sock.sendall(b"HELLO raw protocol\\n")
+print(repr(sock.recv(100)))
+"""
+
+
+def test_raw_tcp_needs_a_tcp_destination_for_that_ip_and_port(pod: Pod) -> None:
+    before = len(pod.world())
+    out = pod.run("/usr/bin/python3", "-c", RAW_CLIENT, WORLD_IP, "80", app=True)
+    assert out.stdout.strip() == "b''", out.stderr  # closed: raw-world allows port 443 only
+    time.sleep(0.2)
+    assert pod.world()[before:] == []
+    line = [a for a in pod.audit(6) if a.get("original_destination") == f"{WORLD_IP}:80"][-1]
+    assert (
+        line["decision"] == "deny" and "port 80 is not allowed by destination 'raw-world'" in line["reason"]
+    )
+    pod.run("/usr/bin/python3", "-c", RAW_CLIENT, WORLD_IP, "443", app=True)  # not TLS: the origin fails it
+    assert {"accepted": 443, "peer": POD_IP} in pod.world()[before:]  # but it was let through
 
 
 def test_the_sidecars_own_traffic_is_not_redirected(pod: Pod) -> None:

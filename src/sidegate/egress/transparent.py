@@ -44,7 +44,8 @@ from sidegate.http.request_head import ParsedRequest
 FIRST_BYTE_WAIT = 1.0
 #: A TLS ClientHello or an HTTP request line not whole this long after the first byte: closed.
 PEEK_TIMEOUT = 10.0
-_METHOD = re.compile(rb"[A-Z]{1,16}( |$)")
+#: An HTTP/1 request line (what follows is the HTTP path's to check, strictly).
+_REQUEST_LINE = re.compile(rb"[A-Z]{1,20} [!-~]+ HTTP/1\.[01]\r?")
 
 
 class EgressConnection(ClientSide, Protocol):
@@ -127,10 +128,15 @@ class TransparentPeek:
         self.data += data
         if looks_like_tls(self.data):
             self._tls()
-        elif _METHOD.match(self.data[:17]):
-            if b" " in self.data[:17]:
+        elif self.data[:1].isupper():  # an HTTP method, perhaps: wait for the whole first line
+            end = self.data.find(b"\n")
+            if end < 0 and len(self.data) <= self.conn.server.head_size:
+                return
+            if end >= 0 and _REQUEST_LINE.fullmatch(self.data[:end]):
                 self._done()
                 self.conn.transparent_http(self.data)
+            else:
+                self._tunnel("tcp", authority(*self.original))
         else:
             self._tunnel("tcp", authority(*self.original))
 
