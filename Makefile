@@ -31,9 +31,10 @@ pure:
 # Debian packages the tests start on loopback (nginx and wrk: the benchmark's smoke test; Redis:
 # rate limits shared across pods; Chromium: the admin dashboard in a real, headless browser; buildah
 # and debootstrap: the container image, built and run in tests/e2e/test_image.py; curl: a real
-# client of the egress proxy; iproute2: the network namespaces of the egress SSRF test).
+# client of the egress proxy; iproute2: the network namespaces of the egress SSRF test; iptables: the
+# nat rules of transparent mode, applied in a network namespace by its test).
 system-deps:
-	@bash scripts/install-system-deps.sh nginx-light wrk redis-server chromium buildah debootstrap curl iproute2
+	@bash scripts/install-system-deps.sh nginx-light wrk redis-server chromium buildah debootstrap curl iproute2 iptables
 
 # The container image (Containerfile): `make image` builds $(IMAGE) with buildah, from BASE (default the
 # official python:3.11-slim-bookworm). Without a registry: `make image-base` builds a Debian bookworm base

@@ -5,7 +5,7 @@
 #   scripts/install-system-deps.sh nginx-light redis-server wrk
 #   SIDEGATE_SYSTEM_DEPS="nginx-light wrk" scripts/install-system-deps.sh
 #
-# Known packages: nginx-light (or nginx), wrk, redis-server, chromium, buildah, debootstrap. A package
+# Known packages: nginx-light (or nginx), wrk, redis-server, chromium, buildah, debootstrap, iptables. A package
 # counts as present when dpkg has it installed or its command is already on PATH (so a hand-built nginx
 # is fine too).
 # Idempotent: when everything is present it does nothing and needs no root. When something is missing it
@@ -28,6 +28,7 @@ command_for() {
         nginx | nginx-light | nginx-full | nginx-core) echo nginx ;;
         redis-server) echo redis-server ;;
         chromium) echo chromium ;;
+        iptables) echo iptables-restore ;;
         *) echo "$1" ;;
     esac
 }
