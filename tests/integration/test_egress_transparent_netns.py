@@ -201,6 +201,30 @@ def test_a_disallowed_sni_is_closed_with_no_connection_at_the_origin(pod: Pod) -
     assert line["decision"] == "deny" and line["kind"] == "transparent"
 
 
+NO_SNI_CLIENT = """
+import socket, ssl, sys
+context = ssl.create_default_context(cafile=sys.argv[2])
+context.check_hostname = False
+sock = socket.create_connection((sys.argv[1], 443), timeout=5)
+try:
+    context.wrap_socket(sock)  # no server_hostname: no SNI
+    print("handshake")
+except (ssl.SSLError, OSError) as error:
+    print("closed", type(error).__name__)
+"""
+
+
+def test_tls_without_sni_is_decided_on_the_original_ip(pod: Pod) -> None:
+    before = len(pod.world())
+    out = pod.run("/usr/bin/python3", "-c", NO_SNI_CLIENT, WORLD_IP, str(pod.ca), app=True)
+    assert out.stdout.startswith("closed"), out.stdout + out.stderr
+    time.sleep(0.2)
+    assert pod.world()[before:] == []
+    line = [a for a in pod.audit(6) if a.get("sni") == ""][-1]
+    assert line["destination"] == f"{WORLD_IP}:443"  # the IP, as no name was sent
+    assert "scheme https is not allowed by destination 'raw-world'" in line["reason"]
+
+
 RAW_CLIENT = """
 import socket, sys
 sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
@@ -215,7 +239,7 @@ def test_raw_tcp_needs_a_tcp_destination_for_that_ip_and_port(pod: Pod) -> None:
     assert out.stdout.strip() == "b''", out.stderr  # closed: raw-world allows port 443 only
     time.sleep(0.2)
     assert pod.world()[before:] == []
-    line = [a for a in pod.audit(6) if a.get("original_destination") == f"{WORLD_IP}:80"][-1]
+    line = [a for a in pod.audit(7) if a.get("original_destination") == f"{WORLD_IP}:80"][-1]
     assert (
         line["decision"] == "deny" and "port 80 is not allowed by destination 'raw-world'" in line["reason"]
     )

@@ -24,6 +24,7 @@ from typing import Protocol, cast
 
 from sidegate.config.egress_spec import DestinationSpec
 from sidegate.egress.answers import RefusedError
+from sidegate.egress.audit import AuditRecord
 from sidegate.egress.guard import Target
 from sidegate.egress.sni import MAX_CLIENT_HELLO, ClientHelloError, read_client_hello
 
@@ -75,6 +76,9 @@ class TunnelUser(Protocol):
     def destination_writable(self, writable: bool) -> None: ...
     def tunnel_closed(self) -> None: ...
     def note(self, key: str, value: str) -> None: ...
+
+    @property
+    def record(self) -> AuditRecord: ...
 
 
 class TunnelToDestination(asyncio.Protocol):
@@ -128,8 +132,8 @@ class TunnelToDestination(asyncio.Protocol):
             data, refusal = verdict
             self.sni = None
             if refusal is not None:
-                for key, value in (("decision", "deny"), ("rule", SNI_RULE), ("reason", refusal)):
-                    self.call.note(key, value)
+                record = self.call.record  # audited and counted as a denial by connect_sni
+                record.decision, record.rule, record.reason = "deny", SNI_RULE, refusal
                 self.call.note("closed", "sni_check")
                 self.close()
                 return
