@@ -18,7 +18,7 @@ from integration.test_egress import audit_lines
 from support.gateway import GatewayFactory, GatewayProcess, free_port
 from support.stub_dns import StubDNS
 from support.tls import CertificateAuthority
-from support.tls_origin import TLSOrigin
+from support.sni_origin import TLSOrigin
 
 pytestmark = pytest.mark.timeout(60)
 HOST = "127.0.0.1"
