@@ -16,6 +16,8 @@ Supervisor and worker talk over a :mod:`multiprocessing` pipe with small dict me
   them so one scrape sees the whole pod;
 * ``{"op": "stats"}``: the same snapshot and its upstream endpoints' state, for ``/stats``,
   ``/clusters`` and the dashboard (merged with :func:`sidegate.admin.stats.merge_upstreams`);
+* ``{"op": "egress"}``: the worker's egress listener report (``GET /egress``), merged with
+  :func:`sidegate.admin.egress.merge_reports`;
 * ``{"op": "keep_alive_off"}``: ``drain_delay`` has begun: serve on, every response closing
   its connection;
 * ``{"op": "health", "states": {...}}``: the endpoints' health as the supervisor's checks found
@@ -38,6 +40,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from sidegate.admin.egress import merge_reports
 from sidegate.admin.stats import StatsParts, merge_upstreams
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import Normalised
@@ -111,6 +114,8 @@ async def _worker(path: str, checked: Normalised, channel: Connection) -> None:
         elif op == "traces":
             spans = gateway.traces(message["trace_id"], message["limit"])
             channel.send({"id": message["id"], "spans": spans, **gateway.observability_stats()})
+        elif op == "egress":
+            channel.send({"id": message["id"], "report": gateway.egress_report()})
         elif op == "stats":
             report = {"metrics": gateway.metrics_snapshot(), "upstreams": gateway.clusters.report()}
             channel.send({"id": message["id"], **report})
@@ -304,6 +309,11 @@ class Supervisor:
         serving = [w for w in self.workers if w.ready]
         replies = await asyncio.gather(*(self._ask(w, message) for w in serving), return_exceptions=True)
         return [(w.index, r) for w, r in zip(serving, replies, strict=True) if isinstance(r, dict)]
+
+    async def egress_report(self) -> dict[str, Any] | None:
+        """Every serving worker's egress listener, merged (None when egress is off)."""
+        replies = await self._ask_all({"op": "egress"})
+        return merge_reports([(index, r["report"]) for index, r in replies if r.get("report")])
 
     async def stats_parts(self) -> StatsParts:
         """Every serving worker's metrics and upstream state, merged (the supervisor's own too)."""

@@ -10,64 +10,51 @@ gateway, a list in tests.
 
 The counters are ``sidegate_egress_requests_total{destination, decision}`` (``destination``:
 the rule that decided) and, kept for the admin API, a duration sum and count per rule.
+
+:meth:`Audit.finish` is the one place a call ends: the line, the counters, the per-destination
+histograms, the explain ring and the CLIENT span all read the same record there
+(:mod:`sidegate.egress.observe`). Tracing follows the inbound side's pipeline: whoever composes
+the gateway sets :attr:`Audit.tracing` to what holds the current sampler and tracer (they change
+on reload); :meth:`Audit.start_trace` gives a call its trace context when it begins, and the
+request then goes out with a ``traceparent`` naming the egress span (:func:`outgoing_traceparent`),
+as W3C Trace Context asks of a hop that records a span. Timings are ``time.perf_counter``
+readings: uvloop's loop clock moves in whole milliseconds, too coarse for the histogram's
+first buckets.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Protocol
+
+from sidegate.egress.observe import EgressStats, Finished, RecentCalls, span_of
+from sidegate.egress.record import AuditRecord
+from sidegate.observe.trace_context import Sampler
+from sidegate.observe.tracing import Tracer
+
+__all__ = [
+    "Audit",
+    "AuditRecord",
+    "EgressCounters",
+    "LineSink",
+    "TracingSource",
+    "outgoing_traceparent",
+    "traceparent_in",
+]
 
 
 class LineSink(Protocol):
     def write(self, line: bytes) -> None: ...
 
 
-@dataclass(slots=True)
-class AuditRecord:
-    """What one outbound call leaves in the audit log; filled in as the call goes."""
+class TracingSource(Protocol):
+    """Where the current sampler and tracer are (the inbound recorder: one pipeline for both)."""
 
-    request_id: str
-    kind: str  # "http" (absolute-form), "named" (Host names a destination) or "connect"
-    method: str
-    client: str
-    started: float  # loop clock
-    destination: str = ""  # host:port asked for
-    target: str = ""  # the origin-form path (not for tunnels)
-    resolved: str = ""  # the checked address dialled, "ip:port"
-    decision: str = "deny"  # "allow" or "deny"
-    rule: str = ""
-    reason: str = ""
-    status: int = 0
-    bytes_in: int = 0  # from the app (request body; tunnel: app to destination)
-    bytes_out: int = 0  # to the app (response body; tunnel: destination to app)
-    credential: str | None = None  # reserved: the name of an injected credential
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def line(self, duration: float) -> bytes:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "type": "egress",
-            "request_id": self.request_id,
-            "kind": self.kind,
-            "method": self.method,
-            "client": self.client,
-            "destination": self.destination,
-            "path": self.target,
-            "resolved": self.resolved,
-            "decision": self.decision,
-            "rule": self.rule,
-            "reason": self.reason,
-            "status": self.status,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "duration": round(duration, 6),
-            "credential": self.credential,
-            **self.extra,
-        }
-        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+    @property
+    def sampler(self) -> Sampler | None: ...
+    @property
+    def tracer(self) -> Tracer | None: ...
 
 
 class EgressCounters:
@@ -91,15 +78,55 @@ class EgressCounters:
 
 
 class Audit:
-    """Where finished records go: the audit line and the counters."""
+    """Where finished records go: the audit line, the counters, the explain ring and the span."""
 
-    def __init__(self, sink: LineSink | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, sink: LineSink | None, clock: Callable[[], float] = time.perf_counter, *, recent: int = 2048
+    ) -> None:
         self.sink = sink
         self.clock = clock
         self.counters = EgressCounters()
+        self.stats = EgressStats()
+        self.recent = RecentCalls(recent)
+        self.tracing: TracingSource | None = None
+        self.wall_offset = time.time() - clock()  # clock readings to Unix time
+
+    def start_trace(self, record: AuditRecord, traceparent: bytes) -> None:
+        """Give a call its trace context (tracing on): the app's span, from its ``traceparent``,
+        becomes the egress span's parent; sampled as inbound requests are (parent-based)."""
+        tracing = self.tracing
+        sampler = tracing.sampler if tracing is not None else None
+        if sampler is not None:
+            record.trace = sampler.start(traceparent)
 
     def finish(self, record: AuditRecord) -> None:
         duration = max(0.0, self.clock() - record.started)
         self.counters.count(record.rule or "none", record.decision, duration)
+        self.stats.observe(record, duration)
+        done = Finished(record, duration, self.wall_offset + record.started)
+        self.recent.add(done)
+        trace = record.trace
+        if trace is not None and trace.sampled and self.tracing is not None:
+            tracer = self.tracing.tracer
+            if tracer is not None:
+                tracer.finish(span_of(record, done))
         if self.sink is not None:
             self.sink.write(record.line(duration))
+
+
+def traceparent_in(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The ``traceparent`` among raw header fields (a CONNECT head's), or b""."""
+    for name, value in headers:
+        if name.lower() == b"traceparent":
+            return value
+    return b""
+
+
+def outgoing_traceparent(record: AuditRecord, sent: bytes) -> bytes:
+    """The ``traceparent`` the destination gets: the egress span's own when the call is traced
+    (its sampled flag says whether the span was kept), else what the app ``sent``, unchanged."""
+    trace = record.trace
+    if trace is None:
+        return sent
+    flags = b"-01" if trace.sampled else b"-00"
+    return b"00-" + trace.trace_id + b"-" + trace.span_id + flags

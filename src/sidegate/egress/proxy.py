@@ -22,7 +22,7 @@ import os
 
 from sidegate.config.egress_spec import DestinationSpec
 from sidegate.egress.answers import RefusedError, error_response, phrase
-from sidegate.egress.audit import AuditRecord
+from sidegate.egress.audit import AuditRecord, outgoing_traceparent, traceparent_in
 from sidegate.egress.connect_head import ConnectHead
 from sidegate.egress.credentials import CredentialUnavailableError, with_credential
 from sidegate.egress.guard import AuthorityError, Target, forbidden_reason, parse_authority
@@ -48,7 +48,7 @@ class OutboundCall:
         self.server = server
         self.conn = conn
         self.request_id = os.urandom(8).hex()
-        self.record = AuditRecord(self.request_id, "http", method, client, server.loop.time())
+        self.record = AuditRecord(self.request_id, "http", method, client, server.audit.clock())
         self.head: ParsedRequest | None = None
         self.target: Target | None = None
         self.destination: DestinationSpec | None = None
@@ -68,6 +68,7 @@ class OutboundCall:
     def begin(self, head: ParsedRequest, scheme: str) -> None:
         self.head = head
         self.keep_alive = head.keep_alive
+        self.server.audit.start_trace(self.record, head.traceparent)
         try:
             self._admit(head, scheme)
         except RefusedError as refused:
@@ -197,7 +198,7 @@ class OutboundCall:
         out = "\r\n".join(lines).encode("latin-1") + b"\r\n"
         headers = head.headers if injected is None else with_credential(head.headers, *injected)
         out += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        for name, value in _app_set_fields(head):  # the app's own, passed on as it sent them
+        for name, value in _app_set_fields(head, outgoing_traceparent(self.record, head.traceparent)):
             out += name + b": " + value + b"\r\n"
         via = (head.via + b", " if head.via else b"") + self.server.via
         out += b"Via: " + via + b"\r\n"
@@ -236,6 +237,7 @@ class OutboundCall:
     def start_tunnel(self, head: ConnectHead, early: bytes) -> None:
         self.record.kind = "connect"
         self.keep_alive = False
+        self.server.audit.start_trace(self.record, traceparent_in(head.headers))
         try:
             self._check_via(head.via)
             if ":" not in head.authority.rpartition("]")[2]:
@@ -384,7 +386,7 @@ class OutboundCall:
         if self.finished:
             return
         record = self.record
-        record.status, record.reason = refused.status, refused.reason
+        record.status, record.reason, record.error = refused.status, refused.reason, refused.error
         if refused.status == 403:  # a guard or loop refusal after the policy allowed the name
             record.decision = "deny"
         if refused.rule:
@@ -416,15 +418,16 @@ class OutboundCall:
             self.server.audit.finish(self.record)
 
 
-def _app_set_fields(head: ParsedRequest) -> list[tuple[bytes, bytes]]:
+def _app_set_fields(head: ParsedRequest, traceparent: bytes) -> list[tuple[bytes, bytes]]:
     """The fields the shared reader keeps apart for the inbound side to rewrite (forwarding,
-    request id, trace context): on the way out they are the app's, and go on unchanged."""
+    request id, trace context): on the way out they are the app's, and go on unchanged, but for
+    ``traceparent`` when tracing is on: then it names the egress span (W3C Trace Context)."""
     fields = (
         (b"X-Forwarded-For", head.xff),
         (b"X-Forwarded-Proto", head.xfp),
         (b"X-Forwarded-Host", head.xfh),
         (b"Forwarded", head.forwarded),
         (b"X-Request-Id", head.request_id),
-        (b"traceparent", head.traceparent),
+        (b"traceparent", traceparent),
     )
     return [(name, value) for name, value in fields if value]

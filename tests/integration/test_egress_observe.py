@@ -1,0 +1,280 @@
+"""Egress calls as an operator observes them on a real ``sidegate run``: the ``sidegate_egress_*``
+families on ``/metrics`` (parsed with prometheus_client), ``/explain/{request-id}`` by the id a
+refusal carries, CLIENT spans in ``/traces`` under the app's span (and the traceparent the
+destination receives naming the egress span), and ``GET /egress``; with one process and with
+two workers added up by the supervisor."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from e2e.helpers import admin_json, http
+from support.gateway import HOST, GatewayFactory, GatewayProcess, OriginProcess, free_port, send_raw
+
+pytestmark = pytest.mark.timeout(90)
+
+APP_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+APP_SPAN = "00f067aa0ba902b7"
+SECRET = "s3cr3t-observed-token-91b"
+DURATION = "sidegate_egress_request_duration_seconds"
+DEFAULT = "default_action: deny"
+
+
+def observed(
+    gateway: GatewayFactory, origin: OriginProcess, tmp_path: Path, *, workers: int = 1
+) -> GatewayProcess:
+    port = free_port()
+    token = tmp_path / "token"
+    token.write_text(SECRET + "\n")
+
+    def add_egress(config: dict[str, Any]) -> None:
+        config["listeners"]["egress"] = {"address": f"{HOST}:{port}"}
+        config["observability"] = {
+            "access_log": {"enabled": True, "path": str(tmp_path / "access.log")},
+            "tracing": {"enabled": True, "sample_ratio": 1.0},
+        }
+        config["egress"] = {
+            "destinations": [
+                {
+                    "name": "origin",
+                    "host": HOST,
+                    "ports": [origin.port],
+                    "allow_private": ["127.0.0.1/32"],
+                    "max_connections": 7,
+                },
+                {
+                    "name": "partner",
+                    "host": "partner.test",
+                    "ports": [origin.port],
+                    "origin": f"{HOST}:{origin.port}",
+                    "allow_private": ["127.0.0.1/32"],
+                    "credentials": {"name": "partner-token", "bearer": {"token_file": str(token)}},
+                },
+                {"name": "private", "host": "127.0.0.3", "ports": [9]},  # no allow_private: the guard says no
+            ],
+        }
+        if workers > 1:
+            config["workers"] = workers
+
+    gw = gateway(mutate=add_egress)
+    gw.egress_port = port  # type: ignore[attr-defined]
+    gw.access_log = tmp_path / "access.log"  # type: ignore[attr-defined]
+    return gw
+
+
+def egress_port(gw: GatewayProcess) -> int:
+    port: int = gw.egress_port  # type: ignore[attr-defined]
+    return port
+
+
+def call(gw: GatewayProcess, request: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    answer = send_raw(egress_port(gw), request.encode() + body)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, payload
+
+
+def refused(gw: GatewayProcess, url: str) -> dict[str, Any]:
+    status, headers, payload = call(gw, f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    body: dict[str, Any] = json.loads(payload)
+    assert status == 403 and body["request_id"] == headers["x-request-id"], (status, body)
+    return body
+
+
+def families(gw: GatewayProcess) -> dict[str, Any]:
+    status, _, body = http(gw.admin_port, "/metrics")
+    assert status == 200
+    return {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+
+def sample(found: dict[str, Any], family: str, name: str, **labels: str) -> float | None:
+    values = [s.value for s in found[family].samples if s.name == name and s.labels == labels]
+    return float(values[0]) if values else None
+
+
+def audit_lines(gw: GatewayProcess, at_least: int) -> list[dict[str, Any]]:
+    path: Path = gw.access_log  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while True:
+        text = path.read_text() if path.exists() else ""
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        egress = [line for line in lines if line.get("type") == "egress"]
+        if len(egress) >= at_least or time.monotonic() > deadline:
+            return egress
+        time.sleep(0.05)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def test_one_process_metrics_explain_traces_and_the_egress_view(
+    gateway: GatewayFactory, origin: OriginProcess, tmp_path: Path
+) -> None:
+    gw = observed(gateway, origin, tmp_path)
+    traceparent = f"00-{APP_TRACE}-{APP_SPAN}-01"
+    status, _, payload = call(
+        gw,
+        f"POST http://{HOST}:{origin.port}/echo HTTP/1.1\r\nHost: x\r\ntraceparent: {traceparent}\r\n"
+        "Content-Length: 11\r\nConnection: close\r\n\r\n",
+        b"hello world",
+    )
+    assert (status, payload) == (200, b"hello world")
+    (seen,) = origin.received()
+    sent_parent = seen.header("traceparent")
+    assert (
+        sent_parent is not None and sent_parent.startswith(f"00-{APP_TRACE}-") and sent_parent.endswith("-01")
+    )
+    egress_span = sent_parent.split("-")[2]
+    assert egress_span != APP_SPAN  # the destination's parent is the egress span, not the app's
+
+    status, _, _ = call(gw, "GET /orders HTTP/1.1\r\nHost: partner\r\nConnection: close\r\n\r\n")
+    assert status == 200
+    denied = refused(gw, "http://api.elsewhere.test/x")
+    assert denied["rule"] == DEFAULT
+    guarded = refused(gw, "http://127.0.0.3:9/")
+    assert guarded["rule"] == "ssrf_guard"
+
+    # A tunnel held open shows as a gauge; its bytes count once it is closed.
+    tunnel = socket.create_connection((HOST, egress_port(gw)), timeout=5)
+    tunnel.sendall(f"CONNECT {HOST}:{origin.port} HTTP/1.1\r\nHost: {HOST}:{origin.port}\r\n\r\n".encode())
+    assert tunnel.recv(1024).startswith(b"HTTP/1.1 200 ")
+    tunnel.sendall(b"GET /status/204 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert b" 204 " in tunnel.recv(4096)
+    found = families(gw)
+    assert (
+        sample(
+            found, "sidegate_egress_tunnels_active", "sidegate_egress_tunnels_active", destination="origin"
+        )
+        == 1
+    )
+    open_calls = sample(
+        found,
+        "sidegate_egress_connections_active",
+        "sidegate_egress_connections_active",
+        destination="origin",
+    )
+    assert open_calls == 1
+    tunnel.close()
+    audit = audit_lines(gw, at_least=5)
+    tunnel_line = next(line for line in audit if line["kind"] == "connect")
+
+    found = families(gw)
+    assert sample(found, DURATION, f"{DURATION}_count", destination="origin") == 2  # the POST and the tunnel
+    assert sample(found, DURATION, f"{DURATION}_count", destination="partner") == 1
+    assert found[DURATION].type == "histogram"
+    bytes_sent = sample(
+        found, "sidegate_egress_bytes", "sidegate_egress_bytes_total", destination="origin", direction="sent"
+    )
+    assert bytes_sent == 11 + tunnel_line["bytes_in"]
+    assert sample(found, "sidegate_egress_denied", "sidegate_egress_denied_total", rule=DEFAULT) == 1
+    assert sample(found, "sidegate_egress_denied", "sidegate_egress_denied_total", rule="ssrf_guard") == 1
+    errors = sample(
+        found,
+        "sidegate_egress_errors",
+        "sidegate_egress_errors_total",
+        destination=DEFAULT,
+        error="egress_denied",
+    )
+    assert errors == 1
+    assert (
+        sample(
+            found, "sidegate_egress_tunnels_active", "sidegate_egress_tunnels_active", destination="origin"
+        )
+        == 0
+    )
+    assert (
+        sample(
+            found,
+            "sidegate_egress_requests",
+            "sidegate_egress_requests_total",
+            destination="origin",
+            decision="allow",
+        )
+        == 2
+    )
+
+    # Explain, by the id the 403 carried and by the id of an allowed call's audit line.
+    explained = admin_json(gw.admin_port, f"/explain/{denied['request_id']}")
+    assert explained["type"] == "egress" and explained["decision"] == "deny" and explained["rule"] == DEFAULT
+    assert explained["status"] == 403 and explained["error"] == "egress_denied"
+    assert explained["request"]["destination"] == "api.elsewhere.test:80"
+    named = next(line for line in audit if line["kind"] == "named")
+    explained = admin_json(gw.admin_port, f"/explain/{named['request_id']}")
+    assert explained["decision"] == "allow" and explained["rule"] == "partner" and explained["status"] == 200
+    assert explained["credential"] == "partner-token" and explained["resolved"] == f"{HOST}:{origin.port}"
+    assert explained["timings_ms"]["total"] > 0
+    assert SECRET not in json.dumps(explained)
+
+    # The CLIENT span is the app's child, and the destination was told the egress span's id.
+    traces = admin_json(gw.admin_port, f"/traces?trace_id={APP_TRACE}")
+    (span,) = traces["spans"]
+    assert span["kind"] == "client" and span["parent_span_id"] == APP_SPAN and span["span_id"] == egress_span
+    assert span["attributes"]["http.response.status_code"] == 200 and span["name"] == "POST"
+    assert span["attributes"]["sidegate.egress.rule"] == "origin"
+    recent = admin_json(gw.admin_port, "/traces?limit=50")["spans"]
+    assert {s["name"] for s in recent if s["kind"] == "client"} >= {"CONNECT", "GET", "POST"}
+
+    # GET /egress: the destinations with their counts, the credential's state, the refusals.
+    view = admin_json(gw.admin_port, "/egress")
+    assert view["workers"] == 1 and view["listener"] == f"{HOST}:{egress_port(gw)}"
+    destinations = {d["name"]: d for d in view["destinations"]}
+    assert destinations["origin"]["allowed"] == 2 and destinations["origin"]["max_connections"] == 7
+    assert destinations["origin"]["open"] == 0 and destinations["partner"]["credential"] == "partner-token"
+    rules = {r["rule"]: r for r in view["rules"]}
+    assert rules[DEFAULT]["denied"] == 1 and rules["ssrf_guard"]["denied"] == 1
+    (credential,) = view["credentials"]
+    assert credential["name"] == "partner-token" and credential["kind"] == "bearer"
+    assert credential["state"] == "ok" and credential["last_refresh"] > time.time() - 60
+    assert [d["request_id"] for d in view["recent_denials"]] == [guarded["request_id"], denied["request_id"]]
+    assert {p["address"] for p in view["pools"]} == {f"{HOST}:{origin.port}"}
+    assert SECRET not in json.dumps(view)
+
+
+def test_two_workers_add_up_and_explain_through_the_supervisor(
+    gateway: GatewayFactory, origin: OriginProcess, tmp_path: Path
+) -> None:
+    gw = observed(gateway, origin, tmp_path, workers=2)
+    ids = [refused(gw, f"http://denied-{n}.test/")["request_id"] for n in range(12)]
+    for _ in range(6):
+        status, _, _ = call(gw, "GET /orders HTTP/1.1\r\nHost: partner\r\nConnection: close\r\n\r\n")
+        assert status == 200
+    audit = audit_lines(gw, at_least=18)
+    assert len(audit) == 18
+
+    found = families(gw)
+    assert sample(found, DURATION, f"{DURATION}_count", destination="partner") == 6
+    assert sample(found, "sidegate_egress_denied", "sidegate_egress_denied_total", rule=DEFAULT) == 12
+    workers = set()
+    for request_id in ids:
+        explained = admin_json(gw.admin_port, f"/explain/{request_id}")
+        assert explained["rule"] == DEFAULT and explained["request_id"] == request_id
+        workers.add(explained["worker"])
+    assert workers == {0, 1}  # the kernel spread 12 connections over both (all on one: 1 in 2048)
+    view = admin_json(gw.admin_port, "/egress")
+    assert view["workers"] == 2
+    assert {d["name"]: d["allowed"] for d in view["destinations"]}["partner"] == 6
+    assert {r["rule"]: r["denied"] for r in view["rules"]}[DEFAULT] == 12
+    assert sorted(d["request_id"] for d in view["recent_denials"]) == sorted(ids)
+    (credential,) = view["credentials"]
+    assert credential["state"] == "ok" and len(credential["workers"]) == 2
+
+
+def test_without_an_egress_section_the_view_says_why(gateway: GatewayFactory) -> None:
+    gw = gateway()
+    status, _, body = http(gw.admin_port, "/egress")
+    assert status == 404 and "no egress section" in json.loads(body)["reason"]
