@@ -2,7 +2,7 @@
 families on ``/metrics`` (parsed with prometheus_client), ``/explain/{request-id}`` by the id a
 refusal carries, CLIENT spans in ``/traces`` under the app's span (and the traceparent the
 destination receives naming the egress span), and ``GET /egress``; with one process and with
-two workers added up by the supervisor."""
+two workers added up by the supervisor; and the dashboard's egress panel in a real browser."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.helpers import admin_json, http
+from support.browser import Browser, chromium_path
 from support.gateway import HOST, GatewayFactory, GatewayProcess, OriginProcess, free_port, send_raw
 
 pytestmark = pytest.mark.timeout(90)
@@ -278,3 +279,60 @@ def test_without_an_egress_section_the_view_says_why(gateway: GatewayFactory) ->
     gw = gateway()
     status, _, body = http(gw.admin_port, "/egress")
     assert status == 404 and "no egress section" in json.loads(body)["reason"]
+
+
+EGRESS_PANEL = """(() => {
+  const attrs = (node) => Object.fromEntries([...node.attributes].map((a) => [a.name, a.value]));
+  const q = (sel) => [...document.querySelectorAll(sel)];
+  return {
+    hidden: document.getElementById("egress").hidden,
+    meta: document.getElementById("egress-meta").textContent,
+    destinations: q("#egress-destinations tr.destination").map(attrs),
+    credentials: q("#egress-credentials tr.credential").map((tr) => ({...attrs(tr), text: tr.textContent})),
+    denials: q("#egress-denials tr.denial").map((tr) => ({...attrs(tr), text: tr.textContent})),
+  };
+})()"""
+
+
+@pytest.mark.skipif(
+    chromium_path() is None, reason="chromium is not installed: `make system-deps` installs it"
+)
+def test_the_dashboard_shows_the_egress_panel(
+    gateway: GatewayFactory, origin: OriginProcess, tmp_path: Path
+) -> None:
+    gw = observed(gateway, origin, tmp_path)
+    for _ in range(3):
+        assert call(gw, "GET /orders HTTP/1.1\r\nHost: partner\r\nConnection: close\r\n\r\n")[0] == 200
+    denied = refused(gw, "http://api.elsewhere.test/x")
+    with Browser() as browser:
+        browser.open(gw.admin_url("/?interval=0.5"))
+        browser.wait_for("Number(document.getElementById('dashboard').dataset.egressPolls || 0) >= 1")
+        panel = browser.evaluate(EGRESS_PANEL)
+        assert panel["hidden"] is False and f"listener {HOST}:{egress_port(gw)}" in panel["meta"]
+        rows = {row["data-destination"]: row for row in panel["destinations"]}
+        assert rows["partner"]["data-allowed"] == "3" and rows["partner"]["data-denied"] == "0"
+        assert rows[DEFAULT]["data-denied"] == "1" and "denied" in rows[DEFAULT]["class"]
+        (credential,) = panel["credentials"]
+        assert credential["data-state"] == "ok" and "partner-token" in credential["text"]
+        assert "bearer" in credential["text"] and SECRET not in credential["text"]
+        (denial,) = panel["denials"]
+        assert denial["data-request-id"] == denied["request_id"] and denial["data-rule"] == DEFAULT
+        assert "403" in denial["text"] and DEFAULT in denial["text"]
+        assert "api.elsewhere.test:80" in denial["text"]
+
+        # More traffic shows on a later poll.
+        refused(gw, "http://127.0.0.3:9/")
+        browser.wait_for("document.querySelectorAll('#egress-denials tr.denial').length == 2")
+        newest = browser.evaluate(EGRESS_PANEL)["denials"][0]
+        assert newest["data-rule"] == "ssrf_guard"
+
+
+def test_the_dashboard_hides_the_panel_without_egress(gateway: GatewayFactory) -> None:
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed: `make system-deps` installs it")
+    gw = gateway()
+    with Browser() as browser:
+        browser.open(gw.admin_url("/?interval=0.5"))
+        browser.wait_for("Number(document.getElementById('dashboard').dataset.polls) >= 2")
+        assert browser.evaluate("document.getElementById('egress').hidden") is True
+        assert browser.evaluate("document.getElementById('dashboard').dataset.error || null") is None
