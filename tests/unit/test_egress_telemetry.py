@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidegate.admin.egress import merge_reports
 from sidegate.egress.audit import Audit, AuditRecord, outgoing_traceparent, traceparent_in
 from sidegate.egress.observe import RECENT_DENIALS, explain_document
 from sidegate.observe.aggregate import merge
-from sidegate.observe.prometheus import render_prometheus
+from sidegate.observe.prometheus import render_openmetrics, render_prometheus
 from sidegate.observe.trace_context import Sampler
 from sidegate.observe.tracing import Tracer
 
@@ -122,6 +123,22 @@ def test_durations_bytes_denials_and_errors_are_families_a_scraper_reads() -> No
         value(got["sidegate_egress_dns_lookups"], "sidegate_egress_dns_lookups_total", result="failed") == 1
     )
     assert value(got["sidegate_egress_dns_cache_entries"], "sidegate_egress_dns_cache_entries") == 2
+
+
+def test_the_families_are_valid_openmetrics_too() -> None:
+    clock = Clock()
+    audit = Audit(None, clock)
+    call(audit, clock, sent=3, received=4)
+    call(audit, clock, rule="ssrf_guard", decision="deny", status=403, error="egress_denied")
+    text = render_openmetrics(merge([{"egress": part(audit, tunnels_active=[["partner", 2]])}])).decode()
+    got = {f.name: f for f in parse_openmetrics(text)}  # strict: names, units, types, # EOF
+    assert got["sidegate_egress_bytes"].unit == "bytes"
+    assert got["sidegate_egress_request_duration_seconds"].unit == "seconds"
+    assert (
+        value(got["sidegate_egress_tunnels_active"], "sidegate_egress_tunnels_active", destination="partner")
+        == 2
+    )
+    assert value(got["sidegate_egress_denied"], "sidegate_egress_denied_total", rule="ssrf_guard") == 1
 
 
 def test_workers_parts_add_up_and_no_egress_means_no_families() -> None:
