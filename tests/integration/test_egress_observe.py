@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.helpers import admin_json, http
+from e2e.helpers import admin_json, admin_post, http
 from support.browser import Browser, chromium_path
 from support.gateway import HOST, GatewayFactory, GatewayProcess, OriginProcess, free_port, send_raw
 
@@ -336,3 +336,38 @@ def test_the_dashboard_hides_the_panel_without_egress(gateway: GatewayFactory) -
         browser.wait_for("Number(document.getElementById('dashboard').dataset.polls) >= 2")
         assert browser.evaluate("document.getElementById('egress').hidden") is True
         assert browser.evaluate("document.getElementById('dashboard').dataset.error || null") is None
+
+
+def test_a_reload_turns_tracing_on_for_egress_and_resizes_explain(
+    gateway: GatewayFactory, origin: OriginProcess, tmp_path: Path
+) -> None:
+    gw = observed(gateway, origin, tmp_path)
+    config = json.loads(json.dumps(gw.config))
+    config["observability"]["tracing"] = {"enabled": False}
+    gw.write_config(config)
+    assert admin_post(gw.admin_port, "/reload")[0] == 200
+    traceparent = f"00-{APP_TRACE}-{APP_SPAN}-01"
+    named = (
+        f"GET /orders HTTP/1.1\r\nHost: partner\r\ntraceparent: {traceparent}\r\nConnection: close\r\n\r\n"
+    )
+    assert call(gw, named)[0] == 200
+    assert origin.received()[0].header("traceparent") == traceparent  # tracing off: as the app sent it
+    first = refused(gw, "http://first.test/")["request_id"]
+    assert admin_json(gw.admin_port, f"/traces?trace_id={APP_TRACE}")["spans"] == []
+
+    config["observability"]["tracing"] = {"enabled": True, "sample_ratio": 1.0}
+    config["observability"]["explain"] = {"recent": 1}
+    gw.write_config(config)
+    assert admin_post(gw.admin_port, "/reload")[0] == 200
+    origin.reset()
+    assert call(gw, named)[0] == 200
+    sent = origin.received()[0].header("traceparent")
+    assert sent is not None and sent != traceparent and sent.startswith(f"00-{APP_TRACE}-")
+    (span,) = admin_json(gw.admin_port, f"/traces?trace_id={APP_TRACE}")["spans"]
+    assert span["kind"] == "client" and span["span_id"] == sent.split("-")[2]
+    last = refused(gw, "http://last.test/")["request_id"]
+    assert http(gw.admin_port, f"/explain/{first}")[0] == 404  # only the last call is kept now
+    assert admin_json(gw.admin_port, f"/explain/{last}")["rule"] == DEFAULT
+    view = admin_json(gw.admin_port, "/egress")  # the counts go on across the reload
+    assert {d["name"]: d["allowed"] for d in view["destinations"]}["partner"] == 2
+    assert {r["rule"]: r["denied"] for r in view["rules"]}[DEFAULT] == 2
