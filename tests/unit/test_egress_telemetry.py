@@ -13,6 +13,7 @@ from sidegate.admin.egress import merge_reports
 from sidegate.egress.audit import Audit, AuditRecord, outgoing_traceparent, traceparent_in
 from sidegate.egress.observe import RECENT_DENIALS, explain_document
 from sidegate.observe.aggregate import merge
+from sidegate.observe.otlp import encode
 from sidegate.observe.prometheus import render_openmetrics, render_prometheus
 from sidegate.observe.trace_context import Sampler
 from sidegate.observe.tracing import Tracer
@@ -321,3 +322,25 @@ def test_egress_reports_of_workers_merge_like_clusters() -> None:
     assert merged["resolver"]["lookups"] == 6 and merged["connections"] == 2
     assert [d["worker"] for d in merged["recent_denials"]] == [1, 0]  # newest first
     assert merge_reports([]) is None
+
+
+def test_a_client_span_is_exported_over_otlp_as_kind_client() -> None:
+    clock = Clock()
+    audit = Audit(None, clock)
+    tracing = audit.tracing = Tracing()
+    record = AuditRecord("t3", "connect", "CONNECT", "127.0.0.1", clock())
+    audit.start_trace(record, TRACEPARENT)
+    record.rule, record.decision, record.status, record.error = (
+        "partner",
+        "allow",
+        502,
+        "egress_connect_failed",
+    )
+    audit.finish(record)
+    assert tracing.tracer is not None
+    span = tracing.tracer.spans[0]
+    (exported,) = encode([span], {"service.name": "orders"})["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert exported["kind"] == 3 and exported["parentSpanId"] == APP_SPAN  # SPAN_KIND_CLIENT
+    assert exported["status"] == {"code": 2}  # a failed call is an error
+    attributes = {a["key"]: a["value"] for a in exported["attributes"]}
+    assert attributes["error.type"] == {"stringValue": "egress_connect_failed"}
