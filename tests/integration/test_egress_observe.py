@@ -143,8 +143,8 @@ def test_one_process_metrics_explain_traces_and_the_egress_view(
     egress_span = sent_parent.split("-")[2]
     assert egress_span != APP_SPAN  # the destination's parent is the egress span, not the app's
 
-    status, _, _ = call(gw, "GET /orders HTTP/1.1\r\nHost: partner\r\nConnection: close\r\n\r\n")
-    assert status == 200
+    request = "GET /orders HTTP/1.1\r\nHost: partner\r\nX-Request-Id: inbound-7\r\nConnection: close\r\n\r\n"
+    assert call(gw, request)[0] == 200
     denied = refused(gw, "http://api.elsewhere.test/x")
     assert denied["rule"] == DEFAULT
     guarded = refused(gw, "http://127.0.0.3:9/")
@@ -218,6 +218,7 @@ def test_one_process_metrics_explain_traces_and_the_egress_view(
     explained = admin_json(gw.admin_port, f"/explain/{named['request_id']}")
     assert explained["decision"] == "allow" and explained["rule"] == "partner" and explained["status"] == 200
     assert explained["credential"] == "partner-token" and explained["resolved"] == f"{HOST}:{origin.port}"
+    assert explained["request"]["app_request_id"] == named["app_request_id"] == "inbound-7"
     assert explained["timings_ms"]["total"] > 0
     assert SECRET not in json.dumps(explained)
 

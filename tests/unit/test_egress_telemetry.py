@@ -223,7 +223,7 @@ def test_a_traced_call_is_a_client_span_under_the_apps_and_goes_out_naming_it() 
     audit = Audit(None, clock)
     tracing = audit.tracing = Tracing()
     record = AuditRecord("t1", "http", "POST", "127.0.0.1", clock())
-    audit.start_trace(record, TRACEPARENT)
+    audit.begin(record, TRACEPARENT)
     assert record.trace is not None
     out = outgoing_traceparent(record, TRACEPARENT).decode()
     assert out == f"00-{APP_TRACE}-{record.trace.span_id.decode()}-01" and APP_SPAN not in out
@@ -244,11 +244,11 @@ def test_unsampled_and_untraced_calls() -> None:
     clock = Clock()
     audit = Audit(None, clock)
     record = AuditRecord("t2", "connect", "CONNECT", "127.0.0.1", clock())
-    audit.start_trace(record, TRACEPARENT)  # tracing off: the app's traceparent goes on as it came
+    audit.begin(record, TRACEPARENT)  # tracing off: the app's traceparent goes on as it came
     assert record.trace is None and outgoing_traceparent(record, TRACEPARENT) == TRACEPARENT
     tracing = audit.tracing = Tracing(ratio=0.0)
     unsampled = f"00-{APP_TRACE}-{APP_SPAN}-00".encode()
-    audit.start_trace(record, traceparent_in([(b"Host", b"x"), (b"TraceParent", unsampled)]))
+    audit.begin(record, traceparent_in([(b"Host", b"x"), (b"TraceParent", unsampled)]))
     assert record.trace is not None and not record.trace.sampled
     assert outgoing_traceparent(record, b"").endswith(b"-00")  # our span id, not sampled
     audit.finish(record)
@@ -329,7 +329,7 @@ def test_a_client_span_is_exported_over_otlp_as_kind_client() -> None:
     audit = Audit(None, clock)
     tracing = audit.tracing = Tracing()
     record = AuditRecord("t3", "connect", "CONNECT", "127.0.0.1", clock())
-    audit.start_trace(record, TRACEPARENT)
+    audit.begin(record, TRACEPARENT)
     record.rule, record.decision, record.status, record.error = (
         "partner",
         "allow",

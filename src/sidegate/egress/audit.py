@@ -15,7 +15,7 @@ the rule that decided) and, kept for the admin API, a duration sum and count per
 histograms, the explain ring and the CLIENT span all read the same record there
 (:mod:`sidegate.egress.observe`). Tracing follows the inbound side's pipeline: whoever composes
 the gateway sets :attr:`Audit.tracing` to what holds the current sampler and tracer (they change
-on reload); :meth:`Audit.start_trace` gives a call its trace context when it begins, and the
+on reload); :meth:`Audit.begin` gives a call its trace context when its head is read, and the
 request then goes out with a ``traceparent`` naming the egress span (:func:`outgoing_traceparent`),
 as W3C Trace Context asks of a hop that records a span. Timings are ``time.perf_counter``
 readings: uvloop's loop clock moves in whole milliseconds, too coarse for the histogram's
@@ -91,9 +91,13 @@ class Audit:
         self.tracing: TracingSource | None = None
         self.wall_offset = time.time() - clock()  # clock readings to Unix time
 
-    def start_trace(self, record: AuditRecord, traceparent: bytes) -> None:
-        """Give a call its trace context (tracing on): the app's span, from its ``traceparent``,
-        becomes the egress span's parent; sampled as inbound requests are (parent-based)."""
+    def begin(self, record: AuditRecord, traceparent: bytes, app_request_id: bytes = b"") -> None:
+        """A call's head is read: note the ``X-Request-Id`` the app sent (it goes on unchanged;
+        the audit line and explain show it beside the call's own id, to find the inbound request
+        the call was made for), and give the call its trace context when tracing is on: the
+        app's span, from its ``traceparent``, becomes the egress span's parent; sampled as
+        inbound requests are (parent-based)."""
+        record.app_request_id = app_request_id
         tracing = self.tracing
         sampler = tracing.sampler if tracing is not None else None
         if sampler is not None:

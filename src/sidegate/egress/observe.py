@@ -171,6 +171,7 @@ def explain_document(done: Finished) -> dict[str, Any]:
             "destination": record.destination,
             "path": record.target,
             "client": record.client,
+            "app_request_id": record.app_request_id.decode("latin-1") or None,
         },
         "decision": record.decision,
         "rule": record.rule,

@@ -68,7 +68,7 @@ class OutboundCall:
     def begin(self, head: ParsedRequest, scheme: str) -> None:
         self.head = head
         self.keep_alive = head.keep_alive
-        self.server.audit.start_trace(self.record, head.traceparent)
+        self.server.audit.begin(self.record, head.traceparent, head.request_id)
         try:
             self._admit(head, scheme)
         except RefusedError as refused:
@@ -237,7 +237,7 @@ class OutboundCall:
     def start_tunnel(self, head: ConnectHead, early: bytes) -> None:
         self.record.kind = "connect"
         self.keep_alive = False
-        self.server.audit.start_trace(self.record, traceparent_in(head.headers))
+        self.server.audit.begin(self.record, traceparent_in(head.headers))
         try:
             self._check_via(head.via)
             if ":" not in head.authority.rpartition("]")[2]:

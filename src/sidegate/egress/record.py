@@ -34,12 +34,14 @@ class AuditRecord:
     extra: dict[str, str] = field(default_factory=dict)
     error: str = ""  # the error word of an answer Sidegate gave itself ("egress_denied"...)
     trace: TraceContext | None = None  # tracing on: the egress span's context
+    app_request_id: bytes = b""  # the X-Request-Id the app sent (passed on as it came)
 
     def line(self, duration: float) -> bytes:
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "type": "egress",
             "request_id": self.request_id,
+            "app_request_id": self.app_request_id.decode("latin-1") or None,
             "kind": self.kind,
             "method": self.method,
             "client": self.client,
