@@ -200,7 +200,11 @@ class Gateway:
         egress listener, or None."""
         done = self.proxy.recorder.find(request_id.encode("latin-1", "replace"))
         if done is not None:
-            return explain(done, self.proxy.recorder.wall_offset)
+            record = explain(done, self.proxy.recorder.wall_offset)
+            calls = self.egress_calls_for(request_id)
+            if calls:  # the app passed this request's id on to its outbound calls
+                record["egress_calls"] = calls
+            return record
         if self.egress is not None:
             from sidegate.egress.observe import explain_document
 
@@ -208,6 +212,10 @@ class Gateway:
             if call is not None:
                 return explain_document(call)
         return None
+
+    def egress_calls_for(self, request_id: str) -> list[dict[str, Any]]:
+        """This process's recent egress calls the app sent with ``X-Request-Id: request_id``."""
+        return [] if self.egress is None else self.egress.audit.recent.made_for(request_id)
 
     def egress_report(self) -> dict[str, Any] | None:
         """This process's ``GET /egress`` document; None when the egress listener is off."""

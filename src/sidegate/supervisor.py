@@ -110,7 +110,9 @@ async def _worker(path: str, checked: Normalised, channel: Connection) -> None:
         if op == "metrics":
             channel.send({"id": message["id"], "metrics": gateway.metrics_snapshot()})
         elif op == "explain":
-            channel.send({"id": message["id"], "record": gateway.explain(message["request_id"])})
+            request_id = message["request_id"]
+            record, calls = gateway.explain(request_id), gateway.egress_calls_for(request_id)
+            channel.send({"id": message["id"], "record": record, "egress_calls": calls})
         elif op == "traces":
             spans = gateway.traces(message["trace_id"], message["limit"])
             channel.send({"id": message["id"], "spans": spans, **gateway.observability_stats()})
@@ -286,11 +288,18 @@ class Supervisor:
         return render(merged, openmetrics=openmetrics, app=app)
 
     async def explain(self, request_id: str) -> dict[str, Any] | None:
-        """The record from whichever worker served the request (each keeps its own ring)."""
+        """The record from whichever worker served the request (each keeps its own ring), with
+        the egress calls the app made under its id on any worker (its outbound connections are
+        spread over the workers as the inbound ones are)."""
         replies = await self._ask_all({"op": "explain", "request_id": request_id})
+        calls = [{**c, "worker": index} for index, r in replies for c in r.get("egress_calls") or ()]
+        calls.sort(key=lambda call: float(call["time"]))
         for index, reply in replies:
-            if reply.get("record") is not None:
-                return {**reply["record"], "worker": index}
+            record = reply.get("record")
+            if record is not None:
+                if calls and record.get("type") != "egress":
+                    record["egress_calls"] = calls
+                return {**record, "worker": index}
         return None
 
     async def traces(self, trace_id: str, limit: int) -> dict[str, Any]:

@@ -372,3 +372,40 @@ def test_a_reload_turns_tracing_on_for_egress_and_resizes_explain(
     view = admin_json(gw.admin_port, "/egress")  # the counts go on across the reload
     assert {d["name"]: d["allowed"] for d in view["destinations"]}["partner"] == 2
     assert {r["rule"]: r["denied"] for r in view["rules"]}[DEFAULT] == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_explain_of_an_inbound_request_lists_the_egress_calls_made_under_its_id(
+    gateway: GatewayFactory, origin: OriginProcess, tmp_path: Path, workers: int
+) -> None:
+    gw = observed(gateway, origin, tmp_path, workers=workers)
+    inbound = send_raw(
+        gw.port,
+        b"GET /checkout HTTP/1.1\r\nHost: shop\r\nX-Request-Id: inbound-42\r\nConnection: close\r\n\r\n",
+    )
+    assert inbound.startswith(b"HTTP/1.1 200 ")
+    # The app serves it by calling out twice, passing the inbound request's id on (new connections:
+    # with workers, the kernel may give them to any worker).
+    for path in ("/orders", "/stock"):
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: partner\r\nX-Request-Id: inbound-42\r\nConnection: close\r\n\r\n"
+        )
+        assert call(gw, request)[0] == 200
+    denied = "GET http://denied.test/ HTTP/1.1\r\nHost: x\r\nX-Request-Id: inbound-42\r\n\r\n"
+    status, headers, _ = call(gw, denied)
+    assert status == 403
+    refused(gw, "http://unrelated.test/")  # another request's call: not listed
+
+    explained = admin_json(gw.admin_port, "/explain/inbound-42")
+    assert explained["route"] == "all" and explained["status"] == 200  # the inbound request's own record
+    calls = explained["egress_calls"]
+    assert [(c["rule"], c["decision"], c["status"]) for c in calls] == [
+        ("partner", "allow", 200),
+        ("partner", "allow", 200),
+        (DEFAULT, "deny", 403),
+    ]
+    assert calls[2]["request_id"] == headers["x-request-id"]
+    assert (
+        admin_json(gw.admin_port, f"/explain/{calls[0]['request_id']}")["request"]["app_request_id"]
+        == "inbound-42"
+    )

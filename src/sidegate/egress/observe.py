@@ -119,6 +119,25 @@ class RecentCalls:
                 return done
         return None
 
+    def made_for(self, app_request_id: str) -> list[dict[str, Any]]:
+        """The remembered calls the app sent with this ``X-Request-Id``, oldest first: the
+        outbound calls it made while serving the inbound request of that id."""
+        wanted = app_request_id.encode("latin-1", "replace")
+        return [
+            {
+                "request_id": done.record.request_id,
+                "time": done.wall,
+                "destination": done.record.destination,
+                "decision": done.record.decision,
+                "rule": done.record.rule,
+                "status": done.record.status,
+                "error": done.record.error or None,
+                "duration_ms": round(done.duration * 1000, 3),
+            }
+            for done in self.calls
+            if done.record.app_request_id == wanted
+        ]
+
     def recent_denials(self) -> list[dict[str, Any]]:
         """Newest first: when, which call, where to, the rule and why (for the dashboard)."""
         return [
