@@ -9,7 +9,7 @@ injected (never its value). Lines go to whatever has a ``write(bytes)``: the acc
 gateway, a list in tests.
 
 The counters are ``sidegate_egress_requests_total{destination, decision}`` (``destination``:
-the rule that decided) and, kept for the admin API, a duration sum and count per rule.
+the rule that decided).
 
 :meth:`Audit.finish` is the one place a call ends: the line, the counters, the per-destination
 histograms, the explain ring and the CLIENT span all read the same record there
@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from sidegate.egress.observe import EgressStats, Finished, RecentCalls, span_of
+from sidegate.egress.observe import EgressStats, RecentCalls, span_of
 from sidegate.egress.record import AuditRecord
 from sidegate.observe.trace_context import Sampler
 from sidegate.observe.tracing import Tracer
@@ -58,18 +58,15 @@ class TracingSource(Protocol):
 
 
 class EgressCounters:
-    """``sidegate_egress_requests_total`` by destination and decision, and durations."""
+    """``sidegate_egress_requests_total`` by destination and decision (durations are in the
+    histogram of :class:`~sidegate.egress.observe.EgressStats`)."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str], int] = {}
-        self.duration_sum: dict[str, float] = {}
-        self.duration_count: dict[str, int] = {}
 
-    def count(self, destination: str, decision: str, seconds: float) -> None:
+    def count(self, destination: str, decision: str) -> None:
         key = (destination, decision)
         self.requests[key] = self.requests.get(key, 0) + 1
-        self.duration_sum[destination] = self.duration_sum.get(destination, 0.0) + seconds
-        self.duration_count[destination] = self.duration_count.get(destination, 0) + 1
 
     def rows(self) -> list[list[object]]:
         """``[destination, decision, count]`` rows: the metrics snapshot's table (added across
@@ -104,16 +101,16 @@ class Audit:
             record.trace = sampler.start(traceparent)
 
     def finish(self, record: AuditRecord) -> None:
-        duration = max(0.0, self.clock() - record.started)
-        self.counters.count(record.rule or "none", record.decision, duration)
+        duration = record.duration = max(0.0, self.clock() - record.started)
+        record.wall = self.wall_offset + record.started
+        self.counters.count(record.rule or "none", record.decision)
         self.stats.observe(record, duration)
-        done = Finished(record, duration, self.wall_offset + record.started)
-        self.recent.add(done)
+        self.recent.add(record)
         trace = record.trace
         if trace is not None and trace.sampled and self.tracing is not None:
             tracer = self.tracing.tracer
             if tracer is not None:
-                tracer.finish(span_of(record, done))
+                tracer.finish(span_of(record))
         if self.sink is not None:
             self.sink.write(record.line(duration))
 

@@ -83,40 +83,29 @@ class EgressStats:
         }
 
 
-class Finished:
-    """A finished call as explain and the denial list keep it."""
-
-    __slots__ = ("duration", "record", "wall")
-
-    def __init__(self, record: AuditRecord, duration: float, wall: float) -> None:
-        self.record = record
-        self.duration = duration
-        self.wall = wall  # Unix time the call began
-
-
 class RecentCalls:
     """The last ``size`` finished calls, and the last :data:`RECENT_DENIALS` refused ones."""
 
     def __init__(self, size: int) -> None:
-        self.calls: collections.deque[Finished] = collections.deque(maxlen=max(size, 0))
-        self.denials: collections.deque[Finished] = collections.deque(maxlen=RECENT_DENIALS)
+        self.calls: collections.deque[AuditRecord] = collections.deque(maxlen=max(size, 0))
+        self.denials: collections.deque[AuditRecord] = collections.deque(maxlen=RECENT_DENIALS)
 
     def resize(self, size: int) -> None:
         """``observability.explain.recent`` changed: keep the newest calls that still fit."""
         if size != self.calls.maxlen:
             self.calls = collections.deque(self.calls, maxlen=max(size, 0))
 
-    def add(self, done: Finished) -> None:
+    def add(self, record: AuditRecord) -> None:
         if self.calls.maxlen:
-            self.calls.append(done)
-        if done.record.decision != "allow" or done.record.error:
-            self.denials.append(done)
+            self.calls.append(record)
+        if record.decision != "allow" or record.error:
+            self.denials.append(record)
 
-    def find(self, request_id: str) -> Finished | None:
+    def find(self, request_id: str) -> AuditRecord | None:
         """The newest remembered call with this request id."""
-        for done in reversed(self.calls):
-            if done.record.request_id == request_id:
-                return done
+        for record in reversed(self.calls):
+            if record.request_id == request_id:
+                return record
         return None
 
     def made_for(self, app_request_id: str) -> list[dict[str, Any]]:
@@ -125,32 +114,32 @@ class RecentCalls:
         wanted = app_request_id.encode("latin-1", "replace")
         return [
             {
-                "request_id": done.record.request_id,
-                "time": done.wall,
-                "destination": done.record.destination,
-                "decision": done.record.decision,
-                "rule": done.record.rule,
-                "status": done.record.status,
-                "error": done.record.error or None,
-                "duration_ms": round(done.duration * 1000, 3),
+                "request_id": record.request_id,
+                "time": record.wall,
+                "destination": record.destination,
+                "decision": record.decision,
+                "rule": record.rule,
+                "status": record.status,
+                "error": record.error or None,
+                "duration_ms": round(record.duration * 1000, 3),
             }
-            for done in self.calls
-            if done.record.app_request_id == wanted
+            for record in self.calls
+            if record.app_request_id == wanted
         ]
 
     def recent_denials(self) -> list[dict[str, Any]]:
         """Newest first: when, which call, where to, the rule and why (for the dashboard)."""
         return [
             {
-                "time": done.wall,
-                "request_id": done.record.request_id,
-                "destination": done.record.destination,
-                "rule": done.record.rule,
-                "reason": done.record.reason,
-                "status": done.record.status,
-                "error": done.record.error,
+                "time": record.wall,
+                "request_id": record.request_id,
+                "destination": record.destination,
+                "rule": record.rule,
+                "reason": record.reason,
+                "status": record.status,
+                "error": record.error,
             }
-            for done in reversed(self.denials)
+            for record in reversed(self.denials)
         ]
 
 
@@ -176,14 +165,13 @@ def summary(record: AuditRecord) -> str:
     return f"{where}: allowed by {record.rule}; {record.resolved} answered {record.status}"
 
 
-def explain_document(done: Finished) -> dict[str, Any]:
+def explain_document(record: AuditRecord) -> dict[str, Any]:
     """``GET /explain/{request-id}`` of an egress call: the decision, its rule and reason, where
     it went, the credential injected (its name, never its value), the answer and the timing."""
-    record = done.record
     out: dict[str, Any] = {
         "request_id": record.request_id,
         "type": "egress",
-        "time": _stamp(done.wall),
+        "time": _stamp(record.wall),
         "request": {
             "kind": record.kind,
             "method": record.method,
@@ -200,7 +188,7 @@ def explain_document(done: Finished) -> dict[str, Any]:
         "credential": record.credential,
         "status": record.status,
         "bytes": {"sent": record.bytes_in, "received": record.bytes_out},
-        "timings_ms": {"total": round(done.duration * 1000, 3)},
+        "timings_ms": {"total": round(record.duration * 1000, 3)},
         "summary": summary(record),
     }
     if record.extra:
@@ -216,7 +204,7 @@ def explain_document(done: Finished) -> dict[str, Any]:
     return out
 
 
-def span_of(record: AuditRecord, done: Finished) -> Span:
+def span_of(record: AuditRecord) -> Span:
     """The CLIENT span of a sampled call (OpenTelemetry HTTP client conventions, plus the
     decision as ``sidegate.egress.*``). An error status for what the app could not use: a
     refusal, a failure, a 4xx or 5xx from the destination."""
@@ -253,8 +241,8 @@ def span_of(record: AuditRecord, done: Finished) -> Span:
         span_id=trace.span_id.decode(),
         parent_span_id=trace.parent_span_id.decode(),
         name=record.method or "egress",
-        start=done.wall,
-        end=done.wall + done.duration,
+        start=record.wall,
+        end=record.wall + record.duration,
         error=record.status >= 400 or record.status == 0 or record.decision != "allow",
         attributes=attributes,
         kind="client",

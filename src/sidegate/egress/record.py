@@ -35,6 +35,8 @@ class AuditRecord:
     error: str = ""  # the error word of an answer Sidegate gave itself ("egress_denied"...)
     trace: TraceContext | None = None  # tracing on: the egress span's context
     app_request_id: bytes = b""  # the X-Request-Id the app sent (passed on as it came)
+    duration: float = 0.0  # seconds, set when the call is finished
+    wall: float = 0.0  # Unix time the call began, set when it is finished
 
     def line(self, duration: float) -> bytes:
         entry = {
