@@ -267,9 +267,14 @@ def test_two_workers_add_up_and_explain_through_the_supervisor(
         assert explained["rule"] == DEFAULT and explained["request_id"] == request_id
         workers.add(explained["worker"])
     assert workers == {0, 1}  # the kernel spread 12 connections over both (all on one: 1 in 2048)
+    parent = f"00-{APP_TRACE}-{APP_SPAN}-01"
+    traced = f"GET /t HTTP/1.1\r\nHost: partner\r\ntraceparent: {parent}\r\nConnection: close\r\n\r\n"
+    assert call(gw, traced)[0] == 200
+    (span,) = eventually(lambda: admin_json(gw.admin_port, f"/traces?trace_id={APP_TRACE}")["spans"])
+    assert span["kind"] == "client" and span["parent_span_id"] == APP_SPAN
     view = admin_json(gw.admin_port, "/egress")
     assert view["workers"] == 2
-    assert {d["name"]: d["allowed"] for d in view["destinations"]}["partner"] == 6
+    assert {d["name"]: d["allowed"] for d in view["destinations"]}["partner"] == 7
     assert {r["rule"]: r["denied"] for r in view["rules"]}[DEFAULT] == 12
     assert sorted(d["request_id"] for d in view["recent_denials"]) == sorted(ids)
     (credential,) = view["credentials"]
