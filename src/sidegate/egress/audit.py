@@ -101,6 +101,8 @@ class Audit:
             record.trace = sampler.start(traceparent)
 
     def finish(self, record: AuditRecord) -> None:
+        """The call is over (answered, refused, its tunnel closed, or the app gone): time it
+        once, then count it, remember it for explain, finish its span and write its line."""
         duration = record.duration = max(0.0, self.clock() - record.started)
         record.wall = self.wall_offset + record.started
         self.counters.count(record.rule or "none", record.decision)
