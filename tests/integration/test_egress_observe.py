@@ -303,10 +303,11 @@ EGRESS_PANEL = """(() => {
 @pytest.mark.skipif(
     chromium_path() is None, reason="chromium is not installed: `make system-deps` installs it"
 )
+@pytest.mark.parametrize("workers", [1, 2])
 def test_the_dashboard_shows_the_egress_panel(
-    gateway: GatewayFactory, origin: OriginProcess, tmp_path: Path
+    gateway: GatewayFactory, origin: OriginProcess, tmp_path: Path, workers: int
 ) -> None:
-    gw = observed(gateway, origin, tmp_path)
+    gw = observed(gateway, origin, tmp_path, workers=workers)
     for _ in range(3):
         assert call(gw, "GET /orders HTTP/1.1\r\nHost: partner\r\nConnection: close\r\n\r\n")[0] == 200
     denied = refused(gw, "http://api.elsewhere.test/x")
@@ -315,6 +316,7 @@ def test_the_dashboard_shows_the_egress_panel(
         browser.wait_for("Number(document.getElementById('dashboard').dataset.egressPolls || 0) >= 1")
         panel = browser.evaluate(EGRESS_PANEL)
         assert panel["hidden"] is False and f"listener {HOST}:{egress_port(gw)}" in panel["meta"]
+        assert ("1 worker" if workers == 1 else f"{workers} workers") in panel["meta"]
         rows = {row["data-destination"]: row for row in panel["destinations"]}
         assert rows["partner"]["data-allowed"] == "3" and rows["partner"]["data-denied"] == "0"
         assert rows[DEFAULT]["data-denied"] == "1" and "denied" in rows[DEFAULT]["class"]
