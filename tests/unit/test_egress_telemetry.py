@@ -322,6 +322,10 @@ def test_egress_reports_of_workers_merge_like_clusters() -> None:
     assert merged["resolver"]["lookups"] == 6 and merged["connections"] == 2
     assert [d["worker"] for d in merged["recent_denials"]] == [1, 0]  # newest first
     assert merge_reports([]) is None
+    # A worker that has not used the credential yet does not hide that another's works.
+    unused = merge_reports([(0, report("unknown", allowed=0)), (1, report("ok", allowed=1))])
+    assert unused is not None and unused["credentials"][0]["state"] == "ok"
+    assert unused["credentials"][0]["expires_in"] == 30.0  # the working token's, not the unused 0
 
 
 def test_a_client_span_is_exported_over_otlp_as_kind_client() -> None:

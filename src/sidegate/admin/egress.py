@@ -9,8 +9,9 @@ last problem: never a secret); the resolver's cache; the keep-alive pools; the l
 
 Each process reports its own (:func:`sidegate.egress.report.egress_report`); with workers the
 supervisor adds them up here (:func:`merge_reports`), as ``/clusters`` does: counts and pools
-summed, each credential shown once with the worst state of any worker (every worker holds its
-own OAuth2 token) and per worker under ``workers``, refusals newest first across workers.
+summed, each credential shown once with the worst state a worker knows (``unavailable`` over
+``ok`` over ``unknown``: every worker holds its own OAuth2 token and reads its own files) and per
+worker under ``workers``, refusals newest first across workers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ RECENT_DENIALS = 50
 
 _COUNTED = ("allowed", "denied", "open", "tunnels")
 _RESOLVER_COUNTED = ("cache_entries", "cache_hits", "lookups", "failures")
-_STATE_ORDER = {"unavailable": 0, "unknown": 1, "ok": 2}
+#: Which worker's credential state the merged one shows: a failing one first, then one that
+#: works; ``unknown`` (a worker that has not used it yet) only when no worker knows more.
+_STATE_ORDER = {"unavailable": 0, "ok": 1, "unknown": 2}
 
 
 def _merge_credentials(rows: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -39,15 +42,18 @@ def _merge_credentials(rows: list[tuple[int, dict[str, Any]]]) -> list[dict[str,
     out = []
     for destination, seen in sorted(by_destination.items()):
         states = [row for _, row in seen]
-        worst = min(states, key=lambda r: _STATE_ORDER.get(str(r.get("state")), 1))
+        worst = min(states, key=lambda r: _STATE_ORDER.get(str(r.get("state")), 2))
         refreshed = [r["last_refresh"] for r in states if r.get("last_refresh")]
-        expiring = [r["expires_in"] for r in states if r.get("expires_in") is not None]
+        # The soonest a working token runs out (a worker with none says 0: not the pod's answer).
+        expiring = [
+            r["expires_in"] for r in states if r.get("state") == "ok" and r.get("expires_in") is not None
+        ]
         merged = {
             **states[0],
             "state": worst.get("state"),
             "problem": next((r["problem"] for r in states if r.get("problem")), ""),
             "last_refresh": max(refreshed) if refreshed else None,
-            "expires_in": min(expiring) if expiring else None,
+            "expires_in": min(expiring) if expiring else worst.get("expires_in"),
             "destination": destination,
         }
         if "fetches" in states[0]:
