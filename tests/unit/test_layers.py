@@ -48,6 +48,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "config.snapshot",
         "config.egress_spec",  # the compiled destinations
         "config.egress_credential_spec",  # a destination's credentials, as plain values (no pydantic)
+        "config.egress_tls_spec",  # a destination's TLS origination, as plain values (no pydantic)
         "errors",
     ),
     "admin": ("admin", "observe", "http", "cache", "config.snapshot", "errors"),

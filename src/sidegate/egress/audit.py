@@ -4,7 +4,9 @@ Every call the app makes through the egress listener leaves one line, allowed or
 Smokescreen logs each decision: when, which request, where it wanted to go, where it went (the
 checked address actually dialled), what decided and why, what came back, how many bytes each
 way and how long it took. ``credential`` is reserved for the *name* of a credential the sidecar
-injected (never its value). Lines go to whatever has a ``write(bytes)``: the access-log writer
+injected (never its value); ``tls`` is ``"originated"`` (and ``tls_server_name`` the name
+verified) when the sidecar spoke TLS to the destination for the app's plain HTTP. Lines go to
+whatever has a ``write(bytes)``: the access-log writer
 (:class:`~sidegate.observe.access_log.AccessLogWriter`, which writes off the event loop) in the
 gateway, a list in tests.
 
@@ -44,6 +46,8 @@ class AuditRecord:
     bytes_in: int = 0  # from the app (request body; tunnel: app to destination)
     bytes_out: int = 0  # to the app (response body; tunnel: destination to app)
     credential: str | None = None  # reserved: the name of an injected credential
+    tls: str | None = None  # "originated" when the sidecar spoke TLS to the destination
+    tls_server_name: str | None = None  # the name it verified (and sent as SNI unless an IP)
     extra: dict[str, str] = field(default_factory=dict)
 
     def line(self, duration: float) -> bytes:
@@ -65,6 +69,8 @@ class AuditRecord:
             "bytes_out": self.bytes_out,
             "duration": round(duration, 6),
             "credential": self.credential,
+            "tls": self.tls,
+            "tls_server_name": self.tls_server_name,
             **self.extra,
         }
         return json.dumps(entry, separators=(",", ":")).encode() + b"\n"

@@ -1,0 +1,383 @@
+"""TLS origination on a real ``sidegate run``: the app speaks plain HTTP to the egress listener,
+the sidecar speaks verified TLS to a real TLS origin on loopback (certificates from
+tests/support/tls.py, names answered by the stub DNS server). A wrong CA, a wrong name and a
+missing client certificate are 502 ``egress_tls_failed`` with the reason; a rotated CA file is
+used without a restart; credentials ride inside the TLS; connections are reused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.gateway import GatewayFactory, GatewayProcess, free_port, send_raw
+from support.stub_dns import StubDNS
+from support.tls import CertificateAuthority, Issued
+
+pytestmark = pytest.mark.timeout(60)
+
+HOST = "127.0.0.1"
+SECRET = "tls-partner-token-51ab"
+#: Names the origin's certificate holds; the stub DNS answers each with 127.0.0.1.
+NAMES = ("api.partner.test", "wrongca.partner.test", "rotate.partner.test", "mtls.partner.test")
+
+
+@dataclass
+class Seen:
+    """One request the TLS origin read: its head, the SNI of its connection, the client cert."""
+
+    head: bytes
+    sni: str | None
+    client_cert: str | None  # the client certificate's common name, if one was presented
+
+
+@dataclass
+class TlsOriginServer:
+    """An HTTPS origin on 127.0.0.1 in threads (the ssl module), keep-alive, answering 200 with
+    a fixed body; counts completed handshakes and records each request and its SNI.
+    ``client_ca``: client certificates are required, and must chain to it."""
+
+    issued: Issued
+    client_ca: Path | None = None
+    handshakes: int = 0
+    failures: list[str] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.issued.cert, self.issued.key)
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.client_ca)
+        self._sni: dict[int, str | None] = {}
+        context.sni_callback = self._on_sni
+        self.context = context
+        self.sock = socket.create_server((HOST, 0))
+        self.sock.settimeout(0.1)
+        self.port: int = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _on_sni(self, sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: ssl.SSLContext) -> None:
+        self._sni[id(sock)] = name
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(10)
+        try:
+            conn = self.context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as error:
+            self.failures.append(str(error))
+            raw.close()
+            return
+        self.handshakes += 1
+        sni = self._sni.pop(id(conn), None)
+        peer = conn.getpeercert()
+        common_name = dict(x[0] for x in peer["subject"]).get("commonName") if peer else None
+        with conn:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    try:
+                        data = conn.recv(65536)
+                    except (ssl.SSLError, OSError) as error:
+                        self.failures.append(str(error))
+                        return
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.seen.append(Seen(head, sni, str(common_name) if common_name else None))
+                body = b"hello over tls"
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class Pki:
+    ca: CertificateAuthority
+    other_ca: CertificateAuthority  # signs nothing the origins present: the "wrong CA"
+    client: Issued
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    base = tmp_path_factory.mktemp("pki")
+    ca = CertificateAuthority.create(base / "ca", "Partner CA")
+    other = CertificateAuthority.create(base / "other", "Somebody else's CA")
+    return Pki(ca, other, ca.issue(base / "client", "orders-sidecar", client=True))
+
+
+@pytest.fixture(scope="module")
+def origin_tls(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsOriginServer]:
+    server = TlsOriginServer(pki.ca.issue(tmp_path_factory.mktemp("origin"), "api", dns=NAMES))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def mtls_origin(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsOriginServer]:
+    issued = pki.ca.issue(tmp_path_factory.mktemp("mtls"), "mtls", dns=NAMES)
+    server = TlsOriginServer(issued, client_ca=pki.ca.cert)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def dns_server() -> Iterator[StubDNS]:
+    server = StubDNS()
+    for name in (*NAMES, "mtls-anonymous.partner.test"):
+        server.records[(name, "A")] = (60, [HOST])
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def egress(
+    gateway: GatewayFactory,
+    *,
+    origin_tls: TlsOriginServer,
+    mtls_origin: TlsOriginServer,
+    dns_server: StubDNS,
+    pki: Pki,
+    tmp_path: Path,
+) -> GatewayProcess:
+    port = free_port()
+    token = tmp_path / "token"
+    token.write_text(SECRET + "\n")
+    rotating_ca = tmp_path / "rotating-ca.pem"
+    shutil.copy(pki.other_ca.cert, rotating_ca)  # wrong at first; the test puts the right one in
+    origin_tls.seen.clear()
+    mtls_origin.seen.clear()
+    private = ["127.0.0.1/32"]
+
+    def destination(name: str, host: str, tls: dict[str, Any], **more: Any) -> dict[str, Any]:
+        return {"name": name, "host": host, "allow_private": private, "tls": tls, **more}
+
+    def add_egress(config: dict[str, Any]) -> None:
+        config["listeners"]["egress"] = {"address": f"{HOST}:{port}"}
+        config["observability"] = {"access_log": {"enabled": True, "path": str(tmp_path / "access.log")}}
+        tls_port = origin_tls.port
+        config["egress"] = {
+            "dns": {"servers": [f"{HOST}:{dns_server.port}"], "timeout": "1s"},
+            "destinations": [
+                destination(
+                    "partner",
+                    "api.partner.test",
+                    {"originate": True, "port": tls_port, "ca_file": str(pki.ca.cert)},
+                    ports=[80, tls_port],
+                    credentials={"name": "partner-token", "bearer": {"token_file": str(token)}},
+                ),
+                destination(
+                    "wrong-ca", "wrongca.partner.test", {"ca_file": str(pki.other_ca.cert)}, ports=[tls_port]
+                ),
+                destination(  # the right CA, but the certificate does not name this host
+                    "mismatch",
+                    "localhost",
+                    {"originate": True, "ca_file": str(pki.ca.cert)},
+                    ports=[tls_port],
+                ),
+                destination(
+                    "rotating", "rotate.partner.test", {"ca_file": str(rotating_ca)}, ports=[tls_port]
+                ),
+                destination(
+                    "mtls",
+                    "mtls.partner.test",
+                    {
+                        "originate": True,
+                        "port": mtls_origin.port,
+                        "ca_file": str(pki.ca.cert),
+                        "client_cert_file": str(pki.client.cert),
+                        "client_key_file": str(pki.client.key),
+                    },
+                ),
+                destination(  # the mTLS origin, but no client certificate configured
+                    "mtls-anonymous",
+                    "mtls-anonymous.partner.test",
+                    {
+                        "originate": True,
+                        "port": mtls_origin.port,
+                        "ca_file": str(pki.ca.cert),
+                        "server_name": "mtls.partner.test",
+                    },
+                ),
+            ],
+        }
+
+    gw = gateway(mutate=add_egress)
+    gw.egress_port = port  # type: ignore[attr-defined]
+    gw.access_log = tmp_path / "access.log"  # type: ignore[attr-defined]
+    gw.rotating_ca = rotating_ca  # type: ignore[attr-defined]
+    dns_server.records[("localhost", "A")] = (60, [HOST])
+    return gw
+
+
+def proxy(gw: GatewayProcess) -> int:
+    port: int = gw.egress_port  # type: ignore[attr-defined]
+    return port
+
+
+def request(gw: GatewayProcess, target: str, host: str, extra: str = "") -> tuple[int, bytes, bytes]:
+    """One request through the egress listener: status, head and body of the answer."""
+    data = f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode()
+    answer = send_raw(proxy(gw), data)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), answer
+    return int(head.split()[1]), head, body
+
+
+def refusal(body: bytes) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+def audit_lines(gw: GatewayProcess, at_least: int) -> list[dict[str, Any]]:
+    path: Path = gw.access_log  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while True:
+        text = path.read_text() if path.exists() else ""
+        lines = [json.loads(line) for line in text.splitlines() if '"type":"egress"' in line]
+        if len(lines) >= at_least or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_an_https_request_goes_out_verified_with_sni(
+    egress: GatewayProcess, origin_tls: TlsOriginServer
+) -> None:
+    port = origin_tls.port
+    status, _, body = request(
+        egress, f"https://api.partner.test:{port}/orders?x=1", f"api.partner.test:{port}"
+    )
+    assert (status, body) == (200, b"hello over tls")
+    (seen,) = origin_tls.seen
+    assert seen.sni == "api.partner.test"
+    request_line, *fields = seen.head.split(b"\r\n")
+    assert request_line == b"GET /orders?x=1 HTTP/1.1"
+    assert f"Host: api.partner.test:{port}".encode() in fields
+    assert f"Authorization: Bearer {SECRET}".encode() in fields  # the credential, inside the TLS
+    (audit,) = audit_lines(egress, 1)
+    assert audit["tls"] == "originated" and audit["tls_server_name"] == "api.partner.test"
+    assert audit["resolved"] == f"{HOST}:{port}" and audit["status"] == 200
+    assert SECRET not in egress.log()
+
+
+def test_originate_upgrades_a_plain_http_request_from_curl(
+    egress: GatewayProcess, origin_tls: TlsOriginServer
+) -> None:
+    """``curl -x`` with an http:// URL on port 80: the sidecar speaks TLS to ``tls.port``."""
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-x",
+            f"http://{HOST}:{proxy(egress)}",
+            "-w",
+            "\n%{http_code}",
+            "http://api.partner.test/v1",
+        ],
+        capture_output=True,
+        timeout=20,
+        check=False,
+        env={k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
+    )
+    body, _, code = out.stdout.rpartition(b"\n")
+    assert (code, body) == (b"200", b"hello over tls"), out
+    (seen,) = origin_tls.seen  # the origin speaks only TLS: it got the request, so TLS it was
+    assert seen.sni == "api.partner.test"
+    # The authority of the connection made: tls.port (a port of its own here; 443 would be left out)
+    assert f"\r\nHost: api.partner.test:{origin_tls.port}\r\n".encode() in seen.head + b"\r\n"
+    (audit,) = audit_lines(egress, 1)
+    assert audit["destination"] == "api.partner.test:80" and audit["resolved"] == f"{HOST}:{origin_tls.port}"
+    assert audit["tls"] == "originated"
+
+
+def test_a_named_request_is_originated_and_the_connection_is_reused(
+    egress: GatewayProcess, origin_tls: TlsOriginServer
+) -> None:
+    before = origin_tls.handshakes
+    for _ in range(3):  # three app connections, one TLS connection to the destination
+        status, _, body = request(egress, "/named", "partner")
+        assert (status, body) == (200, b"hello over tls")
+    assert len(origin_tls.seen) == 3
+    assert origin_tls.handshakes - before == 1
+
+
+def test_a_wrong_ca_fails_with_the_verify_reason(egress: GatewayProcess, origin_tls: TlsOriginServer) -> None:
+    port = origin_tls.port
+    status, _, body = request(egress, f"https://wrongca.partner.test:{port}/", f"wrongca.partner.test:{port}")
+    answer = refusal(body)
+    assert status == 502 and answer["error"] == "egress_tls_failed", answer
+    assert "certificate verify failed: unable to get local issuer certificate" in answer["reason"]
+    assert answer["rule"] == "wrong-ca"
+    assert origin_tls.seen == []  # nothing was sent
+    assert "Traceback" not in egress.log()
+
+
+def test_a_certificate_for_another_name_fails(egress: GatewayProcess, origin_tls: TlsOriginServer) -> None:
+    status, _, body = request(egress, f"http://localhost:{origin_tls.port}/", f"localhost:{origin_tls.port}")
+    answer = refusal(body)
+    assert status == 502 and answer["error"] == "egress_tls_failed", answer
+    assert "Hostname mismatch" in answer["reason"] and "'localhost'" in answer["reason"]
+    assert origin_tls.seen == []
+
+
+def test_a_partner_that_wants_a_client_certificate_gets_the_configured_one(
+    egress: GatewayProcess, mtls_origin: TlsOriginServer
+) -> None:
+    status, _, body = request(egress, "http://mtls-anonymous.partner.test/", "mtls-anonymous.partner.test")
+    answer = refusal(body)
+    assert status == 502 and answer["error"] == "egress_tls_failed", answer
+    assert "failed: tlsv13 alert certificate required" in answer["reason"], answer
+    assert mtls_origin.seen == []
+    status, _, body = request(egress, "http://mtls.partner.test/", "mtls.partner.test")
+    assert (status, body) == (200, b"hello over tls")
+    (seen,) = mtls_origin.seen
+    assert seen.client_cert == "orders-sidecar" and seen.sni == "mtls.partner.test"
+
+
+def test_a_rotated_ca_file_is_used_without_a_restart(
+    egress: GatewayProcess, origin_tls: TlsOriginServer, pki: Pki
+) -> None:
+    port = origin_tls.port
+    target, host = f"https://rotate.partner.test:{port}/", f"rotate.partner.test:{port}"
+    status, _, body = request(egress, target, host)
+    assert status == 502 and "unable to get local issuer certificate" in refusal(body)["reason"]
+    rotating: Path = egress.rotating_ca  # type: ignore[attr-defined]
+    staged = rotating.with_suffix(".new")
+    shutil.copy(pki.ca.cert, staged)
+    staged.replace(rotating)  # a new inode at the path, as a Secret volume's rotation makes
+    deadline = time.monotonic() + 5
+    while True:  # the files are looked at again at most once a second
+        status, _, body = request(egress, target, host)
+        if status == 200:
+            break
+        assert status == 502, body
+        assert time.monotonic() < deadline, "the rotated CA was never used"
+        time.sleep(0.2)
+    assert body == b"hello over tls"
