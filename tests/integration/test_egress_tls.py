@@ -50,6 +50,8 @@ class TlsOriginServer:
 
     issued: Issued
     client_ca: Path | None = None
+    host: str = HOST
+    port: int = 0  # 0: any free port
     handshakes: int = 0
     failures: list[str] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
@@ -63,7 +65,7 @@ class TlsOriginServer:
         self._sni: dict[int, str | None] = {}
         context.sni_callback = self._on_sni
         self.context = context
-        self.sock = socket.create_server((HOST, 0))
+        self.sock = socket.create_server((self.host, self.port))
         self.sock.settimeout(0.1)
         self.port: int = self.sock.getsockname()[1]
         self._stop = threading.Event()
@@ -135,7 +137,25 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def origin_tls(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsOriginServer]:
-    server = TlsOriginServer(pki.ca.issue(tmp_path_factory.mktemp("origin"), "api", dns=NAMES))
+    issued = pki.ca.issue(tmp_path_factory.mktemp("origin"), "api", dns=NAMES, ips=(HOST,))
+    server = TlsOriginServer(issued)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def origin_443(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsOriginServer]:
+    """An origin on port 443 itself (root may bind it), on a loopback address of its own: the
+    default ``tls.port``, and the Host an HTTPS client would send (no ``:443``)."""
+    issued = pki.ca.issue(tmp_path_factory.mktemp("origin443"), "api443", dns=("api443.partner.test",))
+    for third in range(16, 250):  # an address on 127.0.0.0/8 whose port 443 is free
+        try:
+            server = TlsOriginServer(issued, host=f"127.77.{third}.1", port=443)
+            break
+        except OSError:
+            continue
+    else:
+        raise AssertionError("no loopback address with port 443 free")
     yield server
     server.close()
 
@@ -149,10 +169,11 @@ def mtls_origin(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def dns_server() -> Iterator[StubDNS]:
+def dns_server(origin_443: TlsOriginServer) -> Iterator[StubDNS]:
     server = StubDNS()
     for name in (*NAMES, "mtls-anonymous.partner.test"):
         server.records[(name, "A")] = (60, [HOST])
+    server.records[("api443.partner.test", "A")] = (60, [origin_443.host])
     yield server
     server.close()
 
@@ -163,6 +184,7 @@ def egress(
     *,
     origin_tls: TlsOriginServer,
     mtls_origin: TlsOriginServer,
+    origin_443: TlsOriginServer,
     dns_server: StubDNS,
     pki: Pki,
     tmp_path: Path,
@@ -172,12 +194,12 @@ def egress(
     token.write_text(SECRET + "\n")
     rotating_ca = tmp_path / "rotating-ca.pem"
     shutil.copy(pki.other_ca.cert, rotating_ca)  # wrong at first; the test puts the right one in
-    origin_tls.seen.clear()
-    mtls_origin.seen.clear()
+    for server in (origin_tls, mtls_origin, origin_443):
+        server.seen.clear()
     private = ["127.0.0.1/32"]
 
     def destination(name: str, host: str, tls: dict[str, Any], **more: Any) -> dict[str, Any]:
-        return {"name": name, "host": host, "allow_private": private, "tls": tls, **more}
+        return {"name": name, "host": host, "allow_private": private, "tls": tls} | more
 
     def add_egress(config: dict[str, Any]) -> None:
         config["listeners"]["egress"] = {"address": f"{HOST}:{port}"}
@@ -215,6 +237,13 @@ def egress(
                         "client_cert_file": str(pki.client.cert),
                         "client_key_file": str(pki.client.key),
                     },
+                ),
+                destination("by-ip", HOST, {"ca_file": str(pki.ca.cert)}, ports=[tls_port]),
+                destination(  # tls.port left at 443
+                    "api443",
+                    "api443.partner.test",
+                    {"originate": True, "ca_file": str(pki.ca.cert)},
+                    allow_private=["127.0.0.0/8"],
                 ),
                 destination(  # the mTLS origin, but no client certificate configured
                     "mtls-anonymous",
@@ -381,3 +410,27 @@ def test_a_rotated_ca_file_is_used_without_a_restart(
         assert time.monotonic() < deadline, "the rotated CA was never used"
         time.sleep(0.2)
     assert body == b"hello over tls"
+
+
+def test_an_ip_destination_is_verified_against_the_ip_san_without_sni(
+    egress: GatewayProcess, origin_tls: TlsOriginServer
+) -> None:
+    port = origin_tls.port
+    status, _, body = request(egress, f"https://{HOST}:{port}/ip", f"{HOST}:{port}")
+    assert (status, body) == (200, b"hello over tls")
+    (seen,) = origin_tls.seen
+    assert seen.sni is None  # no SNI for an IP literal (RFC 6066)
+    (audit,) = audit_lines(egress, 1)
+    assert audit["tls_server_name"] == HOST
+
+
+def test_originate_goes_to_443_and_host_has_no_port(
+    egress: GatewayProcess, origin_443: TlsOriginServer
+) -> None:
+    status, _, body = request(egress, "http://api443.partner.test/v2", "api443.partner.test")
+    assert (status, body) == (200, b"hello over tls")
+    (seen,) = origin_443.seen
+    assert seen.sni == "api443.partner.test"
+    assert seen.head.split(b"\r\n")[:2] == [b"GET /v2 HTTP/1.1", b"Host: api443.partner.test"]
+    (audit,) = audit_lines(egress, 1)
+    assert audit["resolved"] == f"{origin_443.host}:443"
