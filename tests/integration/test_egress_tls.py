@@ -6,6 +6,7 @@ used without a restart; credentials ride inside the TLS; connections are reused.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from e2e.helpers import admin_post
 from support.gateway import GatewayFactory, GatewayProcess, free_port, send_raw
 from support.stub_dns import StubDNS
 from support.tls import CertificateAuthority, Issued
@@ -434,3 +436,26 @@ def test_originate_goes_to_443_and_host_has_no_port(
     assert seen.head.split(b"\r\n")[:2] == [b"GET /v2 HTTP/1.1", b"Host: api443.partner.test"]
     (audit,) = audit_lines(egress, 1)
     assert audit["resolved"] == f"{origin_443.host}:443"
+
+
+def test_a_reload_keeps_an_unchanged_tls_block_s_connections(
+    egress: GatewayProcess, origin_tls: TlsOriginServer
+) -> None:
+    """An unchanged ``tls:`` keeps its context, hence its pooled connection; a changed one is new."""
+    assert request(egress, "/one", "partner")[0] == 200
+    handshakes = origin_tls.handshakes
+    config = copy.deepcopy(egress.config)
+    destinations = config["egress"]["destinations"]
+    destinations.append({"name": "unrelated", "host": "unrelated.test"})
+    egress.write_config(config)
+    status, answer = admin_post(egress.admin_port, "/reload")
+    assert status == 200, answer
+    assert request(egress, "/two", "partner")[0] == 200
+    assert origin_tls.handshakes == handshakes  # the same TLS connection, after the reload
+    partner = next(d for d in destinations if d["name"] == "partner")
+    partner["tls"] = {**partner["tls"], "min_version": "1.3"}
+    egress.write_config(config)
+    status, answer = admin_post(egress.admin_port, "/reload")
+    assert status == 200, answer
+    assert request(egress, "/three", "partner")[0] == 200
+    assert origin_tls.handshakes == handshakes + 1  # new settings: a new context, a new connection

@@ -4,6 +4,7 @@ originated, to which port and name, rebuilt when a file rotates, kept across rel
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sidegate.config.compile import compile_checked
 from sidegate.config.egress_spec import DestinationSpec, EgressSpec
 from sidegate.config.egress_tls_spec import TlsSettings
 from sidegate.config.load import load_config_text
+from sidegate.egress.state import EgressState
 from sidegate.egress.tls import TlsContexts
 from sidegate.errors import ConfigError
 from support.configs import UPSTREAM_AND_ROUTE
@@ -225,3 +227,23 @@ def test_a_reload_keeps_contexts_of_unchanged_settings(certs: tuple[CertificateA
     rebuilt = contexts.originate("https", "api.partner.com", 443, gone_spec)
     assert kept is not None and again is not None and again.origin is kept.origin
     assert gone is not None and rebuilt is not None and rebuilt.origin.context is not gone.origin.context
+
+
+def test_a_plain_and_a_tls_pool_to_one_address_are_apart(certs: tuple[CertificateAuthority, Issued]) -> None:
+    ca, _ = certs
+    loop = asyncio.new_event_loop()
+    try:
+        state = EgressState(loop, EgressSpec("127.0.0.1", 0, (), (), 1.0, 1000))
+        spec = destination(TlsSettings(originate=True, ca_file=str(ca.cert)))
+        one = state.tls.originate("http", "api.partner.com", 80, spec)
+        other_name = state.tls.originate("http", "www.partner.com", 80, spec)
+        assert one is not None and other_name is not None
+        plain = state.pool_for("127.0.0.1", 443)
+        tls = state.pool_for("127.0.0.1", 443, one.origin)
+        assert plain.tls is None and tls.tls is one.origin and tls is not plain
+        again = state.tls.originate("http", "api.partner.com", 80, spec)
+        assert again is not None and state.pool_for("127.0.0.1", 443, again.origin) is tls
+        assert state.pool_for("127.0.0.1", 443, other_name.origin) is not tls  # another name verified
+        state.sweeper.stop()
+    finally:
+        loop.close()
