@@ -10,13 +10,10 @@ import copy
 import json
 import os
 import shutil
-import socket
-import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from e2e.helpers import admin_post
 from support.gateway import GatewayFactory, GatewayProcess, free_port, send_raw
 from support.stub_dns import StubDNS
 from support.tls import CertificateAuthority, Issued
+from support.tls_origin import TlsOriginServer, expired_certificate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,93 +31,6 @@ HOST = "127.0.0.1"
 SECRET = "tls-partner-token-51ab"
 #: Names the origin's certificate holds; the stub DNS answers each with 127.0.0.1.
 NAMES = ("api.partner.test", "wrongca.partner.test", "rotate.partner.test", "mtls.partner.test")
-
-
-@dataclass
-class Seen:
-    """One request the TLS origin read: its head, the SNI of its connection, the client cert."""
-
-    head: bytes
-    sni: str | None
-    client_cert: str | None  # the client certificate's common name, if one was presented
-
-
-@dataclass
-class TlsOriginServer:
-    """An HTTPS origin on 127.0.0.1 in threads (the ssl module), keep-alive, answering 200 with
-    a fixed body; counts completed handshakes and records each request and its SNI.
-    ``client_ca``: client certificates are required, and must chain to it."""
-
-    issued: Issued
-    client_ca: Path | None = None
-    host: str = HOST
-    port: int = 0  # 0: any free port
-    handshakes: int = 0
-    failures: list[str] = field(default_factory=list)
-    seen: list[Seen] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.issued.cert, self.issued.key)
-        if self.client_ca is not None:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(self.client_ca)
-        self._sni: dict[int, str | None] = {}
-        context.sni_callback = self._on_sni
-        self.context = context
-        self.sock = socket.create_server((self.host, self.port))
-        self.sock.settimeout(0.1)
-        self.port: int = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _on_sni(self, sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: ssl.SSLContext) -> None:
-        self._sni[id(sock)] = name
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                raw, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
-        raw.settimeout(10)
-        try:
-            conn = self.context.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as error:
-            self.failures.append(str(error))
-            raw.close()
-            return
-        self.handshakes += 1
-        sni = self._sni.pop(id(conn), None)
-        peer = conn.getpeercert()
-        common_name = dict(x[0] for x in peer["subject"]).get("commonName") if peer else None
-        with conn:
-            buffer = b""
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    try:
-                        data = conn.recv(65536)
-                    except (ssl.SSLError, OSError) as error:
-                        self.failures.append(str(error))
-                        return
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                self.seen.append(Seen(head, sni, str(common_name) if common_name else None))
-                body = b"hello over tls"
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(timeout=5)
 
 
 @dataclass
@@ -141,6 +52,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def origin_tls(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsOriginServer]:
     issued = pki.ca.issue(tmp_path_factory.mktemp("origin"), "api", dns=NAMES, ips=(HOST,))
     server = TlsOriginServer(issued)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def expired_origin(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsOriginServer]:
+    server = TlsOriginServer(
+        expired_certificate(pki.ca, tmp_path_factory.mktemp("expired"), "old.partner.test")
+    )
     yield server
     server.close()
 
@@ -173,7 +93,7 @@ def mtls_origin(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture(scope="module")
 def dns_server(origin_443: TlsOriginServer) -> Iterator[StubDNS]:
     server = StubDNS()
-    for name in (*NAMES, "mtls-anonymous.partner.test"):
+    for name in (*NAMES, "mtls-anonymous.partner.test", "old.partner.test"):
         server.records[(name, "A")] = (60, [HOST])
     server.records[("api443.partner.test", "A")] = (60, [origin_443.host])
     yield server
@@ -187,6 +107,7 @@ def egress(
     origin_tls: TlsOriginServer,
     mtls_origin: TlsOriginServer,
     origin_443: TlsOriginServer,
+    expired_origin: TlsOriginServer,
     dns_server: StubDNS,
     pki: Pki,
     tmp_path: Path,
@@ -239,6 +160,11 @@ def egress(
                         "client_cert_file": str(pki.client.cert),
                         "client_key_file": str(pki.client.key),
                     },
+                ),
+                destination(
+                    "expired",
+                    "old.partner.test",
+                    {"originate": True, "port": expired_origin.port, "ca_file": str(pki.ca.cert)},
                 ),
                 destination("by-ip", HOST, {"ca_file": str(pki.ca.cert)}, ports=[tls_port]),
                 destination(  # tls.port left at 443
@@ -459,3 +385,11 @@ def test_a_reload_keeps_an_unchanged_tls_block_s_connections(
     assert status == 200, answer
     assert request(egress, "/three", "partner")[0] == 200
     assert origin_tls.handshakes == handshakes + 1  # new settings: a new context, a new connection
+
+
+def test_an_expired_certificate_fails(egress: GatewayProcess, expired_origin: TlsOriginServer) -> None:
+    status, _, body = request(egress, "http://old.partner.test/", "old.partner.test")
+    answer = refusal(body)
+    assert status == 502 and answer["error"] == "egress_tls_failed", answer
+    assert "certificate verify failed: certificate has expired" in answer["reason"]
+    assert answer["rule"] == "expired" and expired_origin.seen == []
