@@ -393,3 +393,16 @@ def test_an_expired_certificate_fails(egress: GatewayProcess, expired_origin: Tl
     assert status == 502 and answer["error"] == "egress_tls_failed", answer
     assert "certificate verify failed: certificate has expired" in answer["reason"]
     assert answer["rule"] == "expired" and expired_origin.seen == []
+
+
+def test_a_ca_file_gone_before_the_first_call_refuses_it_naming_the_file(
+    egress: GatewayProcess, origin_tls: TlsOriginServer
+) -> None:
+    rotating: Path = egress.rotating_ca  # type: ignore[attr-defined]
+    rotating.unlink()  # checked at load; the context is built at the first call that needs it
+    port = origin_tls.port
+    status, _, body = request(egress, f"https://rotate.partner.test:{port}/", f"rotate.partner.test:{port}")
+    answer = refusal(body)
+    assert status == 502 and answer["error"] == "egress_tls_failed", answer
+    assert answer["reason"] == f"ca_file {rotating}: no such file" and answer["rule"] == "rotating"
+    assert origin_tls.seen == [] and "Traceback" not in egress.log()

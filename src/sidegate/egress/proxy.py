@@ -10,7 +10,9 @@ the connect (DNS rebinding).
 An absolute-form or named request goes through the one upstream client (a pool per checked
 ``ip:port``, :class:`~sidegate.upstream.fetch.BackgroundFetch`): sent in origin-form with Host
 rewritten to the target's authority, the request body and the response buffered (both bounded
-by ``egress.max_body``). Redirects are passed to the app as they came: the proxy never follows
+by ``egress.max_body``). An ``https://`` request, or an ``http://`` one to a destination with
+``tls.originate``, goes out over verified TLS (:mod:`sidegate.egress.tls`; its pool is keyed by
+the TLS identity too). Redirects are passed to the app as they came: the proxy never follows
 one. A ``CONNECT`` becomes a tunnel (:mod:`sidegate.egress.tunnel`).
 """
 
