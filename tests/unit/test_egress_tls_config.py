@@ -124,6 +124,11 @@ def test_bad_server_name_and_version_are_refused() -> None:
     assert "tls.insecure_skip_verify" in error_of(destination_yaml("{insecure_skip_verify: true}"))
 
 
+def test_originate_on_a_destination_without_http_is_refused() -> None:
+    extra = destination_yaml("{originate: true}").replace("      tls:", "      schemes: [https]\n      tls:")
+    assert "tls.originate upgrades http:// requests, but schemes does not allow http" in error_of(extra)
+
+
 # -- the runtime's contexts -----------------------------------------------------------------------
 
 

@@ -144,6 +144,15 @@ class Destination(_Model):
         "are verified and sent over TLS by the sidecar",
     )
 
+    @model_validator(mode="after")
+    def _originate_needs_http(self) -> Destination:
+        if self.tls is not None and self.tls.originate and "http" not in self.schemes:
+            raise ValueError(
+                "tls.originate upgrades http:// requests, but schemes does not allow http: "
+                "add http to schemes, or drop originate (https:// requests are originated anyway)"
+            )
+        return self
+
 
 class EgressDns(_Model):
     """Where destination names are resolved."""
