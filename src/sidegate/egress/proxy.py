@@ -10,7 +10,9 @@ the connect (DNS rebinding).
 An absolute-form or named request goes through the one upstream client (a pool per checked
 ``ip:port``, :class:`~sidegate.upstream.fetch.BackgroundFetch`): sent in origin-form with Host
 rewritten to the target's authority, the request body and the response buffered (both bounded
-by ``egress.max_body``). Redirects are passed to the app as they came: the proxy never follows
+by ``egress.max_body``). An ``https://`` request, or an ``http://`` one to a destination with
+``tls.originate``, goes out over verified TLS (:mod:`sidegate.egress.tls`; its pool is keyed by
+the TLS identity too). Redirects are passed to the app as they came: the proxy never follows
 one. A ``CONNECT`` becomes a tunnel (:mod:`sidegate.egress.tunnel`).
 """
 
@@ -19,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+from dataclasses import replace
 
 from sidegate.config.egress_spec import DestinationSpec
+from sidegate.config.egress_tls_spec import TlsFileError
 from sidegate.egress.answers import RefusedError, error_response, phrase
 from sidegate.egress.audit import AuditRecord, outgoing_traceparent, traceparent_in
 from sidegate.egress.connect_head import ConnectHead
@@ -33,10 +37,13 @@ from sidegate.egress.tunnel import TunnelToDestination, open_tunnel
 from sidegate.http.messages import Fetched
 from sidegate.http.request_head import ParsedRequest
 from sidegate.upstream.fetch import BackgroundFetch
+from sidegate.upstream.tls_origin import TlsOrigin
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: How the upstream client says that a connection could not be opened (nothing was sent).
 _NOT_CONNECTED = ("connection refused", "cannot connect", "no connection to")
+#: How it says that TLS to the destination failed (the handshake, or the peer's alert after it).
+_TLS_FAILED = ("TLS with ", "tls_failed: ")
 LOOP_RULE = "loop_detection"
 GUARD_RULE = "ssrf_guard"
 
@@ -62,6 +69,7 @@ class OutboundCall:
         self.fetch: BackgroundFetch | None = None
         self.addresses: list[IPAddress] = []  # checked addresses not tried yet
         self.request = b""  # the request as it goes upstream (kept to try the next address)
+        self.tls: TlsOrigin | None = None  # TLS origination: the context and name, or plain HTTP
 
     # -- absolute-form and named requests ------------------------------------------------------
 
@@ -108,16 +116,22 @@ class OutboundCall:
         record.destination = f"{target.host}:{target.port}"
         method, path = head.method.decode("latin-1"), head.path.decode("latin-1")
         self._decide(scheme, target, method, path, named)
-        if head.expect_continue and scheme == "http":  # allowed: the client may send the body now
+        self._originate(scheme, target)
+        if head.expect_continue:  # allowed: the client may send the body now
             self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if scheme == "https":
-            raise RefusedError(
-                501,
-                "egress_tls_origination_unavailable",
-                "https:// requests need TLS origination, "
-                "which this listener does not do yet; send a CONNECT (HTTPS_PROXY) instead",
-                self.record.rule,
-            )
+
+    def _originate(self, scheme: str, target: Target) -> None:
+        """TLS origination (:mod:`sidegate.egress.tls`): whether this call goes out over TLS,
+        and to which port (an originated ``http://`` call to port 80 goes to ``tls.port``)."""
+        assert self.destination is not None
+        try:
+            originated = self.server.tls.originate(scheme, target.host, target.port, self.destination)
+        except TlsFileError as error:
+            raise RefusedError(502, "egress_tls_failed", str(error), self.destination.name) from None
+        if originated is not None:
+            self.tls = originated.origin
+            self.target = replace(target, port=originated.port)
+            self.record.tls, self.record.tls_server_name = "originated", originated.origin.server_name
 
     def request_body(self, data: bytes) -> None:
         if self.finished:
@@ -168,7 +182,7 @@ class OutboundCall:
         address = self.addresses.pop(0)
         self.record.resolved = f"{address}:{target.port}"
         self.fetch = BackgroundFetch(
-            self.server.pool_for(str(address), target.port),
+            self.server.pool_for(str(address), target.port, self.tls),
             self.request,
             connect_timeout=destination.connect_timeout,
             timeout=destination.response_timeout,
@@ -188,7 +202,7 @@ class OutboundCall:
         the reader already dropped hop-by-hop and proxy fields, and Sidegate's Via is added.
         Sidegate adds no X-Forwarded-For of its own: the pod's addresses are not the
         destination's business."""
-        default = 80
+        default = 80 if self.tls is None else 443
         host = f"[{target.host}]" if ":" in target.host else target.host
         authority = host if target.port == default else f"{host}:{target.port}"
         lines = [
@@ -218,6 +232,9 @@ class OutboundCall:
                 return
             timed_out = "within" in problem or "timeout" in problem
             status, error = (504, "egress_timeout") if timed_out else (502, "egress_upstream_failed")
+            if problem.startswith(_TLS_FAILED):  # a verify failure: no other address is tried
+                status, error = 502, "egress_tls_failed"
+                problem = problem.removeprefix("tls_failed: ")
             why = f"{self.record.destination}: {problem or 'no response'}"
             self.refuse(RefusedError(status, error, why, self.record.rule))
             return

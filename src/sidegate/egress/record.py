@@ -31,6 +31,8 @@ class AuditRecord:
     bytes_in: int = 0  # from the app (request body; tunnel: app to destination)
     bytes_out: int = 0  # to the app (response body; tunnel: destination to app)
     credential: str | None = None  # reserved: the name of an injected credential
+    tls: str | None = None  # "originated" when the sidecar spoke TLS to the destination
+    tls_server_name: str | None = None  # the name it verified (and sent as SNI unless an IP)
     extra: dict[str, str] = field(default_factory=dict)
     error: str = ""  # the error word of an answer Sidegate gave itself ("egress_denied"...)
     trace: TraceContext | None = None  # tracing on: the egress span's context
@@ -58,6 +60,8 @@ class AuditRecord:
             "bytes_out": self.bytes_out,
             "duration": round(duration, 6),
             "credential": self.credential,
+            "tls": self.tls,
+            "tls_server_name": self.tls_server_name,
             "error": self.error or None,
             "trace_id": self.trace.trace_id.decode() if self.trace is not None else None,
             **self.extra,
