@@ -16,9 +16,9 @@ import pytest
 
 from integration.test_egress import audit_lines
 from support.gateway import GatewayFactory, GatewayProcess, free_port
+from support.sni_origin import TLSOrigin
 from support.stub_dns import StubDNS
 from support.tls import CertificateAuthority
-from support.sni_origin import TLSOrigin
 
 pytestmark = pytest.mark.timeout(60)
 HOST = "127.0.0.1"

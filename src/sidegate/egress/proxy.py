@@ -10,7 +10,9 @@ the connect (DNS rebinding).
 An absolute-form or named request goes through the one upstream client (a pool per checked
 ``ip:port``, :class:`~sidegate.upstream.fetch.BackgroundFetch`): sent in origin-form with Host
 rewritten to the target's authority, the request body and the response buffered (both bounded
-by ``egress.max_body``). Redirects are passed to the app as they came: the proxy never follows
+by ``egress.max_body``). An ``https://`` request, or an ``http://`` one to a destination with
+``tls.originate``, goes out over verified TLS (:mod:`sidegate.egress.tls`; its pool is keyed by
+the TLS identity too). Redirects are passed to the app as they came: the proxy never follows
 one. A ``CONNECT`` becomes a tunnel (:mod:`sidegate.egress.tunnel`).
 """
 
@@ -19,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+from dataclasses import replace
 
 from sidegate.config.egress_spec import DestinationSpec
+from sidegate.config.egress_tls_spec import TlsFileError
 from sidegate.egress.answers import RefusedError, error_response, phrase
-from sidegate.egress.audit import AuditRecord
+from sidegate.egress.audit import AuditRecord, outgoing_traceparent, traceparent_in
 from sidegate.egress.connect_head import ConnectHead
 from sidegate.egress.credentials import CredentialUnavailableError, with_credential
 from sidegate.egress.guard import AuthorityError, Target, forbidden_reason, parse_authority
@@ -33,10 +37,13 @@ from sidegate.egress.tunnel import TunnelToDestination, open_tunnel, sni_check_f
 from sidegate.http.messages import Fetched
 from sidegate.http.request_head import ParsedRequest
 from sidegate.upstream.fetch import BackgroundFetch
+from sidegate.upstream.tls_origin import TlsOrigin
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: How the upstream client says that a connection could not be opened (nothing was sent).
 _NOT_CONNECTED = ("connection refused", "cannot connect", "no connection to")
+#: How it says that TLS to the destination failed (the handshake, or the peer's alert after it).
+_TLS_FAILED = ("TLS with ", "tls_failed: ")
 LOOP_RULE = "loop_detection"
 GUARD_RULE = "ssrf_guard"
 
@@ -48,7 +55,7 @@ class OutboundCall:
         self.server = server
         self.conn = conn
         self.request_id = os.urandom(8).hex()
-        self.record = AuditRecord(self.request_id, "http", method, client, server.loop.time())
+        self.record = AuditRecord(self.request_id, "http", method, client, server.audit.clock())
         self.head: ParsedRequest | None = None
         self.target: Target | None = None
         self.destination: DestinationSpec | None = None
@@ -62,12 +69,14 @@ class OutboundCall:
         self.fetch: BackgroundFetch | None = None
         self.addresses: list[IPAddress] = []  # checked addresses not tried yet
         self.request = b""  # the request as it goes upstream (kept to try the next address)
+        self.tls: TlsOrigin | None = None  # TLS origination: the context and name, or plain HTTP
 
     # -- absolute-form and named requests ------------------------------------------------------
 
     def begin(self, head: ParsedRequest, scheme: str) -> None:
         self.head = head
         self.keep_alive = head.keep_alive
+        self.server.audit.begin(self.record, head.traceparent, head.request_id)
         try:
             self._admit(head, scheme)
         except RefusedError as refused:
@@ -107,16 +116,22 @@ class OutboundCall:
         record.destination = f"{target.host}:{target.port}"
         method, path = head.method.decode("latin-1"), head.path.decode("latin-1")
         self._decide(scheme, target, method, path, named)
-        if head.expect_continue and scheme == "http":  # allowed: the client may send the body now
+        self._originate(scheme, target)
+        if head.expect_continue:  # allowed: the client may send the body now
             self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if scheme == "https":
-            raise RefusedError(
-                501,
-                "egress_tls_origination_unavailable",
-                "https:// requests need TLS origination, "
-                "which this listener does not do yet; send a CONNECT (HTTPS_PROXY) instead",
-                self.record.rule,
-            )
+
+    def _originate(self, scheme: str, target: Target) -> None:
+        """TLS origination (:mod:`sidegate.egress.tls`): whether this call goes out over TLS,
+        and to which port (an originated ``http://`` call to port 80 goes to ``tls.port``)."""
+        assert self.destination is not None
+        try:
+            originated = self.server.tls.originate(scheme, target.host, target.port, self.destination)
+        except TlsFileError as error:
+            raise RefusedError(502, "egress_tls_failed", str(error), self.destination.name) from None
+        if originated is not None:
+            self.tls = originated.origin
+            self.target = replace(target, port=originated.port)
+            self.record.tls, self.record.tls_server_name = "originated", originated.origin.server_name
 
     def request_body(self, data: bytes) -> None:
         if self.finished:
@@ -167,7 +182,7 @@ class OutboundCall:
         address = self.addresses.pop(0)
         self.record.resolved = f"{address}:{target.port}"
         self.fetch = BackgroundFetch(
-            self.server.pool_for(str(address), target.port),
+            self.server.pool_for(str(address), target.port, self.tls),
             self.request,
             connect_timeout=destination.connect_timeout,
             timeout=destination.response_timeout,
@@ -187,7 +202,7 @@ class OutboundCall:
         the reader already dropped hop-by-hop and proxy fields, and Sidegate's Via is added.
         Sidegate adds no X-Forwarded-For of its own: the pod's addresses are not the
         destination's business."""
-        default = 80
+        default = 80 if self.tls is None else 443
         host = f"[{target.host}]" if ":" in target.host else target.host
         authority = host if target.port == default else f"{host}:{target.port}"
         lines = [
@@ -197,7 +212,7 @@ class OutboundCall:
         out = "\r\n".join(lines).encode("latin-1") + b"\r\n"
         headers = head.headers if injected is None else with_credential(head.headers, *injected)
         out += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        for name, value in _app_set_fields(head):  # the app's own, passed on as it sent them
+        for name, value in _app_set_fields(head, outgoing_traceparent(self.record, head.traceparent)):
             out += name + b": " + value + b"\r\n"
         via = (head.via + b", " if head.via else b"") + self.server.via
         out += b"Via: " + via + b"\r\n"
@@ -217,6 +232,9 @@ class OutboundCall:
                 return
             timed_out = "within" in problem or "timeout" in problem
             status, error = (504, "egress_timeout") if timed_out else (502, "egress_upstream_failed")
+            if problem.startswith(_TLS_FAILED):  # a verify failure: no other address is tried
+                status, error = 502, "egress_tls_failed"
+                problem = problem.removeprefix("tls_failed: ")
             why = f"{self.record.destination}: {problem or 'no response'}"
             self.refuse(RefusedError(status, error, why, self.record.rule))
             return
@@ -240,6 +258,7 @@ class OutboundCall:
         "transparent"; ``scheme`` "tcp" for raw TCP), decided on ``scheme``, host and port."""
         self.record.kind = kind
         self.keep_alive = False
+        self.server.audit.begin(self.record, traceparent_in(head.headers))
         try:
             self._check_via(head.via)
             if ":" not in head.authority.rpartition("]")[2]:
@@ -390,7 +409,7 @@ class OutboundCall:
         if self.finished:
             return
         record = self.record
-        record.status, record.reason = refused.status, refused.reason
+        record.status, record.reason, record.error = refused.status, refused.reason, refused.error
         if refused.status == 403:  # a guard or loop refusal after the policy allowed the name
             record.decision = "deny"
         if refused.rule:
@@ -422,15 +441,16 @@ class OutboundCall:
             self.server.audit.finish(self.record)
 
 
-def _app_set_fields(head: ParsedRequest) -> list[tuple[bytes, bytes]]:
+def _app_set_fields(head: ParsedRequest, traceparent: bytes) -> list[tuple[bytes, bytes]]:
     """The fields the shared reader keeps apart for the inbound side to rewrite (forwarding,
-    request id, trace context): on the way out they are the app's, and go on unchanged."""
+    request id, trace context): on the way out they are the app's, and go on unchanged, but for
+    ``traceparent`` when tracing is on: then it names the egress span (W3C Trace Context)."""
     fields = (
         (b"X-Forwarded-For", head.xff),
         (b"X-Forwarded-Proto", head.xfp),
         (b"X-Forwarded-Host", head.xfh),
         (b"Forwarded", head.forwarded),
         (b"X-Request-Id", head.request_id),
-        (b"traceparent", head.traceparent),
+        (b"traceparent", traceparent),
     )
     return [(name, value) for name, value in fields if value]
