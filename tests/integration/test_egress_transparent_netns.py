@@ -34,6 +34,7 @@ pytestmark = [
 ]
 
 POD_IP, WORLD_IP = "10.251.0.1", "10.251.0.2"
+APPLY = ("iptables", "--apply", "--proxy-uid", "0", "--inbound-ports", "8080", "--inbound-port", "18000")
 APP = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]  # the app: nobody
 EGRESS = 15001
 SCRIPT = Path(__file__).resolve().parents[1] / "support" / "transparent_origin.py"
@@ -42,6 +43,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "support" / "transparent_origin.p
 @dataclass
 class Pod:
     ns: str
+    world_ns: str
     world_log: Path
     audit_log: Path
     ca: Path
@@ -113,7 +115,7 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
         dns_port = int(world.stdout.readline().split()[1])
         config = {
             "listeners": {
-                "inbound": {"address": "127.0.0.1:18000"},
+                "inbound": {"address": "0.0.0.0:18000"},  # redirected inbound arrives at the pod IP
                 "admin": {"address": "127.0.0.1:18001"},
                 "health": {"address": "off"},
                 "egress": {"address": f"127.0.0.1:{EGRESS}"},
@@ -144,12 +146,12 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
             stdout=log, stderr=log,
         )  # fmt: skip
         procs.append(sidegate)
-        pod = Pod(pod_ns, work / "world.log", work / "access.log", ca.cert)
+        pod = Pod(pod_ns, world_ns, work / "world.log", work / "access.log", ca.cert)
         deadline = time.monotonic() + 20
         while pod.curl(f"http://127.0.0.1:{EGRESS}/", app=False)[2] == 0:
             assert time.monotonic() < deadline, (work / "sidegate.log").read_text()
             time.sleep(0.1)
-        applied = pod.run(str(SIDEGATE), "iptables", "--apply", "--proxy-uid", "0")
+        applied = pod.run(str(SIDEGATE), *APPLY)
         assert applied.returncode == 0, applied.stderr
         yield pod
     finally:
@@ -255,11 +257,33 @@ def test_the_sidecars_own_traffic_is_not_redirected(pod: Pod) -> None:
     assert "Via" not in request["headers"]
 
 
+def test_inbound_is_redirected_on_the_listed_port_only(pod: Pod) -> None:
+    def from_world(port: int) -> str:
+        url = f"http://{POD_IP}:{port}/"
+        command = [
+            "ip",
+            "netns",
+            "exec",
+            pod.world_ns,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            url,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=20, check=False).stdout
+
+    assert from_world(8080) == "503"  # Sidegate's inbound listener answered (its app is not there)
+    assert from_world(8081) == "000"  # not listed: nothing listens there, the connection is refused
+
+
 def test_applying_again_changes_nothing_and_clean_removes_only_sidegate(pod: Pod) -> None:
     once = pod.nat()
     assert any(line.startswith(":SIDEGATE_OUTPUT") for line in once)
     pod.run("iptables", "-t", "nat", "-N", "OTHER_MESH")  # someone else's chain: left alone
-    assert pod.run(str(SIDEGATE), "iptables", "--apply", "--proxy-uid", "0").returncode == 0
+    assert pod.run(str(SIDEGATE), *APPLY).returncode == 0
     twice = [line for line in pod.nat() if "OTHER_MESH" not in line]
     assert twice == once
     cleaned = pod.run(str(SIDEGATE), "iptables", "--clean")
