@@ -49,6 +49,7 @@ HOT_MODULES = (
     "sidegate.upstream.connection",
     "sidegate.upstream.pool",
     "sidegate.upstream.fetch",  # not per request: compiled as its base class UpstreamUser is
+    "sidegate.egress.http_leg",  # per egress request; compiled as its base class UpstreamUser is
     "sidegate.cache.hitpath",
     "sidegate.cache.keys",
     "sidegate.cache.store",

@@ -11,8 +11,11 @@ Each request line is peeked at first (:mod:`sidegate.egress.connect_head`):
   Proxy-Authorization, TE, Keep-Alive and whatever Connection names) dropped, and for an
   absolute-form target its authority taken over Host. Only the scheme is remembered here.
 
-The request, whole, goes to :class:`~sidegate.egress.proxy.OutboundCall`, which decides and
-dials. Requests are answered one at a time: a request pipelined behind one still being
+Each request goes to an :class:`~sidegate.egress.proxy.OutboundCall` at its head, which
+decides, dials and streams: the body pieces follow as they are read, the response comes back
+while the body may still be coming. Reading pauses when the call says so (the destination is
+not taking the body), and the client's deadline (``head_timeout`` from each read) stops while
+it is paused. Requests are answered one at a time: a request pipelined behind one still being
 answered closes the connection once the first is answered (clients that proxy do not pipeline).
 """
 
@@ -229,9 +232,14 @@ class EgressConnection(asyncio.Protocol):
             self.transport.close()
 
     def pause_reading(self) -> None:
+        """Backpressure: stop reading the app, and its deadline with it (the silence is ours)."""
         if self.transport is not None:
             self.transport.pause_reading()
+        if self.state == _REQUEST:
+            self._disarm()
 
     def resume_reading(self) -> None:
         if self.transport is not None:
             self.transport.resume_reading()
+        if self.state == _REQUEST:
+            self._arm()

@@ -7,11 +7,13 @@ connection goes to a checked address itself (the first; the next when one refuse
 connection), never to the name again: nothing can resolve differently between the check and
 the connect (DNS rebinding).
 
-An absolute-form or named request goes through the one upstream client (a pool per checked
-``ip:port``, :class:`~sidegate.upstream.fetch.BackgroundFetch`): sent in origin-form with Host
-rewritten to the target's authority, the request body and the response buffered (both bounded
-by ``egress.max_body``). Redirects are passed to the app as they came: the proxy never follows
-one. A ``CONNECT`` becomes a tunnel (:mod:`sidegate.egress.tunnel`).
+An absolute-form or named request is streamed through the one upstream client (a pool per
+checked ``ip:port``; :class:`~sidegate.egress.http_leg.UpstreamLeg`): its head goes out in
+origin-form, Host rewritten to the target's authority, as soon as the call is admitted,
+resolved and its credential ready; the body follows as the app sends it, and the response comes
+back as it arrives, with backpressure both ways. ``egress.max_body`` bounds the request body
+only (0: no limit); responses are not bounded. Redirects are passed to the app as they came:
+the proxy never follows one. A ``CONNECT`` becomes a tunnel (:mod:`sidegate.egress.tunnel`).
 """
 
 from __future__ import annotations
@@ -21,22 +23,22 @@ import ipaddress
 import os
 
 from sidegate.config.egress_spec import DestinationSpec
-from sidegate.egress.answers import RefusedError, error_response, phrase
+from sidegate.egress.answers import RefusedError, error_response
 from sidegate.egress.audit import AuditRecord
 from sidegate.egress.connect_head import ConnectHead
-from sidegate.egress.credentials import CredentialUnavailableError, with_credential
+from sidegate.egress.credentials import CredentialUnavailableError
 from sidegate.egress.guard import AuthorityError, Target, forbidden_reason, parse_authority
+from sidegate.egress.http_leg import HOLD_LIMIT, LegSettings, UpstreamLeg, request_head
 from sidegate.egress.policy import DEFAULT_RULE
 from sidegate.egress.resolver import ResolveError
 from sidegate.egress.state import ClientSide, EgressState
 from sidegate.egress.tunnel import TunnelToDestination, open_tunnel
-from sidegate.http.messages import Fetched
+from sidegate.errors import UpstreamFailure
 from sidegate.http.request_head import ParsedRequest
-from sidegate.upstream.fetch import BackgroundFetch
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-#: How the upstream client says that a connection could not be opened (nothing was sent).
-_NOT_CONNECTED = ("connection refused", "cannot connect", "no connection to")
+#: Failures answered 504 (the others: 502).
+_TIMEOUTS = frozenset(("connect_timeout", "response_timeout", "idle_timeout", "send_timeout"))
 LOOP_RULE = "loop_detection"
 GUARD_RULE = "ssrf_guard"
 
@@ -52,16 +54,17 @@ class OutboundCall:
         self.head: ParsedRequest | None = None
         self.target: Target | None = None
         self.destination: DestinationSpec | None = None
-        self.body: list[bytes] = []
-        self.size = 0
+        self.body: list[bytes] = []  # request body held until the leg exists
+        self.held = 0  # its size
+        self.size = 0  # request body bytes so far
+        self.request_done = False  # the app sent the whole request
         self.keep_alive = True
         self.finished = False
         self.counted = False  # holds one of the destination's max_connections
         self.tunnel: TunnelToDestination | None = None
         self.task: asyncio.Task[None] | None = None
-        self.fetch: BackgroundFetch | None = None
+        self.leg: UpstreamLeg | None = None  # the request's way to the destination and back
         self.addresses: list[IPAddress] = []  # checked addresses not tried yet
-        self.request = b""  # the request as it goes upstream (kept to try the next address)
 
     # -- absolute-form and named requests ------------------------------------------------------
 
@@ -70,8 +73,14 @@ class OutboundCall:
         self.keep_alive = head.keep_alive
         try:
             self._admit(head, scheme)
+            limit = self.server.max_body
+            if limit and head.content_length is not None and head.content_length > limit:
+                raise RefusedError(413, "payload_too_large", _too_large(limit))
         except RefusedError as refused:
             self.refuse(refused)
+            return
+        self.request_done = not head.has_body
+        self.task = self.server.loop.create_task(self._send())
 
     def _admit(self, head: ParsedRequest, scheme: str) -> None:
         record = self.record
@@ -123,17 +132,28 @@ class OutboundCall:
             return
         self.size += len(data)
         self.record.bytes_in = self.size
-        if self.size > self.server.max_body:
-            why = f"request body larger than egress.max_body ({self.server.max_body} bytes)"
-            self.refuse(RefusedError(413, "payload_too_large", why))
+        limit = self.server.max_body
+        if limit and self.size > limit:
+            self._drop_leg()
+            self.refuse(RefusedError(413, "payload_too_large", _too_large(limit)))
             return
-        self.body.append(data)
+        leg = self.leg
+        if leg is not None:
+            leg.send_body(data)
+            return
+        self.body.append(data)  # not dialled yet: held, and the app paused past the hold limit
+        self.held += len(data)
+        if self.held > HOLD_LIMIT:
+            self.conn.pause_reading()
 
     def request_end(self) -> None:
-        if not self.finished:
-            self.task = self.server.loop.create_task(self._send())
+        self.request_done = True
+        if self.leg is not None and not self.finished:
+            self.leg.request_end()
 
     async def _send(self) -> None:
+        """Resolve, check, hold a connection slot, get the credential, then send the head at once
+        (the body follows as it comes: :class:`~sidegate.egress.http_leg.UpstreamLeg`)."""
         head, target, destination = self.head, self.target, self.destination
         assert head is not None and target is not None and destination is not None
         try:
@@ -145,7 +165,22 @@ class OutboundCall:
             return
         if self.finished:  # the app went away while the credential was fetched
             return
-        self.request = self._upstream_request(head, target, injected)
+        settings = LegSettings(
+            head_request=head.method == b"HEAD",
+            version=head.version,
+            keep_alive=self.keep_alive,
+            chunked=head.chunked,
+            continued=head.expect_continue,
+            connect_timeout=destination.connect_timeout,
+            response_timeout=destination.response_timeout,
+            idle_timeout=destination.idle_timeout,
+            request_id=self.request_id.encode(),
+        )
+        request = request_head(head, target, self.server.via, injected)
+        held, self.body = self.body, []
+        self.leg = UpstreamLeg(self, self.conn, settings, request, held=held, done=self.request_done)
+        if self.held > HOLD_LIMIT:
+            self.conn.resume_reading()  # the leg holds (or sends) them now, and pauses as it needs
         self._dial()
 
     async def _credential(self, destination: DestinationSpec) -> tuple[bytes, bytes] | None:
@@ -162,74 +197,47 @@ class OutboundCall:
 
     def _dial(self) -> None:
         """Send the request to the next checked address (the first, unless one refused)."""
-        head, target, destination = self.head, self.target, self.destination
-        assert head is not None and target is not None and destination is not None
+        target, leg = self.target, self.leg
+        assert target is not None and leg is not None
         address = self.addresses.pop(0)
         self.record.resolved = f"{address}:{target.port}"
-        self.fetch = BackgroundFetch(
-            self.server.pool_for(str(address), target.port),
-            self.request,
-            connect_timeout=destination.connect_timeout,
-            timeout=destination.response_timeout,
-            max_body=self.server.max_body,
-            clock=self.server.loop.time,
-            done=self._fetched,
-            purpose="egress request",
-            log_failures=False,
-            head_request=head.method == b"HEAD",
-        )
-        self.fetch.start()
+        leg.start(self.server.pool_for(str(address), target.port))
 
-    def _upstream_request(
-        self, head: ParsedRequest, target: Target, injected: tuple[bytes, bytes] | None = None
-    ) -> bytes:
-        """The request in origin-form: Host is the target's authority (not the app's Host),
-        the reader already dropped hop-by-hop and proxy fields, and Sidegate's Via is added.
-        Sidegate adds no X-Forwarded-For of its own: the pod's addresses are not the
-        destination's business."""
-        default = 80
-        host = f"[{target.host}]" if ":" in target.host else target.host
-        authority = host if target.port == default else f"{host}:{target.port}"
-        lines = [
-            f"{head.method.decode('latin-1')} {head.target.decode('latin-1')} HTTP/1.1",
-            f"Host: {authority}",
-        ]
-        out = "\r\n".join(lines).encode("latin-1") + b"\r\n"
-        headers = head.headers if injected is None else with_credential(head.headers, *injected)
-        out += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        for name, value in _app_set_fields(head):  # the app's own, passed on as it sent them
-            out += name + b": " + value + b"\r\n"
-        via = (head.via + b", " if head.via else b"") + self.server.via
-        out += b"Via: " + via + b"\r\n"
-        body = b"".join(self.body)
-        self.body = []
-        if body or head.method in (b"POST", b"PUT", b"PATCH"):
-            out += b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-        return out + b"\r\n" + body
+    def leg_failed(self, failure: UpstreamFailure) -> None:
+        """The destination failed: the next checked address when this one could not be
+        connected to (nothing was sent), a 502/504 while no response head went to the app,
+        else the app's connection is cut (a response cut short must not look whole)."""
+        leg = self.leg
+        if self.finished or leg is None:
+            return
+        if failure.kind.startswith("connect_") and self.addresses:
+            self._dial()
+            return
+        leg.drop()
+        why = f"{self.record.destination}: {failure.detail}"
+        if leg.head_sent:
+            record = self.record
+            record.status, record.bytes_out = leg.status, leg.bytes_out
+            record.reason = f"cut mid-response: {why}"
+            record.extra["closed"] = "destination_failed"
+            self._finish(keep_alive=False)
+            self.conn.close()
+            return
+        timed_out = failure.kind in _TIMEOUTS
+        status, error = (504, "egress_timeout") if timed_out else (502, "egress_upstream_failed")
+        self.refuse(RefusedError(status, error, why, self.record.rule))
 
-    def _fetched(self, fetched: Fetched | None) -> None:
-        if self.finished:
+    def leg_done(self, keep_alive: bool) -> None:
+        """The response is complete: the app's connection stays open if its framing allows."""
+        leg = self.leg
+        if self.finished or leg is None:
             return
-        if fetched is None:
-            problem = self.fetch.problem if self.fetch is not None else ""
-            if self.addresses and problem.startswith(_NOT_CONNECTED):  # nothing was sent: next one
-                self._dial()
-                return
-            timed_out = "within" in problem or "timeout" in problem
-            status, error = (504, "egress_timeout") if timed_out else (502, "egress_upstream_failed")
-            why = f"{self.record.destination}: {problem or 'no response'}"
-            self.refuse(RefusedError(status, error, why, self.record.rule))
-            return
-        status, headers, body, _, _ = fetched
-        close = not self.keep_alive
-        out = f"HTTP/1.1 {status} {phrase(status)}\r\n".encode()
-        out += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        if self.head is not None and self.head.method != b"HEAD" and status not in (204, 304):
-            out += b"Content-Length: " + str(len(body)).encode() + b"\r\n"  # buffered: re-framed
-        out += b"Connection: close\r\n" if close else b""
-        self.record.status, self.record.bytes_out = status, len(body)
-        self.conn.write(out + b"\r\n" + body)
-        self._finish(keep_alive=not close)
+        self.record.status, self.record.bytes_out = leg.status, leg.bytes_out
+        self._finish(keep_alive=keep_alive)
+
+    def _drop_leg(self) -> None:
+        if self.leg is not None:
+            self.leg.drop()
 
     # -- CONNECT -------------------------------------------------------------------------------
 
@@ -305,6 +313,8 @@ class OutboundCall:
     def client_writable(self, writable: bool) -> None:
         if self.tunnel is not None:
             self.tunnel.client_writable(writable)
+        elif self.leg is not None:
+            self.leg.app_writable(writable)
 
     def tunnel_closed(self) -> None:
         self._finish(keep_alive=False)
@@ -408,6 +418,7 @@ class OutboundCall:
     def client_lost(self) -> None:
         if self.tunnel is not None:
             self.tunnel.close()
+        self._drop_leg()
         if not self.finished:
             self.record.status = self.record.status or 499
             self.finished = True
@@ -416,15 +427,5 @@ class OutboundCall:
             self.server.audit.finish(self.record)
 
 
-def _app_set_fields(head: ParsedRequest) -> list[tuple[bytes, bytes]]:
-    """The fields the shared reader keeps apart for the inbound side to rewrite (forwarding,
-    request id, trace context): on the way out they are the app's, and go on unchanged."""
-    fields = (
-        (b"X-Forwarded-For", head.xff),
-        (b"X-Forwarded-Proto", head.xfp),
-        (b"X-Forwarded-Host", head.xfh),
-        (b"Forwarded", head.forwarded),
-        (b"X-Request-Id", head.request_id),
-        (b"traceparent", head.traceparent),
-    )
-    return [(name, value) for name, value in fields if value]
+def _too_large(limit: int) -> str:
+    return f"request body larger than egress.max_body ({limit} bytes; 0 means no limit)"
