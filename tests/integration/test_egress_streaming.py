@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import socket
 import threading
@@ -255,7 +256,9 @@ def read_until(sock: socket.socket, end: bytes) -> bytes:
     return data
 
 
-def test_a_chunked_upload_over_max_body_gets_413(egress: GatewayProcess, origin_server: OriginProcess) -> None:
+def test_a_chunked_upload_over_max_body_gets_413(
+    egress: GatewayProcess, origin_server: OriginProcess
+) -> None:
     with socket.create_connection((HOST, egress_port(egress)), timeout=10) as sock:
         sock.sendall(absolute(origin_server, "/echo", "POST", "Transfer-Encoding: chunked\r\n"))
         piece = b"x" * 600
@@ -293,7 +296,7 @@ def test_server_sent_events_arrive_one_by_one(egress: GatewayProcess, origin_ser
             assert more, data
             data += more
     assert len(arrivals) == 4, data
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert all(gap > 0.25 for gap in gaps), gaps  # buffered, they would come together
     assert b"data: event 3" in data
 
@@ -362,7 +365,9 @@ def test_informational_responses_are_passed_on(egress: GatewayProcess, origin_se
     assert b"\r\n\r\nHTTP/1.1 200 " in data
 
 
-def test_the_destinations_framing_reaches_the_app(egress: GatewayProcess, origin_server: OriginProcess) -> None:
+def test_the_destinations_framing_reaches_the_app(
+    egress: GatewayProcess, origin_server: OriginProcess
+) -> None:
     """Chunked stays chunked; a close-delimited body is re-chunked for an HTTP/1.1 app (whose
     connection stays open) and read until close by an HTTP/1.0 one."""
     with socket.create_connection((HOST, egress_port(egress)), timeout=10) as sock:
