@@ -146,14 +146,15 @@ def measure(
         rss_idle = target.proxy.rss_bytes() if target.proxy else None
         url = f"http://127.0.0.1:{target.port}{scenario.path}"
         headers = target.headers
-        run_wrk(url, LOAD_CONNECTIONS, WARMUP_SECONDS, load_cpu, headers=headers)
+        script = target.wrk_script
+        run_wrk(url, LOAD_CONNECTIONS, WARMUP_SECONDS, load_cpu, headers=headers, script=script)
         before = script_calls(target.redis_port) if target.redis_port is not None else 0
-        throughput = run_wrk(url, LOAD_CONNECTIONS, args.duration, load_cpu, headers=headers)
+        throughput = run_wrk(url, LOAD_CONNECTIONS, args.duration, load_cpu, headers=headers, script=script)
         if target.redis_port is not None:
             redis_calls = script_calls(target.redis_port) - before
         if target.proxy and args.latency_layout == "shared":
             target.proxy.pin(load_cpu)
-        latency = run_wrk(url, 1, args.duration, load_cpu, headers=headers)
+        latency = run_wrk(url, 1, args.duration, load_cpu, headers=headers, script=script)
         rss_loaded = target.proxy.rss_bytes() if target.proxy else None
     finally:
         stop_target(group, target)

@@ -101,5 +101,6 @@ class Audit:
     def finish(self, record: AuditRecord) -> None:
         duration = max(0.0, self.clock() - record.started)
         self.counters.count(record.rule or "none", record.decision, duration)
-        if self.sink is not None:
-            self.sink.write(record.line(duration))
+        sink = self.sink
+        if sink is not None and getattr(sink, "wanted", True):  # no line made for a log that is off
+            sink.write(record.line(duration))

@@ -39,6 +39,9 @@ from sidegate.http.request_head import ParsedRequest
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: Failures answered 504 (the others: 502).
 _TIMEOUTS = frozenset(("connect_timeout", "response_timeout", "idle_timeout", "send_timeout"))
+#: Authorities parsed, and (in EgressState.checked) addresses allowed, remembered at most.
+MAX_CHECKED = 4096
+_TARGETS: dict[tuple[str, int], Target] = {}
 LOOP_RULE = "loop_detection"
 GUARD_RULE = "ssrf_guard"
 
@@ -49,7 +52,7 @@ class OutboundCall:
     def __init__(self, server: EgressState, conn: ClientSide, method: str, client: str) -> None:
         self.server = server
         self.conn = conn
-        self.request_id = os.urandom(8).hex()
+        self.request_id = _new_request_id()
         self.record = AuditRecord(self.request_id, "http", method, client, server.loop.time())
         self.head: ParsedRequest | None = None
         self.target: Target | None = None
@@ -80,6 +83,17 @@ class OutboundCall:
             self.refuse(refused)
             return
         self.request_done = not head.has_body
+        target, destination = self.target, self.destination
+        assert target is not None and destination is not None
+        if target.literal is not None and self.server.credential(destination.name) is None:
+            try:  # nothing to wait for (no name to resolve, no credential): no task either
+                self.addresses = self._check([target.literal], target, destination)
+                self._hold_connection(destination)
+            except RefusedError as refused:
+                self.refuse(refused)
+                return
+            self._go(None)
+            return
         self.task = self.server.loop.create_task(self._send())
 
     def _admit(self, head: ParsedRequest, scheme: str) -> None:
@@ -147,6 +161,8 @@ class OutboundCall:
             self.conn.pause_reading()
 
     def request_end(self) -> None:
+        if self.request_done:  # a request without a body: complete since its head
+            return
         self.request_done = True
         if self.leg is not None and not self.finished:
             self.leg.request_end()
@@ -165,6 +181,12 @@ class OutboundCall:
             return
         if self.finished:  # the app went away while the credential was fetched
             return
+        self._go(injected)
+
+    def _go(self, injected: tuple[bytes, bytes] | None) -> None:
+        """Admitted, checked, credential in hand: the head goes out now, the body as it comes."""
+        head, target, destination = self.head, self.target, self.destination
+        assert head is not None and target is not None and destination is not None
         settings = LegSettings(
             head_request=head.method == b"HEAD",
             version=head.version,
@@ -200,8 +222,9 @@ class OutboundCall:
         target, leg = self.target, self.leg
         assert target is not None and leg is not None
         address = self.addresses.pop(0)
-        self.record.resolved = f"{address}:{target.port}"
-        leg.start(self.server.pool_for(str(address), target.port))
+        ip = str(address)
+        self.record.resolved = f"{ip}:{target.port}"
+        leg.start(self.server.pool_for(ip, target.port))
 
     def leg_failed(self, failure: UpstreamFailure) -> None:
         """The destination failed: the next checked address when this one could not be
@@ -332,10 +355,19 @@ class OutboundCall:
             )
 
     def _parse(self, authority: str, default_port: int) -> Target:
-        try:
-            target = self.target = parse_authority(authority, default_port)
-        except AuthorityError as error:
-            raise RefusedError(400, "bad_authority", str(error)) from None
+        """The strict parse, remembered for the authorities that passed it (a pure function of
+        the text: an app calls the same few hosts over and over)."""
+        key = (authority, default_port)
+        target = _TARGETS.get(key)
+        if target is None:
+            try:
+                target = parse_authority(authority, default_port)
+            except AuthorityError as error:
+                raise RefusedError(400, "bad_authority", str(error)) from None
+            if len(_TARGETS) >= MAX_CHECKED:
+                _TARGETS.clear()
+            _TARGETS[key] = target
+        self.target = target
         return target
 
     def _decide(
@@ -358,7 +390,19 @@ class OutboundCall:
                 addresses = await self.server.resolver.resolve(target.host)
             except ResolveError as error:
                 raise RefusedError(502, "egress_resolve_failed", str(error), destination.name) from None
+        return self._check(addresses, target, destination)
+
+    def _check(
+        self, addresses: list[IPAddress], target: Target, destination: DestinationSpec
+    ) -> list[IPAddress]:
+        """Each address through the SSRF guard and loop detection (403 for the first that fails).
+        An address a destination was allowed to reach is remembered until the next reload (a
+        bounded set), so a busy destination pays a set look-up rather than the guard's checks."""
+        checked = self.server.checked
+        port, name = target.port, destination.name
         for address in addresses:
+            if (address, port, name) in checked:
+                continue
             why = forbidden_reason(address, destination.allow_private)
             if why is not None:
                 raise RefusedError(
@@ -368,13 +412,16 @@ class OutboundCall:
                     f"destination's allow_private to allow it",
                     GUARD_RULE,
                 )
-            if self.server.is_own(address, target.port):
+            if self.server.is_own(address, port):
                 raise RefusedError(
                     403,
                     "egress_denied",
-                    f"{address}:{target.port} is one of Sidegate's own listeners",
+                    f"{address}:{port} is one of Sidegate's own listeners",
                     LOOP_RULE,
                 )
+            if len(checked) >= MAX_CHECKED:
+                checked.clear()
+            checked.add((address, port, name))
         return list(addresses)
 
     def _hold_connection(self, destination: DestinationSpec) -> None:
@@ -425,6 +472,32 @@ class OutboundCall:
             if self.counted and self.destination is not None:
                 self.server.active[self.destination.name] -= 1
             self.server.audit.finish(self.record)
+
+
+class _RequestIds:
+    """Audit ids as the inbound side makes them: a random per-process prefix and a counter (a
+    random id per call would be a ``getrandom`` system call per call). 16 hex digits."""
+
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.count = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(4).hex()
+        self.count = 0
+
+    def new(self) -> str:
+        self.count += 1
+        return f"{self.prefix}{self.count & 0xFFFFFFFF:08x}"
+
+
+_IDS = _RequestIds()
+os.register_at_fork(after_in_child=_IDS.reset)  # each worker its own prefix
+
+
+def _new_request_id() -> str:
+    return _IDS.new()
 
 
 def _too_large(limit: int) -> str:
