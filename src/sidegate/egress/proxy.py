@@ -222,7 +222,7 @@ class OutboundCall:
         target, leg = self.target, self.leg
         assert target is not None and leg is not None
         address = self.addresses.pop(0)
-        ip = str(address)
+        ip = target.host if address is target.literal else str(address)  # the same text, made once
         self.record.resolved = f"{ip}:{target.port}"
         leg.start(self.server.pool_for(ip, target.port))
 
