@@ -66,7 +66,7 @@ class EgressConnection(asyncio.Protocol):
         self.parser = RequestParser(_Sink(self), server.head_size, server.header_count)
         self.call: OutboundCall | None = None
         self.close_after = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time of the client's deadline, 0: none (the server's sweeper checks)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -75,11 +75,13 @@ class EgressConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if isinstance(peer, tuple) else ""
         self.server.connections.add(self)
+        self.server.sweeper.add(self)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
         self._disarm()
+        self.server.sweeper.discard(self)
         self.server.connections.discard(self)
         call, self.call = self.call, None
         if call is not None:
@@ -165,19 +167,21 @@ class EgressConnection(asyncio.Protocol):
     def _arm(self) -> None:
         """(Re)start the deadline of a connection being read: ``keepalive_idle`` between
         requests, ``head_timeout`` from each read while a request is coming in (a client that
-        stops mid-request gets a 408)."""
-        self._disarm()
+        stops mid-request gets a 408). A deadline, not a timer: the server's sweeper looks at
+        it every 100 ms, so a request costs two float stores instead of two timers."""
+        server = self.server
         idle = self.state == _IDLE and not self.pending
-        delay = self.server.keepalive_idle if idle else self.server.head_timeout
-        self.timer = self.server.loop.call_later(delay, self._expired)
+        self.deadline = server.loop.time() + (server.keepalive_idle if idle else server.head_timeout)
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = 0.0
+
+    def on_deadline(self, now: float) -> None:
+        """The sweeper: the deadline passed."""
+        self._expired()
 
     def _expired(self) -> None:
-        self.timer = None
+        self.deadline = 0.0
         if self.state in (_IDLE, _REQUEST):
             if self.state == _IDLE and not self.pending:
                 self.close()

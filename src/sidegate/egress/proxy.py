@@ -18,7 +18,6 @@ the proxy never follows one. A ``CONNECT`` becomes a tunnel (:mod:`sidegate.egre
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 
@@ -28,7 +27,6 @@ from sidegate.egress.audit import AuditRecord
 from sidegate.egress.connect_head import ConnectHead
 from sidegate.egress.guard import AuthorityError, Target, forbidden_reason, parse_authority
 from sidegate.egress.http_call import HttpCall, too_large
-from sidegate.egress.http_leg import UpstreamLeg
 from sidegate.egress.policy import DEFAULT_RULE
 from sidegate.egress.resolver import ResolveError
 from sidegate.egress.state import ClientSide, EgressState
@@ -51,20 +49,21 @@ class OutboundCall(HttpCall):
         self.conn = conn
         self.request_id = _new_request_id()
         self.record = AuditRecord(self.request_id, "http", method, client, server.loop.time())
-        self.head: ParsedRequest | None = None
-        self.target: Target | None = None
-        self.destination: DestinationSpec | None = None
-        self.body: list[bytes] = []  # request body held until the leg exists
-        self.held = 0  # its size
-        self.size = 0  # request body bytes so far
-        self.request_done = False  # the app sent the whole request
+        # Declared in HttpCall (not again here: mypyc would visit them twice in the GC).
+        self.head = None
+        self.target = None
+        self.destination = None
+        self.body = []
+        self.held = 0
+        self.size = 0
+        self.request_done = False
         self.keep_alive = True
         self.finished = False
+        self.task = None
+        self.leg = None
+        self.addresses = []
         self.counted = False  # holds one of the destination's max_connections
         self.tunnel: TunnelToDestination | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.leg: UpstreamLeg | None = None  # the request's way to the destination and back
-        self.addresses: list[IPAddress] = []  # checked addresses not tried yet
 
     # -- absolute-form and named requests ------------------------------------------------------
 
