@@ -186,9 +186,12 @@ class EgressConnection(asyncio.Protocol):
             if self.state == _IDLE and not self.pending:
                 self.close()
                 return
-            if self.call is not None:
-                self.call.client_lost()
-                self.call = None
+            call, self.call = self.call, None
+            if call is not None:
+                call.client_lost()
+                if call.leg is not None and call.leg.head_sent:  # mid-response: no 408 can follow
+                    self.close()
+                    return
             self.answer_error(408, "request_timeout", "the request did not arrive in time")
 
     # -- what the call does to this connection -------------------------------------------------
