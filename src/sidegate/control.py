@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sidegate.admin.cache import cache_routes
 from sidegate.admin.dashboard import dashboard_routes
+from sidegate.admin.egress import EgressLookup, egress_routes
 from sidegate.admin.explain import ExplainLookup, TraceLookup, explain_routes
 from sidegate.admin.health import health_app
 from sidegate.admin.server import serve_app, start_admin_server
@@ -41,6 +42,15 @@ def background(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
     return task
+
+
+class PodBackend(StatsBackend, Protocol):
+    """The admin backend of a pod (the one process, or the supervisor of workers)."""
+
+    @property
+    def egress_report(self) -> EgressLookup:
+        """``GET /egress``: the egress listener's report, merged across workers (None: off)."""
+        ...
 
 
 class StopRequest:
@@ -89,7 +99,7 @@ class ControlPlane:
 
     def __init__(
         self,
-        backend: StatsBackend,
+        backend: PodBackend,
         path: str,
         stop: StopRequest,
         cache: Callable[[], CacheSettings],
@@ -114,7 +124,7 @@ class ControlPlane:
     @classmethod
     def for_config(
         cls,
-        backend: StatsBackend,
+        backend: PodBackend,
         state: ConfigState,
         stop: StopRequest,
         snapshot: Callable[[], Snapshot],
@@ -147,6 +157,7 @@ class ControlPlane:
             routes={
                 **cache_routes(self._cache),
                 **stats_routes(backend),
+                **egress_routes(backend.egress_report),
                 **dashboard_routes(),
                 **explain_routes(*self._history),
                 **shutdown_routes(self._stop.immediate),

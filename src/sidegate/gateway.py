@@ -104,6 +104,9 @@ class Gateway:
             head_timeout=snapshot.limits.head_timeout,
             keepalive_idle=snapshot.limits.keepalive_idle,
         )
+        # One tracing pipeline: egress spans use the inbound sampler and tracer of the day.
+        self.egress.audit.tracing = self.proxy.recorder
+        self.egress.audit.recent.resize(snapshot.observability.recent_requests)
         await self.egress.start(reuse_port=self.reuse_port)
 
     def apply(self, snapshot: Snapshot) -> list[str]:
@@ -139,6 +142,7 @@ class Gateway:
         if old is not None and (new.host, new.port) != (old.host, old.port):
             warnings.append(f"listeners.egress.address stays {old.address} until restart")
         self.egress.apply(new)
+        self.egress.audit.recent.resize(snapshot.observability.recent_requests)
         return warnings
 
     def metrics_snapshot(self) -> dict[str, Any]:
@@ -148,7 +152,10 @@ class Gateway:
         numbers["client_send_timeouts"] = self.shared.stats.send_timeouts
         numbers["policy"] = POLICY.snapshot()
         if self.egress is not None:
+            from sidegate.egress.report import metrics_part
+
             numbers["policy"]["egress_requests"] = self.egress.audit.counters.rows()
+            numbers["egress"] = metrics_part(self.egress)
         numbers["telemetry"] = self.telemetry_counters()
         if any(flt.name == "cache" for route in self.snapshot.routes for flt in route.filters):
             numbers["cache"] = COUNTERS.snapshot()
@@ -194,9 +201,34 @@ class Gateway:
         return self.egress is not None and any(self.egress.active.values())
 
     def explain(self, request_id: str) -> dict[str, Any] | None:
-        """The decision record of a recent request of this process, or None."""
+        """The decision record of a recent request of this process, inbound or through the
+        egress listener, or None."""
         done = self.proxy.recorder.find(request_id.encode("latin-1", "replace"))
-        return None if done is None else explain(done, self.proxy.recorder.wall_offset)
+        if done is not None:
+            record = explain(done, self.proxy.recorder.wall_offset)
+            calls = self.egress_calls_for(request_id)
+            if calls:  # the app passed this request's id on to its outbound calls
+                record["egress_calls"] = calls
+            return record
+        if self.egress is not None:
+            from sidegate.egress.observe import explain_document
+
+            call = self.egress.audit.recent.find(request_id)
+            if call is not None:
+                return explain_document(call)
+        return None
+
+    def egress_calls_for(self, request_id: str) -> list[dict[str, Any]]:
+        """This process's recent egress calls the app sent with ``X-Request-Id: request_id``."""
+        return [] if self.egress is None else self.egress.audit.recent.made_for(request_id)
+
+    def egress_report(self) -> dict[str, Any] | None:
+        """This process's ``GET /egress`` document; None when the egress listener is off."""
+        if self.egress is None:
+            return None
+        from sidegate.egress.report import egress_report
+
+        return egress_report(self.egress)
 
     def traces(self, trace_id: str, limit: int) -> list[dict[str, Any]]:
         """This process's recent sampled spans, newest first."""

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from typing import Any
 
+from sidegate.admin.egress import merge_reports
 from sidegate.admin.stats import StatsParts
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import Normalised, validate_file
@@ -98,6 +99,11 @@ class SingleProcess:
     async def traces(self, trace_id: str, limit: int) -> dict[str, Any]:
         assert self.gateway is not None
         return {"spans": self.gateway.traces(trace_id, limit), **self.gateway.observability_stats()}
+
+    def egress_report(self) -> dict[str, Any] | None:
+        assert self.gateway is not None
+        report = self.gateway.egress_report()
+        return None if report is None else merge_reports([(0, report)])
 
     def stats_parts(self) -> StatsParts:
         assert self.gateway is not None

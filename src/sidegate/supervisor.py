@@ -16,6 +16,8 @@ Supervisor and worker talk over a :mod:`multiprocessing` pipe with small dict me
   them so one scrape sees the whole pod;
 * ``{"op": "stats"}``: the same snapshot and its upstream endpoints' state, for ``/stats``,
   ``/clusters`` and the dashboard (merged with :func:`sidegate.admin.stats.merge_upstreams`);
+* ``{"op": "egress"}``: the worker's egress listener report (``GET /egress``), merged with
+  :func:`sidegate.admin.egress.merge_reports`;
 * ``{"op": "keep_alive_off"}``: ``drain_delay`` has begun: serve on, every response closing
   its connection;
 * ``{"op": "health", "states": {...}}``: the endpoints' health as the supervisor's checks found
@@ -38,6 +40,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from sidegate.admin.egress import merge_reports
 from sidegate.admin.stats import StatsParts, merge_upstreams
 from sidegate.config.compile import compile_checked
 from sidegate.config.isolated import Normalised
@@ -107,10 +110,14 @@ async def _worker(path: str, checked: Normalised, channel: Connection) -> None:
         if op == "metrics":
             channel.send({"id": message["id"], "metrics": gateway.metrics_snapshot()})
         elif op == "explain":
-            channel.send({"id": message["id"], "record": gateway.explain(message["request_id"])})
+            request_id = message["request_id"]
+            record, calls = gateway.explain(request_id), gateway.egress_calls_for(request_id)
+            channel.send({"id": message["id"], "record": record, "egress_calls": calls})
         elif op == "traces":
             spans = gateway.traces(message["trace_id"], message["limit"])
             channel.send({"id": message["id"], "spans": spans, **gateway.observability_stats()})
+        elif op == "egress":
+            channel.send({"id": message["id"], "report": gateway.egress_report()})
         elif op == "stats":
             report = {"metrics": gateway.metrics_snapshot(), "upstreams": gateway.clusters.report()}
             channel.send({"id": message["id"], **report})
@@ -281,11 +288,18 @@ class Supervisor:
         return render(merged, openmetrics=openmetrics, app=app)
 
     async def explain(self, request_id: str) -> dict[str, Any] | None:
-        """The record from whichever worker served the request (each keeps its own ring)."""
+        """The record from whichever worker served the request (each keeps its own ring), with
+        the egress calls the app made under its id on any worker (its outbound connections are
+        spread over the workers as the inbound ones are)."""
         replies = await self._ask_all({"op": "explain", "request_id": request_id})
+        calls = [{**c, "worker": index} for index, r in replies for c in r.get("egress_calls") or ()]
+        calls.sort(key=lambda call: float(call["time"]))
         for index, reply in replies:
-            if reply.get("record") is not None:
-                return {**reply["record"], "worker": index}
+            record = reply.get("record")
+            if record is not None:
+                if calls and record.get("type") != "egress":
+                    record["egress_calls"] = calls
+                return {**record, "worker": index}
         return None
 
     async def traces(self, trace_id: str, limit: int) -> dict[str, Any]:
@@ -304,6 +318,11 @@ class Supervisor:
         serving = [w for w in self.workers if w.ready]
         replies = await asyncio.gather(*(self._ask(w, message) for w in serving), return_exceptions=True)
         return [(w.index, r) for w, r in zip(serving, replies, strict=True) if isinstance(r, dict)]
+
+    async def egress_report(self) -> dict[str, Any] | None:
+        """Every serving worker's egress listener, merged (None when egress is off)."""
+        replies = await self._ask_all({"op": "egress"})
+        return merge_reports([(index, r["report"]) for index, r in replies if r.get("report")])
 
     async def stats_parts(self) -> StatsParts:
         """Every serving worker's metrics and upstream state, merged (the supervisor's own too)."""

@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,7 @@ def test_the_token_reaches_the_header_and_is_cached(tmp_path: Path, caplog: pyte
             shown = credential.report()
             assert (shown["state"], shown["problem"], shown["fetches"]) == ("ok", "", 1)
             assert 3590 < float(str(shown["expires_in"])) <= 3600
+            assert time.time() - 60 < float(str(shown["last_refresh"])) <= time.time()
             assert TOKEN not in repr(shown)
         finally:
             credential.close()
@@ -223,6 +225,7 @@ def test_an_error_json_gives_the_servers_reason(tmp_path: Path, caplog: pytest.L
             assert len(server.requests) == 1
             shown = credential.report()
             assert (shown["kind"], shown["state"], shown["fetches"]) == ("oauth2", "unavailable", 1)
+            assert shown["last_refresh"] is None  # no token was ever received
             assert "invalid_client" in str(shown["problem"])
         finally:
             credential.close()

@@ -88,6 +88,7 @@ def health_body(path: str) -> dict[str, Any]:
         ("GET", "/traces"),
         ("GET", "/stats"),
         ("GET", "/clusters"),
+        ("GET", "/egress"),
         ("GET", "/"),
         ("GET", "/dashboard.js"),
         ("GET", "/login"),

@@ -185,9 +185,18 @@ def test_the_report_shows_the_state_and_never_the_value(tmp_path: Path) -> None:
     path = Path(secret(tmp_path, "token", SECRET))
     clock = Clock()
     credential = credential_for(spec(bearer={"token_file": str(path)}), clock=clock)
-    assert credential.report() == {"name": "partner", "kind": "bearer", "state": "unknown", "problem": ""}
+    assert credential.report() == {
+        "name": "partner",
+        "kind": "bearer",
+        "state": "unknown",
+        "problem": "",
+        "last_refresh": None,
+        "expires_in": None,
+    }
+    before = time.time()
     header_of(credential)
-    assert credential.report()["state"] == "ok"
+    shown = credential.report()
+    assert shown["state"] == "ok" and before <= float(shown["last_refresh"]) <= time.time()  # type: ignore[arg-type]
     path.write_text("")
     clock.step()
     with pytest.raises(CredentialUnavailableError):

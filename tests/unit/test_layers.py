@@ -49,6 +49,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "config.snapshot",
         "config.egress_spec",  # the compiled destinations
         "config.egress_credential_spec",  # a destination's credentials, as plain values (no pydantic)
+        "observe",  # the inbound side's metric buckets, trace context and tracer (one pipeline)
+        "config.egress_tls_spec",  # a destination's TLS origination, as plain values (no pydantic)
         "errors",
     ),
     "admin": ("admin", "observe", "http", "cache", "config.snapshot", "errors"),

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from sidegate.config.egress_credentials import CredentialsSpec
+from sidegate.config.egress_tls import EgressTls
 from sidegate.config.fields import Duration, EndpointAddress, ListenAddress, Method
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -143,6 +144,20 @@ class Destination(_Model):
         description="a credential Sidegate adds to every request to this destination (the app's header "
         "of that name is replaced); not for CONNECT tunnels, whose bytes Sidegate cannot read",
     )
+    tls: EgressTls | None = Field(
+        default=None,
+        description="TLS origination: how https:// requests (and, with originate, http:// ones) "
+        "are verified and sent over TLS by the sidecar",
+    )
+
+    @model_validator(mode="after")
+    def _originate_needs_http(self) -> Destination:
+        if self.tls is not None and self.tls.originate and "http" not in self.schemes:
+            raise ValueError(
+                "tls.originate upgrades http:// requests, but schemes does not allow http: "
+                "add http to schemes, or drop originate (https:// requests are originated anyway)"
+            )
+        return self
 
 
 class EgressDns(_Model):

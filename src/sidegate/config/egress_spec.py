@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidegate.config.egress_credential_spec import CredentialSettings, compile_credentials
+from sidegate.config.egress_tls_spec import TlsSettings, compile_tls
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -34,6 +35,7 @@ class DestinationSpec:
     idle_timeout: float
     max_connections: int
     credentials: CredentialSettings | None = None  # added to every request (not to tunnels)
+    tls: TlsSettings | None = None  # TLS origination (None: https:// with the defaults)
 
     def named_origin(self) -> tuple[str, int] | None:
         """Where a request naming this destination in its Host goes; None when the host is a
@@ -102,4 +104,5 @@ def _destination(config: Mapping[str, Any]) -> DestinationSpec:
         idle_timeout=timeouts["idle"],
         max_connections=config["max_connections"],
         credentials=compile_credentials(config["credentials"]) if config.get("credentials") else None,
+        tls=compile_tls(config.get("tls")),
     )

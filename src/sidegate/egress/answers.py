@@ -1,6 +1,7 @@
 """What the egress listener answers itself: a status with a JSON ``error`` and ``reason``
 (and the ``rule`` that decided, for a refusal by policy), so the app's developer can tell a
-refusal by the pod's policy from the destination's own answer."""
+refusal by the pod's policy from the destination's own answer. The body names the call's
+``request_id`` too (also in ``X-Request-Id``): the id of its audit line and of its explain record."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def error_response(
     body = {"error": error, "reason": reason}
     if rule:
         body["rule"] = rule
+    body["request_id"] = request_id  # what GET /explain/{request-id} on admin finds the call by
     data = json.dumps(body).encode()
     head = (
         f"HTTP/1.1 {status} {phrase(status)}\r\nContent-Type: application/json\r\n"

@@ -61,7 +61,8 @@ class Credential(Protocol):
 
     def report(self) -> dict[str, object]:
         """Its state for the admin API and explain: name, kind, ``state`` (``unknown`` before
-        the first use, ``ok`` or ``unavailable``) and ``problem``; never the value."""
+        the first use, ``ok`` or ``unavailable``), ``problem``, ``last_refresh`` (Unix time the
+        value was last read or fetched) and ``expires_in`` (seconds, OAuth2 only); never the value."""
         ...
 
 
@@ -76,6 +77,7 @@ class SecretFile:
         self._stamp: tuple[int, int, int, int] | None = None
         self._value: bytes | None = None
         self._problem = ""
+        self.loaded_at: float | None = None  # Unix time the value was last read (the admin API)
 
     @property
     def problem(self) -> str:
@@ -122,6 +124,7 @@ class SecretFile:
             if self._problem:
                 log.info("%s %s is usable again", self.field, self.path, extra={"event": "egress_credential"})
             self._value, self._problem = value, ""
+            self.loaded_at = time.time()
 
     def _fail(self, why: str | None = None) -> None:
         problem = f"{self.field} {why or secret_file_problem(self.path) or self.path + ': unreadable'}"
@@ -173,7 +176,15 @@ class FileCredential:
             state = "unavailable"
         else:
             state = "ok" if all(secret.looked_at for secret in self._files) else "unknown"
-        return {"name": self.name, "kind": self.kind, "state": state, "problem": "; ".join(problems)}
+        loaded = [secret.loaded_at for secret in self._files if secret.loaded_at is not None]
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "state": state,
+            "problem": "; ".join(problems),
+            "last_refresh": max(loaded) if len(loaded) == len(self._files) else None,
+            "expires_in": None,  # a file's value holds until the file changes
+        }
 
 
 class OAuth2Credential:

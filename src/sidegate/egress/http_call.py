@@ -19,13 +19,14 @@ import ipaddress
 
 from sidegate.config.egress_spec import DestinationSpec
 from sidegate.egress.answers import RefusedError
-from sidegate.egress.audit import AuditRecord
+from sidegate.egress.audit import AuditRecord, outgoing_traceparent
 from sidegate.egress.credentials import CredentialUnavailableError
 from sidegate.egress.guard import Target
 from sidegate.egress.http_leg import HOLD_LIMIT, LegSettings, UpstreamLeg, request_head
 from sidegate.egress.state import ClientSide, EgressState
 from sidegate.errors import UpstreamFailure
 from sidegate.http.request_head import ParsedRequest
+from sidegate.upstream.tls_origin import TlsOrigin
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: Failures answered 504 (the others: 502).
@@ -51,6 +52,7 @@ class HttpCall:
     leg: UpstreamLeg | None  # the request's way to the destination and back
     addresses: list[IPAddress]  # checked addresses not tried yet
     task: asyncio.Task[None] | None
+    tls: TlsOrigin | None  # TLS origination: the context and name, or None (plain HTTP)
 
     def _start(self) -> None:
         """The call is admitted: on to the destination, at once when nothing is to be waited for."""
@@ -132,7 +134,14 @@ class HttpCall:
             idle_timeout=destination.idle_timeout,
             request_id=self.request_id.encode(),
         )
-        request = request_head(head, target, self.server.via, injected)
+        request = request_head(
+            head,
+            target,
+            self.server.via,
+            injected,
+            traceparent=outgoing_traceparent(self.record, head.traceparent),
+            default_port=80 if self.tls is None else 443,
+        )
         held, self.body = self.body, []
         self.leg = UpstreamLeg(self, self.conn, settings, request, held=held, done=self.request_done)
         if self.held > HOLD_LIMIT:
@@ -158,7 +167,7 @@ class HttpCall:
         address = self.addresses.pop(0)
         ip = target.host if address is target.literal else str(address)  # the same text, made once
         self.record.resolved = f"{ip}:{target.port}"
-        leg.start(self.server.pool_for(ip, target.port))
+        leg.start(self.server.pool_for(ip, target.port, self.tls))
 
     def leg_failed(self, failure: UpstreamFailure) -> None:
         """The destination failed: the next checked address when this one could not be
@@ -168,7 +177,7 @@ class HttpCall:
         if self.finished or leg is None:
             return
         if failure.kind.startswith("connect_") and self.addresses:
-            self._dial()
+            self._dial()  # a TLS failure is not retried elsewhere: the same certificate answers
             return
         leg.drop()
         why = f"{self.record.destination}: {failure.detail}"
@@ -182,6 +191,8 @@ class HttpCall:
             return
         timed_out = failure.kind in _TIMEOUTS
         status, error = (504, "egress_timeout") if timed_out else (502, "egress_upstream_failed")
+        if failure.kind == "tls_failed":  # the handshake or a verify failure: say so
+            status, error = 502, "egress_tls_failed"
         self.refuse(RefusedError(status, error, why, self.record.rule))
 
     def leg_done(self, keep_alive: bool) -> None:

@@ -55,15 +55,22 @@ _TASKS: set[asyncio.Task[None]] = set()  # connects under way (kept from the gar
 
 
 def request_head(
-    head: ParsedRequest, target: Target, via: bytes, injected: tuple[bytes, bytes] | None
+    head: ParsedRequest,
+    target: Target,
+    via: bytes,
+    injected: tuple[bytes, bytes] | None,
+    *,
+    traceparent: bytes,
+    default_port: int = 80,
 ) -> bytes:
     """The request head in origin-form: Host is the target's authority (not the app's Host),
     the reader already dropped hop-by-hop and proxy fields, Sidegate's ``via`` is added, and
     ``injected`` (a credential's header) replaces the app's of that name. The body keeps the
     app's framing (chunked stays chunked). No X-Forwarded-For of Sidegate's own: the pod's
-    addresses are not the destination's business."""
+    addresses are not the destination's business. ``traceparent`` is the one to send (the egress
+    span's when the call is traced, else the app's); ``default_port`` the scheme's (443 for TLS)."""
     host = f"[{target.host}]" if ":" in target.host else target.host
-    authority = (host if target.port == 80 else f"{host}:{target.port}").encode("latin-1")
+    authority = (host if target.port == default_port else f"{host}:{target.port}").encode("latin-1")
     lead = [head.method, b" ", head.target, b" HTTP/1.1\r\nHost: ", authority, b"\r\n"]
     headers = head.headers if injected is None else with_credential(head.headers, *injected)
     trail: list[bytes] = []
@@ -75,7 +82,7 @@ def request_head(
         (b"X-Forwarded-Host", head.xfh),
         (b"Forwarded", head.forwarded),
         (b"X-Request-Id", head.request_id),
-        (b"traceparent", head.traceparent),
+        (b"traceparent", traceparent),
     ):
         if value:
             trail += (name, b": ", value, b"\r\n")

@@ -224,8 +224,8 @@ class EgressConnection(asyncio.Protocol):
         audit line too (a request the reader refused is a call the app tried to make)."""
         request_id = os.urandom(8).hex()
         self.write(error_response(status, error, reason, request_id, close=True))
-        record = AuditRecord(request_id, "unreadable", "", self.client, self.server.loop.time())
-        record.status, record.reason = status, reason
+        record = AuditRecord(request_id, "unreadable", "", self.client, self.server.audit.clock())
+        record.status, record.reason, record.error = status, reason, error
         self.server.audit.finish(record)
         self.close()
 

@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
@@ -161,6 +162,7 @@ class TokenSource:
         self._retry_at = 0.0
         self.problem = ""  # the last failure's reason ("" after a success)
         self.fetches = 0  # token requests sent, for the admin API and tests
+        self.fetched_at: float | None = None  # Unix time of the last token received
         self._pool: EndpointPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the one the fetches run on
         self._closed = False
@@ -182,7 +184,8 @@ class TokenSource:
 
     def report(self) -> dict[str, object]:
         """``state`` (``unknown`` before the first fetch, ``ok`` while a token is valid, else
-        ``unavailable``), ``problem``, the seconds the token has left, and ``fetches``."""
+        ``unavailable``), ``problem``, the seconds the token has left, ``fetches`` and
+        ``last_refresh`` (Unix time of the last token received)."""
         held, loop = self._token, self._loop
         left = held.expires_at - loop.time() if held is not None and loop is not None else 0.0
         if held is not None and left > 0:
@@ -194,6 +197,7 @@ class TokenSource:
             "problem": self.problem,
             "expires_in": round(max(left, 0.0), 3),
             "fetches": self.fetches,
+            "last_refresh": self.fetched_at,
         }
 
     def close(self) -> None:
@@ -242,6 +246,7 @@ class TokenSource:
         if self.problem:
             log.info("oauth2 credential %s: token fetched again", self.name, extra={"event": "egress_oauth"})
         self._token, self.problem, self._failures, self._retry_at = token, "", 0, 0.0
+        self.fetched_at = time.time()
         self._used = False
         self._schedule(loop, token.refresh_at - loop.time())
         return token

@@ -14,16 +14,20 @@ resolved and its credential ready; the body follows as the app sends it, and the
 back as it arrives, with backpressure both ways. ``egress.max_body`` bounds the request body
 only (0: no limit); responses are not bounded. Redirects are passed to the app as they came:
 the proxy never follows one. A ``CONNECT`` becomes a tunnel (:mod:`sidegate.egress.tunnel`).
+An ``https://`` request, or an ``http://`` one to a destination with ``tls.originate``, goes
+out over verified TLS (:mod:`sidegate.egress.tls`; its pool is keyed by the TLS identity too).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from dataclasses import replace
 
 from sidegate.config.egress_spec import DestinationSpec
+from sidegate.config.egress_tls_spec import TlsFileError
 from sidegate.egress.answers import RefusedError, error_response
-from sidegate.egress.audit import AuditRecord
+from sidegate.egress.audit import AuditRecord, traceparent_in
 from sidegate.egress.connect_head import ConnectHead
 from sidegate.egress.guard import AuthorityError, Target, forbidden_reason, parse_authority
 from sidegate.egress.http_call import HttpCall, too_large
@@ -48,7 +52,7 @@ class OutboundCall(HttpCall):
         self.server = server
         self.conn = conn
         self.request_id = _new_request_id()
-        self.record = AuditRecord(self.request_id, "http", method, client, server.loop.time())
+        self.record = AuditRecord(self.request_id, "http", method, client, server.audit.clock())
         # Declared in HttpCall (not again here: mypyc would visit them twice in the GC).
         self.head = None
         self.target = None
@@ -64,12 +68,14 @@ class OutboundCall(HttpCall):
         self.addresses = []
         self.counted = False  # holds one of the destination's max_connections
         self.tunnel: TunnelToDestination | None = None
+        self.tls = None  # declared in HttpCall: TLS origination, or None (plain HTTP)
 
     # -- absolute-form and named requests ------------------------------------------------------
 
     def begin(self, head: ParsedRequest, scheme: str) -> None:
         self.head = head
         self.keep_alive = head.keep_alive
+        self.server.audit.begin(self.record, head.traceparent, head.request_id)
         try:
             self._admit(head, scheme)
             limit = self.server.max_body
@@ -115,22 +121,29 @@ class OutboundCall(HttpCall):
         record.destination = f"{target.host}:{target.port}"
         method, path = head.method.decode("latin-1"), head.path.decode("latin-1")
         self._decide(scheme, target, method, path, named)
-        if head.expect_continue and scheme == "http":  # allowed: the client may send the body now
+        self._originate(scheme, target)
+        if head.expect_continue:  # allowed: the client may send the body now
             self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if scheme == "https":
-            raise RefusedError(
-                501,
-                "egress_tls_origination_unavailable",
-                "https:// requests need TLS origination, "
-                "which this listener does not do yet; send a CONNECT (HTTPS_PROXY) instead",
-                self.record.rule,
-            )
+
+    def _originate(self, scheme: str, target: Target) -> None:
+        """TLS origination (:mod:`sidegate.egress.tls`): whether this call goes out over TLS,
+        and to which port (an originated ``http://`` call to port 80 goes to ``tls.port``)."""
+        assert self.destination is not None
+        try:
+            originated = self.server.tls.originate(scheme, target.host, target.port, self.destination)
+        except TlsFileError as error:
+            raise RefusedError(502, "egress_tls_failed", str(error), self.destination.name) from None
+        if originated is not None:
+            self.tls = originated.origin
+            self.target = replace(target, port=originated.port)
+            self.record.tls, self.record.tls_server_name = "originated", originated.origin.server_name
 
     # -- CONNECT -------------------------------------------------------------------------------
 
     def start_tunnel(self, head: ConnectHead, early: bytes) -> None:
         self.record.kind = "connect"
         self.keep_alive = False
+        self.server.audit.begin(self.record, traceparent_in(head.headers))
         try:
             self._check_via(head.via)
             if ":" not in head.authority.rpartition("]")[2]:
@@ -305,7 +318,7 @@ class OutboundCall(HttpCall):
         if self.finished:
             return
         record = self.record
-        record.status, record.reason = refused.status, refused.reason
+        record.status, record.reason, record.error = refused.status, refused.reason, refused.error
         if refused.status == 403:  # a guard or loop refusal after the policy allowed the name
             record.decision = "deny"
         if refused.rule:

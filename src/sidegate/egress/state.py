@@ -23,8 +23,10 @@ from sidegate.egress.audit import Audit, LineSink
 from sidegate.egress.credentials import Credential, credential_for
 from sidegate.egress.policy import EgressPolicy
 from sidegate.egress.resolver import Resolver
+from sidegate.egress.tls import TlsContexts
 from sidegate.server.timers import Sweeper
 from sidegate.upstream.pool import EndpointPool
+from sidegate.upstream.tls_origin import TlsOrigin
 
 #: Keep-alive pools kept at once (one per checked ``ip:port``).
 MAX_POOLS = 256
@@ -66,7 +68,7 @@ class EgressState:
         self.policy = EgressPolicy(spec.destinations)
         self.resolver = Resolver(spec.dns_servers, timeout=spec.dns_timeout)
         self.sweeper = Sweeper(loop)
-        self.audit = Audit(audit_sink, loop.time)
+        self.audit = Audit(audit_sink)  # time.perf_counter: durations finer than the loop clock
         self.via = EGRESS_VIA
         self.max_body = spec.max_body
         self.head_size = head_size
@@ -74,7 +76,8 @@ class EgressState:
         self.head_timeout = head_timeout  # a request coming in, from each read
         self.keepalive_idle = keepalive_idle  # a connection between requests
         self.own = own_addresses([*own_listeners, (spec.host, spec.port)])
-        self.pools: dict[tuple[str, int], EndpointPool] = {}
+        self.pools: dict[tuple[str, int, TlsOrigin | None], EndpointPool] = {}
+        self.tls = TlsContexts()  # TLS origination's contexts, kept across reloads
         self.active: dict[str, int] = {}
         # (address, port, destination) that passed the SSRF guard and loop detection; per config.
         self.checked: set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, str]] = set()
@@ -109,15 +112,17 @@ class EgressState:
             credential.close()
         self.credentials = {}
 
-    def pool_for(self, ip: str, port: int) -> EndpointPool:
+    def pool_for(self, ip: str, port: int, tls: TlsOrigin | None = None) -> EndpointPool:
         """The keep-alive pool of a checked address, most recently used last. Bounded: past
         :data:`MAX_POOLS` addresses the least recently used pool is retired (its idle
         connections closed, the busy ones when given back), as a ``*`` destination may meet
-        any number of addresses."""
-        key = (ip, port)
+        any number of addresses. ``tls`` (TLS origination: a context and the server name) is
+        part of the key: a plain and a TLS call to one ``ip:port``, or two calls verifying
+        different names, never share a connection."""
+        key = (ip, port, tls)
         pool = self.pools.pop(key, None)
         if pool is None:
-            pool = EndpointPool(self.loop, Endpoint(ip, port), self.sweeper)
+            pool = EndpointPool(self.loop, Endpoint(ip, port), self.sweeper, tls=tls)
             if len(self.pools) >= MAX_POOLS:
                 oldest = next(iter(self.pools))
                 self.pools.pop(oldest).retire()
@@ -139,6 +144,7 @@ class EgressState:
         self.policy = EgressPolicy(spec.destinations)
         self.checked = set()  # a destination's allow_private may have changed
         self._update_credentials(spec)
+        self.tls.keep_only(spec.destinations)
         self.max_body = spec.max_body
         self.spec = replace(spec, host=self.spec.host, port=self.spec.port)
 

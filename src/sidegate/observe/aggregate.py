@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidegate.observe.egress_metrics import merge_egress
 from sidegate.observe.metrics import BUCKETS, SNAPSHOT_FORMAT
 
 _SUMMED = (
@@ -73,6 +74,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     out["policy"] = merge_rows([s["policy"] for s in snapshots if s.get("policy")])
     # Health checks run in one process of the pod (the supervisor with workers): not summed.
     out["health"] = [row for s in snapshots for row in s.get("health") or ()]
+    out["egress"] = merge_egress([s["egress"] for s in snapshots if s.get("egress")])
     out["telemetry"] = merge_rows([s["telemetry"] for s in snapshots if s.get("telemetry")])
     stores = [s["cache_store"] for s in snapshots if s.get("cache_store")]
     out["cache_store"] = stores[-1] if stores else None  # one store shared by every worker

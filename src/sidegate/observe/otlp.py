@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sidegate.tracing")
 
 _SPAN_KIND_SERVER = 2
+_SPAN_KINDS = {"server": _SPAN_KIND_SERVER, "client": 3}  # OTLP SpanKind values
 _STATUS_ERROR = 2
 
 
@@ -233,7 +234,7 @@ def _span(span: Span) -> dict[str, Any]:
         "traceId": span.trace_id,
         "spanId": span.span_id,
         "name": span.name,
-        "kind": _SPAN_KIND_SERVER,
+        "kind": _SPAN_KINDS.get(span.kind, _SPAN_KIND_SERVER),
         "startTimeUnixNano": str(int(span.start * 1e9)),
         "endTimeUnixNano": str(int(span.end * 1e9)),
         "attributes": [_attribute(k, v) for k, v in span.attributes.items()],

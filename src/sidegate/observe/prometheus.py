@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from sidegate.observe.egress_metrics import egress_families
 from sidegate.observe.exposition import escape_help, escape_label, format_value
 from sidegate.observe.metrics import BUCKETS
 
@@ -251,6 +252,8 @@ def render(snapshot: dict[str, Any], *, openmetrics: bool = False, app: AppScrap
         w.simple(name, kind, help_text, snapshot.get(key, default))
     _cache(w, snapshot.get("cache"), snapshot.get("cache_store"))
     _policy(w, snapshot.get("policy") or {})
+    if snapshot.get("egress"):
+        _egress(w, snapshot["egress"])
     _telemetry(w, snapshot.get("telemetry") or {})
     _health(w, snapshot.get("health") or [])
     if app is not None:
@@ -302,6 +305,14 @@ def _telemetry(w: _Writer, tables: dict[str, Any]) -> None:
             w.family(name, "counter", help_text)
             for result, count in rows:
                 w.sample(name, (("result", str(result)),), int(count))
+
+
+def _egress(w: _Writer, part: dict[str, Any]) -> None:
+    """The egress listener's families (:mod:`sidegate.observe.egress_metrics`), when it is on."""
+    for name, kind, help_text, samples in egress_families(part):
+        w.family(name, kind, help_text)
+        for sample, labels, value in samples:
+            w.sample(sample or name, labels, value)
 
 
 def _health(w: _Writer, rows: list[dict[str, Any]]) -> None:

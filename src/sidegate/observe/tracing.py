@@ -13,9 +13,20 @@ from typing import Any, Protocol
 
 
 class Span:
-    """One server span: a request as Sidegate handled it."""
+    """One span: a request as Sidegate handled it (``server``), or an outbound call through the
+    egress listener (``client``)."""
 
-    __slots__ = ("attributes", "end", "error", "name", "parent_span_id", "span_id", "start", "trace_id")
+    __slots__ = (
+        "attributes",
+        "end",
+        "error",
+        "kind",
+        "name",
+        "parent_span_id",
+        "span_id",
+        "start",
+        "trace_id",
+    )
 
     def __init__(
         self,
@@ -28,6 +39,7 @@ class Span:
         end: float,
         error: bool,
         attributes: dict[str, str | int | float],
+        kind: str = "server",
     ) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
@@ -37,6 +49,7 @@ class Span:
         self.end = end
         self.error = error  # OpenTelemetry status ERROR (a 5xx answer, or a failed upstream)
         self.attributes = attributes
+        self.kind = kind  # "server" or "client" (OpenTelemetry SpanKind)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,7 +57,7 @@ class Span:
             "span_id": self.span_id,
             "parent_span_id": self.parent_span_id or None,
             "name": self.name,
-            "kind": "server",
+            "kind": self.kind,
             "start": self.start,
             "duration_ms": round((self.end - self.start) * 1000, 3),
             "status": "error" if self.error else "unset",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import ssl
 import struct
 import termios
 from typing import Final, Protocol, cast
@@ -40,6 +41,7 @@ from sidegate.errors import (
 from sidegate.http.errors import ProtocolError
 from sidegate.http.response_parser import ParsedResponse, ResponseParser, ResponseSink
 from sidegate.server.timers import Sweeper, cut
+from sidegate.upstream.tls_origin import tls_failure
 
 # Why the deadline is held (bit flags of ``held``).
 _READ_PAUSED: Final = 1  # Sidegate stopped reading: the client is not taking the response
@@ -267,7 +269,10 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.parser.eof():
             return  # the close ended a close-delimited body: the response is complete
-        failure = reset(str(self.pool.endpoint), retryable=self.reused and not self.received)
+        if isinstance(exc, ssl.SSLError):  # TLS origination: the peer's alert (TLS 1.3 sends
+            failure = tls_failure(str(self.pool.endpoint), exc)  # "certificate required" here)
+        else:
+            failure = reset(str(self.pool.endpoint), retryable=self.reused and not self.received)
         if tunnel is None:  # the end of a tunnel is not a failure of the endpoint
             self.pool.failed(failure)
         user.upstream_failed(failure)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from sidegate.config.snapshot import Endpoint
 from sidegate.errors import UpstreamFailure, connect_error, connect_refused, connect_timeout
 from sidegate.server.timers import Sweeper
 from sidegate.upstream.connection import ConnectionOwner, UpstreamConnection
+from sidegate.upstream.tls_origin import TlsOrigin, tls_failure
 
 
 class ConnectFailedError(Exception):
@@ -41,12 +43,14 @@ class EndpointPool(ConnectionOwner):
         idle_timeout: float = 60.0,
         buffer_high_water: int = 64 * 1024,
         chunk_line: int = 4096,
+        tls: TlsOrigin | None = None,
     ) -> None:
         super().__init__(loop, endpoint, sweeper, buffer_high_water=buffer_high_water, chunk_line=chunk_line)
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.idle: list[UpstreamConnection] = []
         self.retired = False
+        self.tls = tls  # None: plain TCP (every inbound pool)
         self.connects = 0  # connections opened, for stats and tests
         # The last failure (cold path only): its kind, when (wall and loop clock), connects then.
         self.failure_kind = ""
@@ -68,15 +72,28 @@ class EndpointPool(ConnectionOwner):
     async def connect(self, timeout: float) -> UpstreamConnection:
         """Open a new connection; raises :class:`ConnectFailedError` with the reason."""
         name = str(self.endpoint)
+        tls = self.tls
         try:
-            coro = self.loop.create_connection(
-                lambda: UpstreamConnection(self), self.endpoint.host, self.endpoint.port
-            )
+            if tls is None:
+                coro = self.loop.create_connection(
+                    lambda: UpstreamConnection(self), self.endpoint.host, self.endpoint.port
+                )
+            else:
+                coro = self.loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    self.endpoint.host,
+                    self.endpoint.port,
+                    ssl=tls.context,
+                    server_hostname=tls.server_name,
+                    ssl_handshake_timeout=timeout or None,
+                )
             _, conn = await (asyncio.wait_for(coro, timeout) if timeout else coro)
         except TimeoutError:
             raise self._connect_failed(connect_timeout(name, timeout)) from None
         except ConnectionRefusedError:
             raise self._connect_failed(connect_refused(name)) from None
+        except ssl.SSLError as exc:  # before OSError, its base: a verify failure is no refusal
+            raise self._connect_failed(tls_failure(name, exc)) from None
         except OSError as exc:
             if exc.errno == errno.ECONNREFUSED:
                 raise self._connect_failed(connect_refused(name)) from None

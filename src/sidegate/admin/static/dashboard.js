@@ -338,6 +338,83 @@
     main.setAttribute("data-time", doc.time);
   }
 
+  // -- the egress panel (GET /egress; hidden while the egress listener is off) ------------------
+
+  /** A table row of text cells (textContent only: host names and reasons come from the app). */
+  function row(tbody, cells, attrs) {
+    const tr = document.createElement("tr");
+    for (const [key, value] of Object.entries(attrs || {})) tr.setAttribute(key, String(value));
+    for (const cell of cells) {
+      const td = document.createElement("td");
+      const [text, cls] = Array.isArray(cell) ? cell : [cell, ""];
+      td.textContent = text == null ? "–" : String(text);
+      if (cls) td.className = cls;
+      tr.appendChild(td);
+    }
+    tbody.appendChild(tr);
+    return tr;
+  }
+  function rows(id, items, columns, draw) {
+    const tbody = $(id).querySelector("tbody");
+    while (tbody.firstChild) tbody.removeChild(tbody.firstChild);
+    if (!items.length) row(tbody, [["none", "empty"]]).firstChild.colSpan = columns;
+    items.forEach((item) => draw(tbody, item));
+  }
+
+  function renderEgress(doc, now) {
+    const panel = $("egress");
+    if (!doc) {
+      panel.hidden = true;
+      return;
+    }
+    panel.hidden = false;
+    const workers = doc.workers === 1 ? "1 worker" : `${doc.workers} workers`;
+    $("egress-meta").textContent = `listener ${doc.listener} · ${workers} · default ${doc.default_action}`;
+    const others = doc.rules.filter((r) => r.allowed || r.denied);
+    rows("egress-destinations", [...doc.destinations, ...others], 5, (tbody, d) => {
+      const name = d.name || d.rule;
+      const open = d.max_connections ? `${d.open} / ${d.max_connections}` : "";
+      row(tbody, [name, d.host || "(rule)", [count(d.allowed), "num"], [count(d.denied), "num"], [open, "num"]], {
+        class: d.denied ? "destination denied" : "destination",
+        "data-destination": name,
+        "data-allowed": d.allowed,
+        "data-denied": d.denied,
+        "data-open": d.open == null ? "" : d.open,
+      });
+    });
+    rows("egress-credentials", doc.credentials, 6, (tbody, c) => {
+      const refreshed = c.last_refresh ? `${duration(Math.max(0, now - c.last_refresh))} ago` : "never";
+      const expires = c.expires_in == null ? "" : duration(c.expires_in);
+      const tr = row(tbody, [c.destination, c.name, c.kind, [c.state, `cred-${c.state}`], refreshed, expires], {
+        class: "credential",
+        "data-destination": c.destination,
+        "data-state": c.state,
+      });
+      if (c.problem) tr.title = c.problem;
+    });
+    rows("egress-denials", doc.recent_denials.slice(0, 15), 5, (tbody, d) => {
+      const clock = new Date(d.time * 1000).toLocaleTimeString();
+      row(tbody, [clock, d.destination || "(unreadable)", d.rule || "–", [d.status, "num"], [d.reason, "reason"]], {
+        class: "denial",
+        "data-request-id": d.request_id,
+        "data-rule": d.rule,
+        "data-status": d.status,
+      });
+    });
+    main.setAttribute("data-egress-polls", Number(main.dataset.egressPolls || 0) + 1);
+  }
+
+  async function pollEgress(now) {
+    try {
+      const response = await fetch("egress", { cache: "no-store", signal: AbortSignal.timeout(5000) });
+      if (response.status === 404) return renderEgress(null, now); // no egress section
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      renderEgress(await response.json(), now);
+    } catch (error) {
+      $("egress-meta").textContent = `(not updated: ${error && error.message ? error.message : error})`;
+    }
+  }
+
   function showError(message) {
     const banner = $("banner");
     banner.textContent =
@@ -359,6 +436,7 @@
       previous = doc;
       polls += 1;
       render(doc);
+      await pollEgress(doc.time);
       $("banner").hidden = true;
       main.removeAttribute("data-error");
       main.setAttribute("data-polls", polls);

@@ -1,0 +1,69 @@
+"""One outbound call's audit record: filled in as the call goes, finished once by
+:meth:`sidegate.egress.audit.Audit.finish`, then read by the audit line, the metrics, explain
+and the span (:mod:`sidegate.egress.observe`). A module of its own so that those readers and
+the audit trail depend on it and not on one another."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from sidegate.observe.trace_context import TraceContext
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    """What one outbound call leaves in the audit log; filled in as the call goes."""
+
+    request_id: str
+    kind: str  # "http" (absolute-form), "named" (Host names a destination) or "connect"
+    method: str
+    client: str
+    started: float  # Audit.clock (time.perf_counter) when the call began
+    destination: str = ""  # host:port asked for
+    target: str = ""  # the origin-form path (not for tunnels)
+    resolved: str = ""  # the checked address dialled, "ip:port"
+    decision: str = "deny"  # "allow" or "deny"
+    rule: str = ""
+    reason: str = ""
+    status: int = 0
+    bytes_in: int = 0  # from the app (request body; tunnel: app to destination)
+    bytes_out: int = 0  # to the app (response body; tunnel: destination to app)
+    credential: str | None = None  # reserved: the name of an injected credential
+    tls: str | None = None  # "originated" when the sidecar spoke TLS to the destination
+    tls_server_name: str | None = None  # the name it verified (and sent as SNI unless an IP)
+    extra: dict[str, str] = field(default_factory=dict)
+    error: str = ""  # the error word of an answer Sidegate gave itself ("egress_denied"...)
+    trace: TraceContext | None = None  # tracing on: the egress span's context
+    app_request_id: bytes = b""  # the X-Request-Id the app sent (passed on as it came)
+    duration: float = 0.0  # seconds, set when the call is finished
+    wall: float = 0.0  # Unix time the call began, set when it is finished
+
+    def line(self, duration: float) -> bytes:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "type": "egress",
+            "request_id": self.request_id,
+            "app_request_id": self.app_request_id.decode("latin-1") or None,
+            "kind": self.kind,
+            "method": self.method,
+            "client": self.client,
+            "destination": self.destination,
+            "path": self.target,
+            "resolved": self.resolved,
+            "decision": self.decision,
+            "rule": self.rule,
+            "reason": self.reason,
+            "status": self.status,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "duration": round(duration, 6),
+            "credential": self.credential,
+            "tls": self.tls,
+            "tls_server_name": self.tls_server_name,
+            "error": self.error or None,
+            "trace_id": self.trace.trace_id.decode() if self.trace is not None else None,
+            **self.extra,
+        }
+        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
