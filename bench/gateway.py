@@ -7,7 +7,8 @@ scenario's own) is used as written except that the harness owns the addresses: `
 filter's store) gets a `dir` of its own, created empty in the run's work dir for each start, so every run
 begins with a cold cache. Likewise for the authenticated scenarios: every route's `jwt` filter gets the
 run's JWKS file as `jwks_file` (bench/auth.py made the key), and a top-level `redis` section gets the
-`url` of the redis-server the harness started.
+`url` of the redis-server the harness started. A config with an `egress` section gets
+`listeners.egress` on a free loopback port, and every destination's `ports` become the origin's.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def bench_config(
     *,
     jwks_file: Path | None = None,
     redis_url: str | None = None,
+    egress_port: int | None = None,
 ) -> dict[str, Any]:
     """The config to run: `source` (or the minimal config) with the harness's addresses filled in,
     `cache.dir` set to `cache_dir` when the config has a `cache` section, each route's `jwt` filter
@@ -93,6 +95,13 @@ def bench_config(
                 "(only scenarios with their own redis-server get one, e.g. sidegate-auth-redis)"
             )
         redis["url"] = redis_url
+    egress = doc.get("egress")
+    if egress is not None:
+        if not isinstance(egress, dict) or egress_port is None:
+            raise BenchError(f"{source}: `egress` must be a mapping, and the harness gives it its port")
+        listeners["egress"] = {"address": f"127.0.0.1:{egress_port}"}
+        for destination in egress.get("destinations") or []:
+            destination["ports"] = [app_port]
     return doc
 
 
@@ -113,22 +122,35 @@ def start_sidegate(
     *,
     jwks_file: Path | None = None,
     redis_url: str | None = None,
+    egress: bool = False,
 ) -> tuple[Proc, int]:
-    """Start Sidegate in front of 127.0.0.1:app_port; returns the process and its inbound port.
-    `jwks_file` and `redis_url` go into the config's `jwt` filters and `redis` section (see bench_config)."""
+    """Start Sidegate in front of 127.0.0.1:app_port; returns the process and its inbound port (its
+    egress listener's with `egress`). `jwks_file` and `redis_url` go into the config's `jwt` filters
+    and `redis` section (see bench_config)."""
     name = group.unique(name)
-    port, admin_port = free_port(), free_port()
+    port, admin_port, egress_port = free_port(), free_port(), free_port()
     config_path = group.workdir / f"{name}.yaml"
     # Keep the shared cache out of /var/cache: everything the run writes stays in its work dir. One empty
     # directory per start, named both by `CACHE_DIR` and by `cache.dir` when the config has a cache.
     cache_dir = group.workdir / f"{name}-cache"
     cache_dir.mkdir()
     doc = bench_config(
-        source, port, admin_port, app_port, cache_dir, jwks_file=jwks_file, redis_url=redis_url
+        source,
+        port,
+        admin_port,
+        app_port,
+        cache_dir,
+        jwks_file=jwks_file,
+        redis_url=redis_url,
+        egress_port=egress_port,
     )
     config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     argv = [sidegate_binary(), "run", "--config", str(config_path)]
     env = {"CACHE_DIR": str(cache_dir)}
     proc = group.start(name, argv, cpu, env)
     wait_ready(proc, admin_port, "/ready", READY_TIMEOUT)
+    if egress:
+        if "egress" not in doc:
+            raise BenchError(f"{name}: measures the egress listener, but its config has no `egress` section")
+        return proc, egress_port
     return proc, port

@@ -262,12 +262,19 @@ def _target_line(r: Summary) -> str:
 
 
 def save_json(
-    path: Path, meta: dict[str, Any], rows: list[Summary], runs: dict[str, list[Measurement]]
+    path: Path,
+    meta: dict[str, Any],
+    rows: list[Summary],
+    runs: dict[str, list[Measurement]],
+    *,
+    bulk: dict[str, Any] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {
+    record: dict[str, Any] = {
         "meta": meta,
         "summary": [asdict(r) for r in rows],
         "runs": {name: [asdict(m) for m in ms] for name, ms in runs.items()},
     }
+    if bulk is not None:
+        record["bulk"] = bulk  # the connect-bulk row (bench/bulk.py): MB/s direct and tunnelled
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")

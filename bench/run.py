@@ -19,6 +19,11 @@ token and a rate limit kept locally (sidegate-auth) or in a redis-server of the 
 (sidegate-auth-redis), both compared with the plain sidegate row (added if --only left it out). The run
 makes its own RSA key, JWKS file and token (bench/auth.py).
 
+The `egress` row sends absolute-form requests through Sidegate's egress listener (bench/configs/egress.yaml)
+and compares them with the inbound `sidegate` row. `connect-bulk` (bench/bulk.py) is not a wrk row: bulk
+MB/s through a CONNECT tunnel against a direct TCP copy, a table of its own under the main one. Both run
+by default; with --only, name them.
+
 --observe adds what observing costs (`make bench-observe`): Sidegate with metrics, the JSON access log
 and tracing (unsampled) all off (sidegate-observe-off), all on (sidegate-observe-on), and on with each
 switched off in turn, every row compared with the first.
@@ -35,11 +40,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from auth import Credentials, make_credentials
+from bulk import BulkResult, measure_bulk, start_origin
+from gateway import start_sidegate
 from nginx import nginx_version, origin_conf, start_nginx
 from procs import BenchError, ProcessGroup, bench_cpus, free_port
 from redis_server import redis_binary, script_calls
@@ -49,6 +57,7 @@ from scenarios import (
     AUTH_SCENARIOS,
     BY_NAME,
     CACHE_SCENARIOS,
+    CONFIGS,
     OBSERVE_SCENARIOS,
     SCENARIOS,
     Scenario,
@@ -61,6 +70,9 @@ HERE = Path(__file__).resolve().parent
 WARMUP_SECONDS = 1
 LOAD_CONNECTIONS = 64
 START_SECONDS = 20  # allowance per scenario for start, preflight and stop when bounding a run's length
+BULK = "connect-bulk"  # not a wrk scenario: bench/bulk.py
+BULK_REPEAT = 5  # direct and tunnelled transfers each; the medians are compared
+BULK_MIB_PER_SECOND = 256  # each transfer's size: this many MiB per second of --duration
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk measurement (default 5)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; the median is reported")
-    names = ",".join(s.name for s in SCENARIOS)
+    names = ",".join([*(s.name for s in SCENARIOS), BULK])
     parser.add_argument("--only", help=f"comma-separated scenarios to run (known: {names})")
     cache_names = ", ".join(s.name for s in CACHE_SCENARIOS)
     parser.add_argument(
@@ -113,7 +125,7 @@ def select(
     if not only:
         chosen = [s for s in SCENARIOS if s.default]
     else:
-        names = [n.strip() for n in only.split(",") if n.strip()]
+        names = [n.strip() for n in only.split(",") if n.strip() and n.strip() != BULK]
         unknown = [n for n in names if n not in BY_NAME]
         if unknown:
             raise BenchError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
@@ -126,7 +138,29 @@ def select(
         chosen += [s for s in AUTH_SCENARIOS if s not in chosen]
     if observe:
         chosen += [s for s in OBSERVE_SCENARIOS if s not in chosen]
+    for s in list(chosen):  # a row compared with a baseline brings it (egress: the inbound sidegate row)
+        base = s.compare.baseline
+        if base is not None and BY_NAME[base] not in chosen:
+            chosen.insert(0, BY_NAME[base])
     return chosen
+
+
+def bulk_selected(only: str | None) -> bool:
+    return not only or BULK in [n.strip() for n in only.split(",")]
+
+
+def run_bulk(group: ProcessGroup, cpus: tuple[int, int], duration: int) -> BulkResult:
+    """The connect-bulk row: its own origin, Sidegate with an egress listener allowing it, the transfers."""
+    load_cpu, proxy_cpu = cpus
+    origin_port = start_origin(group, load_cpu)
+    proc, egress_port = start_sidegate(
+        group, BULK, CONFIGS / "egress.yaml", origin_port, proxy_cpu, egress=True
+    )
+    try:
+        size = BULK_MIB_PER_SECOND * 1024 * 1024 * duration
+        return measure_bulk(origin_port, egress_port, load_cpu, size, BULK_REPEAT)
+    finally:
+        group.stop(proc)
 
 
 def measure(
@@ -146,14 +180,15 @@ def measure(
         rss_idle = target.proxy.rss_bytes() if target.proxy else None
         url = f"http://127.0.0.1:{target.port}{scenario.path}"
         headers = target.headers
-        run_wrk(url, LOAD_CONNECTIONS, WARMUP_SECONDS, load_cpu, headers=headers)
+        script = target.wrk_script
+        run_wrk(url, LOAD_CONNECTIONS, WARMUP_SECONDS, load_cpu, headers=headers, script=script)
         before = script_calls(target.redis_port) if target.redis_port is not None else 0
-        throughput = run_wrk(url, LOAD_CONNECTIONS, args.duration, load_cpu, headers=headers)
+        throughput = run_wrk(url, LOAD_CONNECTIONS, args.duration, load_cpu, headers=headers, script=script)
         if target.redis_port is not None:
             redis_calls = script_calls(target.redis_port) - before
         if target.proxy and args.latency_layout == "shared":
             target.proxy.pin(load_cpu)
-        latency = run_wrk(url, 1, args.duration, load_cpu, headers=headers)
+        latency = run_wrk(url, 1, args.duration, load_cpu, headers=headers, script=script)
         rss_loaded = target.proxy.rss_bytes() if target.proxy else None
     finally:
         stop_target(group, target)
@@ -200,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
     if shutil.which("taskset") is None:
         raise BenchError("taskset not found (Debian package util-linux)")
     scenarios = select(args.only, args.cache, args.auth, args.observe)
+    bulk: BulkResult | None = None
     if any(s.redis for s in scenarios):
         redis_binary()  # missing: fail now, with the install hint, rather than after the other rows
     cpus = bench_cpus()
@@ -226,14 +262,24 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
+        if bulk_selected(args.only):
+            print(f"{BULK}: CONNECT tunnel vs direct TCP copy (bench/bulk.py)", file=sys.stderr, flush=True)
+            bulk = run_bulk(group, cpus, args.duration)
+            print(f"    {bulk.tunnel_median:,.0f} MB/s tunnelled, {bulk.direct_median:,.0f} MB/s direct",
+                  file=sys.stderr, flush=True)  # fmt: skip
     rows = summarize(runs, {s.name: s.description for s in scenarios}, {s.name: s.compare for s in scenarios})
     print()
     print(markdown_table(rows))
     print()
     for line in findings(rows):
         print(line)
+    if bulk is not None:
+        print()
+        print(bulk.table())
+        print()
+        print(bulk.finding())
     out = args.results / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    save_json(out, info, rows, runs)
+    save_json(out, info, rows, runs, bulk=asdict(bulk) if bulk is not None else None)
     print(f"\nsaved {out}")
     return 1 if any(r.errors for r in rows) else 0
 

@@ -11,13 +11,18 @@ compared with each other and with the first rather than with the plain `nginx` a
 The authenticated case (`--auth`) is two Sidegate rows whose route checks a bearer token and a rate limit,
 kept locally or in a redis-server the harness starts for the row; both are compared with the plain
 `sidegate` row as well (their `baseline`): the difference is what the checks cost.
+
+The egress row (issue 16) is Sidegate's other face: wrk sends absolute-form requests
+(`GET http://127.0.0.1:<origin>/ HTTP/1.1`, set by a wrk Lua script) to the egress listener, which
+decides, checks and forwards them to the same origin; it is compared with the inbound `sidegate`
+row (its `baseline`). The CONNECT tunnel's bulk throughput is not a wrk row: see bench/bulk.py.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.client import HTTPMessage
 from pathlib import Path
 from typing import Literal
@@ -65,6 +70,8 @@ class Scenario:
     # A redis-server of its own, started with the scenario (pinned to the load CPU) and stopped with it;
     # its URL goes into the config's `redis.url`. The preflight wants its requests decided in Redis.
     redis: bool = False
+    # Through the egress listener as an HTTP proxy: wrk sends the path in absolute-form to the origin.
+    egress: bool = False
 
 
 _CACHE_REFS = Compare(nginx="nginx-cache", direct="direct-cacheable")
@@ -153,11 +160,23 @@ OBSERVE_SCENARIOS: tuple[Scenario, ...] = tuple(
     for suffix, what in _OBSERVE_ROWS
 )
 
+# The egress target (issue 16): absolute-form requests through the egress listener at least 0.8x the
+# inbound proxy path's throughput, same run.
+EGRESS_SCENARIO = Scenario(
+    "egress",
+    "sidegate",
+    "wrk -> Sidegate egress listener (1 worker, absolute-form, allow-listed origin) -> app",
+    sidegate_config=CONFIGS / "egress.yaml",
+    egress=True,
+    compare=Compare(baseline=AUTH_BASELINE, min_rps_vs_baseline=0.8),
+)
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("direct", "none", "wrk -> app"),
     Scenario("nginx", "nginx", "wrk -> nginx (1 worker, upstream keepalive) -> app"),
     Scenario(AUTH_BASELINE, "sidegate", "wrk -> Sidegate (1 worker, one route) -> app"),
     Scenario("floor", "floor", "wrk -> bench/floor.py (bytes copied, no HTTP: Python + uvloop floor) -> app"),
+    EGRESS_SCENARIO,
     *CACHE_SCENARIOS,
     *AUTH_SCENARIOS,
     *OBSERVE_SCENARIOS,
@@ -176,6 +195,8 @@ class Target:
     headers: tuple[tuple[str, str], ...] = ()
     helpers: tuple[Proc, ...] = ()
     redis_port: int | None = None
+    path: str = ""  # the request target sent, when not the scenario's path (absolute-form to egress)
+    wrk_script: str | None = None  # a wrk Lua script that sets it
 
 
 def start_target(
@@ -222,8 +243,14 @@ def start_target(
             cpu,
             jwks_file=credentials.jwks_file if scenario.bearer_token and credentials else None,
             redis_url=f"redis://127.0.0.1:{redis_port}" if redis_port is not None else None,
+            egress=scenario.egress,
         )
         target = Target(port, proc, headers, helpers, redis_port)
+        if scenario.egress:
+            path = f"http://127.0.0.1:{app_port}{scenario.path}"
+            script = group.workdir / f"{group.unique(scenario.name + '-wrk')}.lua"
+            script.write_text(f'wrk.path = "{path}"  -- absolute-form: the egress listener is a proxy\n')
+            target = replace(target, path=path, wrk_script=str(script))
     preflight(scenario, target)  # on failure the run ends, and its ProcessGroup stops everything
     return target
 
@@ -249,6 +276,8 @@ def preflight(scenario: Scenario, target: Target) -> None:
         _check_redis_decided(scenario, target, target.redis_port, calls_before)
     if scenario.bearer_token:
         _check_refused_without_token(scenario, target)
+    if scenario.egress:
+        _check_egress_policy(scenario, target)
     header = scenario.expect_cache_hit_header
     if header is None:
         return
@@ -280,6 +309,20 @@ def _check_refused_without_token(scenario: Scenario, target: Target) -> None:
         )
 
 
+def _check_egress_policy(scenario: Scenario, target: Target) -> None:
+    """A destination the config does not allow must get egress's 403: then the listener wrk loads is
+    the egress one deciding each request (an inbound route would forward anything to the app)."""
+    try:
+        status, _, body = http_get_full(target.port, "http://127.0.0.1:1/")
+    except OSError as exc:
+        raise BenchError(f"{scenario.name}: GET http://127.0.0.1:1/ failed: {exc}") from exc
+    if status != 403 or b"egress_denied" not in body:
+        raise BenchError(
+            f"{scenario.name}: GET http://127.0.0.1:1/ answered {status} {body[:200]!r}, expected 403 "
+            "egress_denied: the port under load is not the egress listener"
+        )
+
+
 def _check_redis_decided(scenario: Scenario, target: Target, redis_port: int, calls_before: int) -> None:
     """Redis must have run the limit's script for the preflight's request: a limiter that never reaches
     Redis (and decides from its local fallback) would pass for a fast Redis-backed one. The gateway's
@@ -297,10 +340,11 @@ def _check_redis_decided(scenario: Scenario, target: Target, redis_port: int, ca
 
 def _checked_get(scenario: Scenario, target: Target) -> HTTPMessage:
     """GET the scenario's path; fail unless the status and body are the expected ones. Returns the headers."""
+    path = target.path or scenario.path
     try:
-        status, headers, body = http_get_full(target.port, scenario.path, dict(target.headers))
+        status, headers, body = http_get_full(target.port, path, dict(target.headers))
     except OSError as exc:
-        raise BenchError(f"{scenario.name}: GET {scenario.path} failed: {exc}") from exc
+        raise BenchError(f"{scenario.name}: GET {path} failed: {exc}") from exc
     if status != scenario.expect_status or (
         scenario.expect_body is not None and body != scenario.expect_body
     ):

@@ -36,6 +36,11 @@ class _AccessLogOfTheDay:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
 
+    @property
+    def wanted(self) -> bool:
+        """Whether a line would be written (the audit makes none otherwise)."""
+        return self.proxy.recorder.access_log is not None
+
     def write(self, line: bytes) -> None:
         writer = self.proxy.recorder.access_log
         if writer is not None:

@@ -49,6 +49,10 @@ HOT_MODULES = (
     "sidegate.upstream.connection",
     "sidegate.upstream.pool",
     "sidegate.upstream.fetch",  # not per request: compiled as its base class UpstreamUser is
+    "sidegate.egress.http_leg",  # the egress listener's per-request path (bench row `egress`)
+    "sidegate.egress.http_call",
+    "sidegate.egress.proxy",
+    "sidegate.egress.listener",
     "sidegate.cache.hitpath",
     "sidegate.cache.keys",
     "sidegate.cache.store",

@@ -6,7 +6,10 @@ report carries the ratios against nginx and the direct path. The cache-hit case 
 likewise: its rows ran (their preflight saw `X-Cache: HIT`) and compare with nginx-cache and
 direct-cacheable. And the authenticated case (`make bench-auth`): its rows ran (their preflight saw a
 200 with the token, a 401 without it and, for the Redis row, the limit decided in Redis), compare with
-plain sidegate, and the Redis row's requests under load were decided in Redis.
+plain sidegate, and the Redis row's requests under load were decided in Redis. The egress rows
+(issue 16): `egress` ran through the egress listener (its preflight saw the origin's body for an
+absolute-form request and a 403 egress_denied for a port the policy does not allow) and compares with
+the inbound sidegate row; `connect-bulk` moved bytes both ways round and reports its ratio.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_bench(tmp_path: Path, *args: str, timeout: float = 170) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Run bench/run.py for one second per measurement; its stdout and its JSON summary by scenario."""
+    """Run bench/run.py for one second per measurement; its stdout and its JSON summary by scenario
+    (the connect-bulk record, when it ran, as ``summary["connect-bulk"]``)."""
     missing = [
         tool
         for tool in ("wrk", "nginx")
@@ -41,7 +45,10 @@ def _run_bench(tmp_path: Path, *args: str, timeout: float = 170) -> tuple[str, d
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (report,) = tmp_path.glob("*.json")
-    summary = {row["scenario"]: row for row in json.loads(report.read_text())["summary"]}
+    record = json.loads(report.read_text())
+    summary = {row["scenario"]: row for row in record["summary"]}
+    if "bulk" in record:
+        summary["connect-bulk"] = record["bulk"]
     return done.stdout, summary
 
 
@@ -49,9 +56,15 @@ def _run_bench(tmp_path: Path, *args: str, timeout: float = 170) -> tuple[str, d
 def test_benchmark_runs_and_reports_ratios(tmp_path: Path) -> None:
     stdout, summary = _run_bench(tmp_path)
     assert "| sidegate |" in stdout, stdout
-    assert set(summary) == {"direct", "nginx", "sidegate", "floor"}
+    bulk = summary.pop("connect-bulk")
+    assert set(summary) == {"direct", "nginx", "sidegate", "floor", "egress"}
     for row in summary.values():
         assert row["rps"] > 0 and row["errors"] == 0, row
+    egress = summary["egress"]
+    assert egress["baseline_ref"] == "sidegate" and egress["rps_vs_baseline"] > 0, egress
+    assert "egress target: throughput >= 0.80x sidegate's" in stdout, stdout
+    assert bulk["direct_median"] > 0 and bulk["tunnel_median"] > 0 and bulk["ratio"] > 0, bulk
+    assert "connect-bulk target: tunnel throughput >= 0.80x the direct copy's" in stdout, stdout
     sidegate = summary["sidegate"]
     assert sidegate["rps_vs_nginx"] > 0 and 0 < sidegate["rps_vs_direct"] <= 1.5, sidegate
     assert 0 < sidegate["rss_idle"] < 64 * 1024 * 1024, sidegate

@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from e2e.helpers import admin_post
-from support.gateway import GatewayFactory, GatewayProcess, OriginProcess, free_port, send_raw
+from support.gateway import (
+    GatewayFactory,
+    GatewayProcess,
+    OriginProcess,
+    free_port,
+    read_until_close,
+    send_raw,
+)
 from support.stub_dns import StubDNS
 
 pytestmark = pytest.mark.timeout(60)
@@ -60,6 +67,8 @@ def dns_server() -> Iterator[StubDNS]:
     server = StubDNS()
     server.records[("localhost", "A")] = (60, [HOST])
     server.records[("api.partner.test", "A")] = (60, ["192.0.2.10"])
+    server.records[("late.test", "A")] = (60, [HOST])
+    server.delays["late.test"] = 0.25  # a slow lookup: the app's bytes come before the tunnel is up
     yield server
     server.close()
 
@@ -91,6 +100,12 @@ def egress(
                     "methods": ["GET"],
                     "timeouts": {"response": "500ms"},
                     "max_connections": 1,
+                },
+                {
+                    "name": "late",
+                    "host": "late.test",
+                    "ports": [origin.port],
+                    "allow_private": ["127.0.0.1/32"],
                 },
                 {
                     "name": "quiet",
@@ -457,6 +472,20 @@ def test_connect_with_bytes_behind_the_head(egress: GatewayProcess, origin: Orig
     assert origin.received()[0].raw.startswith(b"GET /early ")
 
 
+def test_bytes_sent_while_the_tunnel_opens_are_carried(egress: GatewayProcess, origin: OriginProcess) -> None:
+    """A client that does not wait for the 200 (its bytes arrive while the name is still being
+    resolved) loses none of them: they go to the destination once the tunnel is up, in order."""
+    with socket.create_connection((HOST, proxy_port(egress)), timeout=5) as sock:
+        sock.sendall(f"CONNECT late.test:{origin.port} HTTP/1.1\r\n\r\n".encode())
+        time.sleep(0.1)
+        sock.sendall(b"GET /sent-early HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.05)
+        sock.sendall(b"Connection: close\r\n\r\n")
+        answer = read_until_close(sock, 3)
+    assert answer.startswith(b"HTTP/1.1 200 Connection Established\r\n\r\nHTTP/1.1 200 "), answer[:200]
+    assert origin.received()[0].raw.startswith(b"GET /sent-early HTTP/1.1\r\nHost: x\r\nConnection: close")
+
+
 def test_an_idle_tunnel_is_closed(egress: GatewayProcess, origin: OriginProcess) -> None:
     # The idle limit is the deciding destination's: "origin" (300 s) is the first for 127.0.0.1,
     # so reload with "quiet" (500 ms) first for it.
@@ -533,14 +562,12 @@ def test_a_call_under_way_finishes_during_the_drain(egress: GatewayProcess, orig
     assert egress.proc.wait(10) == 0
 
 
-def test_a_chunked_request_body_is_sent_on_with_its_length(
-    egress: GatewayProcess, origin: OriginProcess
-) -> None:
+def test_a_chunked_request_body_is_streamed_on_chunked(egress: GatewayProcess, origin: OriginProcess) -> None:
     url = f"http://{HOST}:{origin.port}/echo"
     status, body = curl(egress, url, "-H", "Transfer-Encoding: chunked", "--data-binary", "chunked body")
     assert (status, body) == (200, b"chunked body")
     (seen,) = origin.received()
-    assert seen.header("content-length") == "12" and seen.header("transfer-encoding") is None
+    assert seen.header("transfer-encoding") == "chunked" and seen.header("content-length") is None
 
 
 def test_host_names_match_whatever_their_case(egress: GatewayProcess) -> None:

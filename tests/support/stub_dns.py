@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 import dns.flags
@@ -21,6 +22,7 @@ class StubDNS:
 
     ``records[(name, type)] = (ttl, [values])`` with type "A", "AAAA" or "CNAME" (one target); a name
     with no record at all is NXDOMAIN. ``silent`` makes it read queries and answer none;
+    ``delays[name]`` holds the answer to ``name`` back that many seconds;
     ``truncate`` answers every UDP query with TC set and no records (the client must retry over
     TCP); ``servfail`` answers SERVFAIL. ``queries`` records every ``(name, type)`` asked, in order;
     ``tcp_queries`` those over TCP."""
@@ -29,6 +31,7 @@ class StubDNS:
     silent: bool = False
     truncate: bool = False
     servfail: bool = False
+    delays: dict[str, float] = field(default_factory=dict)
     queries: list[tuple[str, str]] = field(default_factory=list)
     tcp_queries: list[tuple[str, str]] = field(default_factory=list)
     host: str = "127.0.0.1"
@@ -78,6 +81,8 @@ class StubDNS:
             self.tcp_queries.append(asked)
         if self.silent:
             return None
+        if name in self.delays:
+            time.sleep(self.delays[name])
         if self.servfail:
             response = dns.message.make_response(query)
             response.set_rcode(dns.rcode.SERVFAIL)

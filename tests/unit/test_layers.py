@@ -44,6 +44,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "egress",
         "upstream",
         "server.timers",
+        "server.framing",  # the inbound listener's response framing rules, pure functions
         "http",
         "config.snapshot",
         "config.egress_spec",  # the compiled destinations

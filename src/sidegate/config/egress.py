@@ -93,10 +93,16 @@ class EgressTimeouts(_Model):
 
     connect: Duration = Field(default=5.0, gt=0, description="time to open the connection")
     response: Duration = Field(
-        default=30.0, gt=0, description="time from the request sent to the whole response (504 after)"
+        default=30.0,
+        gt=0,
+        description="time from the whole request sent to the response head (504 after); "
+        "a streamed body is then bounded by `idle`, not by this",
     )
     idle: Duration = Field(
-        default=300.0, gt=0, description="a CONNECT tunnel with no byte either way for this long is closed"
+        default=300.0,
+        gt=0,
+        description="no byte from the destination for this long mid-response, or no byte either way "
+        "in a CONNECT tunnel, closes the call",
     )
 
 
@@ -184,7 +190,10 @@ class Egress(_Model):
     )
     dns: EgressDns = Field(default_factory=EgressDns, description="name resolution for destinations")
     max_body: int = Field(
-        default=16 * 1024 * 1024, ge=0, description="largest request or response body of a call (bytes)"
+        default=16 * 1024 * 1024,
+        ge=0,
+        description="largest request body of a call, in bytes (413 above; 0: no limit); "
+        "responses stream through unbounded",
     )
 
     # -- transparent mode and the CONNECT SNI check (sidegate.egress.transparent) ----------------

@@ -113,8 +113,9 @@ class Audit:
             tracer = self.tracing.tracer
             if tracer is not None:
                 tracer.finish(span_of(record))
-        if self.sink is not None:
-            self.sink.write(record.line(duration))
+        sink = self.sink
+        if sink is not None and getattr(sink, "wanted", True):  # no line made for a log that is off
+            sink.write(record.line(duration))
 
 
 def traceparent_in(headers: Sequence[tuple[bytes, bytes]]) -> bytes:

@@ -7,69 +7,68 @@ connection goes to a checked address itself (the first; the next when one refuse
 connection), never to the name again: nothing can resolve differently between the check and
 the connect (DNS rebinding).
 
-An absolute-form or named request goes through the one upstream client (a pool per checked
-``ip:port``, :class:`~sidegate.upstream.fetch.BackgroundFetch`): sent in origin-form with Host
-rewritten to the target's authority, the request body and the response buffered (both bounded
-by ``egress.max_body``). An ``https://`` request, or an ``http://`` one to a destination with
-``tls.originate``, goes out over verified TLS (:mod:`sidegate.egress.tls`; its pool is keyed by
-the TLS identity too). Redirects are passed to the app as they came: the proxy never follows
-one. A ``CONNECT`` becomes a tunnel (:mod:`sidegate.egress.tunnel`).
+An absolute-form or named request is streamed through the one upstream client (a pool per
+checked ``ip:port``; :class:`~sidegate.egress.http_leg.UpstreamLeg`): its head goes out in
+origin-form, Host rewritten to the target's authority, as soon as the call is admitted,
+resolved and its credential ready; the body follows as the app sends it, and the response comes
+back as it arrives, with backpressure both ways. ``egress.max_body`` bounds the request body
+only (0: no limit); responses are not bounded. Redirects are passed to the app as they came:
+the proxy never follows one. A ``CONNECT`` becomes a tunnel (:mod:`sidegate.egress.tunnel`).
+An ``https://`` request, or an ``http://`` one to a destination with ``tls.originate``, goes
+out over verified TLS (:mod:`sidegate.egress.tls`; its pool is keyed by the TLS identity too).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 from dataclasses import replace
 
 from sidegate.config.egress_spec import DestinationSpec
 from sidegate.config.egress_tls_spec import TlsFileError
-from sidegate.egress.answers import RefusedError, error_response, phrase
-from sidegate.egress.audit import AuditRecord, outgoing_traceparent, traceparent_in
+from sidegate.egress.answers import RefusedError, error_response
+from sidegate.egress.audit import AuditRecord, traceparent_in
 from sidegate.egress.connect_head import ConnectHead
-from sidegate.egress.credentials import CredentialUnavailableError, with_credential
 from sidegate.egress.guard import AuthorityError, Target, forbidden_reason, parse_authority
+from sidegate.egress.http_call import HttpCall, too_large
 from sidegate.egress.policy import DEFAULT_RULE
 from sidegate.egress.resolver import ResolveError
 from sidegate.egress.state import ClientSide, EgressState
 from sidegate.egress.tunnel import TunnelToDestination, open_tunnel, sni_check_for
-from sidegate.http.messages import Fetched
 from sidegate.http.request_head import ParsedRequest
-from sidegate.upstream.fetch import BackgroundFetch
-from sidegate.upstream.tls_origin import TlsOrigin
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-#: How the upstream client says that a connection could not be opened (nothing was sent).
-_NOT_CONNECTED = ("connection refused", "cannot connect", "no connection to")
-#: How it says that TLS to the destination failed (the handshake, or the peer's alert after it).
-_TLS_FAILED = ("TLS with ", "tls_failed: ")
+#: Authorities parsed, and (in EgressState.checked) addresses allowed, remembered at most.
+MAX_CHECKED = 4096
+_TARGETS: dict[tuple[str, int], Target] = {}
 LOOP_RULE = "loop_detection"
 GUARD_RULE = "ssrf_guard"
 
 
-class OutboundCall:
+class OutboundCall(HttpCall):
     """One request or tunnel from the app (see the module's docstring)."""
 
     def __init__(self, server: EgressState, conn: ClientSide, method: str, client: str) -> None:
         self.server = server
         self.conn = conn
-        self.request_id = os.urandom(8).hex()
+        self.request_id = _new_request_id()
         self.record = AuditRecord(self.request_id, "http", method, client, server.audit.clock())
-        self.head: ParsedRequest | None = None
-        self.target: Target | None = None
-        self.destination: DestinationSpec | None = None
-        self.body: list[bytes] = []
+        # Declared in HttpCall (not again here: mypyc would visit them twice in the GC).
+        self.head = None
+        self.target = None
+        self.destination = None
+        self.body = []
+        self.held = 0
         self.size = 0
+        self.request_done = False
         self.keep_alive = True
         self.finished = False
+        self.task = None
+        self.leg = None
+        self.addresses = []
         self.counted = False  # holds one of the destination's max_connections
         self.tunnel: TunnelToDestination | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.fetch: BackgroundFetch | None = None
-        self.addresses: list[IPAddress] = []  # checked addresses not tried yet
-        self.request = b""  # the request as it goes upstream (kept to try the next address)
-        self.tls: TlsOrigin | None = None  # TLS origination: the context and name, or plain HTTP
+        self.tls = None  # declared in HttpCall: TLS origination, or None (plain HTTP)
 
     # -- absolute-form and named requests ------------------------------------------------------
 
@@ -79,8 +78,14 @@ class OutboundCall:
         self.server.audit.begin(self.record, head.traceparent, head.request_id)
         try:
             self._admit(head, scheme)
+            limit = self.server.max_body
+            if limit and head.content_length is not None and head.content_length > limit:
+                raise RefusedError(413, "payload_too_large", too_large(limit))
         except RefusedError as refused:
             self.refuse(refused)
+            return
+        self.request_done = not head.has_body
+        self._start()
 
     def _admit(self, head: ParsedRequest, scheme: str) -> None:
         record = self.record
@@ -133,122 +138,6 @@ class OutboundCall:
             self.target = replace(target, port=originated.port)
             self.record.tls, self.record.tls_server_name = "originated", originated.origin.server_name
 
-    def request_body(self, data: bytes) -> None:
-        if self.finished:
-            return
-        self.size += len(data)
-        self.record.bytes_in = self.size
-        if self.size > self.server.max_body:
-            why = f"request body larger than egress.max_body ({self.server.max_body} bytes)"
-            self.refuse(RefusedError(413, "payload_too_large", why))
-            return
-        self.body.append(data)
-
-    def request_end(self) -> None:
-        if not self.finished:
-            self.task = self.server.loop.create_task(self._send())
-
-    async def _send(self) -> None:
-        head, target, destination = self.head, self.target, self.destination
-        assert head is not None and target is not None and destination is not None
-        try:
-            self.addresses = await self._checked_addresses(target, destination)
-            self._hold_connection(destination)
-            injected = await self._credential(destination)
-        except RefusedError as refused:
-            self.refuse(refused)
-            return
-        if self.finished:  # the app went away while the credential was fetched
-            return
-        self.request = self._upstream_request(head, target, injected)
-        self._dial()
-
-    async def _credential(self, destination: DestinationSpec) -> tuple[bytes, bytes] | None:
-        """The header the destination's credential adds, or None; 503 when it cannot be had
-        (a secret file gone, a token endpoint down): never the request without it."""
-        credential = self.server.credential(destination.name)
-        if credential is None:
-            return None
-        self.record.credential = credential.name
-        try:
-            return await credential.header()
-        except CredentialUnavailableError as error:
-            raise RefusedError(503, "egress_credential_unavailable", str(error), destination.name) from None
-
-    def _dial(self) -> None:
-        """Send the request to the next checked address (the first, unless one refused)."""
-        head, target, destination = self.head, self.target, self.destination
-        assert head is not None and target is not None and destination is not None
-        address = self.addresses.pop(0)
-        self.record.resolved = f"{address}:{target.port}"
-        self.fetch = BackgroundFetch(
-            self.server.pool_for(str(address), target.port, self.tls),
-            self.request,
-            connect_timeout=destination.connect_timeout,
-            timeout=destination.response_timeout,
-            max_body=self.server.max_body,
-            clock=self.server.loop.time,
-            done=self._fetched,
-            purpose="egress request",
-            log_failures=False,
-            head_request=head.method == b"HEAD",
-        )
-        self.fetch.start()
-
-    def _upstream_request(
-        self, head: ParsedRequest, target: Target, injected: tuple[bytes, bytes] | None = None
-    ) -> bytes:
-        """The request in origin-form: Host is the target's authority (not the app's Host),
-        the reader already dropped hop-by-hop and proxy fields, and Sidegate's Via is added.
-        Sidegate adds no X-Forwarded-For of its own: the pod's addresses are not the
-        destination's business."""
-        default = 80 if self.tls is None else 443
-        host = f"[{target.host}]" if ":" in target.host else target.host
-        authority = host if target.port == default else f"{host}:{target.port}"
-        lines = [
-            f"{head.method.decode('latin-1')} {head.target.decode('latin-1')} HTTP/1.1",
-            f"Host: {authority}",
-        ]
-        out = "\r\n".join(lines).encode("latin-1") + b"\r\n"
-        headers = head.headers if injected is None else with_credential(head.headers, *injected)
-        out += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        for name, value in _app_set_fields(head, outgoing_traceparent(self.record, head.traceparent)):
-            out += name + b": " + value + b"\r\n"
-        via = (head.via + b", " if head.via else b"") + self.server.via
-        out += b"Via: " + via + b"\r\n"
-        body = b"".join(self.body)
-        self.body = []
-        if body or head.method in (b"POST", b"PUT", b"PATCH"):
-            out += b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-        return out + b"\r\n" + body
-
-    def _fetched(self, fetched: Fetched | None) -> None:
-        if self.finished:
-            return
-        if fetched is None:
-            problem = self.fetch.problem if self.fetch is not None else ""
-            if self.addresses and problem.startswith(_NOT_CONNECTED):  # nothing was sent: next one
-                self._dial()
-                return
-            timed_out = "within" in problem or "timeout" in problem
-            status, error = (504, "egress_timeout") if timed_out else (502, "egress_upstream_failed")
-            if problem.startswith(_TLS_FAILED):  # a verify failure: no other address is tried
-                status, error = 502, "egress_tls_failed"
-                problem = problem.removeprefix("tls_failed: ")
-            why = f"{self.record.destination}: {problem or 'no response'}"
-            self.refuse(RefusedError(status, error, why, self.record.rule))
-            return
-        status, headers, body, _, _ = fetched
-        close = not self.keep_alive
-        out = f"HTTP/1.1 {status} {phrase(status)}\r\n".encode()
-        out += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        if self.head is not None and self.head.method != b"HEAD" and status not in (204, 304):
-            out += b"Content-Length: " + str(len(body)).encode() + b"\r\n"  # buffered: re-framed
-        out += b"Connection: close\r\n" if close else b""
-        self.record.status, self.record.bytes_out = status, len(body)
-        self.conn.write(out + b"\r\n" + body)
-        self._finish(keep_alive=not close)
-
     # -- CONNECT -------------------------------------------------------------------------------
 
     def start_tunnel(
@@ -298,9 +187,9 @@ class OutboundCall:
             return
         self.record.status = 200
         self.conn.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-        self.conn.become_tunnel()
-        if early:
+        if early:  # the bytes that came with the head, then those held while opening
             self.from_client(early)
+        self.conn.become_tunnel()
 
     def from_client(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -330,6 +219,8 @@ class OutboundCall:
     def client_writable(self, writable: bool) -> None:
         if self.tunnel is not None:
             self.tunnel.client_writable(writable)
+        elif self.leg is not None:
+            self.leg.app_writable(writable)
 
     def tunnel_closed(self) -> None:
         self._finish(keep_alive=False)
@@ -347,10 +238,19 @@ class OutboundCall:
             )
 
     def _parse(self, authority: str, default_port: int) -> Target:
-        try:
-            target = self.target = parse_authority(authority, default_port)
-        except AuthorityError as error:
-            raise RefusedError(400, "bad_authority", str(error)) from None
+        """The strict parse, remembered for the authorities that passed it (a pure function of
+        the text: an app calls the same few hosts over and over)."""
+        key = (authority, default_port)
+        target = _TARGETS.get(key)
+        if target is None:
+            try:
+                target = parse_authority(authority, default_port)
+            except AuthorityError as error:
+                raise RefusedError(400, "bad_authority", str(error)) from None
+            if len(_TARGETS) >= MAX_CHECKED:
+                _TARGETS.clear()
+            _TARGETS[key] = target
+        self.target = target
         return target
 
     def _decide(
@@ -373,7 +273,19 @@ class OutboundCall:
                 addresses = await self.server.resolver.resolve(target.host)
             except ResolveError as error:
                 raise RefusedError(502, "egress_resolve_failed", str(error), destination.name) from None
+        return self._check(addresses, target, destination)
+
+    def _check(
+        self, addresses: list[IPAddress], target: Target, destination: DestinationSpec
+    ) -> list[IPAddress]:
+        """Each address through the SSRF guard and loop detection (403 for the first that fails).
+        An address a destination was allowed to reach is remembered until the next reload (a
+        bounded set), so a busy destination pays a set look-up rather than the guard's checks."""
+        checked = self.server.checked
+        port, name = target.port, destination.name
         for address in addresses:
+            if (address, port, name) in checked:
+                continue
             why = forbidden_reason(address, destination.allow_private)
             if why is not None:
                 raise RefusedError(
@@ -383,13 +295,16 @@ class OutboundCall:
                     f"destination's allow_private to allow it",
                     GUARD_RULE,
                 )
-            if self.server.is_own(address, target.port):
+            if self.server.is_own(address, port):
                 raise RefusedError(
                     403,
                     "egress_denied",
-                    f"{address}:{target.port} is one of Sidegate's own listeners",
+                    f"{address}:{port} is one of Sidegate's own listeners",
                     LOOP_RULE,
                 )
+            if len(checked) >= MAX_CHECKED:
+                checked.clear()
+            checked.add((address, port, name))
         return list(addresses)
 
     def _hold_connection(self, destination: DestinationSpec) -> None:
@@ -433,6 +348,7 @@ class OutboundCall:
     def client_lost(self) -> None:
         if self.tunnel is not None:
             self.tunnel.close()
+        self._drop_leg()
         if not self.finished:
             self.record.status = self.record.status or 499
             self.finished = True
@@ -441,16 +357,27 @@ class OutboundCall:
             self.server.audit.finish(self.record)
 
 
-def _app_set_fields(head: ParsedRequest, traceparent: bytes) -> list[tuple[bytes, bytes]]:
-    """The fields the shared reader keeps apart for the inbound side to rewrite (forwarding,
-    request id, trace context): on the way out they are the app's, and go on unchanged, but for
-    ``traceparent`` when tracing is on: then it names the egress span (W3C Trace Context)."""
-    fields = (
-        (b"X-Forwarded-For", head.xff),
-        (b"X-Forwarded-Proto", head.xfp),
-        (b"X-Forwarded-Host", head.xfh),
-        (b"Forwarded", head.forwarded),
-        (b"X-Request-Id", head.request_id),
-        (b"traceparent", traceparent),
-    )
-    return [(name, value) for name, value in fields if value]
+class _RequestIds:
+    """Audit ids as the inbound side makes them: a random per-process prefix and a counter (a
+    random id per call would be a ``getrandom`` system call per call). 16 hex digits."""
+
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.count = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(4).hex()
+        self.count = 0
+
+    def new(self) -> str:
+        self.count += 1
+        return f"{self.prefix}{self.count & 0xFFFFFFFF:08x}"
+
+
+_IDS = _RequestIds()
+os.register_at_fork(after_in_child=_IDS.reset)  # each worker its own prefix
+
+
+def _new_request_id() -> str:
+    return _IDS.new()

@@ -79,6 +79,8 @@ class EgressState:
         self.pools: dict[tuple[str, int, TlsOrigin | None], EndpointPool] = {}
         self.tls = TlsContexts()  # TLS origination's contexts, kept across reloads
         self.active: dict[str, int] = {}
+        # (address, port, destination) that passed the SSRF guard and loop detection; per config.
+        self.checked: set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, str]] = set()
         self.connections: set[Closable] = set()
         # The destinations' credentials, by destination name; kept across a reload while the
         # destination's credentials are unchanged (an OAuth token stays cached).
@@ -140,6 +142,7 @@ class EgressState:
         if (spec.dns_servers, spec.dns_timeout) != (self.spec.dns_servers, self.spec.dns_timeout):
             self.resolver = Resolver(spec.dns_servers, timeout=spec.dns_timeout)
         self.policy = EgressPolicy(spec.destinations)
+        self.checked = set()  # a destination's allow_private may have changed
         self._update_credentials(spec)
         self.tls.keep_only(spec.destinations)
         self.max_body = spec.max_body

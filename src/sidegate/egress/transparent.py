@@ -175,7 +175,7 @@ class TransparentPeek:
     def _refuse(self, reason: str) -> None:
         self._done()
         record = AuditRecord(
-            os.urandom(8).hex(), "transparent", "", self.conn.client, self.conn.server.loop.time()
+            os.urandom(8).hex(), "transparent", "", self.conn.client, self.conn.server.audit.clock()
         )
         record.destination = authority(*self.original)
         record.reason = reason
