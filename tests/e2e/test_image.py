@@ -216,6 +216,16 @@ def test_runtime_stage_has_no_compiler_pip_or_sources(container: str) -> None:
     assert not [f for f in found if f.startswith("/") or f.startswith("pip")], found  # ... and nothing else
 
 
+def test_image_carries_iptables_for_the_transparent_init_container(container: str) -> None:
+    """Transparent mode's init container runs this image's ``sidegate iptables --apply``: the
+    image has the iptables-restore it calls, and the command prints its rules (applying them
+    here would change the host's own nat table: the netns tests do that, in a namespace)."""
+    versions = _run(in_image(container, "iptables-restore", "--version"), timeout=60)
+    assert "iptables-restore" in versions.stdout + versions.stderr
+    rules = _run(in_image(container, "sidegate", "iptables", "--proxy-uid", "65532"), timeout=60)
+    assert "-A SIDEGATE_OUTPUT" in rules.stdout and "REDIRECT --to-ports 15001" in rules.stdout
+
+
 # --- serving ---------------------------------------------------------------------------------
 
 
