@@ -90,12 +90,17 @@ async def _worker(path: str, checked: Normalised, channel: Connection) -> None:
         if not draining:
             draining.append(loop.create_task(_drain()))
 
+    signalled: list[bool] = []  # SIGTERMs sent to this worker itself
+
     def terminated() -> None:
         """SIGTERM sent to this worker itself (the supervisor's drain reaches it by message):
-        the same sequence as the single process, a second one drains at once."""
-        if gateway.shared.keep_alive_off or gateway.snapshot.drain_delay <= 0:
+        the same sequence as the single process, a second one drains at once. Only this
+        worker's own signals count: a group SIGTERM can reach it after the supervisor's
+        ``keep_alive_off`` message, and is still its first."""
+        if signalled or gateway.snapshot.drain_delay <= 0:
             drain()
             return
+        signalled.append(True)
         gateway.stop_keep_alive()
         loop.call_later(gateway.snapshot.drain_delay, drain)
 
