@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from e2e.helpers import admin_post
+from support.egress_audit import audit_lines
 from support.gateway import (
     GatewayFactory,
     GatewayProcess,
@@ -173,19 +174,6 @@ def curl(gw: GatewayProcess, url: str, *extra: str) -> tuple[int, bytes]:
     )
     body, _, code = out.stdout.rpartition(b"\n")
     return int(code), body
-
-
-def audit_lines(gw: GatewayProcess, at_least: int = 1) -> list[dict[str, Any]]:
-    """The egress lines of the access log, once there are ``at_least`` (it is written off the loop)."""
-    path: Path = gw.access_log  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 5
-    while True:
-        text = path.read_text() if path.exists() else ""
-        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-        egress = [line for line in lines if line.get("type") == "egress"]
-        if len(egress) >= at_least or time.monotonic() > deadline:
-            return egress
-        time.sleep(0.05)
 
 
 def test_absolute_form_reaches_the_origin_in_origin_form_with_host_rewritten(

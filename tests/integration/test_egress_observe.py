@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.helpers import admin_json, admin_post, http
 from support.browser import Browser, chromium_path
+from support.egress_audit import audit_lines
 from support.gateway import HOST, GatewayFactory, GatewayProcess, OriginProcess, free_port, send_raw
 
 pytestmark = pytest.mark.timeout(90)
@@ -100,18 +101,6 @@ def families(gw: GatewayProcess) -> dict[str, Any]:
 def sample(found: dict[str, Any], family: str, name: str, **labels: str) -> float | None:
     values = [s.value for s in found[family].samples if s.name == name and s.labels == labels]
     return float(values[0]) if values else None
-
-
-def audit_lines(gw: GatewayProcess, at_least: int) -> list[dict[str, Any]]:
-    path: Path = gw.access_log  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 5
-    while True:
-        text = path.read_text() if path.exists() else ""
-        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-        egress = [line for line in lines if line.get("type") == "egress"]
-        if len(egress) >= at_least or time.monotonic() > deadline:
-            return egress
-        time.sleep(0.05)
 
 
 def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:

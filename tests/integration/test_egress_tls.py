@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from e2e.helpers import admin_post
+from support.egress_audit import audit_lines
 from support.gateway import GatewayFactory, GatewayProcess, free_port, send_raw
 from support.stub_dns import StubDNS
 from support.tls import CertificateAuthority, Issued
@@ -211,17 +212,6 @@ def request(gw: GatewayProcess, target: str, host: str, extra: str = "") -> tupl
 def refusal(body: bytes) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(body)
     return document
-
-
-def audit_lines(gw: GatewayProcess, at_least: int) -> list[dict[str, Any]]:
-    path: Path = gw.access_log  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 5
-    while True:
-        text = path.read_text() if path.exists() else ""
-        lines = [json.loads(line) for line in text.splitlines() if '"type":"egress"' in line]
-        if len(lines) >= at_least or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
 
 
 def test_an_https_request_goes_out_verified_with_sni(

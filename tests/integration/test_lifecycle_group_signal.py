@@ -4,7 +4,6 @@ drains at once), never the supervisor's message, which only turns keep-alive off
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import subprocess
@@ -14,20 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e.helpers import ready_status, wait_until, worker_pids
-from support.gateway import HOST, SIDEGATE, OriginProcess, free_port, make_config
+from e2e.helpers import http, ready_status, wait_until, worker_pids
+from support.gateway import SIDEGATE, OriginProcess, free_port, make_config
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=5)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
 
 
 def test_a_worker_signalled_after_the_supervisors_message_still_waits_the_delay(
@@ -51,14 +40,14 @@ def test_a_worker_signalled_after_the_supervisors_message_still_waits_the_delay(
         workers = worker_pids(proc.pid)
         proc.send_signal(signal.SIGTERM)  # the supervisor first: it tells the workers keep_alive_off
         wait_until(
-            lambda: all(_get(port, "/probe")[1].get("Connection") == "close" for _ in range(6)),
+            lambda: all(http(port, "/probe")[1].get("connection") == "close" for _ in range(6)),
             1,
             what="every worker answering Connection: close",
         )
         for pid in workers:  # then the group signal reaches the workers
             os.kill(pid, signal.SIGTERM)
         time.sleep(0.1)
-        answers = [_get(port, f"/still-in-delay-{i}") for i in range(6)]
+        answers = [http(port, f"/still-in-delay-{i}") for i in range(6)]
         assert all(status == 200 for status, _, _ in answers), answers
         code = proc.wait(10)
     finally:

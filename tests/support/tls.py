@@ -33,7 +33,7 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _write(directory: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Issued:
+def write_issued(directory: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Issued:
     directory.mkdir(parents=True, exist_ok=True)
     issued = Issued(directory / "cert.pem", directory / "key.pem")
     issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -84,7 +84,7 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        issued = _write(directory, cert, key)
+        issued = write_issued(directory, cert, key)
         return cls(issued.cert, issued.key, cert, key)
 
     def issue(
@@ -123,4 +123,4 @@ class CertificateAuthority:
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        return _write(directory, builder.sign(self._private_key, hashes.SHA256()), key)
+        return write_issued(directory, builder.sign(self._private_key, hashes.SHA256()), key)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from support.tls import CertificateAuthority, Issued
+from support.tls import CertificateAuthority, Issued, write_issued
 
 HOST = "127.0.0.1"
 
@@ -126,12 +126,4 @@ def expired_certificate(ca: CertificateAuthority, directory: Path, name: str) ->
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    issued = Issued(directory / "cert.pem", directory / "key.pem")
-    issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    issued.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return issued
+    return write_issued(directory, cert, key)
