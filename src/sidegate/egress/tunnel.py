@@ -15,6 +15,12 @@ once it is), but it gets no byte. For a CONNECT to an IP literal a hello without
 (clients never put an IP in SNI, RFC 6066), one naming a host does not. Off by default, as in
 Smokescreen: a tunnel may carry other protocols (SSH over CONNECT, plain HTTP on port 80);
 ``match`` is Envoy's ``sni_dynamic_forward_proxy`` behaviour, for pods whose CONNECTs are TLS.
+
+Once the tunnel is up (the app has its ``200``, the early and held bytes and any held
+ClientHello are written), both sockets go to a :class:`~sidegate.egress.splice_relay.SpliceRelay`:
+the kernel moves the bytes, Python no longer sees them. Half-closes, the idle limit, the byte
+counts and backpressure stay as described above; where the relay cannot start, this module's
+copying path carries the tunnel to its end.
 """
 
 from __future__ import annotations
