@@ -196,7 +196,12 @@ class SpliceRelay:
         """Take over both sockets; False (everything undone) when the kernel says no."""
         try:
             for fd in (client_fd, destination_fd):
-                self.socks.append(socket.socket(fileno=os.dup(fd)))
+                copy = os.dup(fd)
+                try:
+                    self.socks.append(socket.socket(fileno=copy))
+                except OSError:
+                    os.close(copy)
+                    raise
             app, dest = self.socks
             self.ways = [_Direction(self, app, dest, True), _Direction(self, dest, app, False)]
             for way in self.ways:
