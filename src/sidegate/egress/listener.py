@@ -241,6 +241,9 @@ class EgressConnection(asyncio.Protocol):
             self.transport.resume_reading()
         if held and self.call is not None:
             self.call.from_client(held)
+        call = self.call
+        if call is not None and call.tunnel is not None and self.transport is not None:
+            call.tunnel.tunnel_up(self.transport)  # then zero copy, once it may
 
     def transparent_http(self, data: bytes) -> None:
         """A redirected connection turned out to speak HTTP: read it as any other."""

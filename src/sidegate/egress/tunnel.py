@@ -15,6 +15,12 @@ once it is), but it gets no byte. For a CONNECT to an IP literal a hello without
 (clients never put an IP in SNI, RFC 6066), one naming a host does not. Off by default, as in
 Smokescreen: a tunnel may carry other protocols (SSH over CONNECT, plain HTTP on port 80);
 ``match`` is Envoy's ``sni_dynamic_forward_proxy`` behaviour, for pods whose CONNECTs are TLS.
+
+Once the tunnel is up (the app has its ``200``, the early and held bytes and any held
+ClientHello are written), both sockets go to a :class:`~sidegate.egress.splice_relay.SpliceRelay`:
+the kernel moves the bytes, Python no longer sees them. Half-closes, the idle limit, the byte
+counts and backpressure stay as described above; where the relay cannot start, this module's
+copying path carries the tunnel to its end.
 """
 
 from __future__ import annotations
@@ -27,8 +33,13 @@ from sidegate.egress.answers import RefusedError
 from sidegate.egress.audit import AuditRecord
 from sidegate.egress.guard import Target
 from sidegate.egress.sni import MAX_CLIENT_HELLO, ClientHelloError, read_client_hello
+from sidegate.egress.splice_relay import AVAILABLE as SPLICE_AVAILABLE
+from sidegate.egress.splice_relay import SpliceRelay, socket_fd
 
 SNI_RULE = "connect_sni"
+#: How often a tunnel whose write buffers still hold bytes looks again before handing over to
+#: the splice relay (the bytes must be out first: a spliced byte may not overtake them).
+RELAY_RETRY = 0.005
 
 
 class SniCheck:
@@ -95,9 +106,17 @@ class TunnelToDestination(asyncio.Protocol):
         self.closed = False
         self.eof = False  # the destination sent all it will
         self.client_eof = False  # so did the app
+        # The zero-copy relay (:mod:`sidegate.egress.splice_relay`): the app's transport once
+        # the tunnel is up, and the relay once it has taken over both sockets.
+        self.client_transport: asyncio.Transport | None = None
+        self.relay: SpliceRelay | None = None
+        self.relay_pending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport
+        # Not read until the app has its 200 (tunnel_up): a destination that speaks first (SSH,
+        # SMTP, the bench's bulk origin) would otherwise have its bytes written ahead of it.
+        self.transport.pause_reading()
         self.timer = self.loop.call_later(self.idle, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
@@ -118,10 +137,12 @@ class TunnelToDestination(asyncio.Protocol):
         self.call.tunnel_closed()
 
     def pause_writing(self) -> None:
-        self.call.destination_writable(False)
+        if self.relay is None:
+            self.call.destination_writable(False)
 
     def resume_writing(self) -> None:
-        self.call.destination_writable(True)
+        if self.relay is None:
+            self.call.destination_writable(True)
 
     def send(self, data: bytes) -> None:
         self.last = self.loop.time()
@@ -139,6 +160,8 @@ class TunnelToDestination(asyncio.Protocol):
                 return
         if self.transport is not None and not self.closed:
             self.transport.write(data)
+            if self.client_transport is not None:  # the check passed: the kernel may take over
+                self.try_relay()
 
     def write_eof(self) -> None:
         """The app sent all it will: pass the half-close on, or end if the destination has too."""
@@ -151,7 +174,7 @@ class TunnelToDestination(asyncio.Protocol):
             self.transport.write_eof()
 
     def client_writable(self, writable: bool) -> None:
-        if self.transport is None or self.closed:
+        if self.transport is None or self.closed or self.relay is not None:
             return
         if writable:
             self.transport.resume_reading()
@@ -159,6 +182,61 @@ class TunnelToDestination(asyncio.Protocol):
             self.transport.pause_reading()  # the app is not taking bytes: stop reading the destination
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.close()  # lets go of its fds first, then calls _relay_ended
+            return
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- the zero-copy relay -------------------------------------------------------------------
+
+    def tunnel_up(self, client: asyncio.Transport) -> None:
+        """The app has its 200 and the held bytes are written: read the destination, and hand
+        both sockets to a splice relay as soon as nothing of the tunnel's own is in flight
+        (see :mod:`sidegate.egress.splice_relay`)."""
+        if self.transport is None or self.closed:
+            return
+        self.transport.resume_reading()
+        if SPLICE_AVAILABLE:
+            self.client_transport = client
+            self.try_relay()
+
+    def try_relay(self) -> None:
+        client, own = self.client_transport, self.transport
+        if client is None or own is None or self.relay is not None or self.closed:
+            return
+        if self.sni is not None:
+            return  # the ClientHello is not checked yet: send() calls again once it is
+        if self.eof or self.client_eof or client.is_closing():
+            self.client_transport = None  # a half-closed tunnel ends on the copying path
+            return
+        if client.get_write_buffer_size() or own.get_write_buffer_size():
+            if not self.relay_pending:
+                self.relay_pending = True
+                self.loop.call_later(RELAY_RETRY, self._retry_relay)
+            return
+        client_fd, own_fd = socket_fd(client), socket_fd(own)
+        self.client_transport = None
+        if client_fd is None or own_fd is None:
+            return
+        relay = SpliceRelay(self.loop, self.call.record, self._touch, self._relay_ended)
+        client.pause_reading()  # for good: from now on only the relay reads either socket
+        own.pause_reading()
+        if relay.start(client_fd, own_fd):
+            self.relay = relay
+            return
+        client.resume_reading()  # no pipe or fd to be had: the copying path goes on
+        own.resume_reading()
+
+    def _retry_relay(self) -> None:
+        self.relay_pending = False
+        self.try_relay()
+
+    def _touch(self) -> None:
+        self.last = self.loop.time()
+
+    def _relay_ended(self) -> None:
+        self.relay = None
         if self.transport is not None:
             self.transport.close()
 
