@@ -58,6 +58,8 @@ HOT_MODULES = (
     "sidegate.egress.audit",  # Audit.finish: counters, stats, explain ring, line
     "sidegate.egress.observe",
     "sidegate.egress.connect_head",  # each request line peeked at
+    "sidegate.egress.state",  # read by every call (pools, policy, audit, limits)
+    "sidegate.egress.server",  # compiled as its base class EgressState is
     "sidegate.cache.hitpath",
     "sidegate.cache.keys",
     "sidegate.cache.store",
