@@ -8,7 +8,11 @@ connection, the next as soon as the response is whole, ``--requests`` times. Und
 origin and the syscalls, which cancels out of an A/B comparison: the egress yardstick on a machine
 too noisy for wall-clock figures.
 
-    .venv/bin/python bench/micro_egress.py [--requests 20000] [--profile]
+    .venv/bin/python bench/micro_egress.py [--requests 20000] [--profile] [--inbound]
+
+``--inbound`` sends the same requests in origin-form to the inbound listener instead (its one
+route's upstream is the same origin): the ``sidegate`` row's path under the same harness, so the
+two counts compare as the benchmark's rows do.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ class Client(asyncio.Protocol):
             self.done.set_exception(RuntimeError(f"connection lost with {self.left} requests left: {exc!r}"))
 
 
-async def run(requests: int, profile: bool) -> float:
+async def run(requests: int, profile: bool, inbound: bool = False) -> float:
     loop = asyncio.get_running_loop()
     origin = await loop.create_server(Origin, "127.0.0.1", 0)
     origin_port = origin.sockets[0].getsockname()[1]
@@ -91,15 +95,16 @@ async def run(requests: int, profile: bool) -> float:
     gateway = Gateway(loop, compile_checked(check_text(yaml.safe_dump(doc))))
     await gateway.start()
     assert gateway.egress is not None
-    request = f"GET http://127.0.0.1:{origin_port}/ HTTP/1.1\r\nHost: 127.0.0.1:{origin_port}\r\n"
+    target = "/" if inbound else f"http://127.0.0.1:{origin_port}/"
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{origin_port}\r\n"
     request += "User-Agent: wrk\r\nAccept: */*\r\n\r\n"
+    assert gateway.server is not None
+    port = gateway.server.sockets[0].getsockname()[1] if inbound else gateway.egress.port
 
     async def batch(n: int) -> float:
         done: asyncio.Future[None] = loop.create_future()
         transport, _ = await loop.create_connection(
-            lambda: Client(request.encode(), n, done),
-            "127.0.0.1",
-            gateway.egress.port,  # type: ignore[union-attr]
+            lambda: Client(request.encode(), n, done), "127.0.0.1", port
         )
         start = time.perf_counter()
         await done
@@ -123,10 +128,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--inbound", action="store_true", help="origin-form to the inbound listener instead")
     args = parser.parse_args()
-    elapsed = uvloop.run(run(args.requests, args.profile))
+    elapsed = uvloop.run(run(args.requests, args.profile, args.inbound))
+    what = "inbound" if args.inbound else "egress"
     print(
-        f"{elapsed / args.requests * 1e6:.2f} us per egress request (client and origin in the same process)"
+        f"{elapsed / args.requests * 1e6:.2f} us per {what} request (client and origin in the same process)"
     )
 
 
