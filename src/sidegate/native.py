@@ -53,6 +53,13 @@ HOT_MODULES = (
     "sidegate.egress.http_call",
     "sidegate.egress.proxy",
     "sidegate.egress.listener",
+    "sidegate.egress.policy",  # decided once per call (the fast table, else the walk)
+    "sidegate.egress.record",  # the audit record, made once per call
+    "sidegate.egress.audit",  # Audit.finish: counters, stats, explain ring, line
+    "sidegate.egress.observe",
+    "sidegate.egress.connect_head",  # each request line peeked at
+    "sidegate.egress.state",  # read by every call (pools, policy, audit, limits)
+    "sidegate.egress.server",  # compiled as its base class EgressState is
     "sidegate.cache.hitpath",
     "sidegate.cache.keys",
     "sidegate.cache.store",

@@ -93,6 +93,32 @@ def test_the_first_destination_that_allows_the_call_decides() -> None:
     assert EgressPolicy((narrow, wide)).decide("http", "api.partner.com", 443, "GET", "/").rule == "narrow"
 
 
+def test_the_fast_table_answers_as_the_walk_does() -> None:
+    """The per-(scheme, host, port) table holds only what the walk would allow whatever the
+    method and path; everything else is left to the walk, with the same answer."""
+    narrow = destination("narrow", "api.partner.com", ports=(443,), methods=frozenset({"GET"}))
+    plain = destination("plain", "api.partner.com", ports=(80, 443))
+    wide = destination("wide", "*.partner.com", ports=(8443,))
+    policy = EgressPolicy((narrow, plain, wide))
+    assert set(policy.fast) == {("http", "api.partner.com", 80), ("https", "api.partner.com", 80)}
+    for scheme in ("http", "https"):
+        for port in (80, 443, 8443, 9000):
+            for method, path in (("GET", "/"), ("POST", "/x"), ("CONNECT", "")):
+                fast = policy.decide(scheme, "api.partner.com", port, method, path)
+                walked = EgressPolicy((narrow, plain, wide))
+                walked.fast = {}
+                slow = walked.decide(scheme, "api.partner.com", port, method, path)
+                assert (fast.allowed, fast.rule, fast.reason, fast.destination) == (
+                    slow.allowed,
+                    slow.rule,
+                    slow.reason,
+                    slow.destination,
+                ), (scheme, port, method)
+    assert policy.decide("http", "api.partner.com", 443, "GET", "/", named=narrow).rule == "narrow"
+    many = destination("many", "big.test", ports=tuple(range(1000, 1100)))
+    assert EgressPolicy((many,)).fast == {}  # more ports than FAST_PORTS: the walk decides
+
+
 def test_request_line_peek() -> None:
     assert peek_request_line(b"GET http://a.test/ HTTP/1.1\r\n", 100).scheme == "http"  # type: ignore[union-attr]
     assert peek_request_line(b"GET HTTPS://a.test/ HTTP/1.1\r\n", 100).scheme == "https"  # type: ignore[union-attr]

@@ -143,6 +143,11 @@ PLAIN: list[tuple[str, bytes]] = [
         b"POST /api/orders?dry_run=1 HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\n"
         b"Content-Length: 27\r\nAccept: application/json\r\n\r\n" + b'{"item": "tea", "count": 2}',
     ),
+    # A forward proxy's request (the egress listener's): the reader splits the authority off.
+    ("absolute-form", get(b"http://Origin.Example:8080/p?q=1")),
+    ("absolute-form-https", get(b"https://origin.example")),
+    ("absolute-form-query-only", get(b"http://origin.example?q=1")),
+    ("absolute-form-over-host", b"GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n"),
 ]
 
 # Plain shapes the lane reads whole that the reader then rejects (in Python, both lanes): 400.
@@ -195,8 +200,9 @@ DECLINED: list[tuple[str, bytes]] = [
     ("websocket", WEBSOCKET),
     ("websocket-with-frame", WEBSOCKET + TUNNEL_BYTES),
     ("upgrade-without-connection", get(b"/", b"Upgrade: h2c")),
-    ("absolute-form", get(b"http://Origin.Example:8080/p?q=1")),
-    ("absolute-form-https", get(b"https://origin.example")),
+    ("absolute-form-upper-case-scheme", get(b"HTTP://origin.example/p")),
+    ("absolute-form-ipv6", get(b"http://[::1]:8080/p")),
+    ("absolute-form-dot-segment", get(b"http://origin.example/a/../b")),
     ("dot-segments", get(b"/a/b/../c/./d")),
     ("dot-segment-at-end", get(b"/a/..")),
     ("dot-file", get(b"/.well-known/security.txt")),

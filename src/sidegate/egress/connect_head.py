@@ -15,28 +15,31 @@ Content-Length or Transfer-Encoding on one is a smuggling attempt and a 400).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Final
 
 from sidegate.http.errors import ProtocolError
 
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_TOKEN: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 
-@dataclass(frozen=True, slots=True)
 class RequestLine:
-    """What the egress connection needs of a request line before the reader sees it."""
+    """What the egress connection needs of a request line before the reader sees it (plain
+    classes, compiled: the line is peeked at once per request)."""
 
-    method: bytes
-    scheme: str  # "http"/"https" for an absolute-form target, "" for origin-form
+    def __init__(self, method: bytes, scheme: str) -> None:
+        self.method = method
+        self.scheme = scheme  # "http"/"https" for an absolute-form target, "" for origin-form
 
 
-@dataclass(frozen=True, slots=True)
 class ConnectHead:
-    authority: str
-    headers: list[tuple[bytes, bytes]]
-    via: bytes  # every Via value, joined (loop detection)
-    keep_alive: bool
+    def __init__(
+        self, authority: str, headers: list[tuple[bytes, bytes]], via: bytes, keep_alive: bool
+    ) -> None:
+        self.authority = authority
+        self.headers = headers
+        self.via = via  # every Via value, joined (loop detection)
+        self.keep_alive = keep_alive
 
 
 def peek_request_line(data: bytes, limit: int) -> RequestLine | None:
@@ -48,7 +51,7 @@ def peek_request_line(data: bytes, limit: int) -> RequestLine | None:
             raise ProtocolError(414, f"request line longer than {limit} bytes")
         return None
     method, _, rest = data[:end].partition(b" ")
-    target = rest.partition(b" ")[0].lower()
+    target = rest[:8].lower()  # enough for "https://": the rest of the target is the reader's
     scheme = "https" if target.startswith(b"https://") else "http" if target.startswith(b"http://") else ""
     return RequestLine(method, scheme)
 

@@ -19,21 +19,19 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any
+from typing import Any, Final
 
 from sidegate.egress.record import AuditRecord
 from sidegate.observe.metrics import BUCKETS, bucket_of
 from sidegate.observe.tracing import Span
 
 #: Refusals kept for the dashboard and ``GET /egress``, newest last.
-RECENT_DENIALS = 50
-_SLOTS = len(BUCKETS) + 1
+RECENT_DENIALS: Final = 50
+_SLOTS: Final = len(BUCKETS) + 1
 
 
 class DestinationStats:
     """The numbers of one ``destination`` label: durations, bytes each way."""
-
-    __slots__ = ("buckets", "received", "sent", "sum")
 
     def __init__(self) -> None:
         self.buckets = [0] * _SLOTS

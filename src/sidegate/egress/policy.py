@@ -6,6 +6,13 @@ the closest miss: what the most specific destination whose host matched (exact, 
 ``*.suffix``, then ``*``; the first among equals) refused, so the 403 tells the app's
 developer which line of the config to look at.
 
+Compiled with mypyc (``native.HOT_MODULES``): it is asked once per call. Most calls name a
+destination's exact host on one of its ports, and for those the answer is known when the config
+is compiled: :attr:`EgressPolicy.fast` holds it by ``(scheme, host, port)`` whenever the
+destination the walk would reach first allows every method and path there. Any other call, and
+any call to a key the table does not hold, takes the walk; the table is the policy's own, so a
+reload (a new policy) cannot see an old answer.
+
 This is the name check only. Where the name resolves is the SSRF guard's business
 (:mod:`sidegate.egress.guard`), checked after this on every resolved address.
 """
@@ -13,22 +20,27 @@ This is the name check only. Where the name resolves is the SSRF guard's busines
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from typing import Final
 
 from sidegate.config.egress_spec import DestinationSpec
 
 #: The rule named in a 403 when no destination allowed the call.
-DEFAULT_RULE = "default_action: deny"
+DEFAULT_RULE: Final = "default_action: deny"
+#: A destination listing more ports than this gets no fast-table entries (the walk decides).
+FAST_PORTS: Final = 64
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    """The verdict on one call; ``rule`` is the destination's name, or another rule's."""
+    """The verdict on one call; ``rule`` is the destination's name, or another rule's. Not to
+    be changed once made: an allowing one is shared by every call its fast-table key decides."""
 
-    allowed: bool
-    rule: str
-    reason: str
-    destination: DestinationSpec | None = None  # the destination that allowed it
+    def __init__(
+        self, allowed: bool, rule: str, reason: str, destination: DestinationSpec | None = None
+    ) -> None:
+        self.allowed = allowed
+        self.rule = rule
+        self.reason = reason
+        self.destination = destination  # the destination that allowed it
 
     def denial_body(self) -> bytes:
         """The JSON body of the 403 a denied call gets."""
@@ -77,6 +89,7 @@ class EgressPolicy:
     def __init__(self, destinations: tuple[DestinationSpec, ...]) -> None:
         self.destinations = destinations
         self.by_name = {d.name: d for d in destinations}
+        self.fast = _fast_table(destinations)
 
     def decide(
         self,
@@ -92,6 +105,10 @@ class EgressPolicy:
         ``scheme`` https then; ``host`` lower-case, as the guard parsed it). ``named``: the
         destination the app called by name; only it decides, on everything but the host (which
         is its own origin)."""
+        if named is None:
+            known = self.fast.get((scheme, host, port))
+            if known is not None:
+                return known
         nearest: tuple[int, str] | None = None  # the most specific host match's refusal
         for destination in (named,) if named is not None else self.destinations:
             if named is None and not host_matches(destination.host, host):
@@ -104,3 +121,30 @@ class EgressPolicy:
                 nearest = (rank, refusal)
         reason = nearest[1] if nearest is not None else f"no destination allows host {host}"
         return Decision(False, DEFAULT_RULE, reason)
+
+
+def _fast_table(destinations: tuple[DestinationSpec, ...]) -> dict[tuple[str, str, int], Decision]:
+    """``(scheme, host, port)`` -> the allowing decision, for every exact host, scheme and port
+    a destination lists, when the first destination (in order) whose host, scheme and port all
+    match that call has no method or path restriction: then the walk would allow every call
+    there by that destination, whatever its method and path. Bounded by the config's size."""
+    table: dict[tuple[str, str, int], Decision] = {}
+    for listed in destinations:
+        host = listed.host
+        if host == "*" or host.startswith("*.") or len(listed.ports) > FAST_PORTS:
+            continue
+        for scheme in listed.schemes:
+            for port in listed.ports:
+                key = (scheme, host, port)
+                if key in table:
+                    continue
+                for destination in destinations:
+                    if (
+                        host_matches(destination.host, host)
+                        and scheme in destination.schemes
+                        and port in destination.ports
+                    ):
+                        if destination.methods is None and destination.path_prefixes is None:
+                            table[key] = Decision(True, destination.name, "allowed", destination)
+                        break
+    return table

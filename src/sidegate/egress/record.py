@@ -7,38 +7,39 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 
 from sidegate.observe.trace_context import TraceContext
 
 
-@dataclass(slots=True)
 class AuditRecord:
-    """What one outbound call leaves in the audit log; filled in as the call goes."""
+    """What one outbound call leaves in the audit log; filled in as the call goes. A plain
+    class compiled with mypyc (``native.HOT_MODULES``), not a dataclass: one is made per call
+    and its fields are set from compiled code, so they are struct fields, not slot look-ups."""
 
-    request_id: str
-    kind: str  # "http" (absolute-form), "named" (Host names a destination) or "connect"
-    method: str
-    client: str
-    started: float  # Audit.clock (time.perf_counter) when the call began
-    destination: str = ""  # host:port asked for
-    target: str = ""  # the origin-form path (not for tunnels)
-    resolved: str = ""  # the checked address dialled, "ip:port"
-    decision: str = "deny"  # "allow" or "deny"
-    rule: str = ""
-    reason: str = ""
-    status: int = 0
-    bytes_in: int = 0  # from the app (request body; tunnel: app to destination)
-    bytes_out: int = 0  # to the app (response body; tunnel: destination to app)
-    credential: str | None = None  # reserved: the name of an injected credential
-    tls: str | None = None  # "originated" when the sidecar spoke TLS to the destination
-    tls_server_name: str | None = None  # the name it verified (and sent as SNI unless an IP)
-    extra: dict[str, str] = field(default_factory=dict)
-    error: str = ""  # the error word of an answer Sidegate gave itself ("egress_denied"...)
-    trace: TraceContext | None = None  # tracing on: the egress span's context
-    app_request_id: bytes = b""  # the X-Request-Id the app sent (passed on as it came)
-    duration: float = 0.0  # seconds, set when the call is finished
-    wall: float = 0.0  # Unix time the call began, set when it is finished
+    def __init__(self, request_id: str, kind: str, method: str, client: str, started: float) -> None:
+        self.request_id = request_id
+        self.kind = kind  # "http" (absolute-form), "named" (Host names a destination) or "connect"
+        self.method = method
+        self.client = client
+        self.started = started  # Audit.clock (time.perf_counter) when the call began
+        self.destination = ""  # host:port asked for
+        self.target = ""  # the origin-form path (not for tunnels)
+        self.resolved = ""  # the checked address dialled, "ip:port"
+        self.decision = "deny"  # "allow" or "deny"
+        self.rule = ""
+        self.reason = ""
+        self.status = 0
+        self.bytes_in = 0  # from the app (request body; tunnel: app to destination)
+        self.bytes_out = 0  # to the app (response body; tunnel: destination to app)
+        self.credential: str | None = None  # the name of an injected credential
+        self.tls: str | None = None  # "originated" when the sidecar spoke TLS to the destination
+        self.tls_server_name: str | None = None  # the name it verified (and sent as SNI unless an IP)
+        self.extra: dict[str, str] = {}
+        self.error = ""  # the error word of an answer Sidegate gave itself ("egress_denied"...)
+        self.trace: TraceContext | None = None  # tracing on: the egress span's context
+        self.app_request_id = b""  # the X-Request-Id the app sent (passed on as it came)
+        self.duration = 0.0  # seconds, set when the call is finished
+        self.wall = 0.0  # Unix time the call began, set when it is finished
 
     def line(self, duration: float) -> bytes:
         entry = {

@@ -6,7 +6,7 @@ The gateway makes one when the config has an ``egress:`` section and closes it o
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 from sidegate.egress.listener import EgressConnection
 from sidegate.egress.state import EgressState
@@ -30,7 +30,10 @@ class EgressServer(EgressState):
     def port(self) -> int:
         """The bound port (the configured one, or the kernel's pick for port 0)."""
         assert self.server is not None
-        return cast(int, self.server.sockets[0].getsockname()[1])
+        server: Any = (
+            self.server
+        )  # uvloop's sockets are a list, not the tuple typeshed says (checked when compiled)
+        return cast(int, server.sockets[0].getsockname()[1])
 
     def close(self) -> None:
         if self.server is not None:

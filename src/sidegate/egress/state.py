@@ -6,6 +6,10 @@ never a name: a pool keyed by name would reuse a connection to an address the na
 has), the count of open calls per destination (``max_connections``), and Sidegate's own
 listening addresses (loop detection). The listening socket is
 :class:`~sidegate.egress.server.EgressServer`'s, which adds it on top.
+
+Compiled with mypyc (``native.HOT_MODULES``, as is ``server.py``): a call reads this state a dozen
+times (policy, audit, pools, limits), and from compiled code a native attribute is a struct field
+where an interpreted object's is a dict look-up.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Final, Protocol
 
 from sidegate.config.egress_credential_spec import CredentialSettings
 from sidegate.config.egress_spec import EgressSpec
@@ -29,9 +33,9 @@ from sidegate.upstream.pool import EndpointPool
 from sidegate.upstream.tls_origin import TlsOrigin
 
 #: Keep-alive pools kept at once (one per checked ``ip:port``).
-MAX_POOLS = 256
+MAX_POOLS: Final = 256
 #: What Sidegate adds to Via on the way out, and refuses to see on the way in (a loop).
-EGRESS_VIA = b"1.1 sidegate-egress"
+EGRESS_VIA: Final = b"1.1 sidegate-egress"
 
 
 class Closable(Protocol):

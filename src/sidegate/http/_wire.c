@@ -282,8 +282,9 @@ static PyObject *declined(PyObject *fields) {
 /* scan_request(data, start, max_head, max_fields)
  *     -> (end, method, target, path, query, content_length, fields) | None
  *
- * Taken: an HTTP/1.1 request with one of the methods above, an origin-form target with no "#" and
- * no dot-segment, at most one Content-Length (-1 when there is none; the caller counts the body)
+ * Taken: an HTTP/1.1 request with one of the methods above, an origin-form target, or an
+ * absolute-form one starting "http://" or "https://" in lower case (a forward proxy's request: the
+ * reader splits its authority off as the reference path does), with no "#" and no dot-segment, at most one Content-Length (-1 when there is none; the caller counts the body)
  * and no Transfer-Encoding, no Upgrade, no Connection other than keep-alive and no
  * Proxy-Connection, no value ending in whitespace, at most max_fields fields, and a head within
  * max_head both in bytes and as the reader measures it (the target plus name + value + 4 per
@@ -313,7 +314,13 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
             break;
         }
     }
-    if (method == NULL || *p != '/') Py_RETURN_NONE;
+    if (method == NULL) Py_RETURN_NONE;
+    if (*p != '/') {
+        /* absolute-form: the scheme, then the same target characters as origin-form */
+        int absolute = (end - p > 8 && memcmp(p, "http://", 7) == 0) ||
+                       (end - p > 9 && memcmp(p, "https://", 8) == 0);
+        if (!absolute) Py_RETURN_NONE;
+    }
     const char *target = p;
     const char *question = NULL;
     while (classes[(unsigned char)*p] & TARGET) {

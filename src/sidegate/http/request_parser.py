@@ -187,10 +187,13 @@ class RequestParser(ChunkedBody):
             else:
                 self.on_header(pair[0], pair[1])
         head.method = method  # HTTP/1.1 and kept alive: the lane takes no other
-        resolve_host(head)
-        head.path = path
-        head.query = query
-        head.target = target
+        if target[:1] == b"/":
+            resolve_host(head)
+            head.path = path
+            head.query = query
+            head.target = target
+        else:  # absolute-form (the egress listener's): its authority wins over Host, as below
+            split_target(head, target)
         self._hand_off(head)
         if length > 0:
             self._body_left = length
