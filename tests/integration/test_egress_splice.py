@@ -10,9 +10,8 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 from e2e.helpers import admin_post
 from support.gateway import GatewayFactory, GatewayProcess, free_port
+from support.scripted_origin import ScriptedOrigin
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -35,33 +35,6 @@ def pattern(size: int, seed: int) -> bytes:
     return b"".join(blocks)[:size]
 
 
-class Peer:
-    """A loopback destination whose per-connection behaviour each test sets (``handler``)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server((HOST, 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.handler: Callable[[socket.socket], None] = lambda conn: None
-        self.results: list[Any] = []
-        self.errors: list[BaseException] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                self.handler(conn)
-            except BaseException as error:  # reported by the test
-                self.errors.append(error)
-
-
 def read_all(sock: socket.socket) -> bytes:
     chunks = []
     while data := sock.recv(MIB):
@@ -70,14 +43,14 @@ def read_all(sock: socket.socket) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def peer() -> Iterator[Peer]:
-    p = Peer()
+def peer() -> Iterator[ScriptedOrigin]:
+    p = ScriptedOrigin()
     yield p
     p.sock.close()
 
 
 @pytest.fixture
-def egress(gateway: GatewayFactory, peer: Peer, tmp_path: Path) -> GatewayProcess:
+def egress(gateway: GatewayFactory, peer: ScriptedOrigin, tmp_path: Path) -> GatewayProcess:
     port = free_port()
 
     def add_egress(config: dict[str, Any]) -> None:
@@ -131,7 +104,9 @@ def rss(gw: GatewayProcess) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_big_transfers_both_ways_arrive_whole_with_half_closes(egress: GatewayProcess, peer: Peer) -> None:
+def test_big_transfers_both_ways_arrive_whole_with_half_closes(
+    egress: GatewayProcess, peer: ScriptedOrigin
+) -> None:
     """The app uploads 48 MiB and half-closes; the destination, having read it all, answers
     with its hash and 40 MiB of its own, then closes. Both sides check every byte."""
     up, down = pattern(48 * MIB, 1), pattern(40 * MIB, 2)
@@ -156,7 +131,7 @@ def test_big_transfers_both_ways_arrive_whole_with_half_closes(egress: GatewayPr
 
 
 def test_the_destinations_half_close_reaches_the_app_which_may_go_on_sending(
-    egress: GatewayProcess, peer: Peer
+    egress: GatewayProcess, peer: ScriptedOrigin
 ) -> None:
     down, up = pattern(8 * MIB, 3), pattern(16 * MIB, 4)
 
@@ -179,7 +154,7 @@ def test_the_destinations_half_close_reaches_the_app_which_may_go_on_sending(
 
 
 def test_a_slow_reader_holds_the_destination_back_in_bounded_memory(
-    egress: GatewayProcess, peer: Peer
+    egress: GatewayProcess, peer: ScriptedOrigin
 ) -> None:
     block = pattern(MIB, 5)
     sent = [0]
@@ -211,7 +186,7 @@ def test_a_slow_reader_holds_the_destination_back_in_bounded_memory(
     assert sent[0] >= 64 * MIB - MIB
 
 
-def test_an_idle_tunnel_on_the_zero_copy_path_is_closed(egress: GatewayProcess, peer: Peer) -> None:
+def test_an_idle_tunnel_on_the_zero_copy_path_is_closed(egress: GatewayProcess, peer: ScriptedOrigin) -> None:
     config = dict(egress.config)
     config["egress"] = {
         "destinations": [{**config["egress"]["destinations"][0], "timeouts": {"idle": "500ms"}}]
@@ -231,7 +206,7 @@ def test_an_idle_tunnel_on_the_zero_copy_path_is_closed(egress: GatewayProcess, 
     assert line["bytes_in"] == 5 and line["bytes_out"] == 70000
 
 
-def test_many_tunnels_leave_no_file_descriptor_behind(egress: GatewayProcess, peer: Peer) -> None:
+def test_many_tunnels_leave_no_file_descriptor_behind(egress: GatewayProcess, peer: ScriptedOrigin) -> None:
     def handler(conn: socket.socket) -> None:
         data = conn.recv(65536)
         if data == b"reset":

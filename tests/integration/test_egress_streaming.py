@@ -30,6 +30,7 @@ from support.gateway import (
     free_port,
     parse_one,
 )
+from support.scripted_origin import ScriptedOrigin
 from support.slow_peers import read_head, small_receive_buffer_client, stream_digest
 
 pytestmark = pytest.mark.timeout(90)
@@ -40,35 +41,9 @@ RSS_GROWTH_KIB = 16 * 1024  # far below the 64 MiB bodies: streamed, not buffere
 MAX_BODY = 1000  # egress.max_body: the request body limit; responses are not bounded by it
 
 
-class ScriptedOrigin:
-    """A loopback destination whose every connection is served by ``handler`` (set by a test)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server((HOST, 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.handler: Callable[[socket.socket], None] = lambda conn: None
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(10)
-            self.handler(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def scripted() -> Iterator[ScriptedOrigin]:
-    origin = ScriptedOrigin()
+    origin = ScriptedOrigin(timeout=10)
     yield origin
     origin.close()
 
